@@ -1,0 +1,28 @@
+//! Meridian's replicated resource model: the kinds operators and agents write,
+//! how their manifests parse, how they are validated, and how a batch of
+//! writes is planned against the current state.
+//!
+//! Everything here is pure: no I/O, no async, no storage engine. The control
+//! plane's state machine asks [`plan`] what to write and carries it out.
+
+mod duration;
+mod error;
+mod key;
+mod kind;
+mod manifest;
+mod meta;
+mod names;
+mod plan;
+mod references;
+mod resource;
+pub mod spec;
+
+pub use duration::Duration;
+pub use error::{ModelError, Rejection, RejectionCode};
+pub use key::ResourceKey;
+pub use kind::Kind;
+pub use manifest::{parse_manifests, Manifest};
+pub use meta::Metadata;
+pub use plan::{plan, Command, Op, StateView, Write};
+pub use references::check_references;
+pub use resource::{Resource, Spec};

@@ -1,0 +1,269 @@
+//! Planning a replicated command: given the state a replica has applied, decide
+//! deterministically what a batch of writes changes, or why it changes nothing.
+
+use crate::{
+    references::{check_delete, check_references},
+    Kind, Rejection, RejectionCode, Resource, ResourceKey,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Read access to applied state, as the planner needs it.
+pub trait StateView {
+    fn get(&self, key: &ResourceKey) -> Option<Resource>;
+    fn list(&self, kind: Kind) -> Vec<Resource>;
+}
+
+/// One write in a command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// Create or replace. `expected_revision`: `Some(0)` means "must not exist yet".
+    Put {
+        resource: Resource,
+        expected_revision: Option<u64>,
+    },
+    Delete {
+        key: ResourceKey,
+        expected_revision: Option<u64>,
+    },
+}
+
+/// The payload of one Raft log entry: a batch of writes applied all or nothing.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    pub ops: Vec<Op>,
+}
+
+/// What applying a command writes to storage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    Put(Resource),
+    Delete(ResourceKey),
+}
+
+/// Plans `command` at log index `index`. Each op sees the effect of the ops
+/// before it; if any op is refused, the whole command changes nothing.
+/// Returns the writes and, per op, the revision of the object afterwards.
+pub fn plan(view: &dyn StateView, command: &Command, index: u64) -> Result<(Vec<Write>, Vec<u64>), Rejection> {
+    let mut overlay = Overlay {
+        base: view,
+        changes: BTreeMap::new(),
+    };
+    let mut revisions = Vec::with_capacity(command.ops.len());
+    for (i, op) in command.ops.iter().enumerate() {
+        let revision = plan_op(&mut overlay, op, index).map_err(|mut e| {
+            if command.ops.len() > 1 {
+                e.message = format!("write {} of {}: {}", i + 1, command.ops.len(), e.message);
+            }
+            e
+        })?;
+        revisions.push(revision);
+    }
+    let writes = overlay
+        .changes
+        .into_iter()
+        .map(|(key, change)| match change {
+            Some(resource) => Write::Put(resource),
+            None => Write::Delete(key),
+        })
+        .collect();
+    Ok((writes, revisions))
+}
+
+fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Rejection> {
+    match op {
+        Op::Put {
+            resource,
+            expected_revision,
+        } => {
+            let key = resource.key();
+            let current = overlay.get(&key);
+            check_expected(&key, current.as_ref(), *expected_revision)?;
+            check_references(overlay, resource)?;
+            if let Some(current) = current.filter(|c| c.same_content(resource)) {
+                return Ok(current.revision());
+            }
+            let mut stored = resource.clone();
+            stored.metadata.revision = Some(index);
+            overlay.changes.insert(key, Some(stored));
+            Ok(index)
+        }
+        Op::Delete {
+            key,
+            expected_revision,
+        } => {
+            let current = overlay.get(key);
+            if current.is_none() {
+                return Err(Rejection::new(RejectionCode::NotFound, format!("{key} not found")));
+            }
+            check_expected(key, current.as_ref(), *expected_revision)?;
+            check_delete(overlay, key)?;
+            overlay.changes.insert(key.clone(), None);
+            Ok(index)
+        }
+    }
+}
+
+fn check_expected(key: &ResourceKey, current: Option<&Resource>, expected: Option<u64>) -> Result<(), Rejection> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let actual = current.map(Resource::revision).unwrap_or(0);
+    if actual == expected {
+        return Ok(());
+    }
+    let message = match (expected, current) {
+        (0, Some(_)) => format!("{key} already exists (revision {actual})"),
+        (_, None) => format!("{key} does not exist, expected revision {expected}"),
+        _ => format!("{key} is at revision {actual}, expected {expected}"),
+    };
+    Err(Rejection::new(RejectionCode::Aborted, message))
+}
+
+/// The base state with a batch's earlier writes laid over it.
+struct Overlay<'a> {
+    base: &'a dyn StateView,
+    changes: BTreeMap<ResourceKey, Option<Resource>>,
+}
+
+impl StateView for Overlay<'_> {
+    fn get(&self, key: &ResourceKey) -> Option<Resource> {
+        match self.changes.get(key) {
+            Some(change) => change.clone(),
+            None => self.base.get(key),
+        }
+    }
+
+    fn list(&self, kind: Kind) -> Vec<Resource> {
+        let mut merged: BTreeMap<ResourceKey, Resource> =
+            self.base.list(kind).into_iter().map(|r| (r.key(), r)).collect();
+        for (key, change) in self.changes.range(..).filter(|(k, _)| k.kind == kind) {
+            match change {
+                Some(resource) => merged.insert(key.clone(), resource.clone()),
+                None => merged.remove(key),
+            };
+        }
+        merged.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_manifests;
+
+    /// A state held in memory, for tests.
+    #[derive(Default)]
+    struct MemState(BTreeMap<ResourceKey, Resource>);
+
+    impl StateView for MemState {
+        fn get(&self, key: &ResourceKey) -> Option<Resource> {
+            self.0.get(key).cloned()
+        }
+        fn list(&self, kind: Kind) -> Vec<Resource> {
+            self.0.values().filter(|r| r.kind() == kind).cloned().collect()
+        }
+    }
+
+    impl MemState {
+        fn apply(&mut self, command: &Command, index: u64) -> Result<Vec<u64>, Rejection> {
+            let (writes, revisions) = plan(self, command, index)?;
+            for write in writes {
+                match write {
+                    Write::Put(r) => self.0.insert(r.key(), r),
+                    Write::Delete(k) => self.0.remove(&k),
+                };
+            }
+            Ok(revisions)
+        }
+    }
+
+    fn puts(text: &str) -> Command {
+        Command {
+            ops: parse_manifests(text)
+                .expect("valid manifests")
+                .into_iter()
+                .map(|resource| Op::Put {
+                    resource,
+                    expected_revision: None,
+                })
+                .collect(),
+        }
+    }
+
+    const SERVICES: &str = "kind: Service\nmetadata: {name: checkout, namespace: shop}\nspec: {protocol: http, port: 80}\n---\nkind: Service\nmetadata: {name: v1, namespace: shop}\nspec: {protocol: http, port: 80}\n";
+    const SPLIT: &str = "kind: TrafficSplit\nmetadata: {name: checkout, namespace: shop}\nspec: {service: checkout, backends: [{service: v1, weight: 1}]}\n";
+
+    #[test]
+    fn a_batch_sees_its_own_earlier_writes() {
+        let mut state = MemState::default();
+        let revisions = state.apply(&puts(&format!("{SERVICES}---\n{SPLIT}")), 7).expect("applies");
+        assert_eq!(revisions, vec![7, 7, 7]);
+        assert_eq!(state.0.len(), 3);
+    }
+
+    #[test]
+    fn a_rejected_batch_changes_nothing() {
+        let mut state = MemState::default();
+        let err = state.apply(&puts(SPLIT), 3).expect_err("missing service");
+        assert_eq!(err.code, RejectionCode::FailedPrecondition);
+        assert!(err.message.contains("spec.service"), "{}", err.message);
+        assert!(state.0.is_empty());
+
+        let cmd = puts(&format!("{SERVICES}---\nkind: FailoverPolicy\nmetadata: {{name: checkout, namespace: shop}}\nspec: {{service: checkout, order: [nowhere]}}\n"));
+        let err = state.apply(&cmd, 4).expect_err("unknown cluster");
+        assert!(err.message.contains("spec.order[0]: unknown cluster 'nowhere'"), "{}", err.message);
+        assert!(state.0.is_empty());
+    }
+
+    #[test]
+    fn referenced_services_cannot_be_deleted() {
+        let mut state = MemState::default();
+        state.apply(&puts(&format!("{SERVICES}---\n{SPLIT}")), 1).expect("applies");
+        let key = ResourceKey::new(Kind::Service, Some("shop"), "v1", None).expect("key");
+        let delete = Command {
+            ops: vec![Op::Delete {
+                key: key.clone(),
+                expected_revision: None,
+            }],
+        };
+        let err = state.apply(&delete, 2).expect_err("still referenced");
+        assert_eq!(err.code, RejectionCode::FailedPrecondition);
+        assert!(state.0.contains_key(&key));
+    }
+
+    #[test]
+    fn optimistic_concurrency() {
+        let mut state = MemState::default();
+        state.apply(&puts(SERVICES), 5).expect("applies");
+        let mut cmd = puts("kind: Service\nmetadata: {name: v1, namespace: shop}\nspec: {protocol: tcp, port: 81}\n");
+        if let Op::Put { expected_revision, .. } = &mut cmd.ops[0] {
+            *expected_revision = Some(4);
+        }
+        assert_eq!(state.apply(&cmd, 6).expect_err("stale").code, RejectionCode::Aborted);
+        if let Op::Put { expected_revision, .. } = &mut cmd.ops[0] {
+            *expected_revision = Some(5);
+        }
+        assert_eq!(state.apply(&cmd, 6).expect("current"), vec![6]);
+    }
+
+    #[test]
+    fn an_unchanged_put_keeps_its_revision() {
+        let mut state = MemState::default();
+        state.apply(&puts(SERVICES), 5).expect("applies");
+        assert_eq!(state.apply(&puts(SERVICES), 9).expect("applies"), vec![5, 5]);
+    }
+
+    #[test]
+    fn deleting_the_missing_is_not_found() {
+        let mut state = MemState::default();
+        let key = ResourceKey::new(Kind::Cluster, None, "nowhere", None).expect("key");
+        let cmd = Command {
+            ops: vec![Op::Delete {
+                key,
+                expected_revision: None,
+            }],
+        };
+        assert_eq!(state.apply(&cmd, 1).expect_err("missing").code, RejectionCode::NotFound);
+    }
+}

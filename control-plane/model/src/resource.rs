@@ -1,0 +1,150 @@
+//! A typed resource: metadata plus the spec of its kind.
+
+use crate::{
+    key::ResourceKey,
+    manifest::Manifest,
+    spec::{ClusterSpec, EndpointsSpec, FailoverPolicySpec, ServiceSpec, TrafficSplitSpec},
+    Kind, Metadata, ModelError,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "Manifest", into = "Manifest")]
+pub struct Resource {
+    pub metadata: Metadata,
+    pub spec: Spec,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spec {
+    Cluster(ClusterSpec),
+    Service(ServiceSpec),
+    Endpoints(EndpointsSpec),
+    TrafficSplit(TrafficSplitSpec),
+    FailoverPolicy(FailoverPolicySpec),
+}
+
+impl Spec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::Cluster(_) => Kind::Cluster,
+            Spec::Service(_) => Kind::Service,
+            Spec::Endpoints(_) => Kind::Endpoints,
+            Spec::TrafficSplit(_) => Kind::TrafficSplit,
+            Spec::FailoverPolicy(_) => Kind::FailoverPolicy,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let value = match self {
+            Spec::Cluster(s) => serde_json::to_value(s),
+            Spec::Service(s) => serde_json::to_value(s),
+            Spec::Endpoints(s) => serde_json::to_value(s),
+            Spec::TrafficSplit(s) => serde_json::to_value(s),
+            Spec::FailoverPolicy(s) => serde_json::to_value(s),
+        };
+        // Plain structs of strings and numbers always serialise.
+        value.unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        self.spec.kind()
+    }
+
+    /// The key; metadata was normalised when the resource was built, so this cannot fail.
+    pub fn key(&self) -> ResourceKey {
+        ResourceKey {
+            kind: self.kind(),
+            namespace: self.metadata.namespace.clone().unwrap_or_default(),
+            name: self.metadata.name.clone(),
+            cluster: self.metadata.cluster.clone().unwrap_or_default(),
+        }
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.metadata.revision.unwrap_or(0)
+    }
+
+    /// Parses and validates everything that needs no other resource.
+    pub fn from_manifest(manifest: Manifest) -> Result<Self, ModelError> {
+        let kind: Kind = manifest.kind.parse()?;
+        let mut metadata: Metadata = from_value("metadata", manifest.metadata)?;
+        let key = ResourceKey::new(
+            kind,
+            metadata.namespace.as_deref(),
+            &metadata.name,
+            metadata.cluster.as_deref(),
+        )?;
+        metadata.namespace = Some(key.namespace.clone()).filter(|ns| !ns.is_empty());
+        metadata.cluster = Some(key.cluster.clone()).filter(|c| !c.is_empty());
+        for label in metadata.labels.keys() {
+            if label.is_empty() || label.len() > 253 {
+                return Err(ModelError::invalid("metadata.labels", format!("bad label key '{label}'")));
+            }
+        }
+        let spec = match kind {
+            Kind::Cluster => Spec::Cluster(from_value("spec", manifest.spec)?),
+            Kind::Service => Spec::Service(from_value("spec", manifest.spec)?),
+            Kind::Endpoints => Spec::Endpoints(from_value("spec", manifest.spec)?),
+            Kind::TrafficSplit => Spec::TrafficSplit(from_value("spec", manifest.spec)?),
+            Kind::FailoverPolicy => Spec::FailoverPolicy(from_value("spec", manifest.spec)?),
+        };
+        let resource = Resource { metadata, spec };
+        resource.validate()?;
+        Ok(resource)
+    }
+
+    fn validate(&self) -> Result<(), ModelError> {
+        let namespace = self.metadata.namespace.as_deref().unwrap_or_default();
+        match &self.spec {
+            Spec::Cluster(s) => s.validate(),
+            Spec::Service(s) => s.validate(),
+            Spec::Endpoints(s) => s.validate(),
+            Spec::TrafficSplit(s) => s.validate(namespace).map(drop),
+            Spec::FailoverPolicy(s) => s.validate(namespace).map(drop),
+        }
+    }
+
+    pub fn to_manifest(&self) -> Manifest {
+        Manifest {
+            kind: self.kind().to_string(),
+            metadata: serde_json::to_value(&self.metadata).unwrap_or(serde_json::Value::Null),
+            spec: self.spec.to_json(),
+        }
+    }
+
+    /// Equal apart from the revision: writing it again would change nothing.
+    pub fn same_content(&self, other: &Resource) -> bool {
+        let mut a = self.metadata.clone();
+        a.revision = other.metadata.revision;
+        a == other.metadata && self.spec == other.spec
+    }
+}
+
+impl TryFrom<Manifest> for Resource {
+    type Error = ModelError;
+
+    fn try_from(manifest: Manifest) -> Result<Self, Self::Error> {
+        Resource::from_manifest(manifest)
+    }
+}
+
+impl From<Resource> for Manifest {
+    fn from(resource: Resource) -> Self {
+        resource.to_manifest()
+    }
+}
+
+/// Deserialises with the path of the offending field in the error.
+fn from_value<T: DeserializeOwned>(prefix: &str, value: serde_json::Value) -> Result<T, ModelError> {
+    if value.is_null() {
+        return Err(ModelError::invalid(prefix, "is missing"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { prefix.to_string() } else { format!("{prefix}.{path}") };
+        ModelError::invalid(field, e.into_inner().to_string())
+    })
+}

@@ -1,0 +1,17 @@
+//! The `spec` of each kind, as written in manifests (camelCase fields), with
+//! the checks that need nothing but the spec itself.
+
+mod cluster;
+mod endpoints;
+mod failover;
+mod service;
+mod split;
+
+pub use cluster::ClusterSpec;
+pub use endpoints::{Endpoint, EndpointsSpec, Health};
+pub use failover::FailoverPolicySpec;
+pub use service::{
+    CircuitBreaker, HealthCheck, HttpHealthCheck, LbPolicy, OutlierDetection, Protocol, RetryOn, RetryPolicy,
+    ServiceSpec, TcpHealthCheck,
+};
+pub use split::{SplitBackend, TrafficSplitSpec};

@@ -1,0 +1,205 @@
+//! `Service`: protocol, port, load balancing and resilience settings of one service.
+
+use crate::{Duration, ModelError};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSpec {
+    pub protocol: Protocol,
+    pub port: u16,
+    #[serde(default)]
+    pub lb: LbPolicy,
+    /// For the hash policies: `source_ip` or `header:NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_on: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<CircuitBreaker>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheck>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    Http,
+    Http2,
+    Grpc,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LbPolicy {
+    #[default]
+    RoundRobin,
+    Random,
+    Weighted,
+    LeastRequest,
+    IpHash,
+    RingHash,
+    Maglev,
+}
+
+impl LbPolicy {
+    pub fn is_hash(&self) -> bool {
+        matches!(self, LbPolicy::IpHash | LbPolicy::RingHash | LbPolicy::Maglev)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout: Option<Duration>,
+    #[serde(default)]
+    pub on: Vec<RetryOn>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RetryOn {
+    #[serde(rename = "connect-failure")]
+    ConnectFailure,
+    #[serde(rename = "reset")]
+    Reset,
+    #[serde(rename = "5xx")]
+    Server5xx,
+    #[serde(rename = "gateway-error")]
+    GatewayError,
+    #[serde(rename = "retriable-4xx")]
+    Retriable4xx,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct OutlierDetection {
+    #[serde(rename = "consecutive5xx")]
+    pub consecutive_5xx: u32,
+    pub interval: Duration,
+    pub base_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreaker {
+    pub max_connections: u32,
+    pub max_pending_requests: u32,
+    pub max_requests: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpHealthCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpHealthCheck>,
+    pub interval: Duration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpHealthCheck {
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpHealthCheck {}
+
+/// Retries beyond this are a configuration mistake, not resilience.
+pub const MAX_RETRY_ATTEMPTS: u32 = 10;
+
+impl ServiceSpec {
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.port == 0 {
+            return Err(ModelError::invalid("spec.port", "must be between 1 and 65535"));
+        }
+        self.validate_hash()?;
+        if let Some(retries) = &self.retries {
+            if retries.attempts > MAX_RETRY_ATTEMPTS {
+                return Err(ModelError::invalid(
+                    "spec.retries.attempts",
+                    format!("{} exceeds the maximum of {MAX_RETRY_ATTEMPTS}", retries.attempts),
+                ));
+            }
+        }
+        if let Some(od) = &self.outlier_detection {
+            if od.max_ejection_percent > 100 {
+                return Err(ModelError::invalid(
+                    "spec.outlierDetection.maxEjectionPercent",
+                    format!("{} is more than 100", od.max_ejection_percent),
+                ));
+            }
+            if od.interval.as_std().is_zero() {
+                return Err(ModelError::invalid("spec.outlierDetection.interval", "must be positive"));
+            }
+        }
+        if let Some(hc) = &self.health_check {
+            self.validate_health_check(hc)?;
+        }
+        Ok(())
+    }
+
+    fn validate_hash(&self) -> Result<(), ModelError> {
+        match (&self.hash_on, self.lb.is_hash()) {
+            (Some(_), false) => Err(ModelError::invalid(
+                "spec.hashOn",
+                "only applies to lb ip_hash, ring_hash or maglev",
+            )),
+            (Some(key), true) if key != "source_ip" => match key.strip_prefix("header:") {
+                Some(name) if is_header_name(name) => Ok(()),
+                _ => Err(ModelError::invalid(
+                    "spec.hashOn",
+                    format!("'{key}' must be source_ip or header:NAME"),
+                )),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    fn validate_health_check(&self, hc: &HealthCheck) -> Result<(), ModelError> {
+        match (&hc.http, &hc.tcp) {
+            (Some(_), Some(_)) => {
+                return Err(ModelError::invalid("spec.healthCheck", "give either http or tcp, not both"))
+            }
+            (None, None) => return Err(ModelError::invalid("spec.healthCheck", "needs http or tcp")),
+            (Some(http), None) if !http.path.starts_with('/') => {
+                return Err(ModelError::invalid(
+                    "spec.healthCheck.http.path",
+                    format!("'{}' must start with '/'", http.path),
+                ))
+            }
+            _ => {}
+        }
+        if hc.interval.as_std().is_zero() {
+            return Err(ModelError::invalid("spec.healthCheck.interval", "must be positive"));
+        }
+        if hc.unhealthy_threshold == 0 || hc.healthy_threshold == 0 {
+            return Err(ModelError::invalid(
+                "spec.healthCheck.unhealthyThreshold",
+                "thresholds must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

@@ -1,0 +1,217 @@
+//! The admin gRPC API: resources, watch, membership and status.
+
+mod convert;
+mod watch;
+
+pub use convert::state_name;
+
+use crate::{
+    metrics::Metrics,
+    node::{MembershipChange, Node},
+};
+use convert::{consistency, delete_from_pb, key_from_pb, members, node_error, parse_kind, put_from_pb, resource_to_pb};
+use meridian_model::{plan, Command, Kind, ResourceKey, StateView};
+use meridian_proto::v1::{self as pb, admin_server};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+pub struct AdminService {
+    node: Arc<Node>,
+    metrics: Arc<Metrics>,
+}
+
+impl AdminService {
+    pub fn new(node: Arc<Node>, metrics: Arc<Metrics>) -> Self {
+        AdminService { node, metrics }
+    }
+
+    /// Validates `command` against this replica, then proposes it. The
+    /// pre-check fails fast without a Raft round trip; the apply on every
+    /// replica checks again against the state the entry actually meets.
+    async fn submit(&self, command: Command) -> Result<pb::ApplyResponse, Status> {
+        if command.ops.is_empty() {
+            return Err(Status::invalid_argument("nothing to apply"));
+        }
+        plan(&self.node.state.view(), &command, 0).map_err(|r| node_error(r.into()))?;
+        let (index, revisions) = self.node.write(command).await.map_err(node_error)?;
+        Ok(pb::ApplyResponse { index, revisions })
+    }
+
+    fn count<T>(&self, method: &str, result: Result<T, Status>) -> Result<T, Status> {
+        let code = match &result {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.metrics.count_admin_request(method, code);
+        if let Err(status) = &result {
+            tracing::debug!(method, code = ?status.code(), message = status.message(), "admin request refused");
+        }
+        result
+    }
+
+    fn membership_response(&self) -> pb::MembershipResponse {
+        pb::MembershipResponse {
+            members: members(&self.node.metrics()),
+        }
+    }
+
+    async fn membership(&self, method: &str, change: MembershipChange) -> Result<Response<pb::MembershipResponse>, Status> {
+        let result = self.node.change_membership(change).await.map_err(node_error);
+        self.count(method, result.map(|()| Response::new(self.membership_response())))
+    }
+}
+
+#[tonic::async_trait]
+impl admin_server::Admin for AdminService {
+    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            let many = request.puts.len() + request.deletes.len() > 1;
+            let mut ops = Vec::new();
+            for (i, put) in request.puts.into_iter().enumerate() {
+                let context = if many { format!("puts[{i}]") } else { String::new() };
+                ops.push(put_from_pb(&context, put)?);
+            }
+            for delete in request.deletes {
+                ops.push(delete_from_pb(delete)?);
+            }
+            self.submit(Command { ops }).await
+        }
+        .await;
+        self.count("Apply", result.map(Response::new))
+    }
+
+    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+        let result = async {
+            let op = put_from_pb("", request.into_inner())?;
+            self.submit(Command { ops: vec![op] }).await
+        }
+        .await;
+        self.count("Put", result.map(Response::new))
+    }
+
+    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+        let result = async {
+            let op = delete_from_pb(request.into_inner())?;
+            self.submit(Command { ops: vec![op] }).await
+        }
+        .await;
+        self.count("Delete", result.map(Response::new))
+    }
+
+    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::Resource>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            let key = key_from_pb(request.key)?;
+            let consistency = consistency(request.consistency)?;
+            self.node.read_barrier(consistency).await.map_err(node_error)?;
+            let resource = self
+                .node
+                .state
+                .view()
+                .get(&key)
+                .ok_or_else(|| Status::not_found(format!("{key} not found")))?;
+            Ok(resource_to_pb(&resource))
+        }
+        .await;
+        self.count("Get", result.map(Response::new))
+    }
+
+    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+        let request = request.into_inner();
+        let result = async {
+            let kinds = if request.kind.is_empty() {
+                Kind::ALL.to_vec()
+            } else {
+                vec![parse_kind(&request.kind)?]
+            };
+            let namespace = Some(request.namespace.as_str()).filter(|ns| !ns.is_empty());
+            let consistency = consistency(request.consistency)?;
+            let revision = self.node.read_barrier(consistency).await.map_err(node_error)?;
+            let view = self.node.state.view();
+            let items = kinds
+                .into_iter()
+                .flat_map(|kind| view.list_prefix(&ResourceKey::prefix(kind, namespace)))
+                .map(|r| resource_to_pb(&r))
+                .collect();
+            Ok(pb::ListResponse { items, revision })
+        }
+        .await;
+        self.count("List", result.map(Response::new))
+    }
+
+    type WatchStream = watch::WatchStream;
+
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        let result = (|| {
+            let kind = if request.kind.is_empty() {
+                None
+            } else {
+                Some(parse_kind(&request.kind)?)
+            };
+            watch::start(self.node.state.events(), self.node.state.view(), kind, request.from_revision)
+        })();
+        self.count("Watch", result.map(Response::new))
+    }
+
+    async fn list_members(
+        &self,
+        _request: Request<pb::ListMembersRequest>,
+    ) -> Result<Response<pb::ListMembersResponse>, Status> {
+        let members = members(&self.node.metrics());
+        self.count("ListMembers", Ok(Response::new(pb::ListMembersResponse { members })))
+    }
+
+    async fn add_learner(
+        &self,
+        request: Request<pb::AddLearnerRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let request = request.into_inner();
+        if let Err(e) = crate::server::config::check_peer_addr(&request.addr) {
+            return self.count("AddLearner", Err(Status::invalid_argument(format!("addr: {e}"))));
+        }
+        let change = MembershipChange::AddLearner {
+            node_id: request.node_id,
+            addr: request.addr,
+        };
+        self.membership("AddLearner", change).await
+    }
+
+    async fn promote_member(
+        &self,
+        request: Request<pb::PromoteMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let change = MembershipChange::Promote {
+            node_id: request.into_inner().node_id,
+        };
+        self.membership("PromoteMember", change).await
+    }
+
+    async fn remove_member(
+        &self,
+        request: Request<pb::RemoveMemberRequest>,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let change = MembershipChange::Remove {
+            node_id: request.into_inner().node_id,
+        };
+        self.membership("RemoveMember", change).await
+    }
+
+    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+        let metrics = self.node.metrics();
+        let status = pb::StatusResponse {
+            node_id: self.node.id,
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            commit_index: self.node.committed_index(),
+            applied_index: metrics.last_applied.map(|l| l.index).unwrap_or(0),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
+            state: state_name(metrics.state).to_string(),
+            members: members(&metrics),
+        };
+        self.count("Status", Ok(Response::new(status)))
+    }
+}

@@ -1,0 +1,255 @@
+//! The admin CLI: `apply`, `get`, `delete`, `members`, `status`. It speaks
+//! only the admin gRPC API.
+
+mod output;
+
+use anyhow::{bail, Context};
+use clap::{Subcommand, ValueEnum};
+use meridian_model::{parse_manifests, Kind};
+use meridian_proto::v1::{self as pb, admin_client::AdminClient};
+use std::io::Read;
+use tonic::transport::Channel;
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create or update resources from a YAML or JSON file ("-" for stdin), all or nothing.
+    Apply {
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+    },
+    /// Show resources of a kind, or one by name.
+    Get {
+        kind: String,
+        name: Option<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// For Endpoints: the member cluster.
+        #[arg(long)]
+        cluster: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+        #[arg(long, value_enum, default_value_t = ReadConsistency::Linearizable)]
+        consistency: ReadConsistency,
+    },
+    /// Delete a resource.
+    Delete {
+        kind: String,
+        name: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        cluster: Option<String>,
+    },
+    /// List and change the control plane's Raft membership.
+    Members {
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+    /// This node's view of the cluster: leader, term, indexes, members.
+    Status {
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MembersCommand {
+    List {
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// Add a node as a learner; with --voter, promote it once it has caught up.
+    Add {
+        node_id: u64,
+        addr: String,
+        #[arg(long)]
+        voter: bool,
+    },
+    /// Promote a learner to voter.
+    Promote { node_id: u64 },
+    Remove { node_id: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Yaml,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReadConsistency {
+    Linearizable,
+    Stale,
+}
+
+/// One line for the user: the gRPC message and code, or the error chain.
+pub fn one_line(e: &anyhow::Error) -> String {
+    if let Some(status) = e.downcast_ref::<tonic::Status>() {
+        return format!("{} ({:?})", status.message(), status.code());
+    }
+    format!("{e:#}").replace('\n', " ")
+}
+
+async fn connect(server: &str, insecure: bool) -> anyhow::Result<AdminClient<Channel>> {
+    if !insecure {
+        bail!("TLS is not available in this build yet; pass --insecure to speak plaintext to an --insecure server");
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}"))
+        .with_context(|| format!("--server '{server}' is not HOST:PORT"))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the control plane at {server}"))?;
+    Ok(AdminClient::new(channel))
+}
+
+fn key(kind: Kind, name: &str, namespace: Option<String>, cluster: Option<String>) -> pb::ResourceKey {
+    pb::ResourceKey {
+        kind: kind.to_string(),
+        namespace: namespace.unwrap_or_default(),
+        name: name.to_string(),
+        cluster: cluster.unwrap_or_default(),
+    }
+}
+
+pub async fn run(server: &str, insecure: bool, command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Apply { file } => {
+            let text = read_input(&file)?;
+            let resources = parse_manifests(&text).with_context(|| format!("{file}"))?;
+            if resources.is_empty() {
+                bail!("{file}: no resources found");
+            }
+            let puts = resources
+                .iter()
+                .map(|r| {
+                    Ok(pb::PutRequest {
+                        manifest_json: serde_json::to_string(r)?,
+                        expected_revision: None,
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let reply = connect(server, insecure)
+                .await?
+                .apply(pb::ApplyRequest { puts, deletes: vec![] })
+                .await?
+                .into_inner();
+            for (resource, revision) in resources.iter().zip(reply.revisions) {
+                println!("{} applied (revision {revision})", output::describe(&resource.key()));
+            }
+        }
+        AdminCommand::Get {
+            kind,
+            name,
+            namespace,
+            cluster,
+            output: format,
+            consistency,
+        } => {
+            let kind: Kind = kind.parse()?;
+            let consistency = match consistency {
+                ReadConsistency::Linearizable => pb::Consistency::Linearizable,
+                ReadConsistency::Stale => pb::Consistency::Stale,
+            } as i32;
+            let mut client = connect(server, insecure).await?;
+            match name {
+                Some(name) => {
+                    let reply = client
+                        .get(pb::GetRequest {
+                            key: Some(key(kind, &name, namespace, cluster)),
+                            consistency,
+                        })
+                        .await?
+                        .into_inner();
+                    output::print_one(kind, &reply, format)?;
+                }
+                None => {
+                    let reply = client
+                        .list(pb::ListRequest {
+                            kind: kind.to_string(),
+                            namespace: namespace.unwrap_or_default(),
+                            consistency,
+                        })
+                        .await?
+                        .into_inner();
+                    output::print_list(kind, &reply.items, format)?;
+                }
+            }
+        }
+        AdminCommand::Delete {
+            kind,
+            name,
+            namespace,
+            cluster,
+        } => {
+            let kind: Kind = kind.parse()?;
+            let key = key(kind, &name, namespace, cluster);
+            connect(server, insecure)
+                .await?
+                .delete(pb::DeleteRequest {
+                    key: Some(key),
+                    expected_revision: None,
+                })
+                .await?;
+            println!("{kind} {name} deleted");
+        }
+        AdminCommand::Members { command } => members(connect(server, insecure).await?, command).await?,
+        AdminCommand::Status { output: format } => {
+            let status = connect(server, insecure)
+                .await?
+                .status(pb::StatusRequest {})
+                .await?
+                .into_inner();
+            output::print_status(&status, format)?;
+        }
+    }
+    Ok(())
+}
+
+async fn members(mut client: AdminClient<Channel>, command: MembersCommand) -> anyhow::Result<()> {
+    let members = match command {
+        MembersCommand::List { output: format } => {
+            let reply = client.list_members(pb::ListMembersRequest {}).await?.into_inner();
+            return output::print_members(&reply.members, format);
+        }
+        MembersCommand::Add { node_id, addr, voter } => {
+            let mut reply = client
+                .add_learner(pb::AddLearnerRequest { node_id, addr })
+                .await?
+                .into_inner();
+            if voter {
+                reply = client
+                    .promote_member(pb::PromoteMemberRequest { node_id })
+                    .await?
+                    .into_inner();
+            }
+            reply.members
+        }
+        MembersCommand::Promote { node_id } => {
+            client
+                .promote_member(pb::PromoteMemberRequest { node_id })
+                .await?
+                .into_inner()
+                .members
+        }
+        MembersCommand::Remove { node_id } => {
+            client
+                .remove_member(pb::RemoveMemberRequest { node_id })
+                .await?
+                .into_inner()
+                .members
+        }
+    };
+    output::print_members(&members, Format::Table)
+}
+
+fn read_input(file: &str) -> anyhow::Result<String> {
+    if file == "-" {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
+        Ok(text)
+    } else {
+        std::fs::read_to_string(file).with_context(|| format!("reading {file}"))
+    }
+}

@@ -1,0 +1,90 @@
+//! A follower's calls to the leader: forwarded writes, read-index requests and
+//! membership changes, over the Raft gRPC service.
+
+use crate::{
+    grpc_client,
+    node::MembershipChange,
+    raft::{network::MAX_RAFT_MESSAGE, ApplyOutcome},
+};
+use meridian_model::Command;
+use meridian_proto::v1::{raft_client::RaftClient, ProposeRequest, RaftPayload, ReadIndexRequest};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// How long one forwarded call may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The leader's answer: the work's result, or "I am not the leader".
+#[derive(Debug, Serialize, Deserialize)]
+pub enum LeaderReply<T> {
+    Done(T),
+    NotLeader,
+}
+
+/// What travels back over the wire: the reply, or a failure on the leader.
+pub type Wire<T> = Result<LeaderReply<T>, String>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("{0}")]
+    Status(#[from] tonic::Status),
+    #[error("malformed reply: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("the leader failed: {0}")]
+    Leader(String),
+}
+
+fn client(addr: &str) -> Result<RaftClient<Channel>, ForwardError> {
+    let channel = grpc_client::channel(addr).map_err(|source| ForwardError::Connect {
+        addr: addr.to_string(),
+        source,
+    })?;
+    Ok(RaftClient::new(channel)
+        .max_decoding_message_size(MAX_RAFT_MESSAGE)
+        .max_encoding_message_size(MAX_RAFT_MESSAGE))
+}
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(FORWARD_TIMEOUT);
+    request
+}
+
+fn unwire<T>(wire: Wire<T>) -> Result<LeaderReply<T>, ForwardError> {
+    wire.map_err(ForwardError::Leader)
+}
+
+pub async fn propose(addr: &str, command: &Command) -> Result<LeaderReply<(u64, ApplyOutcome)>, ForwardError> {
+    let command_json = serde_json::to_vec(command)?;
+    let reply = client(addr)?
+        .propose(request(ProposeRequest { command_json }))
+        .await?
+        .into_inner();
+    unwire(serde_json::from_slice(&reply.result_json)?)
+}
+
+pub async fn read_index(addr: &str) -> Result<LeaderReply<u64>, ForwardError> {
+    match client(addr)?.read_index(request(ReadIndexRequest {})).await {
+        Ok(reply) => Ok(LeaderReply::Done(reply.into_inner().index)),
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(LeaderReply::NotLeader),
+        Err(status) => Err(status.into()),
+    }
+}
+
+pub async fn change_membership(
+    addr: &str,
+    change: &MembershipChange,
+) -> Result<LeaderReply<Result<(), String>>, ForwardError> {
+    let json = serde_json::to_vec(change)?;
+    let reply = client(addr)?
+        .change_membership(request(RaftPayload { json }))
+        .await?
+        .into_inner();
+    unwire(serde_json::from_slice(&reply.json)?)
+}

@@ -1,0 +1,70 @@
+//! `meridian`: the control-plane server and the admin CLI in one binary.
+
+mod admin;
+mod cli;
+mod events;
+mod forward;
+mod grpc_client;
+mod http;
+mod metrics;
+mod node;
+mod raft;
+mod server;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "meridian", version, about = "Meridian: a multi-cluster service-mesh control plane")]
+struct Cli {
+    /// The control-plane node to talk to (CLI commands).
+    #[arg(long, global = true, env = "MERIDIAN_SERVER", default_value = "127.0.0.1:7400")]
+    server: String,
+    /// Plaintext gRPC. The server refuses to bind non-loopback addresses with it.
+    #[arg(long, global = true, env = "MERIDIAN_INSECURE")]
+    insecure: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a control-plane node.
+    Server(server::config::ServerArgs),
+    #[command(flatten)]
+    Admin(cli::AdminCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Server(args) => {
+            init_logging();
+            match args.validate(cli.insecure) {
+                Ok(config) => runtime.block_on(server::run(config)),
+                Err(e) => Err(e.into()),
+            }
+        }
+        Command::Admin(command) => runtime.block_on(cli::run(&cli.server, cli.insecure, command)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", cli::one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

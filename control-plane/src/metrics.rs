@@ -1,0 +1,98 @@
+//! Prometheus metrics of a control-plane node.
+
+use crate::node::Node;
+use prometheus_client::{
+    encoding::{text::encode, EncodeLabelSet},
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    code: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    admin_requests: Family<RequestLabels, Counter>,
+    term: Gauge,
+    applied_index: Gauge,
+    commit_index: Gauge,
+    last_log_index: Gauge,
+    snapshot_index: Gauge,
+    is_leader: Gauge,
+    has_leader: Gauge,
+    voters: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("meridian");
+        let admin_requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "admin_requests",
+            "Admin API requests by method and gRPC status code",
+            admin_requests.clone(),
+        );
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            registry.register(name, help, g.clone());
+            g
+        };
+        let term = gauge("raft_term", "Current Raft term");
+        let applied_index = gauge("raft_applied_index", "Last log index applied to the state machine");
+        let commit_index = gauge("raft_commit_index", "Last committed log index known to this node");
+        let last_log_index = gauge("raft_last_log_index", "Last log index in this node's log");
+        let snapshot_index = gauge("raft_snapshot_index", "Last log index covered by the current snapshot");
+        let is_leader = gauge("raft_is_leader", "1 if this node is the leader");
+        let has_leader = gauge("raft_has_leader", "1 if this node knows a leader");
+        let voters = gauge("raft_voters", "Voting members in the current membership");
+        Metrics {
+            registry,
+            admin_requests,
+            term,
+            applied_index,
+            commit_index,
+            last_log_index,
+            snapshot_index,
+            is_leader,
+            has_leader,
+            voters,
+        }
+    }
+}
+
+fn as_gauge(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    pub fn count_admin_request(&self, method: &str, code: tonic::Code) {
+        self.admin_requests
+            .get_or_create(&RequestLabels {
+                method: method.to_string(),
+                code: format!("{code:?}"),
+            })
+            .inc();
+    }
+
+    /// Refreshes the Raft gauges from the node and renders the text exposition.
+    pub fn render(&self, node: &Node) -> String {
+        let m = node.metrics();
+        self.term.set(as_gauge(m.current_term));
+        self.applied_index.set(as_gauge(m.last_applied.map(|l| l.index).unwrap_or(0)));
+        self.commit_index.set(as_gauge(node.committed_index()));
+        self.last_log_index.set(as_gauge(m.last_log_index.unwrap_or(0)));
+        self.snapshot_index.set(as_gauge(m.snapshot.map(|l| l.index).unwrap_or(0)));
+        self.is_leader.set(i64::from(m.current_leader == Some(node.id)));
+        self.has_leader.set(i64::from(m.current_leader.is_some()));
+        self.voters
+            .set(as_gauge(m.membership_config.membership().voter_ids().count() as u64));
+        let mut text = String::new();
+        if let Err(e) = encode(&mut text, &self.registry) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        text
+    }
+}

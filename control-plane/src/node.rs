@@ -1,0 +1,267 @@
+//! One control-plane node: its Raft handle and replica, and the rules for
+//! writes (forwarded to the leader), linearizable reads (the leader's read
+//! index) and membership changes.
+
+use crate::{
+    forward::{self, LeaderReply},
+    raft::{state_machine::StateMachine, ApplyOutcome, NodeId, Raft},
+};
+use meridian_model::{Command, Rejection};
+use openraft::{
+    error::{ClientWriteError, RaftError},
+    BasicNode, ChangeMembers, RaftMetrics,
+};
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::BTreeSet,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+use tokio::time::Instant;
+
+/// How long a write or a linearizable read may wait for a leader.
+pub const LEADER_WAIT: Duration = Duration::from_secs(10);
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Rejected(#[from] Rejection),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    InvalidMembership(String),
+}
+
+/// A membership change, carried out by the leader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum MembershipChange {
+    AddLearner { node_id: NodeId, addr: String },
+    Promote { node_id: NodeId },
+    Remove { node_id: NodeId },
+}
+
+/// Where a read is served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    Linearizable,
+    Stale,
+}
+
+pub struct Node {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub state: StateMachine,
+    committed: Arc<AtomicU64>,
+}
+
+/// What one attempt at the leader's work returned.
+pub enum Attempt<T> {
+    Done(T),
+    /// Not the leader; the hint names who is, if known.
+    NotLeader(Option<String>),
+}
+
+impl Node {
+    pub fn new(id: NodeId, raft: Raft, state: StateMachine, committed: Arc<AtomicU64>) -> Self {
+        Node {
+            id,
+            raft,
+            state,
+            committed,
+        }
+    }
+
+    pub fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    pub fn committed_index(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.metrics().last_applied.map(|l| l.index).unwrap_or(0)
+    }
+
+    /// Proposes `command`, here if this node leads, else through the leader.
+    /// Returns the entry's index and the per-write revisions.
+    pub async fn write(&self, command: Command) -> Result<(u64, Vec<u64>), NodeError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let hint = match self.propose_local(command.clone()).await? {
+                Attempt::Done((index, outcome)) => return finish(index, outcome),
+                Attempt::NotLeader(hint) => hint,
+            };
+            if let Some(addr) = hint {
+                match forward::propose(&addr, &command).await {
+                    Ok(LeaderReply::Done((index, outcome))) => return finish(index, outcome),
+                    Ok(LeaderReply::NotLeader) => {}
+                    Err(e) => tracing::debug!(leader = %addr, error = %e, "forwarding a write failed; retrying"),
+                }
+            }
+            wait_or_give_up(deadline, "no leader accepted the write").await?;
+        }
+    }
+
+    /// The leader's half of a write; also serves writes forwarded by followers.
+    pub async fn propose_local(&self, command: Command) -> Result<Attempt<(u64, ApplyOutcome)>, NodeError> {
+        match self.raft.client_write(command).await {
+            Ok(response) => Ok(Attempt::Done((response.log_id.index, response.data))),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Ok(Attempt::NotLeader(f.leader_node.map(|n| n.addr)))
+            }
+            Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
+        }
+    }
+
+    /// Waits until this replica may serve a read at `consistency`; returns the applied index.
+    pub async fn read_barrier(&self, consistency: Consistency) -> Result<u64, NodeError> {
+        if consistency == Consistency::Stale {
+            return Ok(self.applied_index());
+        }
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let hint = match self.read_index_local().await? {
+                Attempt::Done(_) => return Ok(self.applied_index()),
+                Attempt::NotLeader(hint) => hint,
+            };
+            if let Some(addr) = hint {
+                match forward::read_index(&addr).await {
+                    Ok(LeaderReply::Done(index)) => {
+                        let remaining = deadline.saturating_duration_since(Instant::now());
+                        self.raft
+                            .wait(Some(remaining))
+                            .applied_index_at_least(Some(index), "linearizable read")
+                            .await
+                            .map_err(|e| NodeError::Unavailable(format!("catching up to the leader's read index {index}: {e}")))?;
+                        return Ok(self.applied_index());
+                    }
+                    Ok(LeaderReply::NotLeader) => {}
+                    Err(e) => tracing::debug!(leader = %addr, error = %e, "asking the leader for a read index failed"),
+                }
+            }
+            wait_or_give_up(deadline, "no leader confirmed a read index").await?;
+        }
+    }
+
+    /// The leader's half of a read: confirm leadership with a quorum and
+    /// return the index a linearizable read must see applied.
+    pub async fn read_index_local(&self) -> Result<Attempt<u64>, NodeError> {
+        let leader = self.metrics().current_leader;
+        if leader != Some(self.id) {
+            return Ok(Attempt::NotLeader(leader.and_then(|l| self.addr_of(l))));
+        }
+        match tokio::time::timeout(LEADER_WAIT, self.raft.ensure_linearizable()).await {
+            Ok(Ok(read_log_id)) => Ok(Attempt::Done(read_log_id.map(|l| l.index).unwrap_or(0))),
+            Ok(Err(RaftError::APIError(e))) => {
+                tracing::debug!(error = %e, "leadership not confirmed for a read");
+                Ok(Attempt::NotLeader(None))
+            }
+            Ok(Err(e)) => Err(NodeError::Unavailable(format!("raft: {e}"))),
+            Err(_) => Err(NodeError::Unavailable("a quorum did not confirm leadership in time".into())),
+        }
+    }
+
+    pub async fn change_membership(&self, change: MembershipChange) -> Result<(), NodeError> {
+        let deadline = Instant::now() + LEADER_WAIT;
+        loop {
+            let hint = match self.change_membership_local(change.clone()).await? {
+                Attempt::Done(()) => return Ok(()),
+                Attempt::NotLeader(hint) => hint,
+            };
+            if let Some(addr) = hint {
+                match forward::change_membership(&addr, &change).await {
+                    Ok(LeaderReply::Done(Ok(()))) => return Ok(()),
+                    Ok(LeaderReply::Done(Err(message))) => return Err(NodeError::InvalidMembership(message)),
+                    Ok(LeaderReply::NotLeader) => {}
+                    Err(e) => tracing::debug!(leader = %addr, error = %e, "forwarding a membership change failed"),
+                }
+            }
+            wait_or_give_up(deadline, "no leader accepted the membership change").await?;
+        }
+    }
+
+    pub async fn change_membership_local(&self, change: MembershipChange) -> Result<Attempt<()>, NodeError> {
+        let metrics = self.metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let is_member = |id: NodeId| membership.nodes().any(|(n, _)| *n == id);
+        let result = match change {
+            MembershipChange::AddLearner { node_id, addr } => {
+                if voters.contains(&node_id) {
+                    return Err(NodeError::InvalidMembership(format!("node {node_id} is already a voter")));
+                }
+                self.raft.add_learner(node_id, BasicNode::new(addr), true).await
+            }
+            MembershipChange::Promote { node_id } => {
+                if !is_member(node_id) {
+                    return Err(NodeError::InvalidMembership(format!(
+                        "node {node_id} is not a member; add it as a learner first"
+                    )));
+                }
+                if voters.contains(&node_id) {
+                    return Ok(Attempt::Done(()));
+                }
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([node_id])), false)
+                    .await
+            }
+            MembershipChange::Remove { node_id } => {
+                if !is_member(node_id) {
+                    return Err(NodeError::InvalidMembership(format!("node {node_id} is not a member")));
+                }
+                if voters.contains(&node_id) {
+                    if voters.len() == 1 {
+                        return Err(NodeError::InvalidMembership(format!(
+                            "node {node_id} is the only voter; a cluster cannot remove its last voter"
+                        )));
+                    }
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node_id])), false)
+                        .await
+                } else {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
+                        .await
+                }
+            }
+        };
+        match result {
+            Ok(_) => Ok(Attempt::Done(())),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Ok(Attempt::NotLeader(f.leader_node.map(|n| n.addr)))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(NodeError::InvalidMembership(e.to_string()))
+            }
+            Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
+        }
+    }
+
+    fn addr_of(&self, id: NodeId) -> Option<String> {
+        self.metrics()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
+    }
+}
+
+fn finish(index: u64, outcome: ApplyOutcome) -> Result<(u64, Vec<u64>), NodeError> {
+    outcome.0.map(|revisions| (index, revisions)).map_err(NodeError::Rejected)
+}
+
+async fn wait_or_give_up(deadline: Instant, what: &str) -> Result<(), NodeError> {
+    if Instant::now() + RETRY_PAUSE > deadline {
+        return Err(NodeError::Unavailable(format!(
+            "{what} within {}s; is a quorum of the cluster up?",
+            LEADER_WAIT.as_secs()
+        )));
+    }
+    tokio::time::sleep(RETRY_PAUSE).await;
+    Ok(())
+}

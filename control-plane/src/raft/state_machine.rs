@@ -1,0 +1,292 @@
+//! The replicated state machine in RocksDB: resources, the last applied log id
+//! and membership, and the current snapshot. Deciding what a command changes
+//! is `meridian_model::plan`; this module only carries it out.
+
+use super::{
+    store::{cf, read_err, sync_writes, write_err, CF_RESOURCES, CF_SM_META},
+    ApplyOutcome, LogId, Membership, StorageError, TypeConfig,
+};
+use crate::events::{Change, ChangeType, EventHub};
+use meridian_model::{plan, Kind, Resource, ResourceKey, StateView, Write};
+use openraft::{
+    storage::{RaftStateMachine, Snapshot},
+    EntryPayload, ErrorSubject, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
+};
+use rocksdb::{IteratorMode, WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+use std::{io::Cursor, sync::Arc};
+
+const KEY_APPLIED: &[u8] = b"last_applied";
+const KEY_MEMBERSHIP: &[u8] = b"membership";
+const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
+const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+
+#[derive(Clone)]
+pub struct StateMachine {
+    db: Arc<DB>,
+    events: Arc<EventHub>,
+}
+
+/// What a snapshot holds: the whole state at one log id.
+#[derive(Serialize, Deserialize)]
+struct SnapshotData {
+    last_applied: Option<LogId>,
+    membership: Membership,
+    /// Stored resources as their JSON.
+    resources: Vec<String>,
+}
+
+impl StateMachine {
+    pub fn new(db: Arc<DB>) -> Result<Self, StorageError> {
+        let applied = read_json::<LogId>(&db, KEY_APPLIED)?.map(|l| l.index).unwrap_or(0);
+        Ok(StateMachine {
+            db,
+            events: Arc::new(EventHub::new(applied)),
+        })
+    }
+
+    pub fn events(&self) -> Arc<EventHub> {
+        self.events.clone()
+    }
+
+    /// A read view of what this replica has applied.
+    pub fn view(&self) -> DbView {
+        DbView { db: self.db.clone() }
+    }
+
+    fn apply_writes(&self, writes: Vec<Write>, revision: u64, batch: &mut WriteBatch) -> Vec<Change> {
+        let view = self.view();
+        let resources = cf(&self.db, CF_RESOURCES);
+        writes
+            .into_iter()
+            .map(|write| match write {
+                Write::Put(resource) => {
+                    let key = resource.key();
+                    let existed = view.get(&key).is_some();
+                    batch.put_cf(resources, key.encode(), encode_resource(&resource));
+                    Change {
+                        revision,
+                        change: if existed { ChangeType::Modified } else { ChangeType::Added },
+                        key,
+                        resource: Some(resource),
+                    }
+                }
+                Write::Delete(key) => {
+                    batch.delete_cf(resources, key.encode());
+                    Change {
+                        revision,
+                        change: ChangeType::Deleted,
+                        key,
+                        resource: None,
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+fn encode_resource(resource: &Resource) -> String {
+    serde_json::to_string(resource).unwrap_or_default()
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(db: &DB, key: &[u8]) -> Result<Option<T>, StorageError> {
+    let bytes = db
+        .get_cf(cf(db, CF_SM_META), key)
+        .map_err(|e| read_err(ErrorSubject::StateMachine, e))?;
+    parse_json(bytes)
+}
+
+fn parse_json<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>, StorageError> {
+    bytes
+        .map(|b| serde_json::from_slice(&b).map_err(|e| read_err(ErrorSubject::StateMachine, e)))
+        .transpose()
+}
+
+fn put_json<T: Serialize>(db: &DB, batch: &mut WriteBatch, key: &[u8], value: &T) -> Result<(), StorageError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+    batch.put_cf(cf(db, CF_SM_META), key, bytes);
+    Ok(())
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        let applied = read_json(&self.db, KEY_APPLIED)?;
+        let membership = read_json(&self.db, KEY_MEMBERSHIP)?.unwrap_or_default();
+        Ok((applied, membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyOutcome>, StorageError>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            let index = entry.log_id.index;
+            let mut batch = WriteBatch::default();
+            let mut changes = Vec::new();
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Ok(Vec::new()),
+                EntryPayload::Normal(command) => match plan(&self.view(), &command, index) {
+                    Ok((writes, revisions)) => {
+                        changes = self.apply_writes(writes, index, &mut batch);
+                        Ok(revisions)
+                    }
+                    Err(rejection) => Err(rejection),
+                },
+                EntryPayload::Membership(membership) => {
+                    let stored = Membership::new(Some(entry.log_id), membership);
+                    put_json(&self.db, &mut batch, KEY_MEMBERSHIP, &stored)?;
+                    Ok(Vec::new())
+                }
+            };
+            put_json(&self.db, &mut batch, KEY_APPLIED, &entry.log_id)?;
+            // Later entries in this call plan against what earlier ones wrote.
+            self.events
+                .commit(|| self.db.write(batch), changes)
+                .map_err(|e| write_err(ErrorSubject::Apply(entry.log_id), e))?;
+            outcomes.push(ApplyOutcome(outcome));
+        }
+        self.db
+            .flush_wal(true)
+            .map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = snapshot.into_inner();
+        let data: SnapshotData = serde_json::from_slice(&bytes)
+            .map_err(|e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        let resources = cf(&self.db, CF_RESOURCES);
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(resources, [0u8].as_slice(), [0xffu8].as_slice());
+        for json in &data.resources {
+            let resource: Resource = serde_json::from_str(json)
+                .map_err(|e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+            batch.put_cf(resources, resource.key().encode(), json);
+        }
+        put_json(&self.db, &mut batch, KEY_APPLIED, &meta.last_log_id)?;
+        put_json(&self.db, &mut batch, KEY_MEMBERSHIP, &meta.last_membership)?;
+        put_json(&self.db, &mut batch, KEY_SNAPSHOT_META, meta)?;
+        batch.put_cf(cf(&self.db, CF_SM_META), KEY_SNAPSHOT_DATA, &bytes);
+        self.db
+            .write_opt(batch, &sync_writes())
+            .map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        self.events.reset(meta.last_log_id.map(|l| l.index).unwrap_or(0));
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some(meta) = read_json::<SnapshotMeta<u64, openraft::BasicNode>>(&self.db, KEY_SNAPSHOT_META)? else {
+            return Ok(None);
+        };
+        let data = self
+            .db
+            .get_cf(cf(&self.db, CF_SM_META), KEY_SNAPSHOT_DATA)
+            .map_err(|e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?
+            .unwrap_or_default();
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        // A RocksDB snapshot: resources and applied id from the same instant,
+        // while the state machine goes on applying.
+        let point = self.db.snapshot();
+        let read = |key: &[u8]| {
+            point
+                .get_cf(cf(&self.db, CF_SM_META), key)
+                .map_err(|e| read_err(ErrorSubject::StateMachine, e))
+        };
+        let last_applied: Option<LogId> = parse_json(read(KEY_APPLIED)?)?;
+        let membership: Membership = parse_json(read(KEY_MEMBERSHIP)?)?.unwrap_or_default();
+        let mut resources = Vec::new();
+        for item in point.iterator_cf(cf(&self.db, CF_RESOURCES), IteratorMode::Start) {
+            let (_, value) = item.map_err(|e| read_err(ErrorSubject::StateMachine, e))?;
+            resources.push(String::from_utf8_lossy(&value).into_owned());
+        }
+        drop(point);
+        let data = SnapshotData {
+            last_applied,
+            membership: membership.clone(),
+            resources,
+        };
+        let bytes = serde_json::to_vec(&data).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id: format!("{}-{nanos}", last_applied.map(|l| l.index).unwrap_or(0)),
+        };
+        let mut batch = WriteBatch::default();
+        put_json(&self.db, &mut batch, KEY_SNAPSHOT_META, &meta)?;
+        batch.put_cf(cf(&self.db, CF_SM_META), KEY_SNAPSHOT_DATA, &bytes);
+        self.db
+            .write_opt(batch, &sync_writes())
+            .map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+/// Reads resources straight from RocksDB.
+pub struct DbView {
+    db: Arc<DB>,
+}
+
+impl StateView for DbView {
+    fn get(&self, key: &ResourceKey) -> Option<Resource> {
+        match self.db.get_cf(cf(&self.db, CF_RESOURCES), key.encode()) {
+            Ok(Some(bytes)) => decode_resource(&bytes),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(%key, error = %e, "reading a resource failed");
+                None
+            }
+        }
+    }
+
+    fn list(&self, kind: Kind) -> Vec<Resource> {
+        self.list_prefix(&ResourceKey::prefix(kind, None))
+    }
+}
+
+impl DbView {
+    pub fn list_prefix(&self, prefix: &[u8]) -> Vec<Resource> {
+        self.db
+            .prefix_iterator_cf(cf(&self.db, CF_RESOURCES), prefix)
+            .map_while(|item| item.ok())
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .filter_map(|(_, value)| decode_resource(&value))
+            .collect()
+    }
+}
+
+fn decode_resource(bytes: &[u8]) -> Option<Resource> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| tracing::error!(error = %e, "a stored resource does not parse"))
+        .ok()
+}

@@ -1,0 +1,199 @@
+//! `meridian server` configuration: flags (each also a `MERIDIAN_*`
+//! variable), parsed into a typed config and validated before anything starts.
+
+use crate::raft::NodeId;
+use std::{
+    collections::BTreeMap,
+    net::{SocketAddr, ToSocketAddrs},
+    path::PathBuf,
+};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerArgs {
+    /// This node's Raft id (a positive integer, unique in the cluster).
+    #[arg(long, env = "MERIDIAN_NODE_ID")]
+    pub node_id: NodeId,
+    /// Where the node keeps its Raft log and state (RocksDB).
+    #[arg(long, env = "MERIDIAN_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// gRPC address for the admin API and Raft peers.
+    #[arg(long, env = "MERIDIAN_GRPC_ADDR", default_value = "127.0.0.1:7400")]
+    pub grpc_addr: String,
+    /// HTTP address for /healthz, /readyz and /metrics.
+    #[arg(long, env = "MERIDIAN_HTTP_ADDR", default_value = "127.0.0.1:7401")]
+    pub http_addr: String,
+    /// The members of a new cluster, `1=HOST:PORT,2=HOST:PORT,...`, the same on
+    /// every founding node. Omit it on a node that will join as a learner.
+    #[arg(long, env = "MERIDIAN_INITIAL_CLUSTER")]
+    pub initial_cluster: Option<String>,
+    /// Take a snapshot (and purge the log behind it) after this many entries.
+    #[arg(long, env = "MERIDIAN_SNAPSHOT_THRESHOLD", default_value_t = 10_000)]
+    pub snapshot_threshold: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid(message.into())
+}
+
+/// A validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub node_id: NodeId,
+    pub data_dir: PathBuf,
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    /// The founding members, if this node founds the cluster.
+    pub initial_cluster: Option<BTreeMap<NodeId, String>>,
+    pub snapshot_threshold: u64,
+}
+
+impl ServerArgs {
+    pub fn validate(&self, insecure: bool) -> Result<ServerConfig, ConfigError> {
+        if !insecure {
+            return Err(invalid(
+                "TLS is not available in this build yet; start the server with --insecure (plaintext, loopback only)",
+            ));
+        }
+        if self.node_id == 0 {
+            return Err(invalid("--node-id must be a positive integer"));
+        }
+        if self.snapshot_threshold == 0 {
+            return Err(invalid("--snapshot-threshold must be at least 1"));
+        }
+        let grpc_addr = resolve("--grpc-addr", &self.grpc_addr)?;
+        let http_addr = resolve("--http-addr", &self.http_addr)?;
+        let initial_cluster = self
+            .initial_cluster
+            .as_deref()
+            .map(parse_initial_cluster)
+            .transpose()?;
+        if let Some(members) = &initial_cluster {
+            if !members.contains_key(&self.node_id) {
+                return Err(invalid(format!(
+                    "--initial-cluster does not name node {}; omit it on a node that joins an existing cluster",
+                    self.node_id
+                )));
+            }
+        }
+        if insecure {
+            require_loopback("--grpc-addr", &grpc_addr)?;
+            require_loopback("--http-addr", &http_addr)?;
+            for addr in initial_cluster.iter().flat_map(|m| m.values()) {
+                require_loopback("--initial-cluster", &resolve("--initial-cluster", addr)?)?;
+            }
+        }
+        Ok(ServerConfig {
+            node_id: self.node_id,
+            data_dir: self.data_dir.clone(),
+            grpc_addr,
+            http_addr,
+            initial_cluster,
+            snapshot_threshold: self.snapshot_threshold,
+        })
+    }
+}
+
+fn require_loopback(flag: &str, addr: &SocketAddr) -> Result<(), ConfigError> {
+    if addr.ip().is_loopback() {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{flag}: {addr} is not a loopback address; --insecure (plaintext) only serves 127.0.0.1 or ::1"
+        )))
+    }
+}
+
+fn resolve(flag: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
+    check_peer_addr(addr).map_err(|e| invalid(format!("{flag}: {e}")))?;
+    addr.to_socket_addrs()
+        .map_err(|e| invalid(format!("{flag}: cannot resolve '{addr}': {e}")))?
+        .next()
+        .ok_or_else(|| invalid(format!("{flag}: '{addr}' resolves to no address")))
+}
+
+/// `HOST:PORT` with a non-zero port.
+pub fn check_peer_addr(addr: &str) -> Result<(), String> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("'{addr}' is not HOST:PORT"))?;
+    if host.is_empty() {
+        return Err(format!("'{addr}' has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("'{addr}' has no valid port")),
+    }
+}
+
+/// Parses `1=HOST:PORT,2=HOST:PORT`.
+pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    let mut members = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("--initial-cluster: '{part}' is not ID=HOST:PORT")))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| invalid(format!("--initial-cluster: '{id}' is not a positive node id")))?;
+        check_peer_addr(addr.trim()).map_err(|e| invalid(format!("--initial-cluster: {e}")))?;
+        if members.insert(id, addr.trim().to_string()).is_some() {
+            return Err(invalid(format!("--initial-cluster: node {id} is listed twice")));
+        }
+    }
+    if members.is_empty() {
+        return Err(invalid("--initial-cluster names no members"));
+    }
+    Ok(members)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(grpc: &str, cluster: Option<&str>) -> ServerArgs {
+        ServerArgs {
+            node_id: 1,
+            data_dir: "/tmp/x".into(),
+            grpc_addr: grpc.into(),
+            http_addr: "127.0.0.1:0".into(),
+            initial_cluster: cluster.map(str::to_string),
+            snapshot_threshold: 100,
+        }
+    }
+
+    #[test]
+    fn parses_initial_cluster() {
+        let members = parse_initial_cluster("1=127.0.0.1:1, 2=localhost:2").expect("valid");
+        assert_eq!(members.len(), 2);
+        assert_eq!(members[&2], "localhost:2");
+        for bad in ["", "1", "x=127.0.0.1:1", "0=127.0.0.1:1", "1=a:1,1=b:2", "1=host"] {
+            assert!(parse_initial_cluster(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn insecure_is_loopback_only() {
+        assert!(args("127.0.0.1:7400", None).validate(true).is_ok());
+        let err = args("0.0.0.0:7400", None).validate(true).expect_err("not loopback");
+        assert!(err.to_string().contains("loopback"), "{err}");
+        assert!(args("127.0.0.1:7400", Some("1=10.1.2.3:7400")).validate(true).is_err());
+        assert!(args("127.0.0.1:7400", None).validate(false).is_err());
+    }
+
+    #[test]
+    fn initial_cluster_must_name_this_node() {
+        let err = args("127.0.0.1:7400", Some("2=127.0.0.1:1"))
+            .validate(true)
+            .expect_err("missing self");
+        assert!(err.to_string().contains("node 1"), "{err}");
+    }
+}

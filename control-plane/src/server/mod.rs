@@ -1,0 +1,144 @@
+//! `meridian server`: open the node's RocksDB, start Raft, serve gRPC and HTTP,
+//! found the cluster if this node is one of its initial members.
+
+pub mod config;
+
+use crate::{
+    admin::AdminService,
+    http,
+    metrics::Metrics,
+    node::Node,
+    raft::{
+        log_store::LogStore,
+        network::{Network, MAX_RAFT_MESSAGE},
+        state_machine::StateMachine,
+        store,
+        transport::RaftService,
+        Raft,
+    },
+};
+use anyhow::Context;
+use config::ServerConfig;
+use meridian_proto::v1::{admin_server::AdminServer, raft_server::RaftServer, FILE_DESCRIPTOR_SET};
+use openraft::{error::InitializeError, error::RaftError, BasicNode, SnapshotPolicy};
+use std::{collections::BTreeMap, future::IntoFuture, sync::Arc};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_stream::wrappers::TcpListenerStream;
+
+fn raft_config(config: &ServerConfig) -> anyhow::Result<Arc<openraft::Config>> {
+    let raft_config = openraft::Config {
+        cluster_name: "meridian".into(),
+        heartbeat_interval: 200,
+        election_timeout_min: 1_000,
+        election_timeout_max: 2_000,
+        install_snapshot_timeout: 10_000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
+        // Keep a short tail after a snapshot so briefly lagging followers catch up from the log.
+        max_in_snapshot_log_to_keep: config.snapshot_threshold.min(1_000),
+        ..Default::default()
+    };
+    Ok(Arc::new(raft_config.validate().context("raft configuration")?))
+}
+
+pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let db_dir = config.data_dir.join("db");
+    let db = store::open(&db_dir).with_context(|| format!("opening RocksDB at {}", db_dir.display()))?;
+    let log_store = LogStore::new(db.clone()).context("reading the raft log")?;
+    let committed = log_store.committed_index();
+    let state = StateMachine::new(db).context("reading the state machine")?;
+    let raft = Raft::new(config.node_id, raft_config(&config)?, Network, log_store, state.clone())
+        .await
+        .context("starting raft")?;
+    let node = Arc::new(Node::new(config.node_id, raft.clone(), state, committed));
+    let metrics = Arc::new(Metrics::default());
+
+    let grpc_listener = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding --grpc-addr {}", config.grpc_addr))?;
+    let http_listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding --http-addr {}", config.http_addr))?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<AdminServer<AdminService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("building gRPC reflection")?;
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(AdminServer::new(AdminService::new(node.clone(), metrics.clone())))
+        .add_service(
+            RaftServer::new(RaftService::new(node.clone()))
+                .max_decoding_message_size(MAX_RAFT_MESSAGE)
+                .max_encoding_message_size(MAX_RAFT_MESSAGE),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped(stop_rx.clone()));
+    let grpc_task = tokio::spawn(grpc);
+    let http_app = http::router(node.clone(), metrics);
+    let http_task = tokio::spawn(
+        axum::serve(http_listener, http_app)
+            .with_graceful_shutdown(stopped(stop_rx))
+            .into_future(),
+    );
+    tracing::info!(node_id = config.node_id, grpc = %config.grpc_addr, http = %config.http_addr, "meridian server started");
+
+    if let Some(members) = &config.initial_cluster {
+        found_cluster(&raft, members).await?;
+    }
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft did not shut down cleanly");
+    }
+    let _ = grpc_task.await;
+    let _ = http_task.await;
+    Ok(())
+}
+
+/// Every founding node proposes the same initial membership; openraft makes
+/// this safe, and a node that already has state skips it.
+async fn found_cluster(raft: &Raft, members: &BTreeMap<u64, String>) -> anyhow::Result<()> {
+    if raft.is_initialized().await.context("reading raft state")? {
+        tracing::info!("rejoining the cluster from the data dir");
+        return Ok(());
+    }
+    let nodes: BTreeMap<u64, BasicNode> = members
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode::new(addr)))
+        .collect();
+    match raft.initialize(nodes).await {
+        Ok(()) => tracing::info!(members = members.len(), "initialised a new cluster"),
+        Err(RaftError::APIError(InitializeError::NotAllowed(e))) => {
+            tracing::info!(reason = %e, "cluster already initialised")
+        }
+        Err(e) => return Err(anyhow::anyhow!("initialising the cluster: {e}")),
+    }
+    Ok(())
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}

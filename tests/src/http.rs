@@ -1,0 +1,17 @@
+//! A minimal HTTP/1.1 GET over a raw socket, enough to probe /healthz,
+//! /readyz and /metrics without an HTTP client dependency.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Returns (status code, body), or `None` if the server did not answer.
+pub async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.ok()?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((status, body))
+}

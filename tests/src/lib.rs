@@ -1,0 +1,94 @@
+//! Harness for Meridian's end-to-end tests: start the real binaries on
+//! 127.0.0.1 with ephemeral ports, talk to them over gRPC, HTTP and the CLI,
+//! and kill every process when its handle drops.
+
+pub mod http;
+pub mod node;
+
+pub use node::{ServerNode, ServerOptions};
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    time::{Duration, Instant},
+};
+
+/// Where cargo put the workspace binaries: beside this test's `deps` folder.
+pub fn binary(name: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("MERIDIAN_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable sits in target/<profile>/deps");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --workspace --bins`, as scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// An unused TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("an ephemeral port")
+}
+
+/// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The result of one CLI invocation.
+pub struct CliRun {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for CliRun {
+    fn from(output: Output) -> Self {
+        CliRun {
+            ok: output.status.success(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+/// Runs `meridian --insecure --server ADDR ARGS...`, feeding `stdin` if given.
+pub fn cli(server: &str, args: &[&str], stdin: Option<&str>) -> CliRun {
+    use std::io::Write;
+    let mut command = Command::new(binary("meridian"));
+    command
+        .args(["--insecure", "--server", server])
+        .args(args)
+        .env_remove("MERIDIAN_SERVER")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().expect("spawn meridian CLI");
+    if let Some(mut pipe) = child.stdin.take() {
+        if let Some(text) = stdin {
+            pipe.write_all(text.as_bytes()).expect("write CLI stdin");
+        }
+    }
+    child.wait_with_output().expect("run meridian CLI").into()
+}

@@ -1,0 +1,130 @@
+//! One `meridian server` process: started on ephemeral ports, restartable on
+//! the same data dir, killed on drop (its log printed if the test failed).
+
+use meridian_proto::v1::{admin_client::AdminClient, StatusRequest, StatusResponse};
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::Duration,
+};
+use tonic::transport::Channel;
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub snapshot_threshold: u64,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions { snapshot_threshold: 10_000 }
+    }
+}
+
+pub struct ServerNode {
+    pub id: u64,
+    pub grpc: String,
+    pub http: String,
+    pub data_dir: PathBuf,
+    initial_cluster: Option<String>,
+    options: ServerOptions,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ServerNode {
+    /// Prepares (does not start) a node with fresh ports in `root`.
+    pub fn new(root: &Path, id: u64, options: ServerOptions) -> Self {
+        ServerNode {
+            id,
+            grpc: format!("127.0.0.1:{}", crate::free_port()),
+            http: format!("127.0.0.1:{}", crate::free_port()),
+            data_dir: root.join(format!("node-{id}")),
+            initial_cluster: None,
+            options,
+            child: None,
+            log: root.join(format!("node-{id}.log")),
+        }
+    }
+
+    /// `ID=ADDR,...` for a set of nodes.
+    pub fn initial_cluster(nodes: &[&ServerNode]) -> String {
+        nodes
+            .iter()
+            .map(|n| format!("{}={}", n.id, n.grpc))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn with_initial_cluster(mut self, members: &str) -> Self {
+        self.initial_cluster = Some(members.to_string());
+        self
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "node {} is already running", self.id);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open node log");
+        let mut command = Command::new(crate::binary("meridian"));
+        command
+            .args(["--insecure", "server"])
+            .args(["--node-id", &self.id.to_string()])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(["--grpc-addr", &self.grpc, "--http-addr", &self.http])
+            .args(["--snapshot-threshold", &self.options.snapshot_threshold.to_string()])
+            .env("MERIDIAN_LOG", "info,openraft=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Some(members) = &self.initial_cluster {
+            command.args(["--initial-cluster", members]);
+        }
+        self.child = Some(command.spawn().expect("spawn meridian server"));
+    }
+
+    /// SIGKILL: no shutdown, no flush beyond what the node already made durable.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    pub async fn client(&self) -> Option<AdminClient<Channel>> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
+            .ok()?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(15))
+            .connect()
+            .await
+            .ok()?;
+        Some(AdminClient::new(channel))
+    }
+
+    pub async fn status(&self) -> Option<StatusResponse> {
+        let mut client = self.client().await?;
+        client.status(StatusRequest {}).await.ok().map(|r| r.into_inner())
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for ServerNode {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("--- node {} log (last 40 lines) ---\n{}", self.id, self.log_tail(40));
+        }
+    }
+}
