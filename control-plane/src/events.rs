@@ -23,7 +23,7 @@ pub struct Change {
 
 #[derive(Debug, Clone)]
 pub enum Event {
-    Change(Change),
+    Change(Box<Change>),
     /// The replica's state was replaced by a snapshot: watchers must start over.
     Reset,
 }
@@ -64,7 +64,11 @@ impl EventHub {
     /// publishes the changes, with no reader in between: a watch that lists
     /// state and subscribes under [`EventHub::list_and_subscribe`] sees each
     /// change exactly once.
-    pub fn commit<E>(&self, write: impl FnOnce() -> Result<(), E>, changes: Vec<Change>) -> Result<(), E> {
+    pub fn commit<E>(
+        &self,
+        write: impl FnOnce() -> Result<(), E>,
+        changes: Vec<Change>,
+    ) -> Result<(), E> {
         let mut history = self.lock();
         write()?;
         for change in changes {
@@ -74,7 +78,7 @@ impl EventHub {
                     history.compacted = old.revision;
                 }
             }
-            let _ = self.live.send(Event::Change(change));
+            let _ = self.live.send(Event::Change(Box::new(change)));
         }
         Ok(())
     }
@@ -106,12 +110,17 @@ impl EventHub {
     }
 
     /// Reads state with `read` and subscribes to what changes after it, atomically.
-    pub fn list_and_subscribe<T>(&self, read: impl FnOnce() -> T) -> (T, broadcast::Receiver<Event>) {
+    pub fn list_and_subscribe<T>(
+        &self,
+        read: impl FnOnce() -> T,
+    ) -> (T, broadcast::Receiver<Event>) {
         let _history = self.lock();
         (read(), self.live.subscribe())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, History> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

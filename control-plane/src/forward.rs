@@ -60,7 +60,10 @@ fn unwire<T>(wire: Wire<T>) -> Result<LeaderReply<T>, ForwardError> {
     wire.map_err(ForwardError::Leader)
 }
 
-pub async fn propose(addr: &str, command: &Command) -> Result<LeaderReply<(u64, ApplyOutcome)>, ForwardError> {
+pub async fn propose(
+    addr: &str,
+    command: &Command,
+) -> Result<LeaderReply<(u64, ApplyOutcome)>, ForwardError> {
     let command_json = serde_json::to_vec(command)?;
     let reply = client(addr)?
         .propose(request(ProposeRequest { command_json }))
@@ -72,7 +75,9 @@ pub async fn propose(addr: &str, command: &Command) -> Result<LeaderReply<(u64, 
 pub async fn read_index(addr: &str) -> Result<LeaderReply<u64>, ForwardError> {
     match client(addr)?.read_index(request(ReadIndexRequest {})).await {
         Ok(reply) => Ok(LeaderReply::Done(reply.into_inner().index)),
-        Err(status) if status.code() == tonic::Code::FailedPrecondition => Ok(LeaderReply::NotLeader),
+        Err(status) if status.code() == tonic::Code::FailedPrecondition => {
+            Ok(LeaderReply::NotLeader)
+        }
         Err(status) => Err(status.into()),
     }
 }

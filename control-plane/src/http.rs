@@ -29,11 +29,16 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("catching up: applied {applied} of committed {committed}\n"),
         ),
-        Some(leader) => (StatusCode::OK, format!("ready: leader {leader}, applied {applied}\n")),
+        Some(leader) => (
+            StatusCode::OK,
+            format!("ready: leader {leader}, applied {applied}\n"),
+        ),
     }
 }
 
-async fn metrics_text(State(state): State<AppState>) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+async fn metrics_text(
+    State(state): State<AppState>,
+) -> ([(axum::http::HeaderName, &'static str); 1], String) {
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -15,10 +15,19 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "meridian", version, about = "Meridian: a multi-cluster service-mesh control plane")]
+#[command(
+    name = "meridian",
+    version,
+    about = "Meridian: a multi-cluster service-mesh control plane"
+)]
 struct Cli {
     /// The control-plane node to talk to (CLI commands).
-    #[arg(long, global = true, env = "MERIDIAN_SERVER", default_value = "127.0.0.1:7400")]
+    #[arg(
+        long,
+        global = true,
+        env = "MERIDIAN_SERVER",
+        default_value = "127.0.0.1:7400"
+    )]
     server: String,
     /// Plaintext gRPC. The server refuses to bind non-loopback addresses with it.
     #[arg(long, global = true, env = "MERIDIAN_INSECURE")]
@@ -37,7 +46,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -66,5 +78,8 @@ fn main() -> ExitCode {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }

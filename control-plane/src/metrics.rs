@@ -41,10 +41,19 @@ impl Default for Metrics {
             g
         };
         let term = gauge("raft_term", "Current Raft term");
-        let applied_index = gauge("raft_applied_index", "Last log index applied to the state machine");
-        let commit_index = gauge("raft_commit_index", "Last committed log index known to this node");
+        let applied_index = gauge(
+            "raft_applied_index",
+            "Last log index applied to the state machine",
+        );
+        let commit_index = gauge(
+            "raft_commit_index",
+            "Last committed log index known to this node",
+        );
         let last_log_index = gauge("raft_last_log_index", "Last log index in this node's log");
-        let snapshot_index = gauge("raft_snapshot_index", "Last log index covered by the current snapshot");
+        let snapshot_index = gauge(
+            "raft_snapshot_index",
+            "Last log index covered by the current snapshot",
+        );
         let is_leader = gauge("raft_is_leader", "1 if this node is the leader");
         let has_leader = gauge("raft_has_leader", "1 if this node knows a leader");
         let voters = gauge("raft_voters", "Voting members in the current membership");
@@ -81,14 +90,19 @@ impl Metrics {
     pub fn render(&self, node: &Node) -> String {
         let m = node.metrics();
         self.term.set(as_gauge(m.current_term));
-        self.applied_index.set(as_gauge(m.last_applied.map(|l| l.index).unwrap_or(0)));
+        self.applied_index
+            .set(as_gauge(m.last_applied.map(|l| l.index).unwrap_or(0)));
         self.commit_index.set(as_gauge(node.committed_index()));
-        self.last_log_index.set(as_gauge(m.last_log_index.unwrap_or(0)));
-        self.snapshot_index.set(as_gauge(m.snapshot.map(|l| l.index).unwrap_or(0)));
-        self.is_leader.set(i64::from(m.current_leader == Some(node.id)));
+        self.last_log_index
+            .set(as_gauge(m.last_log_index.unwrap_or(0)));
+        self.snapshot_index
+            .set(as_gauge(m.snapshot.map(|l| l.index).unwrap_or(0)));
+        self.is_leader
+            .set(i64::from(m.current_leader == Some(node.id)));
         self.has_leader.set(i64::from(m.current_leader.is_some()));
-        self.voters
-            .set(as_gauge(m.membership_config.membership().voter_ids().count() as u64));
+        self.voters.set(as_gauge(
+            m.membership_config.membership().voter_ids().count() as u64,
+        ));
         let mut text = String::new();
         if let Err(e) = encode(&mut text, &self.registry) {
             tracing::error!(error = %e, "encoding metrics failed");

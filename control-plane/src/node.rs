@@ -100,7 +100,9 @@ impl Node {
                 match forward::propose(&addr, &command).await {
                     Ok(LeaderReply::Done((index, outcome))) => return finish(index, outcome),
                     Ok(LeaderReply::NotLeader) => {}
-                    Err(e) => tracing::debug!(leader = %addr, error = %e, "forwarding a write failed; retrying"),
+                    Err(e) => {
+                        tracing::debug!(leader = %addr, error = %e, "forwarding a write failed; retrying")
+                    }
                 }
             }
             wait_or_give_up(deadline, "no leader accepted the write").await?;
@@ -108,7 +110,10 @@ impl Node {
     }
 
     /// The leader's half of a write; also serves writes forwarded by followers.
-    pub async fn propose_local(&self, command: Command) -> Result<Attempt<(u64, ApplyOutcome)>, NodeError> {
+    pub async fn propose_local(
+        &self,
+        command: Command,
+    ) -> Result<Attempt<(u64, ApplyOutcome)>, NodeError> {
         match self.raft.client_write(command).await {
             Ok(response) => Ok(Attempt::Done((response.log_id.index, response.data))),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
@@ -137,11 +142,17 @@ impl Node {
                             .wait(Some(remaining))
                             .applied_index_at_least(Some(index), "linearizable read")
                             .await
-                            .map_err(|e| NodeError::Unavailable(format!("catching up to the leader's read index {index}: {e}")))?;
+                            .map_err(|e| {
+                                NodeError::Unavailable(format!(
+                                    "catching up to the leader's read index {index}: {e}"
+                                ))
+                            })?;
                         return Ok(self.applied_index());
                     }
                     Ok(LeaderReply::NotLeader) => {}
-                    Err(e) => tracing::debug!(leader = %addr, error = %e, "asking the leader for a read index failed"),
+                    Err(e) => {
+                        tracing::debug!(leader = %addr, error = %e, "asking the leader for a read index failed")
+                    }
                 }
             }
             wait_or_give_up(deadline, "no leader confirmed a read index").await?;
@@ -162,7 +173,9 @@ impl Node {
                 Ok(Attempt::NotLeader(None))
             }
             Ok(Err(e)) => Err(NodeError::Unavailable(format!("raft: {e}"))),
-            Err(_) => Err(NodeError::Unavailable("a quorum did not confirm leadership in time".into())),
+            Err(_) => Err(NodeError::Unavailable(
+                "a quorum did not confirm leadership in time".into(),
+            )),
         }
     }
 
@@ -176,16 +189,23 @@ impl Node {
             if let Some(addr) = hint {
                 match forward::change_membership(&addr, &change).await {
                     Ok(LeaderReply::Done(Ok(()))) => return Ok(()),
-                    Ok(LeaderReply::Done(Err(message))) => return Err(NodeError::InvalidMembership(message)),
+                    Ok(LeaderReply::Done(Err(message))) => {
+                        return Err(NodeError::InvalidMembership(message))
+                    }
                     Ok(LeaderReply::NotLeader) => {}
-                    Err(e) => tracing::debug!(leader = %addr, error = %e, "forwarding a membership change failed"),
+                    Err(e) => {
+                        tracing::debug!(leader = %addr, error = %e, "forwarding a membership change failed")
+                    }
                 }
             }
             wait_or_give_up(deadline, "no leader accepted the membership change").await?;
         }
     }
 
-    pub async fn change_membership_local(&self, change: MembershipChange) -> Result<Attempt<()>, NodeError> {
+    pub async fn change_membership_local(
+        &self,
+        change: MembershipChange,
+    ) -> Result<Attempt<()>, NodeError> {
         let metrics = self.metrics();
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -193,9 +213,13 @@ impl Node {
         let result = match change {
             MembershipChange::AddLearner { node_id, addr } => {
                 if voters.contains(&node_id) {
-                    return Err(NodeError::InvalidMembership(format!("node {node_id} is already a voter")));
+                    return Err(NodeError::InvalidMembership(format!(
+                        "node {node_id} is already a voter"
+                    )));
                 }
-                self.raft.add_learner(node_id, BasicNode::new(addr), true).await
+                self.raft
+                    .add_learner(node_id, BasicNode::new(addr), true)
+                    .await
             }
             MembershipChange::Promote { node_id } => {
                 if !is_member(node_id) {
@@ -212,7 +236,9 @@ impl Node {
             }
             MembershipChange::Remove { node_id } => {
                 if !is_member(node_id) {
-                    return Err(NodeError::InvalidMembership(format!("node {node_id} is not a member")));
+                    return Err(NodeError::InvalidMembership(format!(
+                        "node {node_id} is not a member"
+                    )));
                 }
                 if voters.contains(&node_id) {
                     if voters.len() == 1 {
@@ -221,11 +247,17 @@ impl Node {
                         )));
                     }
                     self.raft
-                        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([node_id])), false)
+                        .change_membership(
+                            ChangeMembers::RemoveVoters(BTreeSet::from([node_id])),
+                            false,
+                        )
                         .await
                 } else {
                     self.raft
-                        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([node_id])), false)
+                        .change_membership(
+                            ChangeMembers::RemoveNodes(BTreeSet::from([node_id])),
+                            false,
+                        )
                         .await
                 }
             }
@@ -252,7 +284,10 @@ impl Node {
 }
 
 fn finish(index: u64, outcome: ApplyOutcome) -> Result<(u64, Vec<u64>), NodeError> {
-    outcome.0.map(|revisions| (index, revisions)).map_err(NodeError::Rejected)
+    outcome
+        .0
+        .map(|revisions| (index, revisions))
+        .map_err(NodeError::Rejected)
 }
 
 async fn wait_or_give_up(deadline: Instant, what: &str) -> Result<(), NodeError> {

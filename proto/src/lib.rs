@@ -7,5 +7,6 @@ pub mod v1 {
     tonic::include_proto!("meridian.v1");
 
     /// Encoded descriptors, for gRPC server reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("meridian_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("meridian_descriptor");
 }

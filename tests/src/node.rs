@@ -16,7 +16,9 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { snapshot_threshold: 10_000 }
+        ServerOptions {
+            snapshot_threshold: 10_000,
+        }
     }
 }
 
@@ -74,7 +76,10 @@ impl ServerNode {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--grpc-addr", &self.grpc, "--http-addr", &self.http])
-            .args(["--snapshot-threshold", &self.options.snapshot_threshold.to_string()])
+            .args([
+                "--snapshot-threshold",
+                &self.options.snapshot_threshold.to_string(),
+            ])
             .env("MERIDIAN_LOG", "info,openraft=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -110,7 +115,11 @@ impl ServerNode {
 
     pub async fn status(&self) -> Option<StatusResponse> {
         let mut client = self.client().await?;
-        client.status(StatusRequest {}).await.ok().map(|r| r.into_inner())
+        client
+            .status(StatusRequest {})
+            .await
+            .ok()
+            .map(|r| r.into_inner())
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
@@ -124,7 +133,11 @@ impl Drop for ServerNode {
     fn drop(&mut self) {
         self.kill();
         if std::thread::panicking() {
-            eprintln!("--- node {} log (last 40 lines) ---\n{}", self.id, self.log_tail(40));
+            eprintln!(
+                "--- node {} log (last 40 lines) ---\n{}",
+                self.id,
+                self.log_tail(40)
+            );
         }
     }
 }

@@ -72,10 +72,17 @@ async fn applied(node: &ServerNode) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_fail_over_and_recover() {
     let root = tempfile::tempdir().expect("temp dir");
-    let options = ServerOptions { snapshot_threshold: 20 };
-    let mut nodes: Vec<ServerNode> = (1..=3).map(|id| ServerNode::new(root.path(), id, options.clone())).collect();
+    let options = ServerOptions {
+        snapshot_threshold: 20,
+    };
+    let mut nodes: Vec<ServerNode> = (1..=3)
+        .map(|id| ServerNode::new(root.path(), id, options.clone()))
+        .collect();
     let members = ServerNode::initial_cluster(&nodes.iter().collect::<Vec<_>>());
-    nodes = nodes.into_iter().map(|n| n.with_initial_cluster(&members)).collect();
+    nodes = nodes
+        .into_iter()
+        .map(|n| n.with_initial_cluster(&members))
+        .collect();
     for node in &mut nodes {
         node.start();
     }
@@ -85,49 +92,88 @@ async fn three_nodes_replicate_fail_over_and_recover() {
     let follower = nodes.iter().find(|n| n.id != leader).expect("a follower");
 
     // A write through a follower is readable from every node, linearizably.
-    let written = cli(&follower.grpc, &["apply", "-f", "-"], Some(&cluster_manifest("first")));
-    assert!(written.ok, "apply through a follower failed: {}", written.stderr);
+    let written = cli(
+        &follower.grpc,
+        &["apply", "-f", "-"],
+        Some(&cluster_manifest("first")),
+    );
+    assert!(
+        written.ok,
+        "apply through a follower failed: {}",
+        written.stderr
+    );
     for node in &nodes {
-        assert_eq!(has_cluster(node, "first", Consistency::Linearizable).await, Some(true), "node {}", node.id);
+        assert_eq!(
+            has_cluster(node, "first", Consistency::Linearizable).await,
+            Some(true),
+            "node {}",
+            node.id
+        );
     }
 
     let mut acknowledged = vec!["first".to_string()];
     for i in 0..10 {
         let name = format!("before-kill-{i}");
         let via = &nodes[i % 3];
-        put_cluster(via, &name).await.unwrap_or_else(|| panic!("write {name} via node {} failed", via.id));
+        put_cluster(via, &name)
+            .await
+            .unwrap_or_else(|| panic!("write {name} via node {} failed", via.id));
         acknowledged.push(name);
     }
 
     // kill -9 the leader: a new one is elected and writes go on.
     let old_leader = leader;
-    let killed = nodes.iter_mut().find(|n| n.id == old_leader).expect("leader node");
-    let killed_last_index = killed.status().await.map(|s| s.last_log_index).expect("leader status");
+    let killed = nodes
+        .iter_mut()
+        .find(|n| n.id == old_leader)
+        .expect("leader node");
+    let killed_last_index = killed
+        .status()
+        .await
+        .map(|s| s.last_log_index)
+        .expect("leader status");
     killed.kill();
     let survivors: Vec<&ServerNode> = nodes.iter().filter(|n| n.is_running()).collect();
     let new_leader = agreed_leader(&survivors).await;
+    let leader_at = nodes
+        .iter()
+        .position(|n| n.id == new_leader)
+        .expect("new leader");
     assert_ne!(new_leader, old_leader);
 
     // Enough writes that the leader snapshots and purges past everything the killed node has.
     for i in 0..60 {
         let name = format!("after-kill-{i}");
         let via = survivors[i % survivors.len()];
-        let index = eventually(WAIT, "an acknowledged write after the leader died", || put_cluster(via, &name)).await;
+        let index = eventually(WAIT, "an acknowledged write after the leader died", || {
+            put_cluster(via, &name)
+        })
+        .await;
         assert!(index > 0);
         acknowledged.push(name);
     }
-    let leader_node = survivors.iter().find(|n| n.id == new_leader).expect("new leader");
-    eventually(WAIT, "the new leader to purge its log past the killed node's last entry", || async {
-        let status = leader_node.status().await?;
-        (status.purged_index > killed_last_index).then_some(())
-    })
+    eventually(
+        WAIT,
+        "the new leader to purge its log past the killed node's last entry",
+        || async {
+            let status = nodes[leader_at].status().await?;
+            (status.purged_index > killed_last_index).then_some(())
+        },
+    )
     .await;
 
     // The killed node, restarted on its own data dir, catches up through a snapshot install.
-    let killed = nodes.iter_mut().find(|n| n.id == old_leader).expect("killed node");
+    let killed = nodes
+        .iter_mut()
+        .find(|n| n.id == old_leader)
+        .expect("killed node");
     killed.start();
+    let leader_node = &nodes[leader_at];
     let target = applied(leader_node).await.expect("leader status");
-    let killed = nodes.iter().find(|n| n.id == old_leader).expect("killed node");
+    let killed = nodes
+        .iter()
+        .find(|n| n.id == old_leader)
+        .expect("killed node");
     eventually(WAIT, "the restarted node to catch up", || async {
         let status = killed.status().await?;
         (status.applied_index >= target).then_some(status)
@@ -159,14 +205,26 @@ async fn three_nodes_replicate_fail_over_and_recover() {
     // An invalid resource is rejected and changes nothing.
     let before = applied(leader_node).await.expect("status");
     let bad = r#"{"kind": "Cluster", "metadata": {"name": "Not_Valid"}, "spec": {"region": "r"}}"#;
-    let refused = cli(&follower_of(&nodes, new_leader).grpc, &["apply", "-f", "-"], Some(bad));
+    let refused = cli(
+        &follower_of(&nodes, new_leader).grpc,
+        &["apply", "-f", "-"],
+        Some(bad),
+    );
     assert!(!refused.ok);
-    assert!(refused.stderr.contains("metadata.name"), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("metadata.name"),
+        "{}",
+        refused.stderr
+    );
     assert_eq!(applied(leader_node).await, Some(before));
 
     // A node removed from membership stops receiving writes.
     let removed_id = follower_of(&nodes, new_leader).id;
-    let removal = cli(&leader_node.grpc, &["members", "remove", &removed_id.to_string()], None);
+    let removal = cli(
+        &leader_node.grpc,
+        &["members", "remove", &removed_id.to_string()],
+        None,
+    );
     assert!(removal.ok, "members remove failed: {}", removal.stderr);
     let listed = cli(&leader_node.grpc, &["members", "list", "-o", "json"], None);
     let listed: serde_json::Value = serde_json::from_str(&listed.stdout).expect("members json");
@@ -176,15 +234,27 @@ async fn three_nodes_replicate_fail_over_and_recover() {
         .iter()
         .filter_map(|m| m["nodeId"].as_u64())
         .collect();
-    assert!(!ids.contains(&removed_id), "{ids:?} still lists node {removed_id}");
+    assert!(
+        !ids.contains(&removed_id),
+        "{ids:?} still lists node {removed_id}"
+    );
     let remaining: Vec<&ServerNode> = nodes.iter().filter(|n| n.id != removed_id).collect();
     for i in 0..3 {
         let name = format!("after-removal-{i}");
-        eventually(WAIT, "a write after the removal", || put_cluster(remaining[0], &name)).await;
+        eventually(WAIT, "a write after the removal", || {
+            put_cluster(remaining[0], &name)
+        })
+        .await;
         for node in &remaining {
-            assert_eq!(has_cluster(node, &name, Consistency::Linearizable).await, Some(true));
+            assert_eq!(
+                has_cluster(node, &name, Consistency::Linearizable).await,
+                Some(true)
+            );
         }
-        let removed = nodes.iter().find(|n| n.id == removed_id).expect("removed node");
+        let removed = nodes
+            .iter()
+            .find(|n| n.id == removed_id)
+            .expect("removed node");
         assert_eq!(
             has_cluster(removed, &name, Consistency::Stale).await,
             Some(false),

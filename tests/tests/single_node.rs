@@ -98,30 +98,64 @@ async fn cli_applies_reads_validates_and_survives_restart() {
     assert_eq!(checkout["metadata"]["namespace"], "shop");
     assert_eq!(checkout["spec"]["lb"], "least_request");
     assert_eq!(checkout["spec"]["retries"]["perTryTimeout"], "1s");
-    assert!(checkout["metadata"]["revision"].as_u64().is_some_and(|r| r > 0));
+    assert!(checkout["metadata"]["revision"]
+        .as_u64()
+        .is_some_and(|r| r > 0));
 
     let endpoints = json(&cli(&server, &["get", "endpoints", "-o", "json"], None));
     assert_eq!(endpoints["items"][0]["metadata"]["cluster"], "us-east-1a");
-    assert_eq!(endpoints["items"][0]["spec"]["endpoints"][1]["health"], "draining");
+    assert_eq!(
+        endpoints["items"][0]["spec"]["endpoints"][1]["health"],
+        "draining"
+    );
 
     let table = cli(&server, &["get", "trafficsplits"], None);
-    assert!(table.ok && table.stdout.contains("shop/checkout-v1=90"), "{}", table.stdout);
-    let yaml = cli(&server, &["get", "failoverpolicy", "checkout", "-n", "shop", "-o", "yaml"], None);
+    assert!(
+        table.ok && table.stdout.contains("shop/checkout-v1=90"),
+        "{}",
+        table.stdout
+    );
+    let yaml = cli(
+        &server,
+        &[
+            "get",
+            "failoverpolicy",
+            "checkout",
+            "-n",
+            "shop",
+            "-o",
+            "yaml",
+        ],
+        None,
+    );
     let parsed: serde_yaml::Value = serde_yaml::from_str(&yaml.stdout).expect("yaml");
-    assert_eq!(parsed["spec"]["order"][1], serde_yaml::Value::from("us-west-2a"));
+    assert_eq!(
+        parsed["spec"]["order"][1],
+        serde_yaml::Value::from("us-west-2a")
+    );
 
     // Output of get -o json applies again unchanged, keeping revisions.
-    let again = cli(&server, &["apply", "-f", "-"], Some(&serde_json::to_string(&services).expect("json")));
+    let again = cli(
+        &server,
+        &["apply", "-f", "-"],
+        Some(&serde_json::to_string(&services).expect("json")),
+    );
     assert!(again.ok, "{}", again.stderr);
     let services_after = json(&cli(&server, &["get", "services", "-o", "json"], None));
-    assert_eq!(services_after, services, "re-applying identical objects must not change revisions");
+    assert_eq!(
+        services_after, services,
+        "re-applying identical objects must not change revisions"
+    );
 
     // Status.
     let status = json(&cli(&server, &["status", "-o", "json"], None));
     assert_eq!(status["nodeId"], 1);
     assert_eq!(status["leader"], 1);
     for field in ["term", "commitIndex", "appliedIndex"] {
-        assert!(status[field].as_u64().is_some_and(|v| v > 0), "{field} in {status}");
+        assert!(
+            status[field].as_u64().is_some_and(|v| v > 0),
+            "{field} in {status}"
+        );
     }
     assert_eq!(status["members"].as_array().map(Vec::len), Some(1));
 
@@ -159,16 +193,44 @@ async fn cli_applies_reads_validates_and_survives_restart() {
     for (manifest, needle) in invalid {
         let run = cli(&server, &["apply", "-f", "-"], Some(manifest));
         assert!(!run.ok, "accepted invalid manifest:\n{manifest}");
-        assert!(run.stderr.contains(needle), "error for\n{manifest}\nshould mention '{needle}', got: {}", run.stderr);
-        assert_eq!(run.stderr.trim().lines().count(), 1, "not one line: {}", run.stderr);
+        assert!(
+            run.stderr.contains(needle),
+            "error for\n{manifest}\nshould mention '{needle}', got: {}",
+            run.stderr
+        );
+        assert_eq!(
+            run.stderr.trim().lines().count(),
+            1,
+            "not one line: {}",
+            run.stderr
+        );
     }
-    let refused_delete = cli(&server, &["delete", "service", "checkout-v1", "-n", "shop"], None);
-    assert!(!refused_delete.ok && refused_delete.stderr.contains("still referred to"), "{}", refused_delete.stderr);
+    let refused_delete = cli(
+        &server,
+        &["delete", "service", "checkout-v1", "-n", "shop"],
+        None,
+    );
+    assert!(
+        !refused_delete.ok && refused_delete.stderr.contains("still referred to"),
+        "{}",
+        refused_delete.stderr
+    );
     let unknown = cli(&server, &["get", "service", "nope", "-n", "shop"], None);
-    assert!(!unknown.ok && unknown.stderr.contains("not found"), "{}", unknown.stderr);
-    assert_eq!(cli(&server, &["get", "services", "-o", "json"], None).stdout, before);
+    assert!(
+        !unknown.ok && unknown.stderr.contains("not found"),
+        "{}",
+        unknown.stderr
+    );
+    assert_eq!(
+        cli(&server, &["get", "services", "-o", "json"], None).stdout,
+        before
+    );
     let status_after = json(&cli(&server, &["status", "-o", "json"], None));
-    assert_eq!(status_after["appliedIndex"].as_u64(), applied_before, "a refused write reached the log");
+    assert_eq!(
+        status_after["appliedIndex"].as_u64(),
+        applied_before,
+        "a refused write reached the log"
+    );
 
     // Optimistic concurrency through the API.
     let mut client = node.client().await.expect("client");
@@ -237,7 +299,10 @@ async fn cli_applies_reads_validates_and_survives_restart() {
     let (code, metrics) = http::get(&node.http, "/metrics").await.expect("metrics");
     assert_eq!(code, 200);
     assert!(metrics.contains("meridian_raft_applied_index"), "{metrics}");
-    assert!(metrics.contains("meridian_admin_requests_total"), "{metrics}");
+    assert!(
+        metrics.contains("meridian_admin_requests_total"),
+        "{metrics}"
+    );
 
     // A restart recovers everything from the node's own disk.
     let services = cli(&server, &["get", "services", "-o", "json"], None).stdout;
@@ -256,7 +321,14 @@ async fn cli_applies_reads_validates_and_survives_restart() {
 async fn insecure_server_refuses_non_loopback_addresses() {
     let root = tempfile::tempdir().expect("temp dir");
     let output = std::process::Command::new(meridian_tests::binary("meridian"))
-        .args(["--insecure", "server", "--node-id", "1", "--grpc-addr", "0.0.0.0:7400"])
+        .args([
+            "--insecure",
+            "server",
+            "--node-id",
+            "1",
+            "--grpc-addr",
+            "0.0.0.0:7400",
+        ])
         .arg("--data-dir")
         .arg(root.path())
         .output()
@@ -264,5 +336,8 @@ async fn insecure_server_refuses_non_loopback_addresses() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("loopback"), "{stderr}");
-    assert!(!root.path().join("db").exists(), "a refused start must not create state");
+    assert!(
+        !root.path().join("db").exists(),
+        "a refused start must not create state"
+    );
 }

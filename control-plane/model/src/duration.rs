@@ -30,7 +30,11 @@ impl Duration {
             "s" => 1_000.0,
             "m" => 60_000.0,
             "h" => 3_600_000.0,
-            _ => return Err(format!("unknown duration unit '{unit}' in '{text}' (use ms, s, m or h)")),
+            _ => {
+                return Err(format!(
+                    "unknown duration unit '{unit}' in '{text}' (use ms, s, m or h)"
+                ))
+            }
         };
         let millis = value * millis_per_unit;
         if !millis.is_finite() || millis > 1.0e12 {
@@ -45,11 +49,11 @@ impl fmt::Display for Duration {
         let ms = self.0.as_millis();
         if ms == 0 {
             write!(f, "0s")
-        } else if ms % 3_600_000 == 0 {
+        } else if ms.is_multiple_of(3_600_000) {
             write!(f, "{}h", ms / 3_600_000)
-        } else if ms % 60_000 == 0 {
+        } else if ms.is_multiple_of(60_000) {
             write!(f, "{}m", ms / 60_000)
-        } else if ms % 1_000 == 0 {
+        } else if ms.is_multiple_of(1_000) {
             write!(f, "{}s", ms / 1_000)
         } else {
             write!(f, "{ms}ms")

@@ -18,10 +18,17 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 
 impl ResourceKey {
     /// Builds a key from loosely given parts, applying defaults and name rules.
-    pub fn new(kind: Kind, namespace: Option<&str>, name: &str, cluster: Option<&str>) -> Result<Self, ModelError> {
+    pub fn new(
+        kind: Kind,
+        namespace: Option<&str>,
+        name: &str,
+        cluster: Option<&str>,
+    ) -> Result<Self, ModelError> {
         check_label("metadata.name", name)?;
         let namespace = if kind.is_namespaced() {
-            let ns = namespace.filter(|ns| !ns.is_empty()).unwrap_or(DEFAULT_NAMESPACE);
+            let ns = namespace
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or(DEFAULT_NAMESPACE);
             check_label("metadata.namespace", ns)?;
             ns.to_string()
         } else {
@@ -110,7 +117,13 @@ mod tests {
 
     #[test]
     fn encode_round_trips() {
-        let key = ResourceKey::new(Kind::Endpoints, Some("shop"), "checkout", Some("us-east-1a")).expect("valid");
+        let key = ResourceKey::new(
+            Kind::Endpoints,
+            Some("shop"),
+            "checkout",
+            Some("us-east-1a"),
+        )
+        .expect("valid");
         assert_eq!(ResourceKey::decode(&key.encode()), Some(key));
         let key = ResourceKey::new(Kind::Cluster, None, "us-east-1a", None).expect("valid");
         assert_eq!(ResourceKey::decode(&key.encode()), Some(key));

@@ -23,10 +23,16 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Resource>, ModelError> {
             .map_err(|e| ModelError::Parse(format!("document {doc_no}: {e}")))?;
         let items = match value {
             serde_json::Value::Null => continue,
-            serde_json::Value::Object(mut map) if map.contains_key("items") && !map.contains_key("kind") => {
+            serde_json::Value::Object(mut map)
+                if map.contains_key("items") && !map.contains_key("kind") =>
+            {
                 match map.remove("items") {
                     Some(serde_json::Value::Array(items)) => items,
-                    _ => return Err(ModelError::Parse(format!("document {doc_no}: items must be a list"))),
+                    _ => {
+                        return Err(ModelError::Parse(format!(
+                            "document {doc_no}: items must be a list"
+                        )))
+                    }
                 }
             }
             other => vec![other],
@@ -39,9 +45,10 @@ pub fn parse_manifests(text: &str) -> Result<Vec<Resource>, ModelError> {
                     field: format!("document {doc_no}: {field}"),
                     message,
                 },
-                ModelError::UnknownKind(kind) => {
-                    ModelError::Parse(format!("document {doc_no}: {}", ModelError::UnknownKind(kind)))
-                }
+                ModelError::UnknownKind(kind) => ModelError::Parse(format!(
+                    "document {doc_no}: {}",
+                    ModelError::UnknownKind(kind)
+                )),
                 other => other,
             })?;
             resources.push(resource);
@@ -93,7 +100,13 @@ spec: {service: shop/checkout, order: [us-east-1a, us-west-2a], overprovisioning
         let kinds: Vec<Kind> = resources.iter().map(Resource::kind).collect();
         assert_eq!(
             kinds,
-            [Kind::Cluster, Kind::Service, Kind::Endpoints, Kind::TrafficSplit, Kind::FailoverPolicy]
+            [
+                Kind::Cluster,
+                Kind::Service,
+                Kind::Endpoints,
+                Kind::TrafficSplit,
+                Kind::FailoverPolicy
+            ]
         );
         match &resources[1].spec {
             Spec::Service(s) => assert_eq!(s.lb, LbPolicy::LeastRequest),
@@ -137,7 +150,10 @@ spec: {service: shop/checkout, order: [us-east-1a, us-west-2a], overprovisioning
         ];
         for (text, needle) in cases {
             let err = parse_manifests(text).expect_err(text).to_string();
-            assert!(err.contains(needle), "error '{err}' should mention '{needle}'");
+            assert!(
+                err.contains(needle),
+                "error '{err}' should mention '{needle}'"
+            );
         }
     }
 }

@@ -19,7 +19,8 @@ pub fn check_label(field: &str, value: &str) -> Result<(), ModelError> {
         .bytes()
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     let bytes = value.as_bytes();
-    let valid_ends = bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
+    let valid_ends =
+        bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
     if !valid_chars || !valid_ends {
         return Err(ModelError::invalid(
             field,
@@ -32,7 +33,11 @@ pub fn check_label(field: &str, value: &str) -> Result<(), ModelError> {
 }
 
 /// A reference to a service, `namespace/name`, or `name` in the referrer's namespace.
-pub fn parse_service_ref(field: &str, text: &str, default_namespace: &str) -> Result<(String, String), ModelError> {
+pub fn parse_service_ref(
+    field: &str,
+    text: &str,
+    default_namespace: &str,
+) -> Result<(String, String), ModelError> {
     let (namespace, name) = match text.split_once('/') {
         Some((ns, name)) => (ns, name),
         None => (default_namespace, text),

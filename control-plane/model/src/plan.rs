@@ -19,7 +19,7 @@ pub trait StateView {
 pub enum Op {
     /// Create or replace. `expected_revision`: `Some(0)` means "must not exist yet".
     Put {
-        resource: Resource,
+        resource: Box<Resource>,
         expected_revision: Option<u64>,
     },
     Delete {
@@ -37,14 +37,18 @@ pub struct Command {
 /// What applying a command writes to storage.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
-    Put(Resource),
+    Put(Box<Resource>),
     Delete(ResourceKey),
 }
 
 /// Plans `command` at log index `index`. Each op sees the effect of the ops
 /// before it; if any op is refused, the whole command changes nothing.
 /// Returns the writes and, per op, the revision of the object afterwards.
-pub fn plan(view: &dyn StateView, command: &Command, index: u64) -> Result<(Vec<Write>, Vec<u64>), Rejection> {
+pub fn plan(
+    view: &dyn StateView,
+    command: &Command,
+    index: u64,
+) -> Result<(Vec<Write>, Vec<u64>), Rejection> {
     let mut overlay = Overlay {
         base: view,
         changes: BTreeMap::new(),
@@ -63,7 +67,7 @@ pub fn plan(view: &dyn StateView, command: &Command, index: u64) -> Result<(Vec<
         .changes
         .into_iter()
         .map(|(key, change)| match change {
-            Some(resource) => Write::Put(resource),
+            Some(resource) => Write::Put(Box::new(resource)),
             None => Write::Delete(key),
         })
         .collect();
@@ -83,7 +87,7 @@ fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Reject
             if let Some(current) = current.filter(|c| c.same_content(resource)) {
                 return Ok(current.revision());
             }
-            let mut stored = resource.clone();
+            let mut stored = Resource::clone(resource);
             stored.metadata.revision = Some(index);
             overlay.changes.insert(key, Some(stored));
             Ok(index)
@@ -94,7 +98,10 @@ fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Reject
         } => {
             let current = overlay.get(key);
             if current.is_none() {
-                return Err(Rejection::new(RejectionCode::NotFound, format!("{key} not found")));
+                return Err(Rejection::new(
+                    RejectionCode::NotFound,
+                    format!("{key} not found"),
+                ));
             }
             check_expected(key, current.as_ref(), *expected_revision)?;
             check_delete(overlay, key)?;
@@ -104,7 +111,11 @@ fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Reject
     }
 }
 
-fn check_expected(key: &ResourceKey, current: Option<&Resource>, expected: Option<u64>) -> Result<(), Rejection> {
+fn check_expected(
+    key: &ResourceKey,
+    current: Option<&Resource>,
+    expected: Option<u64>,
+) -> Result<(), Rejection> {
     let Some(expected) = expected else {
         return Ok(());
     };
@@ -135,8 +146,12 @@ impl StateView for Overlay<'_> {
     }
 
     fn list(&self, kind: Kind) -> Vec<Resource> {
-        let mut merged: BTreeMap<ResourceKey, Resource> =
-            self.base.list(kind).into_iter().map(|r| (r.key(), r)).collect();
+        let mut merged: BTreeMap<ResourceKey, Resource> = self
+            .base
+            .list(kind)
+            .into_iter()
+            .map(|r| (r.key(), r))
+            .collect();
         for (key, change) in self.changes.range(..).filter(|(k, _)| k.kind == kind) {
             match change {
                 Some(resource) => merged.insert(key.clone(), resource.clone()),
@@ -161,7 +176,11 @@ mod tests {
             self.0.get(key).cloned()
         }
         fn list(&self, kind: Kind) -> Vec<Resource> {
-            self.0.values().filter(|r| r.kind() == kind).cloned().collect()
+            self.0
+                .values()
+                .filter(|r| r.kind() == kind)
+                .cloned()
+                .collect()
         }
     }
 
@@ -170,7 +189,7 @@ mod tests {
             let (writes, revisions) = plan(self, command, index)?;
             for write in writes {
                 match write {
-                    Write::Put(r) => self.0.insert(r.key(), r),
+                    Write::Put(r) => self.0.insert(r.key(), *r),
                     Write::Delete(k) => self.0.remove(&k),
                 };
             }
@@ -184,7 +203,7 @@ mod tests {
                 .expect("valid manifests")
                 .into_iter()
                 .map(|resource| Op::Put {
-                    resource,
+                    resource: Box::new(resource),
                     expected_revision: None,
                 })
                 .collect(),
@@ -197,7 +216,9 @@ mod tests {
     #[test]
     fn a_batch_sees_its_own_earlier_writes() {
         let mut state = MemState::default();
-        let revisions = state.apply(&puts(&format!("{SERVICES}---\n{SPLIT}")), 7).expect("applies");
+        let revisions = state
+            .apply(&puts(&format!("{SERVICES}---\n{SPLIT}")), 7)
+            .expect("applies");
         assert_eq!(revisions, vec![7, 7, 7]);
         assert_eq!(state.0.len(), 3);
     }
@@ -212,14 +233,21 @@ mod tests {
 
         let cmd = puts(&format!("{SERVICES}---\nkind: FailoverPolicy\nmetadata: {{name: checkout, namespace: shop}}\nspec: {{service: checkout, order: [nowhere]}}\n"));
         let err = state.apply(&cmd, 4).expect_err("unknown cluster");
-        assert!(err.message.contains("spec.order[0]: unknown cluster 'nowhere'"), "{}", err.message);
+        assert!(
+            err.message
+                .contains("spec.order[0]: unknown cluster 'nowhere'"),
+            "{}",
+            err.message
+        );
         assert!(state.0.is_empty());
     }
 
     #[test]
     fn referenced_services_cannot_be_deleted() {
         let mut state = MemState::default();
-        state.apply(&puts(&format!("{SERVICES}---\n{SPLIT}")), 1).expect("applies");
+        state
+            .apply(&puts(&format!("{SERVICES}---\n{SPLIT}")), 1)
+            .expect("applies");
         let key = ResourceKey::new(Kind::Service, Some("shop"), "v1", None).expect("key");
         let delete = Command {
             ops: vec![Op::Delete {
@@ -237,11 +265,20 @@ mod tests {
         let mut state = MemState::default();
         state.apply(&puts(SERVICES), 5).expect("applies");
         let mut cmd = puts("kind: Service\nmetadata: {name: v1, namespace: shop}\nspec: {protocol: tcp, port: 81}\n");
-        if let Op::Put { expected_revision, .. } = &mut cmd.ops[0] {
+        if let Op::Put {
+            expected_revision, ..
+        } = &mut cmd.ops[0]
+        {
             *expected_revision = Some(4);
         }
-        assert_eq!(state.apply(&cmd, 6).expect_err("stale").code, RejectionCode::Aborted);
-        if let Op::Put { expected_revision, .. } = &mut cmd.ops[0] {
+        assert_eq!(
+            state.apply(&cmd, 6).expect_err("stale").code,
+            RejectionCode::Aborted
+        );
+        if let Op::Put {
+            expected_revision, ..
+        } = &mut cmd.ops[0]
+        {
             *expected_revision = Some(5);
         }
         assert_eq!(state.apply(&cmd, 6).expect("current"), vec![6]);
@@ -251,7 +288,10 @@ mod tests {
     fn an_unchanged_put_keeps_its_revision() {
         let mut state = MemState::default();
         state.apply(&puts(SERVICES), 5).expect("applies");
-        assert_eq!(state.apply(&puts(SERVICES), 9).expect("applies"), vec![5, 5]);
+        assert_eq!(
+            state.apply(&puts(SERVICES), 9).expect("applies"),
+            vec![5, 5]
+        );
     }
 
     #[test]
@@ -264,6 +304,9 @@ mod tests {
                 expected_revision: None,
             }],
         };
-        assert_eq!(state.apply(&cmd, 1).expect_err("missing").code, RejectionCode::NotFound);
+        assert_eq!(
+            state.apply(&cmd, 1).expect_err("missing").code,
+            RejectionCode::NotFound
+        );
     }
 }

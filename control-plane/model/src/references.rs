@@ -65,20 +65,29 @@ pub fn check_delete(view: &dyn StateView, key: &ResourceKey) -> Result<(), Rejec
                 .list(Kind::TrafficSplit)
                 .into_iter()
                 .filter(|r| match &r.spec {
-                    Spec::TrafficSplit(s) => split_refs(s, r.metadata.namespace.as_deref().unwrap_or_default()).contains(&target),
+                    Spec::TrafficSplit(s) => {
+                        split_refs(s, r.metadata.namespace.as_deref().unwrap_or_default())
+                            .contains(&target)
+                    }
                     _ => false,
                 });
-            let policies = view.list(Kind::FailoverPolicy).into_iter().filter(|r| match &r.spec {
-                Spec::FailoverPolicy(p) => policy_service(p, r) == Some(target.clone()),
-                _ => false,
-            });
+            let policies = view
+                .list(Kind::FailoverPolicy)
+                .into_iter()
+                .filter(|r| match &r.spec {
+                    Spec::FailoverPolicy(p) => policy_service(p, r) == Some(target.clone()),
+                    _ => false,
+                });
             splits.chain(policies).map(|r| r.key()).collect()
         }
         Kind::Cluster => {
-            let policies = view.list(Kind::FailoverPolicy).into_iter().filter(|r| match &r.spec {
-                Spec::FailoverPolicy(p) => p.order.contains(&key.name),
-                _ => false,
-            });
+            let policies = view
+                .list(Kind::FailoverPolicy)
+                .into_iter()
+                .filter(|r| match &r.spec {
+                    Spec::FailoverPolicy(p) => p.order.contains(&key.name),
+                    _ => false,
+                });
             let endpoints = view
                 .list(Kind::Endpoints)
                 .into_iter()

@@ -81,7 +81,10 @@ impl Resource {
         metadata.cluster = Some(key.cluster.clone()).filter(|c| !c.is_empty());
         for label in metadata.labels.keys() {
             if label.is_empty() || label.len() > 253 {
-                return Err(ModelError::invalid("metadata.labels", format!("bad label key '{label}'")));
+                return Err(ModelError::invalid(
+                    "metadata.labels",
+                    format!("bad label key '{label}'"),
+                ));
             }
         }
         let spec = match kind {
@@ -138,13 +141,20 @@ impl From<Resource> for Manifest {
 }
 
 /// Deserialises with the path of the offending field in the error.
-fn from_value<T: DeserializeOwned>(prefix: &str, value: serde_json::Value) -> Result<T, ModelError> {
+fn from_value<T: DeserializeOwned>(
+    prefix: &str,
+    value: serde_json::Value,
+) -> Result<T, ModelError> {
     if value.is_null() {
         return Err(ModelError::invalid(prefix, "is missing"));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." { prefix.to_string() } else { format!("{prefix}.{path}") };
+        let field = if path == "." {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{path}")
+        };
         ModelError::invalid(field, e.into_inner().to_string())
     })
 }

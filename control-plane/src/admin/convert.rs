@@ -36,7 +36,8 @@ pub fn parse_kind(text: &str) -> Result<Kind, Status> {
 pub fn key_from_pb(key: Option<pb::ResourceKey>) -> Result<ResourceKey, Status> {
     let key = key.ok_or_else(|| Status::invalid_argument("key: is missing"))?;
     let kind = parse_kind(&key.kind)?;
-    ResourceKey::new(kind, Some(&key.namespace), &key.name, Some(&key.cluster)).map_err(|e| model_error("key", e))
+    ResourceKey::new(kind, Some(&key.namespace), &key.name, Some(&key.cluster))
+        .map_err(|e| model_error("key", e))
 }
 
 pub fn key_to_pb(key: &ResourceKey) -> pb::ResourceKey {
@@ -53,7 +54,7 @@ pub fn put_from_pb(context: &str, put: pb::PutRequest) -> Result<Op, Status> {
         .map_err(|e| Status::invalid_argument(format!("{context}: malformed manifest: {e}")))?;
     let resource = Resource::from_manifest(manifest).map_err(|e| model_error(context, e))?;
     Ok(Op::Put {
-        resource,
+        resource: Box::new(resource),
         expected_revision: put.expected_revision,
     })
 }
@@ -76,7 +77,9 @@ pub fn consistency(value: i32) -> Result<Consistency, Status> {
     match pb::Consistency::try_from(value) {
         Ok(pb::Consistency::Linearizable) => Ok(Consistency::Linearizable),
         Ok(pb::Consistency::Stale) => Ok(Consistency::Stale),
-        Err(_) => Err(Status::invalid_argument(format!("consistency: unknown value {value}"))),
+        Err(_) => Err(Status::invalid_argument(format!(
+            "consistency: unknown value {value}"
+        ))),
     }
 }
 
@@ -87,7 +90,12 @@ pub fn members(metrics: &RaftMetrics<NodeId, BasicNode>) -> Vec<pb::Member> {
         .map(|(id, node)| pb::Member {
             node_id: *id,
             addr: node.addr.clone(),
-            role: if membership.voter_ids().any(|v| v == *id) { "voter" } else { "learner" }.to_string(),
+            role: if membership.voter_ids().any(|v| v == *id) {
+                "voter"
+            } else {
+                "learner"
+            }
+            .to_string(),
             leader: metrics.current_leader == Some(*id),
         })
         .collect()

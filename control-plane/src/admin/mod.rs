@@ -9,7 +9,10 @@ use crate::{
     metrics::Metrics,
     node::{MembershipChange, Node},
 };
-use convert::{consistency, delete_from_pb, key_from_pb, members, node_error, parse_kind, put_from_pb, resource_to_pb};
+use convert::{
+    consistency, delete_from_pb, key_from_pb, members, node_error, parse_kind, put_from_pb,
+    resource_to_pb,
+};
 use meridian_model::{plan, Command, Kind, ResourceKey, StateView};
 use meridian_proto::v1::{self as pb, admin_server};
 use std::sync::Arc;
@@ -55,21 +58,39 @@ impl AdminService {
         }
     }
 
-    async fn membership(&self, method: &str, change: MembershipChange) -> Result<Response<pb::MembershipResponse>, Status> {
-        let result = self.node.change_membership(change).await.map_err(node_error);
-        self.count(method, result.map(|()| Response::new(self.membership_response())))
+    async fn membership(
+        &self,
+        method: &str,
+        change: MembershipChange,
+    ) -> Result<Response<pb::MembershipResponse>, Status> {
+        let result = self
+            .node
+            .change_membership(change)
+            .await
+            .map_err(node_error);
+        self.count(
+            method,
+            result.map(|()| Response::new(self.membership_response())),
+        )
     }
 }
 
 #[tonic::async_trait]
 impl admin_server::Admin for AdminService {
-    async fn apply(&self, request: Request<pb::ApplyRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
         let request = request.into_inner();
         let result = async {
             let many = request.puts.len() + request.deletes.len() > 1;
             let mut ops = Vec::new();
             for (i, put) in request.puts.into_iter().enumerate() {
-                let context = if many { format!("puts[{i}]") } else { String::new() };
+                let context = if many {
+                    format!("puts[{i}]")
+                } else {
+                    String::new()
+                };
                 ops.push(put_from_pb(&context, put)?);
             }
             for delete in request.deletes {
@@ -81,7 +102,10 @@ impl admin_server::Admin for AdminService {
         self.count("Apply", result.map(Response::new))
     }
 
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
         let result = async {
             let op = put_from_pb("", request.into_inner())?;
             self.submit(Command { ops: vec![op] }).await
@@ -90,7 +114,10 @@ impl admin_server::Admin for AdminService {
         self.count("Put", result.map(Response::new))
     }
 
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::ApplyResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
         let result = async {
             let op = delete_from_pb(request.into_inner())?;
             self.submit(Command { ops: vec![op] }).await
@@ -99,12 +126,18 @@ impl admin_server::Admin for AdminService {
         self.count("Delete", result.map(Response::new))
     }
 
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::Resource>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::Resource>, Status> {
         let request = request.into_inner();
         let result = async {
             let key = key_from_pb(request.key)?;
             let consistency = consistency(request.consistency)?;
-            self.node.read_barrier(consistency).await.map_err(node_error)?;
+            self.node
+                .read_barrier(consistency)
+                .await
+                .map_err(node_error)?;
             let resource = self
                 .node
                 .state
@@ -117,7 +150,10 @@ impl admin_server::Admin for AdminService {
         self.count("Get", result.map(Response::new))
     }
 
-    async fn list(&self, request: Request<pb::ListRequest>) -> Result<Response<pb::ListResponse>, Status> {
+    async fn list(
+        &self,
+        request: Request<pb::ListRequest>,
+    ) -> Result<Response<pb::ListResponse>, Status> {
         let request = request.into_inner();
         let result = async {
             let kinds = if request.kind.is_empty() {
@@ -127,7 +163,11 @@ impl admin_server::Admin for AdminService {
             };
             let namespace = Some(request.namespace.as_str()).filter(|ns| !ns.is_empty());
             let consistency = consistency(request.consistency)?;
-            let revision = self.node.read_barrier(consistency).await.map_err(node_error)?;
+            let revision = self
+                .node
+                .read_barrier(consistency)
+                .await
+                .map_err(node_error)?;
             let view = self.node.state.view();
             let items = kinds
                 .into_iter()
@@ -142,7 +182,10 @@ impl admin_server::Admin for AdminService {
 
     type WatchStream = watch::WatchStream;
 
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let request = request.into_inner();
         let result = (|| {
             let kind = if request.kind.is_empty() {
@@ -150,7 +193,12 @@ impl admin_server::Admin for AdminService {
             } else {
                 Some(parse_kind(&request.kind)?)
             };
-            watch::start(self.node.state.events(), self.node.state.view(), kind, request.from_revision)
+            watch::start(
+                self.node.state.events(),
+                self.node.state.view(),
+                kind,
+                request.from_revision,
+            )
         })();
         self.count("Watch", result.map(Response::new))
     }
@@ -160,7 +208,10 @@ impl admin_server::Admin for AdminService {
         _request: Request<pb::ListMembersRequest>,
     ) -> Result<Response<pb::ListMembersResponse>, Status> {
         let members = members(&self.node.metrics());
-        self.count("ListMembers", Ok(Response::new(pb::ListMembersResponse { members })))
+        self.count(
+            "ListMembers",
+            Ok(Response::new(pb::ListMembersResponse { members })),
+        )
     }
 
     async fn add_learner(
@@ -169,7 +220,10 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let request = request.into_inner();
         if let Err(e) = crate::server::config::check_peer_addr(&request.addr) {
-            return self.count("AddLearner", Err(Status::invalid_argument(format!("addr: {e}"))));
+            return self.count(
+                "AddLearner",
+                Err(Status::invalid_argument(format!("addr: {e}"))),
+            );
         }
         let change = MembershipChange::AddLearner {
             node_id: request.node_id,
@@ -198,7 +252,10 @@ impl admin_server::Admin for AdminService {
         self.membership("RemoveMember", change).await
     }
 
-    async fn status(&self, _request: Request<pb::StatusRequest>) -> Result<Response<pb::StatusResponse>, Status> {
+    async fn status(
+        &self,
+        _request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
         let metrics = self.node.metrics();
         let status = pb::StatusResponse {
             node_id: self.node.id,

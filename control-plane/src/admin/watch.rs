@@ -12,11 +12,20 @@ use tonic::Status;
 
 pub type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<WatchEvent, Status>>;
 
-pub fn start(hub: Arc<EventHub>, view: DbView, kind: Option<Kind>, from_revision: u64) -> Result<WatchStream, Status> {
+pub fn start(
+    hub: Arc<EventHub>,
+    view: DbView,
+    kind: Option<Kind>,
+    from_revision: u64,
+) -> Result<WatchStream, Status> {
     let kinds: Vec<Kind> = kind.map(|k| vec![k]).unwrap_or_else(|| Kind::ALL.to_vec());
     let (backlog, live) = if from_revision == 0 {
-        let (current, live) =
-            hub.list_and_subscribe(|| kinds.iter().flat_map(|k| view.list(*k)).collect::<Vec<Resource>>());
+        let (current, live) = hub.list_and_subscribe(|| {
+            kinds
+                .iter()
+                .flat_map(|k| view.list(*k))
+                .collect::<Vec<Resource>>()
+        });
         let added = current
             .into_iter()
             .map(|resource| Change {
@@ -58,17 +67,23 @@ async fn forward(
             _ = tx.closed() => return,
         };
         let ended = match event {
-            Ok(Event::Change(change)) if wanted(&change) => tx.send(Ok(to_pb(&change))).await.is_err(),
+            Ok(Event::Change(change)) if wanted(&change) => {
+                tx.send(Ok(to_pb(&change))).await.is_err()
+            }
             Ok(Event::Change(_)) => false,
             Ok(Event::Reset) => {
                 let _ = tx
-                    .send(Err(Status::aborted("this node installed a snapshot; watch again from revision 0")))
+                    .send(Err(Status::aborted(
+                        "this node installed a snapshot; watch again from revision 0",
+                    )))
                     .await;
                 true
             }
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 let _ = tx
-                    .send(Err(Status::aborted(format!("the watch fell {n} changes behind; watch again"))))
+                    .send(Err(Status::aborted(format!(
+                        "the watch fell {n} changes behind; watch again"
+                    ))))
                     .await;
                 true
             }

@@ -66,8 +66,12 @@ pub enum MembersCommand {
         voter: bool,
     },
     /// Promote a learner to voter.
-    Promote { node_id: u64 },
-    Remove { node_id: u64 },
+    Promote {
+        node_id: u64,
+    },
+    Remove {
+        node_id: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -104,7 +108,12 @@ async fn connect(server: &str, insecure: bool) -> anyhow::Result<AdminClient<Cha
     Ok(AdminClient::new(channel))
 }
 
-fn key(kind: Kind, name: &str, namespace: Option<String>, cluster: Option<String>) -> pb::ResourceKey {
+fn key(
+    kind: Kind,
+    name: &str,
+    namespace: Option<String>,
+    cluster: Option<String>,
+) -> pb::ResourceKey {
     pb::ResourceKey {
         kind: kind.to_string(),
         namespace: namespace.unwrap_or_default(),
@@ -117,7 +126,7 @@ pub async fn run(server: &str, insecure: bool, command: AdminCommand) -> anyhow:
     match command {
         AdminCommand::Apply { file } => {
             let text = read_input(&file)?;
-            let resources = parse_manifests(&text).with_context(|| format!("{file}"))?;
+            let resources = parse_manifests(&text).with_context(|| file.clone())?;
             if resources.is_empty() {
                 bail!("{file}: no resources found");
             }
@@ -132,11 +141,17 @@ pub async fn run(server: &str, insecure: bool, command: AdminCommand) -> anyhow:
                 .collect::<anyhow::Result<Vec<_>>>()?;
             let reply = connect(server, insecure)
                 .await?
-                .apply(pb::ApplyRequest { puts, deletes: vec![] })
+                .apply(pb::ApplyRequest {
+                    puts,
+                    deletes: vec![],
+                })
                 .await?
                 .into_inner();
             for (resource, revision) in resources.iter().zip(reply.revisions) {
-                println!("{} applied (revision {revision})", output::describe(&resource.key()));
+                println!(
+                    "{} applied (revision {revision})",
+                    output::describe(&resource.key())
+                );
             }
         }
         AdminCommand::Get {
@@ -194,7 +209,9 @@ pub async fn run(server: &str, insecure: bool, command: AdminCommand) -> anyhow:
                 .await?;
             println!("{kind} {name} deleted");
         }
-        AdminCommand::Members { command } => members(connect(server, insecure).await?, command).await?,
+        AdminCommand::Members { command } => {
+            members(connect(server, insecure).await?, command).await?
+        }
         AdminCommand::Status { output: format } => {
             let status = connect(server, insecure)
                 .await?
@@ -210,10 +227,17 @@ pub async fn run(server: &str, insecure: bool, command: AdminCommand) -> anyhow:
 async fn members(mut client: AdminClient<Channel>, command: MembersCommand) -> anyhow::Result<()> {
     let members = match command {
         MembersCommand::List { output: format } => {
-            let reply = client.list_members(pb::ListMembersRequest {}).await?.into_inner();
+            let reply = client
+                .list_members(pb::ListMembersRequest {})
+                .await?
+                .into_inner();
             return output::print_members(&reply.members, format);
         }
-        MembersCommand::Add { node_id, addr, voter } => {
+        MembersCommand::Add {
+            node_id,
+            addr,
+            voter,
+        } => {
             let mut reply = client
                 .add_learner(pb::AddLearnerRequest { node_id, addr })
                 .await?
@@ -247,7 +271,9 @@ async fn members(mut client: AdminClient<Channel>, command: MembersCommand) -> a
 fn read_input(file: &str) -> anyhow::Result<String> {
     if file == "-" {
         let mut text = String::new();
-        std::io::stdin().read_to_string(&mut text).context("reading stdin")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
         Ok(text)
     } else {
         std::fs::read_to_string(file).with_context(|| format!("reading {file}"))

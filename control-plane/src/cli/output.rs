@@ -19,11 +19,13 @@ pub fn describe(key: &ResourceKey) -> String {
 }
 
 fn parse(item: &pb::Resource) -> anyhow::Result<Resource> {
-    serde_json::from_str(&item.manifest_json).context("the server sent a resource that does not parse")
+    serde_json::from_str(&item.manifest_json)
+        .context("the server sent a resource that does not parse")
 }
 
 fn manifest_value(item: &pb::Resource) -> anyhow::Result<Value> {
-    serde_json::from_str(&item.manifest_json).context("the server sent a resource that does not parse")
+    serde_json::from_str(&item.manifest_json)
+        .context("the server sent a resource that does not parse")
 }
 
 fn print_value(value: &Value, format: Format) -> anyhow::Result<()> {
@@ -43,13 +45,23 @@ pub fn print_one(kind: Kind, item: &pb::Resource, format: Format) -> anyhow::Res
 
 pub fn print_list(kind: Kind, items: &[pb::Resource], format: Format) -> anyhow::Result<()> {
     if format != Format::Table {
-        let items = items.iter().map(manifest_value).collect::<anyhow::Result<Vec<_>>>()?;
+        let items = items
+            .iter()
+            .map(manifest_value)
+            .collect::<anyhow::Result<Vec<_>>>()?;
         return print_value(&json!({ "items": items }), format);
     }
     let header = match kind {
         Kind::Cluster => vec!["NAME", "REGION", "ZONE", "REVISION"],
         Kind::Service => vec!["NAMESPACE", "NAME", "PROTOCOL", "PORT", "LB", "REVISION"],
-        Kind::Endpoints => vec!["NAMESPACE", "NAME", "CLUSTER", "HEALTHY", "TOTAL", "REVISION"],
+        Kind::Endpoints => vec![
+            "NAMESPACE",
+            "NAME",
+            "CLUSTER",
+            "HEALTHY",
+            "TOTAL",
+            "REVISION",
+        ],
         Kind::TrafficSplit => vec!["NAMESPACE", "NAME", "SERVICE", "BACKENDS", "REVISION"],
         Kind::FailoverPolicy => vec!["NAMESPACE", "NAME", "SERVICE", "ORDER", "REVISION"],
     };
@@ -66,7 +78,12 @@ fn row(resource: &Resource) -> Vec<String> {
     let namespace = meta.namespace.clone().unwrap_or_default();
     let revision = resource.revision().to_string();
     match &resource.spec {
-        Spec::Cluster(s) => vec![meta.name.clone(), s.region.clone(), s.zone.clone().unwrap_or_default(), revision],
+        Spec::Cluster(s) => vec![
+            meta.name.clone(),
+            s.region.clone(),
+            s.zone.clone().unwrap_or_default(),
+            revision,
+        ],
         Spec::Service(s) => vec![
             namespace,
             meta.name.clone(),
@@ -79,7 +96,11 @@ fn row(resource: &Resource) -> Vec<String> {
             namespace,
             meta.name.clone(),
             meta.cluster.clone().unwrap_or_default(),
-            s.endpoints.iter().filter(|e| e.health == Health::Healthy).count().to_string(),
+            s.endpoints
+                .iter()
+                .filter(|e| e.health == Health::Healthy)
+                .count()
+                .to_string(),
             s.endpoints.len().to_string(),
             revision,
         ],
@@ -94,7 +115,13 @@ fn row(resource: &Resource) -> Vec<String> {
                 .join(","),
             revision,
         ],
-        Spec::FailoverPolicy(s) => vec![namespace, meta.name.clone(), s.service.clone(), s.order.join(","), revision],
+        Spec::FailoverPolicy(s) => vec![
+            namespace,
+            meta.name.clone(),
+            s.service.clone(),
+            s.order.join(","),
+            revision,
+        ],
     }
 }
 
@@ -109,7 +136,13 @@ fn to_text<T: serde::Serialize>(value: &T) -> String {
 fn print_table(rows: &[Vec<String>]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(String::len).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for row in rows {
         let line: Vec<String> = row
@@ -134,7 +167,12 @@ pub fn print_members(members: &[pb::Member], format: Format) -> anyhow::Result<(
     if format != Format::Table {
         return print_value(&json!({ "items": members_json(members) }), format);
     }
-    let mut rows = vec![vec!["ID".to_string(), "ADDRESS".into(), "ROLE".into(), "LEADER".into()]];
+    let mut rows = vec![vec![
+        "ID".to_string(),
+        "ADDRESS".into(),
+        "ROLE".into(),
+        "LEADER".into(),
+    ]];
     for m in members {
         rows.push(vec![
             m.node_id.to_string(),
@@ -163,13 +201,19 @@ pub fn print_status(status: &pb::StatusResponse, format: Format) -> anyhow::Resu
     if format != Format::Table {
         return print_value(&value, format);
     }
-    let leader = status.leader.map(|l| l.to_string()).unwrap_or_else(|| "none".into());
+    let leader = status
+        .leader
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "none".into());
     println!("node:      {} ({})", status.node_id, status.state);
     println!("leader:    {leader}");
     println!("term:      {}", status.term);
     println!("committed: {}", status.commit_index);
     println!("applied:   {}", status.applied_index);
-    println!("log:       last {}, snapshot {}, purged {}", status.last_log_index, status.snapshot_index, status.purged_index);
+    println!(
+        "log:       last {}, snapshot {}, purged {}",
+        status.last_log_index, status.snapshot_index, status.purged_index
+    );
     println!();
     print_members(&status.members, Format::Table)
 }

@@ -74,7 +74,9 @@ impl LogStore {
     }
 
     fn last_entry_log_id(&self) -> Result<Option<LogId>, StorageError> {
-        let mut iter = self.db.iterator_cf(cf(&self.db, CF_LOGS), IteratorMode::End);
+        let mut iter = self
+            .db
+            .iterator_cf(cf(&self.db, CF_LOGS), IteratorMode::End);
         match iter.next() {
             None => Ok(None),
             Some(item) => {
@@ -101,11 +103,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mode = IteratorMode::From(&index_key(start), Direction::Forward);
         for item in self.db.iterator_cf(cf(&self.db, CF_LOGS), mode) {
             let (key, value) = item.map_err(|e| read_err(ErrorSubject::Logs, e))?;
-            let Some(index) = index_of(&key) else { continue };
+            let Some(index) = index_of(&key) else {
+                continue;
+            };
             if !range.contains(&index) {
                 break;
             }
-            let entry = serde_json::from_slice(&value).map_err(|e| read_err(ErrorSubject::Logs, e))?;
+            let entry =
+                serde_json::from_slice(&value).map_err(|e| read_err(ErrorSubject::Logs, e))?;
             entries.push(entry);
         }
         Ok(entries)
@@ -148,7 +153,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -170,7 +179,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
-        batch.delete_range_cf(cf(&self.db, CF_LOGS), index_key(log_id.index), index_key(u64::MAX));
+        batch.delete_range_cf(
+            cf(&self.db, CF_LOGS),
+            index_key(log_id.index),
+            index_key(u64::MAX),
+        );
         batch.delete_cf(cf(&self.db, CF_LOGS), index_key(u64::MAX));
         self.db
             .write_opt(batch, &sync_writes())

@@ -7,7 +7,10 @@ use meridian_proto::v1::{raft_client::RaftClient, RaftPayload, SnapshotChunk};
 use openraft::{
     error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
     network::RPCOption,
-    raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest, VoteResponse},
+    raft::{
+        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
+        InstallSnapshotResponse, VoteRequest, VoteResponse,
+    },
     BasicNode, RaftNetwork, RaftNetworkFactory,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -55,15 +58,17 @@ impl PeerClient {
                     .max_encoding_message_size(MAX_RAFT_MESSAGE),
             );
         }
-        self.client.clone().ok_or_else(|| Unreachable::new(&std::io::Error::other("no client")))
+        self.client
+            .clone()
+            .ok_or_else(|| Unreachable::new(&std::io::Error::other("no client")))
     }
 
     fn decode<T: DeserializeOwned, E: DeserializeOwned + std::error::Error>(
         &self,
         reply: RaftPayload,
     ) -> RpcResult<T, E> {
-        let result: Result<T, RaftError<NodeId, E>> =
-            serde_json::from_slice(&reply.json).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let result: Result<T, RaftError<NodeId, E>> = serde_json::from_slice(&reply.json)
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
@@ -73,9 +78,13 @@ impl PeerClient {
     }
 }
 
-fn status_error<E: std::error::Error>(status: tonic::Status) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+fn status_error<E: std::error::Error>(
+    status: tonic::Status,
+) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
     match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => RPCError::Unreachable(Unreachable::new(&status)),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+            RPCError::Unreachable(Unreachable::new(&status))
+        }
         _ => RPCError::Network(NetworkError::new(&status)),
     }
 }
@@ -110,7 +119,8 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             vote: rpc.vote,
             meta: rpc.meta,
         };
-        let header_json = serde_json::to_vec(&header).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let header_json =
+            serde_json::to_vec(&header).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let chunk = SnapshotChunk {
             header_json,
             offset: rpc.offset,
@@ -120,7 +130,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         let mut client = self.client().map_err(RPCError::Unreachable)?;
         let mut request = tonic::Request::new(chunk);
         request.set_timeout(option.hard_ttl());
-        let reply = client.install_snapshot(request).await.map_err(status_error)?;
+        let reply = client
+            .install_snapshot(request)
+            .await
+            .map_err(status_error)?;
         self.decode(reply.into_inner())
     }
 
@@ -131,7 +144,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
         let payload = Self::encode(&rpc).map_err(RPCError::Network)?;
         let mut client = self.client().map_err(RPCError::Unreachable)?;
-        let reply = client.vote(with_timeout(&option, payload)).await.map_err(status_error)?;
+        let reply = client
+            .vote(with_timeout(&option, payload))
+            .await
+            .map_err(status_error)?;
         self.decode(reply.into_inner())
     }
 }

@@ -38,7 +38,9 @@ struct SnapshotData {
 
 impl StateMachine {
     pub fn new(db: Arc<DB>) -> Result<Self, StorageError> {
-        let applied = read_json::<LogId>(&db, KEY_APPLIED)?.map(|l| l.index).unwrap_or(0);
+        let applied = read_json::<LogId>(&db, KEY_APPLIED)?
+            .map(|l| l.index)
+            .unwrap_or(0);
         Ok(StateMachine {
             db,
             events: Arc::new(EventHub::new(applied)),
@@ -51,10 +53,17 @@ impl StateMachine {
 
     /// A read view of what this replica has applied.
     pub fn view(&self) -> DbView {
-        DbView { db: self.db.clone() }
+        DbView {
+            db: self.db.clone(),
+        }
     }
 
-    fn apply_writes(&self, writes: Vec<Write>, revision: u64, batch: &mut WriteBatch) -> Vec<Change> {
+    fn apply_writes(
+        &self,
+        writes: Vec<Write>,
+        revision: u64,
+        batch: &mut WriteBatch,
+    ) -> Vec<Change> {
         let view = self.view();
         let resources = cf(&self.db, CF_RESOURCES);
         writes
@@ -66,9 +75,13 @@ impl StateMachine {
                     batch.put_cf(resources, key.encode(), encode_resource(&resource));
                     Change {
                         revision,
-                        change: if existed { ChangeType::Modified } else { ChangeType::Added },
+                        change: if existed {
+                            ChangeType::Modified
+                        } else {
+                            ChangeType::Added
+                        },
                         key,
-                        resource: Some(resource),
+                        resource: Some(*resource),
                     }
                 }
                 Write::Delete(key) => {
@@ -96,13 +109,20 @@ fn read_json<T: for<'de> Deserialize<'de>>(db: &DB, key: &[u8]) -> Result<Option
     parse_json(bytes)
 }
 
-fn parse_json<T: for<'de> Deserialize<'de>>(bytes: Option<Vec<u8>>) -> Result<Option<T>, StorageError> {
+fn parse_json<T: for<'de> Deserialize<'de>>(
+    bytes: Option<Vec<u8>>,
+) -> Result<Option<T>, StorageError> {
     bytes
         .map(|b| serde_json::from_slice(&b).map_err(|e| read_err(ErrorSubject::StateMachine, e)))
         .transpose()
 }
 
-fn put_json<T: Serialize>(db: &DB, batch: &mut WriteBatch, key: &[u8], value: &T) -> Result<(), StorageError> {
+fn put_json<T: Serialize>(
+    db: &DB,
+    batch: &mut WriteBatch,
+    key: &[u8],
+    value: &T,
+) -> Result<(), StorageError> {
     let bytes = serde_json::to_vec(value).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
     batch.put_cf(cf(db, CF_SM_META), key, bytes);
     Ok(())
@@ -186,12 +206,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.db
             .write_opt(batch, &sync_writes())
             .map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
-        self.events.reset(meta.last_log_id.map(|l| l.index).unwrap_or(0));
+        self.events
+            .reset(meta.last_log_id.map(|l| l.index).unwrap_or(0));
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let Some(meta) = read_json::<SnapshotMeta<u64, openraft::BasicNode>>(&self.db, KEY_SNAPSHOT_META)? else {
+        let Some(meta) =
+            read_json::<SnapshotMeta<u64, openraft::BasicNode>>(&self.db, KEY_SNAPSHOT_META)?
+        else {
             return Ok(None);
         };
         let data = self
@@ -229,7 +252,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             membership: membership.clone(),
             resources,
         };
-        let bytes = serde_json::to_vec(&data).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+        let bytes =
+            serde_json::to_vec(&data).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())

@@ -7,7 +7,8 @@ use crate::{
     node::{Attempt, Node, NodeError},
 };
 use meridian_proto::v1::{
-    raft_server, ProposeRequest, ProposeResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse, SnapshotChunk,
+    raft_server, ProposeRequest, ProposeResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+    SnapshotChunk,
 };
 use openraft::raft::InstallSnapshotRequest;
 use serde::{de::DeserializeOwned, Serialize};
@@ -25,7 +26,8 @@ impl RaftService {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
-    serde_json::from_slice(bytes).map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
@@ -44,7 +46,10 @@ fn to_wire<T>(result: Result<Attempt<T>, NodeError>) -> Wire<T> {
 
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
-    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(&request.into_inner().json)?;
         encode(&self.node.raft.append_entries(rpc).await)
     }
@@ -54,7 +59,10 @@ impl raft_server::Raft for RaftService {
         encode(&self.node.raft.vote(rpc).await)
     }
 
-    async fn install_snapshot(&self, request: Request<SnapshotChunk>) -> Result<Response<RaftPayload>, Status> {
+    async fn install_snapshot(
+        &self,
+        request: Request<SnapshotChunk>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let chunk = request.into_inner();
         let header: SnapshotHeader = decode(&chunk.header_json)?;
         let rpc = InstallSnapshotRequest {
@@ -67,7 +75,10 @@ impl raft_server::Raft for RaftService {
         encode(&self.node.raft.install_snapshot(rpc).await)
     }
 
-    async fn read_index(&self, _request: Request<ReadIndexRequest>) -> Result<Response<ReadIndexResponse>, Status> {
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
         match self.node.read_index_local().await {
             Ok(Attempt::Done(index)) => Ok(Response::new(ReadIndexResponse { index })),
             Ok(Attempt::NotLeader(_)) => Err(Status::failed_precondition("not the leader")),
@@ -75,19 +86,25 @@ impl raft_server::Raft for RaftService {
         }
     }
 
-    async fn propose(&self, request: Request<ProposeRequest>) -> Result<Response<ProposeResponse>, Status> {
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeResponse>, Status> {
         let command = decode(&request.into_inner().command_json)?;
         let wire = to_wire(self.node.propose_local(command).await);
         let index = match &wire {
             Ok(LeaderReply::Done((index, _))) => *index,
             _ => 0,
         };
-        let result_json =
-            serde_json::to_vec(&wire).map_err(|e| Status::internal(format!("encoding a raft reply: {e}")))?;
+        let result_json = serde_json::to_vec(&wire)
+            .map_err(|e| Status::internal(format!("encoding a raft reply: {e}")))?;
         Ok(Response::new(ProposeResponse { result_json, index }))
     }
 
-    async fn change_membership(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn change_membership(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let change = decode(&request.into_inner().json)?;
         let wire: Wire<Result<(), String>> = match self.node.change_membership_local(change).await {
             Ok(Attempt::Done(())) => Ok(LeaderReply::Done(Ok(()))),

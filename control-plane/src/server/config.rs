@@ -138,15 +138,16 @@ pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, Con
         let (id, addr) = part
             .split_once('=')
             .ok_or_else(|| invalid(format!("--initial-cluster: '{part}' is not ID=HOST:PORT")))?;
-        let id: NodeId = id
-            .trim()
-            .parse()
-            .ok()
-            .filter(|id| *id > 0)
-            .ok_or_else(|| invalid(format!("--initial-cluster: '{id}' is not a positive node id")))?;
+        let id: NodeId = id.trim().parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+            invalid(format!(
+                "--initial-cluster: '{id}' is not a positive node id"
+            ))
+        })?;
         check_peer_addr(addr.trim()).map_err(|e| invalid(format!("--initial-cluster: {e}")))?;
         if members.insert(id, addr.trim().to_string()).is_some() {
-            return Err(invalid(format!("--initial-cluster: node {id} is listed twice")));
+            return Err(invalid(format!(
+                "--initial-cluster: node {id} is listed twice"
+            )));
         }
     }
     if members.is_empty() {
@@ -164,7 +165,7 @@ mod tests {
             node_id: 1,
             data_dir: "/tmp/x".into(),
             grpc_addr: grpc.into(),
-            http_addr: "127.0.0.1:0".into(),
+            http_addr: "127.0.0.1:7401".into(),
             initial_cluster: cluster.map(str::to_string),
             snapshot_threshold: 100,
         }
@@ -175,7 +176,14 @@ mod tests {
         let members = parse_initial_cluster("1=127.0.0.1:1, 2=localhost:2").expect("valid");
         assert_eq!(members.len(), 2);
         assert_eq!(members[&2], "localhost:2");
-        for bad in ["", "1", "x=127.0.0.1:1", "0=127.0.0.1:1", "1=a:1,1=b:2", "1=host"] {
+        for bad in [
+            "",
+            "1",
+            "x=127.0.0.1:1",
+            "0=127.0.0.1:1",
+            "1=a:1,1=b:2",
+            "1=host",
+        ] {
             assert!(parse_initial_cluster(bad).is_err(), "{bad}");
         }
     }
@@ -183,9 +191,13 @@ mod tests {
     #[test]
     fn insecure_is_loopback_only() {
         assert!(args("127.0.0.1:7400", None).validate(true).is_ok());
-        let err = args("0.0.0.0:7400", None).validate(true).expect_err("not loopback");
+        let err = args("0.0.0.0:7400", None)
+            .validate(true)
+            .expect_err("not loopback");
         assert!(err.to_string().contains("loopback"), "{err}");
-        assert!(args("127.0.0.1:7400", Some("1=10.1.2.3:7400")).validate(true).is_err());
+        assert!(args("127.0.0.1:7400", Some("1=10.1.2.3:7400"))
+            .validate(true)
+            .is_err());
         assert!(args("127.0.0.1:7400", None).validate(false).is_err());
     }
 

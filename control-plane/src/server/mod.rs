@@ -37,20 +37,29 @@ fn raft_config(config: &ServerConfig) -> anyhow::Result<Arc<openraft::Config>> {
         max_in_snapshot_log_to_keep: config.snapshot_threshold.min(1_000),
         ..Default::default()
     };
-    Ok(Arc::new(raft_config.validate().context("raft configuration")?))
+    Ok(Arc::new(
+        raft_config.validate().context("raft configuration")?,
+    ))
 }
 
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let db_dir = config.data_dir.join("db");
-    let db = store::open(&db_dir).with_context(|| format!("opening RocksDB at {}", db_dir.display()))?;
+    let db =
+        store::open(&db_dir).with_context(|| format!("opening RocksDB at {}", db_dir.display()))?;
     let log_store = LogStore::new(db.clone()).context("reading the raft log")?;
     let committed = log_store.committed_index();
     let state = StateMachine::new(db).context("reading the state machine")?;
-    let raft = Raft::new(config.node_id, raft_config(&config)?, Network, log_store, state.clone())
-        .await
-        .context("starting raft")?;
+    let raft = Raft::new(
+        config.node_id,
+        raft_config(&config)?,
+        Network,
+        log_store,
+        state.clone(),
+    )
+    .await
+    .context("starting raft")?;
     let node = Arc::new(Node::new(config.node_id, raft.clone(), state, committed));
     let metrics = Arc::new(Metrics::default());
 
@@ -63,7 +72,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<AdminServer<AdminService>>().await;
+    health_reporter
+        .set_serving::<AdminServer<AdminService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -72,13 +83,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(AdminServer::new(AdminService::new(node.clone(), metrics.clone())))
+        .add_service(AdminServer::new(AdminService::new(
+            node.clone(),
+            metrics.clone(),
+        )))
         .add_service(
             RaftServer::new(RaftService::new(node.clone()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), stopped(stop_rx.clone()));
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            stopped(stop_rx.clone()),
+        );
     let grpc_task = tokio::spawn(grpc);
     let http_app = http::router(node.clone(), metrics);
     let http_task = tokio::spawn(

@@ -55,12 +55,17 @@ impl EndpointsSpec {
         let mut seen = BTreeSet::new();
         for (i, ep) in self.endpoints.iter().enumerate() {
             let field = |f: &str| format!("spec.endpoints[{i}].{f}");
-            let ip: IpAddr = ep
-                .address
-                .parse()
-                .map_err(|_| ModelError::invalid(field("address"), format!("'{}' is not an IP address", ep.address)))?;
+            let ip: IpAddr = ep.address.parse().map_err(|_| {
+                ModelError::invalid(
+                    field("address"),
+                    format!("'{}' is not an IP address", ep.address),
+                )
+            })?;
             if ep.port == 0 {
-                return Err(ModelError::invalid(field("port"), "must be between 1 and 65535"));
+                return Err(ModelError::invalid(
+                    field("port"),
+                    "must be between 1 and 65535",
+                ));
             }
             if ep.weight > MAX_ENDPOINT_WEIGHT {
                 return Err(ModelError::invalid(
@@ -108,7 +113,10 @@ mod tests {
             (vec![ep("10.0.0.1", 80, 0), ep("10.0.0.2", 80, 0)], "weight"),
             (vec![ep("not-an-ip", 80, 1)], "spec.endpoints[0].address"),
             (vec![ep("10.0.0.1", 0, 1)], "spec.endpoints[0].port"),
-            (vec![ep("10.0.0.1", 80, 1), ep("10.0.0.1", 80, 2)], "spec.endpoints[1].address"),
+            (
+                vec![ep("10.0.0.1", 80, 1), ep("10.0.0.1", 80, 2)],
+                "spec.endpoints[1].address",
+            ),
         ];
         for (endpoints, field) in cases {
             let err = EndpointsSpec { endpoints }.validate().expect_err(field);

@@ -30,7 +30,10 @@ impl FailoverPolicySpec {
     pub fn validate(&self, namespace: &str) -> Result<(String, String), ModelError> {
         let service = parse_service_ref("spec.service", &self.service, namespace)?;
         if self.order.is_empty() {
-            return Err(ModelError::invalid("spec.order", "needs at least one cluster"));
+            return Err(ModelError::invalid(
+                "spec.order",
+                "needs at least one cluster",
+            ));
         }
         let mut seen = BTreeSet::new();
         for (i, cluster) in self.order.iter().enumerate() {
@@ -92,17 +95,27 @@ mod tests {
 
     #[test]
     fn checks_order_and_factor() {
-        assert!(policy(&["a", "b"], Some(1.4), None).validate("shop").is_ok());
+        assert!(policy(&["a", "b"], Some(1.4), None)
+            .validate("shop")
+            .is_ok());
         assert!(policy(&["a", "a"], None, None).validate("shop").is_err());
         assert!(policy(&[], None, None).validate("shop").is_err());
         assert!(policy(&["a"], Some(0.5), None).validate("shop").is_err());
-        assert!(policy(&["a"], Some(1.4), Some(0.7)).validate("shop").is_err());
+        assert!(policy(&["a"], Some(1.4), Some(0.7))
+            .validate("shop")
+            .is_err());
         assert!(policy(&["a"], None, Some(0.0)).validate("shop").is_err());
     }
 
     #[test]
     fn effective_factor() {
-        assert_eq!(policy(&["a"], None, None).effective_overprovisioning_factor(), 1.4);
-        assert_eq!(policy(&["a"], None, Some(0.5)).effective_overprovisioning_factor(), 2.0);
+        assert_eq!(
+            policy(&["a"], None, None).effective_overprovisioning_factor(),
+            1.4
+        );
+        assert_eq!(
+            policy(&["a"], None, Some(0.5)).effective_overprovisioning_factor(),
+            2.0
+        );
     }
 }

@@ -11,7 +11,7 @@ pub use cluster::ClusterSpec;
 pub use endpoints::{Endpoint, EndpointsSpec, Health};
 pub use failover::FailoverPolicySpec;
 pub use service::{
-    CircuitBreaker, HealthCheck, HttpHealthCheck, LbPolicy, OutlierDetection, Protocol, RetryOn, RetryPolicy,
-    ServiceSpec, TcpHealthCheck,
+    CircuitBreaker, HealthCheck, HttpHealthCheck, LbPolicy, OutlierDetection, Protocol, RetryOn,
+    RetryPolicy, ServiceSpec, TcpHealthCheck,
 };
 pub use split::{SplitBackend, TrafficSplitSpec};

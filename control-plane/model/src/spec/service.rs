@@ -49,7 +49,10 @@ pub enum LbPolicy {
 
 impl LbPolicy {
     pub fn is_hash(&self) -> bool {
-        matches!(self, LbPolicy::IpHash | LbPolicy::RingHash | LbPolicy::Maglev)
+        matches!(
+            self,
+            LbPolicy::IpHash | LbPolicy::RingHash | LbPolicy::Maglev
+        )
     }
 }
 
@@ -125,14 +128,20 @@ pub const MAX_RETRY_ATTEMPTS: u32 = 10;
 impl ServiceSpec {
     pub fn validate(&self) -> Result<(), ModelError> {
         if self.port == 0 {
-            return Err(ModelError::invalid("spec.port", "must be between 1 and 65535"));
+            return Err(ModelError::invalid(
+                "spec.port",
+                "must be between 1 and 65535",
+            ));
         }
         self.validate_hash()?;
         if let Some(retries) = &self.retries {
             if retries.attempts > MAX_RETRY_ATTEMPTS {
                 return Err(ModelError::invalid(
                     "spec.retries.attempts",
-                    format!("{} exceeds the maximum of {MAX_RETRY_ATTEMPTS}", retries.attempts),
+                    format!(
+                        "{} exceeds the maximum of {MAX_RETRY_ATTEMPTS}",
+                        retries.attempts
+                    ),
                 ));
             }
         }
@@ -144,7 +153,10 @@ impl ServiceSpec {
                 ));
             }
             if od.interval.as_std().is_zero() {
-                return Err(ModelError::invalid("spec.outlierDetection.interval", "must be positive"));
+                return Err(ModelError::invalid(
+                    "spec.outlierDetection.interval",
+                    "must be positive",
+                ));
             }
         }
         if let Some(hc) = &self.health_check {
@@ -173,9 +185,14 @@ impl ServiceSpec {
     fn validate_health_check(&self, hc: &HealthCheck) -> Result<(), ModelError> {
         match (&hc.http, &hc.tcp) {
             (Some(_), Some(_)) => {
-                return Err(ModelError::invalid("spec.healthCheck", "give either http or tcp, not both"))
+                return Err(ModelError::invalid(
+                    "spec.healthCheck",
+                    "give either http or tcp, not both",
+                ))
             }
-            (None, None) => return Err(ModelError::invalid("spec.healthCheck", "needs http or tcp")),
+            (None, None) => {
+                return Err(ModelError::invalid("spec.healthCheck", "needs http or tcp"))
+            }
             (Some(http), None) if !http.path.starts_with('/') => {
                 return Err(ModelError::invalid(
                     "spec.healthCheck.http.path",
@@ -185,7 +202,10 @@ impl ServiceSpec {
             _ => {}
         }
         if hc.interval.as_std().is_zero() {
-            return Err(ModelError::invalid("spec.healthCheck.interval", "must be positive"));
+            return Err(ModelError::invalid(
+                "spec.healthCheck.interval",
+                "must be positive",
+            ));
         }
         if hc.unhealthy_threshold == 0 || hc.healthy_threshold == 0 {
             return Err(ModelError::invalid(

@@ -26,7 +26,10 @@ impl TrafficSplitSpec {
     pub fn validate(&self, namespace: &str) -> Result<Vec<(String, String)>, ModelError> {
         let target = parse_service_ref("spec.service", &self.service, namespace)?;
         if self.backends.is_empty() {
-            return Err(ModelError::invalid("spec.backends", "needs at least one backend"));
+            return Err(ModelError::invalid(
+                "spec.backends",
+                "needs at least one backend",
+            ));
         }
         let mut refs = vec![target.clone()];
         let mut seen = BTreeSet::new();
@@ -40,7 +43,10 @@ impl TrafficSplitSpec {
                 ));
             }
             if !seen.insert(resolved.clone()) {
-                return Err(ModelError::invalid(field, format!("{} is listed twice", backend.service)));
+                return Err(ModelError::invalid(
+                    field,
+                    format!("{} is listed twice", backend.service),
+                ));
             }
             refs.push(resolved);
         }
@@ -82,9 +88,16 @@ mod tests {
 
     #[test]
     fn rejects_self_reference_and_zero_weights() {
-        let err = split("shop/checkout", &[("checkout", 1)]).validate("shop").expect_err("self");
-        assert!(err.to_string().contains("spec.backends[0].service"), "{err}");
-        let err = split("checkout", &[("a", 0), ("b", 0)]).validate("shop").expect_err("zero");
+        let err = split("shop/checkout", &[("checkout", 1)])
+            .validate("shop")
+            .expect_err("self");
+        assert!(
+            err.to_string().contains("spec.backends[0].service"),
+            "{err}"
+        );
+        let err = split("checkout", &[("a", 0), ("b", 0)])
+            .validate("shop")
+            .expect_err("zero");
         assert!(err.to_string().contains("weight"), "{err}");
         assert!(split("checkout", &[]).validate("shop").is_err());
     }
