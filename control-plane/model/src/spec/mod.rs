@@ -9,7 +9,7 @@ mod split;
 
 pub use cluster::ClusterSpec;
 pub use endpoints::{Endpoint, EndpointsSpec, Health};
-pub use failover::FailoverPolicySpec;
+pub use failover::{FailoverPolicySpec, DEFAULT_OVERPROVISIONING_FACTOR};
 pub use service::{
     CircuitBreaker, HealthCheck, HttpHealthCheck, LbPolicy, OutlierDetection, Protocol, RetryOn,
     RetryPolicy, ServiceSpec, TcpHealthCheck,

@@ -1,0 +1,255 @@
+//! The compiler: state and a proxy's locality in, xDS resources out. Per
+//! service, output is cached against a fingerprint of exactly the objects it
+//! was compiled from, so a change recompiles only the services it touches.
+
+use crate::{
+    cluster, endpoints, failover::Origin, listener, names, proto, route, type_url, version,
+    MeshState, ServiceId,
+};
+use envoy_types::pb::{envoy::config::route::v3::VirtualHost, google::protobuf::Any};
+use meridian_model::{
+    spec::{Protocol, ServiceSpec},
+    Resource, Spec,
+};
+use prost::{Message, Name};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+/// The proxy asking: its member cluster and, if it knows them, region and zone.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ProxyLocality {
+    pub cluster: String,
+    pub region: String,
+    pub zone: String,
+}
+
+/// One compiled resource, ready to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct XdsResource {
+    pub name: String,
+    pub version: String,
+    pub resource: Any,
+}
+
+impl XdsResource {
+    fn new<M: Message + Name>(name: String, revision: u64, message: &M) -> Self {
+        let resource = proto::any(message);
+        XdsResource {
+            version: version::version(revision, &resource.value),
+            name,
+            resource,
+        }
+    }
+}
+
+/// Everything one proxy gets, by type URL and name.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Compiled {
+    by_type: BTreeMap<&'static str, BTreeMap<String, XdsResource>>,
+}
+
+impl Compiled {
+    pub fn of_type(&self, type_url: &str) -> Option<&BTreeMap<String, XdsResource>> {
+        self.by_type.get(type_url)
+    }
+
+    pub fn get(&self, type_url: &str, name: &str) -> Option<&XdsResource> {
+        self.of_type(type_url).and_then(|m| m.get(name))
+    }
+
+    fn insert(&mut self, type_url: &'static str, resource: XdsResource) {
+        self.by_type
+            .entry(type_url)
+            .or_default()
+            .insert(resource.name.clone(), resource);
+    }
+}
+
+/// What one service compiles to for one origin.
+#[derive(Debug, Clone)]
+struct ServiceOutput {
+    fingerprint: u64,
+    revision: u64,
+    port: u16,
+    protocol: Protocol,
+    resources: Vec<(&'static str, XdsResource)>,
+    virtual_host: VirtualHost,
+}
+
+/// Compiles, remembering per-origin, per-service output between calls.
+#[derive(Debug, Default)]
+pub struct Compiler {
+    cache: HashMap<Origin, HashMap<ServiceId, Arc<ServiceOutput>>>,
+    /// How many services were compiled (not taken from the cache) so far.
+    pub compiled_services: u64,
+}
+
+impl Compiler {
+    pub fn compile(&mut self, state: &MeshState, proxy: &ProxyLocality) -> Compiled {
+        let origin = origin(state, proxy);
+        let previous = self.cache.remove(&origin).unwrap_or_default();
+        let mut current = HashMap::new();
+        let mut compiled = Compiled::default();
+        let mut ports: BTreeMap<u16, Vec<(ServiceId, Arc<ServiceOutput>)>> = BTreeMap::new();
+        for (id, resource) in state.services() {
+            let Spec::Service(spec) = &resource.spec else {
+                continue;
+            };
+            let (fingerprint, revision) = inputs(state, &id, resource);
+            let output = match previous.get(&id) {
+                Some(cached) if cached.fingerprint == fingerprint => cached.clone(),
+                _ => {
+                    self.compiled_services += 1;
+                    Arc::new(compile_service(
+                        state,
+                        &id,
+                        spec,
+                        &origin,
+                        fingerprint,
+                        revision,
+                    ))
+                }
+            };
+            for (type_url, resource) in &output.resources {
+                compiled.insert(type_url, resource.clone());
+            }
+            ports
+                .entry(output.port)
+                .or_default()
+                .push((id.clone(), output.clone()));
+            current.insert(id, output);
+        }
+        for (port, services) in ports {
+            add_outbound(&mut compiled, port, &services);
+        }
+        self.cache.insert(origin, current);
+        compiled
+    }
+}
+
+/// A one-off compile, without a cache.
+pub fn compile(state: &MeshState, proxy: &ProxyLocality) -> Compiled {
+    Compiler::default().compile(state, proxy)
+}
+
+fn origin(state: &MeshState, proxy: &ProxyLocality) -> Origin {
+    let (region, zone) = match state.cluster(&proxy.cluster).map(|c| &c.spec) {
+        Some(Spec::Cluster(c)) => (c.region.clone(), c.zone.clone().unwrap_or_default()),
+        _ => (String::new(), String::new()),
+    };
+    Origin {
+        region: Some(proxy.region.clone())
+            .filter(|r| !r.is_empty())
+            .unwrap_or(region),
+        zone: Some(proxy.zone.clone())
+            .filter(|z| !z.is_empty())
+            .unwrap_or(zone),
+        cluster: proxy.cluster.clone(),
+    }
+}
+
+/// A digest of the keys and revisions of every object the service's output
+/// depends on, and the highest of those revisions.
+fn inputs(state: &MeshState, id: &ServiceId, service: &Resource) -> (u64, u64) {
+    let mut contributors: Vec<&Resource> = vec![service];
+    let endpoints: Vec<_> = state.endpoints(id).collect();
+    for e in &endpoints {
+        contributors.push(e);
+        if let Some(c) = e.metadata.cluster.as_deref().and_then(|c| state.cluster(c)) {
+            contributors.push(c);
+        }
+    }
+    contributors.extend(state.split_for(id).map(|r| r.as_ref()));
+    contributors.extend(state.failover_for(id).map(|r| r.as_ref()));
+    let mut text = String::new();
+    let mut revision = 0;
+    for r in contributors {
+        revision = revision.max(r.revision());
+        text.push_str(&format!("{}@{};", r.key(), r.revision()));
+    }
+    (version::digest(text.as_bytes()), revision)
+}
+
+fn compile_service(
+    state: &MeshState,
+    id: &ServiceId,
+    spec: &ServiceSpec,
+    origin: &Origin,
+    fingerprint: u64,
+    revision: u64,
+) -> ServiceOutput {
+    let name = names::service(id);
+    let mut resources = vec![
+        (
+            type_url::CLUSTER,
+            XdsResource::new(name.clone(), revision, &cluster::cluster(id, spec)),
+        ),
+        (
+            type_url::ENDPOINT,
+            XdsResource::new(
+                name.clone(),
+                revision,
+                &endpoints::load_assignment(state, id, origin),
+            ),
+        ),
+    ];
+    if spec.protocol != Protocol::Tcp {
+        resources.push((
+            type_url::ROUTE,
+            XdsResource::new(
+                name.clone(),
+                revision,
+                &route::service_routes(state, id, spec),
+            ),
+        ));
+        for listener_name in [name.clone(), names::service_with_port(id, spec.port)] {
+            let listener = listener::api_listener(listener_name.clone(), id);
+            resources.push((
+                type_url::LISTENER,
+                XdsResource::new(listener_name, revision, &listener),
+            ));
+        }
+    }
+    ServiceOutput {
+        fingerprint,
+        revision,
+        port: spec.port,
+        protocol: spec.protocol,
+        resources,
+        virtual_host: route::virtual_host(state, id, spec),
+    }
+}
+
+/// The outbound listener (and, for HTTP, route configuration) of one port.
+/// HTTP services share a port, routed by authority; a TCP service takes a
+/// port only if no HTTP service is on it, and the first by name wins.
+fn add_outbound(compiled: &mut Compiled, port: u16, services: &[(ServiceId, Arc<ServiceOutput>)]) {
+    let revision = services.iter().map(|(_, s)| s.revision).max().unwrap_or(0);
+    let http: Vec<&(ServiceId, Arc<ServiceOutput>)> = services
+        .iter()
+        .filter(|(_, s)| s.protocol != Protocol::Tcp)
+        .collect();
+    let name = names::outbound(port);
+    if http.is_empty() {
+        if let Some((id, _)) = services.first() {
+            let listener = listener::outbound_tcp(port, id);
+            compiled.insert(
+                type_url::LISTENER,
+                XdsResource::new(name, revision, &listener),
+            );
+        }
+        return;
+    }
+    let virtual_hosts = http.iter().map(|(_, s)| s.virtual_host.clone()).collect();
+    let routes = route::outbound_routes(port, virtual_hosts);
+    compiled.insert(
+        type_url::ROUTE,
+        XdsResource::new(name.clone(), revision, &routes),
+    );
+    compiled.insert(
+        type_url::LISTENER,
+        XdsResource::new(name, revision, &listener::outbound_http(port)),
+    );
+}

@@ -1,0 +1,133 @@
+//! RDS: a `RouteConfiguration` per service (for its api listener), and one
+//! per outbound port holding the virtual hosts of every HTTP service there.
+//! Weighted splits, retries, timeouts and hash policies live here.
+
+use crate::{names, proto, MeshState, ServiceId};
+use envoy_types::pb::envoy::config::route::v3::{
+    route::Action,
+    route_action::{
+        hash_policy::{ConnectionProperties, Header, PolicySpecifier},
+        ClusterSpecifier, HashPolicy,
+    },
+    route_match::PathSpecifier,
+    weighted_cluster::ClusterWeight,
+    RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
+};
+use meridian_model::{
+    spec::{RetryOn, ServiceSpec},
+    Spec,
+};
+
+fn retry_on(on: &[RetryOn]) -> String {
+    let names: Vec<&str> = on
+        .iter()
+        .map(|r| match r {
+            RetryOn::ConnectFailure => "connect-failure",
+            RetryOn::Reset => "reset",
+            RetryOn::Server5xx => "5xx",
+            RetryOn::GatewayError => "gateway-error",
+            RetryOn::Retriable4xx => "retriable-4xx",
+        })
+        .collect();
+    if names.is_empty() {
+        "connect-failure,reset".to_string()
+    } else {
+        names.join(",")
+    }
+}
+
+fn hash_policy(spec: &ServiceSpec) -> Vec<HashPolicy> {
+    if !spec.lb.is_hash() {
+        return Vec::new();
+    }
+    let specifier = match spec
+        .hash_on
+        .as_deref()
+        .and_then(|h| h.strip_prefix("header:"))
+    {
+        Some(header) => PolicySpecifier::Header(Header {
+            header_name: header.to_ascii_lowercase(),
+            ..Default::default()
+        }),
+        None => PolicySpecifier::ConnectionProperties(ConnectionProperties { source_ip: true }),
+    };
+    vec![HashPolicy {
+        policy_specifier: Some(specifier),
+        terminal: false,
+    }]
+}
+
+/// The route action for a service: its own cluster, or the weighted clusters of its split.
+fn action(state: &MeshState, id: &ServiceId, spec: &ServiceSpec) -> RouteAction {
+    let split = state.split_for(id).and_then(|r| match &r.spec {
+        Spec::TrafficSplit(s) => {
+            Some((s.clone(), r.metadata.namespace.clone().unwrap_or_default()))
+        }
+        _ => None,
+    });
+    let cluster_specifier = match split {
+        Some((split, namespace)) => {
+            let clusters = split
+                .backends
+                .iter()
+                .filter(|b| b.weight > 0)
+                .map(|b| ClusterWeight {
+                    name: names::service(&ServiceId::parse(&b.service, &namespace)),
+                    weight: Some(proto::u32_value(b.weight)),
+                    ..Default::default()
+                })
+                .collect();
+            ClusterSpecifier::WeightedClusters(WeightedCluster {
+                clusters,
+                ..Default::default()
+            })
+        }
+        None => ClusterSpecifier::Cluster(names::service(id)),
+    };
+    RouteAction {
+        cluster_specifier: Some(cluster_specifier),
+        timeout: spec.timeout.map(|t| proto::duration(t.as_std())),
+        retry_policy: spec.retries.as_ref().map(|r| RetryPolicy {
+            retry_on: retry_on(&r.on),
+            num_retries: Some(proto::u32_value(r.attempts)),
+            per_try_timeout: r.per_try_timeout.map(|t| proto::duration(t.as_std())),
+            ..Default::default()
+        }),
+        hash_policy: hash_policy(spec),
+        ..Default::default()
+    }
+}
+
+pub fn virtual_host(state: &MeshState, id: &ServiceId, spec: &ServiceSpec) -> VirtualHost {
+    VirtualHost {
+        name: names::service(id),
+        domains: names::domains(id, spec.port),
+        routes: vec![Route {
+            r#match: Some(RouteMatch {
+                path_specifier: Some(PathSpecifier::Prefix(String::new())),
+                ..Default::default()
+            }),
+            action: Some(Action::Route(action(state, id, spec))),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// The route configuration a service's api listener refers to.
+pub fn service_routes(state: &MeshState, id: &ServiceId, spec: &ServiceSpec) -> RouteConfiguration {
+    RouteConfiguration {
+        name: names::service(id),
+        virtual_hosts: vec![virtual_host(state, id, spec)],
+        ..Default::default()
+    }
+}
+
+/// The route configuration of an outbound port: every HTTP service on it, routed by authority.
+pub fn outbound_routes(port: u16, virtual_hosts: Vec<VirtualHost>) -> RouteConfiguration {
+    RouteConfiguration {
+        name: names::outbound(port),
+        virtual_hosts,
+        ..Default::default()
+    }
+}
