@@ -10,6 +10,7 @@ mod metrics;
 mod node;
 mod raft;
 mod server;
+mod xds;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -1,6 +1,7 @@
 //! The admin gRPC API: resources, watch, membership and status.
 
 mod convert;
+mod proxies;
 mod watch;
 
 pub use convert::state_name;
@@ -8,6 +9,7 @@ pub use convert::state_name;
 use crate::{
     metrics::Metrics,
     node::{MembershipChange, Node},
+    xds::registry::Registry,
 };
 use convert::{
     consistency, delete_from_pb, key_from_pb, members, node_error, parse_kind, put_from_pb,
@@ -21,11 +23,12 @@ use tonic::{Request, Response, Status};
 pub struct AdminService {
     node: Arc<Node>,
     metrics: Arc<Metrics>,
+    proxies: Arc<Registry>,
 }
 
 impl AdminService {
-    pub fn new(node: Arc<Node>, metrics: Arc<Metrics>) -> Self {
-        AdminService { node, metrics }
+    pub fn new(node: Arc<Node>, metrics: Arc<Metrics>, proxies: Arc<Registry>) -> Self {
+        AdminService { node, metrics, proxies }
     }
 
     /// Validates `command` against this replica, then proposes it. The
@@ -270,5 +273,30 @@ impl admin_server::Admin for AdminService {
             members: members(&metrics),
         };
         self.count("Status", Ok(Response::new(status)))
+    }
+
+    async fn list_proxies(
+        &self,
+        request: Request<pb::ListProxiesRequest>,
+    ) -> Result<Response<pb::ListProxiesResponse>, Status> {
+        let mut response = pb::ListProxiesResponse {
+            proxies: self.proxies.list(),
+            unreachable_nodes: Vec::new(),
+        };
+        if !request.into_inner().local_only {
+            let peers = convert::members(&self.node.metrics())
+                .into_iter()
+                .filter(|m| m.node_id != self.node.id);
+            for peer in peers {
+                match proxies::list_remote(&peer.addr).await {
+                    Ok(remote) => response.proxies.extend(remote),
+                    Err(e) => {
+                        tracing::debug!(node = peer.node_id, error = %e, "listing a peer's proxies failed");
+                        response.unreachable_nodes.push(peer.node_id);
+                    }
+                }
+            }
+        }
+        self.count("ListProxies", Ok(Response::new(response)))
     }
 }

@@ -17,7 +17,7 @@ pub enum AdminCommand {
         #[arg(short = 'f', long = "filename")]
         file: String,
     },
-    /// Show resources of a kind, or one by name.
+    /// Show resources of a kind, or one by name; `get proxies` lists connected proxies.
     Get {
         kind: String,
         name: Option<String>,
@@ -162,6 +162,14 @@ pub async fn run(server: &str, insecure: bool, command: AdminCommand) -> anyhow:
             output: format,
             consistency,
         } => {
+            if matches!(kind.to_ascii_lowercase().as_str(), "proxies" | "proxy") {
+                let reply = connect(server, insecure)
+                    .await?
+                    .list_proxies(pb::ListProxiesRequest { local_only: false })
+                    .await?
+                    .into_inner();
+                return output::print_proxies(&reply, format);
+            }
             let kind: Kind = kind.parse()?;
             let consistency = match consistency {
                 ReadConsistency::Linearizable => pb::Consistency::Linearizable,

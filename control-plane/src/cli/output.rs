@@ -217,3 +217,62 @@ pub fn print_status(status: &pb::StatusResponse, format: Format) -> anyhow::Resu
     println!();
     print_members(&status.members, Format::Table)
 }
+
+fn short_type(type_url: &str) -> &str {
+    match type_url.rsplit('.').next().unwrap_or(type_url) {
+        "Cluster" => "cds",
+        "ClusterLoadAssignment" => "eds",
+        "Listener" => "lds",
+        "RouteConfiguration" => "rds",
+        other => other,
+    }
+}
+
+pub fn print_proxies(reply: &pb::ListProxiesResponse, format: Format) -> anyhow::Result<()> {
+    if format != Format::Table {
+        let items: Vec<Value> = reply
+            .proxies
+            .iter()
+            .map(|p| {
+                json!({
+                    "nodeId": p.node_id,
+                    "cluster": p.cluster,
+                    "region": p.region,
+                    "zone": p.zone,
+                    "controlPlaneNode": p.control_plane_node,
+                    "protocol": p.protocol,
+                    "ackedVersions": p.acked_versions.iter().map(|(t, v)| (short_type(t).to_string(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+                    "lastNack": if p.last_nack_error.is_empty() { Value::Null } else {
+                        json!({"type": short_type(&p.last_nack_type_url), "version": p.last_nack_version, "error": p.last_nack_error})
+                    },
+                })
+            })
+            .collect();
+        return print_value(&json!({ "items": items, "unreachableNodes": reply.unreachable_nodes }), format);
+    }
+    let mut rows = vec![["NODE", "CLUSTER", "LOCALITY", "CONTROL-PLANE", "PROTOCOL", "ACKED", "LAST-NACK"]
+        .map(String::from)
+        .to_vec()];
+    for p in &reply.proxies {
+        let acked: std::collections::BTreeMap<&str, &str> =
+            p.acked_versions.iter().map(|(t, v)| (short_type(t), v.as_str())).collect();
+        rows.push(vec![
+            p.node_id.clone(),
+            p.cluster.clone(),
+            format!("{}/{}", p.region, p.zone),
+            p.control_plane_node.to_string(),
+            p.protocol.clone(),
+            acked.iter().map(|(t, v)| format!("{t}={v}")).collect::<Vec<_>>().join(" "),
+            if p.last_nack_error.is_empty() {
+                String::new()
+            } else {
+                format!("{} {}: {}", short_type(&p.last_nack_type_url), p.last_nack_version, p.last_nack_error)
+            },
+        ]);
+    }
+    print_table(&rows);
+    if !reply.unreachable_nodes.is_empty() {
+        eprintln!("warning: control-plane nodes {:?} did not answer", reply.unreachable_nodes);
+    }
+    Ok(())
+}

@@ -16,7 +16,9 @@ use crate::{
         transport::RaftService,
         Raft,
     },
+    xds::{self, registry::Registry, XdsService},
 };
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use anyhow::Context;
 use config::ServerConfig;
 use meridian_proto::v1::{admin_server::AdminServer, raft_server::RaftServer, FILE_DESCRIPTOR_SET};
@@ -60,8 +62,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     )
     .await
     .context("starting raft")?;
+    let mesh = xds::mesh::follow(state.events(), state.view());
     let node = Arc::new(Node::new(config.node_id, raft.clone(), state, committed));
     let metrics = Arc::new(Metrics::default());
+    let proxies = Arc::new(Registry::default());
 
     let grpc_listener = TcpListener::bind(config.grpc_addr)
         .await
@@ -86,6 +90,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .add_service(AdminServer::new(AdminService::new(
             node.clone(),
             metrics.clone(),
+            proxies.clone(),
+        )))
+        .add_service(AggregatedDiscoveryServiceServer::new(XdsService::new(
+            config.node_id,
+            mesh,
+            proxies,
         )))
         .add_service(
             RaftServer::new(RaftService::new(node.clone()))

@@ -1,0 +1,86 @@
+//! The mesh as the xDS server sees it: the replica's resources, kept current
+//! from the state machine's change events and published as immutable
+//! snapshots that every stream can compile from.
+
+use crate::{
+    events::{Event, EventHub},
+    raft::state_machine::DbView,
+};
+use meridian_model::{Kind, StateView};
+use meridian_routes::MeshState;
+use std::sync::Arc;
+use tokio::sync::{broadcast, watch};
+
+/// The mesh at one point of the replicated log.
+#[derive(Debug, Default)]
+pub struct MeshSnapshot {
+    pub state: MeshState,
+    /// The revision of the last change this snapshot contains; grows with every change.
+    pub revision: u64,
+}
+
+/// Starts following the state machine; the receiver always holds the latest snapshot.
+pub fn follow(hub: Arc<EventHub>, view: DbView) -> watch::Receiver<Arc<MeshSnapshot>> {
+    let (state, revision, events) = list(&hub, &view);
+    let (tx, rx) = watch::channel(Arc::new(MeshSnapshot { state, revision }));
+    tokio::spawn(run(hub, view, tx, events));
+    rx
+}
+
+fn list(hub: &EventHub, view: &DbView) -> (MeshState, u64, broadcast::Receiver<Event>) {
+    let (resources, events) = hub.list_and_subscribe(|| Kind::ALL.iter().flat_map(|k| view.list(*k)).collect::<Vec<_>>());
+    let revision = resources.iter().map(|r| r.revision()).max().unwrap_or(0);
+    (MeshState::from_resources(resources), revision, events)
+}
+
+async fn run(
+    hub: Arc<EventHub>,
+    view: DbView,
+    tx: watch::Sender<Arc<MeshSnapshot>>,
+    mut events: broadcast::Receiver<Event>,
+) {
+    let (mut state, mut revision) = {
+        let current = tx.borrow();
+        (current.state.clone(), current.revision)
+    };
+    loop {
+        let mut relist = false;
+        let mut event = events.recv().await;
+        // Fold every change already waiting into one snapshot.
+        loop {
+            match event {
+                Ok(Event::Change(change)) => {
+                    match change.resource {
+                        Some(resource) => state.put(resource),
+                        None => state.remove(&change.key),
+                    }
+                    revision = revision.max(change.revision);
+                }
+                Ok(Event::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => relist = true,
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+            match events.try_recv() {
+                Ok(next) => event = Ok(next),
+                Err(broadcast::error::TryRecvError::Empty) => break,
+                Err(broadcast::error::TryRecvError::Lagged(n)) => event = Err(broadcast::error::RecvError::Lagged(n)),
+                Err(broadcast::error::TryRecvError::Closed) => return,
+            }
+        }
+        if relist {
+            let (listed, listed_revision, subscribed) = list(&hub, &view);
+            state = listed;
+            // Never go backwards: streams compare revisions to decide what is new.
+            revision = revision.max(listed_revision) + 1;
+            events = subscribed;
+        }
+        if tx
+            .send(Arc::new(MeshSnapshot {
+                state: state.clone(),
+                revision,
+            }))
+            .is_err()
+        {
+            return;
+        }
+    }
+}

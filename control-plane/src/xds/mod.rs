@@ -1,0 +1,237 @@
+//! The xDS server: Envoy's Aggregated Discovery Service, state of the world
+//! and delta, served by every control-plane node from its own replica.
+
+mod delta;
+pub mod mesh;
+mod protocol;
+pub mod registry;
+mod sotw;
+mod table;
+
+use envoy_types::pb::envoy::{
+    config::core::v3::Node as XdsNode,
+    service::discovery::v3::{
+        aggregated_discovery_service_server::AggregatedDiscoveryService, DeltaDiscoveryRequest,
+        DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+    },
+};
+use mesh::MeshSnapshot;
+use meridian_proto::v1::Proxy;
+use meridian_routes::ProxyLocality;
+use protocol::{Feedback, MAX_NAMES_PER_REQUEST};
+use registry::Registry;
+use std::{pin::Pin, sync::Arc};
+use table::RouteTable;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::{wrappers::ReceiverStream, Stream};
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct XdsService {
+    node_id: u64,
+    mesh: watch::Receiver<Arc<MeshSnapshot>>,
+    table: Arc<RouteTable>,
+    registry: Arc<Registry>,
+}
+
+impl XdsService {
+    pub fn new(node_id: u64, mesh: watch::Receiver<Arc<MeshSnapshot>>, registry: Arc<Registry>) -> Self {
+        XdsService {
+            node_id,
+            mesh,
+            table: Arc::new(RouteTable::default()),
+            registry,
+        }
+    }
+
+    fn stream_context(&self) -> StreamContext {
+        StreamContext {
+            node_id: self.node_id,
+            mesh: self.mesh.clone(),
+            table: self.table.clone(),
+            registry: self.registry.clone(),
+            registration: None,
+        }
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Everything one stream's task needs.
+struct StreamContext {
+    node_id: u64,
+    mesh: watch::Receiver<Arc<MeshSnapshot>>,
+    table: Arc<RouteTable>,
+    registry: Arc<Registry>,
+    /// The registry entry and locality, once the first request named the node.
+    registration: Option<(u64, ProxyLocality)>,
+}
+
+impl StreamContext {
+    /// Registers the proxy on its first request; later requests may omit the node.
+    fn register(&mut self, node: Option<&XdsNode>, protocol: &str) -> Result<(), Status> {
+        if self.registration.is_some() {
+            return Ok(());
+        }
+        let node = node.ok_or_else(|| Status::invalid_argument("the first request on a stream must carry node"))?;
+        let locality = node.locality.clone().unwrap_or_default();
+        let cluster = if node.cluster.is_empty() { locality.sub_zone.clone() } else { node.cluster.clone() };
+        let proxy = ProxyLocality {
+            cluster: cluster.clone(),
+            region: locality.region.clone(),
+            zone: locality.zone.clone(),
+        };
+        let id = self.registry.register(Proxy {
+            node_id: node.id.clone(),
+            cluster,
+            region: locality.region,
+            zone: locality.zone,
+            control_plane_node: self.node_id,
+            protocol: protocol.to_string(),
+            connected_unix_seconds: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0),
+            ..Default::default()
+        });
+        tracing::info!(node = %node.id, protocol, "xDS stream opened");
+        self.registration = Some((id, proxy));
+        Ok(())
+    }
+
+    fn compiled(&self) -> (Arc<meridian_routes::Compiled>, String) {
+        let snapshot = self.mesh.borrow().clone();
+        let proxy = self.registration.as_ref().map(|(_, p)| p.clone()).unwrap_or_default();
+        (self.table.get(&snapshot, &proxy), snapshot.revision.to_string())
+    }
+
+    fn record(&self, feedback: Option<Feedback>) {
+        let (Some((id, _)), Some(feedback)) = (&self.registration, feedback) else { return };
+        self.registry.update(*id, |proxy| match feedback {
+            Feedback::Ack { type_url, version } => {
+                proxy.acked_versions.insert(type_url, version);
+            }
+            Feedback::Nack { type_url, version, error } => {
+                tracing::warn!(node = %proxy.node_id, %type_url, %version, %error, "proxy NACKed");
+                proxy.last_nack_type_url = type_url;
+                proxy.last_nack_version = version;
+                proxy.last_nack_error = error;
+            }
+        });
+    }
+}
+
+impl Drop for StreamContext {
+    fn drop(&mut self) {
+        if let Some((id, _)) = &self.registration {
+            self.registry.remove(*id);
+        }
+    }
+}
+
+fn check_names(count: usize) -> Result<(), Status> {
+    if count > MAX_NAMES_PER_REQUEST {
+        return Err(Status::invalid_argument(format!(
+            "a request may name at most {MAX_NAMES_PER_REQUEST} resources, this one names {count}"
+        )));
+    }
+    Ok(())
+}
+
+async fn run_sotw(
+    mut ctx: StreamContext,
+    mut requests: Streaming<DiscoveryRequest>,
+    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+) -> Result<(), Status> {
+    let mut stream = sotw::SotwStream::default();
+    loop {
+        tokio::select! {
+            request = requests.message() => {
+                let Some(request) = request? else { return Ok(()) };
+                check_names(request.resource_names.len())?;
+                ctx.register(request.node.as_ref(), "sotw")?;
+                let (compiled, _) = ctx.compiled();
+                let (response, feedback) = stream.on_request(request, &compiled);
+                ctx.record(feedback);
+                if let Some(response) = response {
+                    if tx.send(Ok(response)).await.is_err() { return Ok(()) }
+                }
+            }
+            changed = ctx.mesh.changed() => {
+                if changed.is_err() { return Err(Status::unavailable("the control plane is shutting down")) }
+                if ctx.registration.is_none() { continue }
+                let (compiled, _) = ctx.compiled();
+                for response in stream.on_update(&compiled) {
+                    if tx.send(Ok(response)).await.is_err() { return Ok(()) }
+                }
+            }
+        }
+    }
+}
+
+async fn run_delta(
+    mut ctx: StreamContext,
+    mut requests: Streaming<DeltaDiscoveryRequest>,
+    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
+) -> Result<(), Status> {
+    let mut stream = delta::DeltaStream::default();
+    loop {
+        tokio::select! {
+            request = requests.message() => {
+                let Some(request) = request? else { return Ok(()) };
+                check_names(request.resource_names_subscribe.len() + request.initial_resource_versions.len())?;
+                ctx.register(request.node.as_ref(), "delta")?;
+                let (compiled, version) = ctx.compiled();
+                let (response, feedback) = stream.on_request(request, &compiled, &version);
+                ctx.record(feedback);
+                if let Some(response) = response {
+                    if tx.send(Ok(response)).await.is_err() { return Ok(()) }
+                }
+            }
+            changed = ctx.mesh.changed() => {
+                if changed.is_err() { return Err(Status::unavailable("the control plane is shutting down")) }
+                if ctx.registration.is_none() { continue }
+                let (compiled, version) = ctx.compiled();
+                for response in stream.on_update(&compiled, &version) {
+                    if tx.send(Ok(response)).await.is_err() { return Ok(()) }
+                }
+            }
+        }
+    }
+}
+
+/// Runs a stream's loop; an error ends only this stream, with its status.
+fn spawn_stream<T: Send + 'static>(
+    tx: mpsc::Sender<Result<T, Status>>,
+    run: impl std::future::Future<Output = Result<(), Status>> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        if let Err(status) = run.await {
+            tracing::debug!(code = ?status.code(), message = status.message(), "xDS stream ended with an error");
+            let _ = tx.send(Err(status)).await;
+        }
+    });
+}
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for XdsService {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(64);
+        spawn_stream(tx.clone(), run_sotw(self.stream_context(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        let (tx, rx) = mpsc::channel(64);
+        spawn_stream(tx.clone(), run_delta(self.stream_context(), request.into_inner(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
