@@ -4,8 +4,9 @@
 
 pub mod http;
 pub mod node;
+pub mod xds;
 
-pub use node::{ServerNode, ServerOptions};
+pub use node::{agreed_leader, start_cluster, ServerNode, ServerOptions};
 
 use std::{
     path::PathBuf,

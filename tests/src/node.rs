@@ -141,3 +141,40 @@ impl Drop for ServerNode {
         }
     }
 }
+
+/// The leader every running node in `nodes` agrees on, once they do.
+pub async fn agreed_leader(nodes: &[&ServerNode]) -> u64 {
+    crate::eventually(
+        Duration::from_secs(30),
+        "all running nodes to agree on a leader",
+        || async {
+            let mut leader = None;
+            for node in nodes.iter().filter(|n| n.is_running()) {
+                let status = node.status().await?;
+                let l = status.leader?;
+                if leader.is_some_and(|prev| prev != l) {
+                    return None;
+                }
+                leader = Some(l);
+            }
+            leader.filter(|l| nodes.iter().any(|n| n.id == *l && n.is_running()))
+        },
+    )
+    .await
+}
+
+/// Starts a cluster of `count` nodes in `root`, each founding member.
+pub fn start_cluster(root: &Path, count: u64, options: ServerOptions) -> Vec<ServerNode> {
+    let nodes: Vec<ServerNode> = (1..=count)
+        .map(|id| ServerNode::new(root, id, options.clone()))
+        .collect();
+    let members = ServerNode::initial_cluster(&nodes.iter().collect::<Vec<_>>());
+    let mut nodes: Vec<ServerNode> = nodes
+        .into_iter()
+        .map(|n| n.with_initial_cluster(&members))
+        .collect();
+    for node in &mut nodes {
+        node.start();
+    }
+    nodes
+}

@@ -3,7 +3,7 @@
 //! no acknowledged write lost.
 
 use meridian_proto::v1::{Consistency, GetRequest, PutRequest, ResourceKey};
-use meridian_tests::{cli, eventually, ServerNode, ServerOptions};
+use meridian_tests::{agreed_leader, cli, eventually, start_cluster, ServerNode, ServerOptions};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -23,23 +23,6 @@ fn cluster_key(name: &str) -> ResourceKey {
         name: name.into(),
         ..Default::default()
     }
-}
-
-/// The leader all running nodes agree on.
-async fn agreed_leader(nodes: &[&ServerNode]) -> u64 {
-    eventually(WAIT, "all running nodes to agree on a leader", || async {
-        let mut leader = None;
-        for node in nodes.iter().filter(|n| n.is_running()) {
-            let status = node.status().await?;
-            let l = status.leader?;
-            if leader.is_some_and(|prev| prev != l) {
-                return None;
-            }
-            leader = Some(l);
-        }
-        leader.filter(|l| nodes.iter().any(|n| n.id == *l && n.is_running()))
-    })
-    .await
 }
 
 /// Writes one Cluster resource through `node`; `Some(index)` once acknowledged.
@@ -75,17 +58,7 @@ async fn three_nodes_replicate_fail_over_and_recover() {
     let options = ServerOptions {
         snapshot_threshold: 20,
     };
-    let mut nodes: Vec<ServerNode> = (1..=3)
-        .map(|id| ServerNode::new(root.path(), id, options.clone()))
-        .collect();
-    let members = ServerNode::initial_cluster(&nodes.iter().collect::<Vec<_>>());
-    nodes = nodes
-        .into_iter()
-        .map(|n| n.with_initial_cluster(&members))
-        .collect();
-    for node in &mut nodes {
-        node.start();
-    }
+    let mut nodes = start_cluster(root.path(), 3, options);
 
     // A leader is elected.
     let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;

@@ -71,6 +71,7 @@ impl Compiled {
 #[derive(Debug, Clone)]
 struct ServiceOutput {
     fingerprint: u64,
+    /// What the outbound resources of the service's port are versioned by.
     revision: u64,
     port: u16,
     protocol: Protocol,
@@ -97,7 +98,7 @@ impl Compiler {
             let Spec::Service(spec) = &resource.spec else {
                 continue;
             };
-            let (fingerprint, revision) = inputs(state, &id, resource);
+            let (fingerprint, revisions) = inputs(state, &id, resource);
             let output = match previous.get(&id) {
                 Some(cached) if cached.fingerprint == fingerprint => cached.clone(),
                 _ => {
@@ -108,7 +109,7 @@ impl Compiler {
                         spec,
                         &origin,
                         fingerprint,
-                        revision,
+                        revisions,
                     ))
                 }
             };
@@ -150,26 +151,44 @@ fn origin(state: &MeshState, proxy: &ProxyLocality) -> Origin {
     }
 }
 
+/// The revisions a service's resources are versioned by: each resource takes
+/// the highest revision among the objects it is actually built from, so a
+/// change to endpoints does not re-version the service's cluster or routes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Revisions {
+    /// The Service object: cluster and listeners.
+    service: u64,
+    /// Endpoints, their clusters and the failover policy: the load assignment.
+    endpoints: u64,
+    /// Service and traffic split: the route configuration.
+    routes: u64,
+}
+
 /// A digest of the keys and revisions of every object the service's output
-/// depends on, and the highest of those revisions.
-fn inputs(state: &MeshState, id: &ServiceId, service: &Resource) -> (u64, u64) {
-    let mut contributors: Vec<&Resource> = vec![service];
-    let endpoints: Vec<_> = state.endpoints(id).collect();
-    for e in &endpoints {
-        contributors.push(e);
+/// depends on (the cache key), and the per-resource revisions.
+fn inputs(state: &MeshState, id: &ServiceId, service: &Resource) -> (u64, Revisions) {
+    let mut text = format!("{}@{};", service.key(), service.revision());
+    let mut note = |r: &Resource| {
+        text.push_str(&format!("{}@{};", r.key(), r.revision()));
+        r.revision()
+    };
+    let mut endpoints = 0;
+    for e in state.endpoints(id) {
+        endpoints = endpoints.max(note(e));
         if let Some(c) = e.metadata.cluster.as_deref().and_then(|c| state.cluster(c)) {
-            contributors.push(c);
+            endpoints = endpoints.max(note(c));
         }
     }
-    contributors.extend(state.split_for(id).map(|r| r.as_ref()));
-    contributors.extend(state.failover_for(id).map(|r| r.as_ref()));
-    let mut text = String::new();
-    let mut revision = 0;
-    for r in contributors {
-        revision = revision.max(r.revision());
-        text.push_str(&format!("{}@{};", r.key(), r.revision()));
+    if let Some(policy) = state.failover_for(id) {
+        endpoints = endpoints.max(note(policy));
     }
-    (version::digest(text.as_bytes()), revision)
+    let split = state.split_for(id).map(|s| note(s)).unwrap_or(0);
+    let revisions = Revisions {
+        service: service.revision(),
+        endpoints,
+        routes: service.revision().max(split),
+    };
+    (version::digest(text.as_bytes()), revisions)
 }
 
 fn compile_service(
@@ -178,43 +197,38 @@ fn compile_service(
     spec: &ServiceSpec,
     origin: &Origin,
     fingerprint: u64,
-    revision: u64,
+    revisions: Revisions,
 ) -> ServiceOutput {
     let name = names::service(id);
+    let cluster = cluster::cluster(id, spec);
+    let assignment = endpoints::load_assignment(state, id, origin);
     let mut resources = vec![
         (
             type_url::CLUSTER,
-            XdsResource::new(name.clone(), revision, &cluster::cluster(id, spec)),
+            XdsResource::new(name.clone(), revisions.service, &cluster),
         ),
         (
             type_url::ENDPOINT,
-            XdsResource::new(
-                name.clone(),
-                revision,
-                &endpoints::load_assignment(state, id, origin),
-            ),
+            XdsResource::new(name.clone(), revisions.endpoints, &assignment),
         ),
     ];
     if spec.protocol != Protocol::Tcp {
+        let routes = route::service_routes(state, id, spec);
         resources.push((
             type_url::ROUTE,
-            XdsResource::new(
-                name.clone(),
-                revision,
-                &route::service_routes(state, id, spec),
-            ),
+            XdsResource::new(name.clone(), revisions.routes, &routes),
         ));
         for listener_name in [name.clone(), names::service_with_port(id, spec.port)] {
             let listener = listener::api_listener(listener_name.clone(), id);
             resources.push((
                 type_url::LISTENER,
-                XdsResource::new(listener_name, revision, &listener),
+                XdsResource::new(listener_name, revisions.service, &listener),
             ));
         }
     }
     ServiceOutput {
         fingerprint,
-        revision,
+        revision: revisions.routes,
         port: spec.port,
         protocol: spec.protocol,
         resources,

@@ -28,7 +28,11 @@ pub struct AdminService {
 
 impl AdminService {
     pub fn new(node: Arc<Node>, metrics: Arc<Metrics>, proxies: Arc<Registry>) -> Self {
-        AdminService { node, metrics, proxies }
+        AdminService {
+            node,
+            metrics,
+            proxies,
+        }
     }
 
     /// Validates `command` against this replica, then proposes it. The

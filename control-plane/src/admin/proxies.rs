@@ -6,7 +6,9 @@ use std::time::Duration;
 
 const PEER_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn list_remote(addr: &str) -> Result<Vec<Proxy>, Box<dyn std::error::Error + Send + Sync>> {
+pub async fn list_remote(
+    addr: &str,
+) -> Result<Vec<Proxy>, Box<dyn std::error::Error + Send + Sync>> {
     let mut client = AdminClient::new(grpc_client::channel(addr)?);
     let mut request = tonic::Request::new(ListProxiesRequest { local_only: true });
     request.set_timeout(PEER_TIMEOUT);

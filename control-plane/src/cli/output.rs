@@ -248,31 +248,57 @@ pub fn print_proxies(reply: &pb::ListProxiesResponse, format: Format) -> anyhow:
                 })
             })
             .collect();
-        return print_value(&json!({ "items": items, "unreachableNodes": reply.unreachable_nodes }), format);
+        return print_value(
+            &json!({ "items": items, "unreachableNodes": reply.unreachable_nodes }),
+            format,
+        );
     }
-    let mut rows = vec![["NODE", "CLUSTER", "LOCALITY", "CONTROL-PLANE", "PROTOCOL", "ACKED", "LAST-NACK"]
-        .map(String::from)
-        .to_vec()];
+    let mut rows = vec![[
+        "NODE",
+        "CLUSTER",
+        "LOCALITY",
+        "CONTROL-PLANE",
+        "PROTOCOL",
+        "ACKED",
+        "LAST-NACK",
+    ]
+    .map(String::from)
+    .to_vec()];
     for p in &reply.proxies {
-        let acked: std::collections::BTreeMap<&str, &str> =
-            p.acked_versions.iter().map(|(t, v)| (short_type(t), v.as_str())).collect();
+        let acked: std::collections::BTreeMap<&str, &str> = p
+            .acked_versions
+            .iter()
+            .map(|(t, v)| (short_type(t), v.as_str()))
+            .collect();
         rows.push(vec![
             p.node_id.clone(),
             p.cluster.clone(),
             format!("{}/{}", p.region, p.zone),
             p.control_plane_node.to_string(),
             p.protocol.clone(),
-            acked.iter().map(|(t, v)| format!("{t}={v}")).collect::<Vec<_>>().join(" "),
+            acked
+                .iter()
+                .map(|(t, v)| format!("{t}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             if p.last_nack_error.is_empty() {
                 String::new()
             } else {
-                format!("{} {}: {}", short_type(&p.last_nack_type_url), p.last_nack_version, p.last_nack_error)
+                format!(
+                    "{} {}: {}",
+                    short_type(&p.last_nack_type_url),
+                    p.last_nack_version,
+                    p.last_nack_error
+                )
             },
         ]);
     }
     print_table(&rows);
     if !reply.unreachable_nodes.is_empty() {
-        eprintln!("warning: control-plane nodes {:?} did not answer", reply.unreachable_nodes);
+        eprintln!(
+            "warning: control-plane nodes {:?} did not answer",
+            reply.unreachable_nodes
+        );
     }
     Ok(())
 }

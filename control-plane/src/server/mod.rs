@@ -18,9 +18,9 @@ use crate::{
     },
     xds::{self, registry::Registry, XdsService},
 };
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use anyhow::Context;
 use config::ServerConfig;
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use meridian_proto::v1::{admin_server::AdminServer, raft_server::RaftServer, FILE_DESCRIPTOR_SET};
 use openraft::{error::InitializeError, error::RaftError, BasicNode, SnapshotPolicy};
 use std::{collections::BTreeMap, future::IntoFuture, sync::Arc};

@@ -3,7 +3,9 @@
 //! holds (`initial_resource_versions`) gets only what differs.
 
 use super::protocol::{Feedback, Nonces, Subscription};
-use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
 use meridian_routes::{type_url, Compiled};
 use std::collections::BTreeMap;
 
@@ -50,8 +52,14 @@ impl DeltaStream {
             }
         }
         if first {
-            state.known = request.initial_resource_versions.clone().into_iter().collect();
-            if request.resource_names_subscribe.is_empty() && type_url::is_full_state(&request.type_url) {
+            state.known = request
+                .initial_resource_versions
+                .clone()
+                .into_iter()
+                .collect();
+            if request.resource_names_subscribe.is_empty()
+                && type_url::is_full_state(&request.type_url)
+            {
                 state.subscription.wildcard = true;
             }
         }
@@ -80,18 +88,33 @@ impl DeltaStream {
         (self.respond(&type_url, compiled, first), feedback)
     }
 
-    pub fn on_update(&mut self, compiled: &Compiled, system_version: &str) -> Vec<DeltaDiscoveryResponse> {
+    pub fn on_update(
+        &mut self,
+        compiled: &Compiled,
+        system_version: &str,
+    ) -> Vec<DeltaDiscoveryResponse> {
         self.system_version = system_version.to_string();
         let types: Vec<String> = self.types.keys().cloned().collect();
-        types.iter().filter_map(|t| self.respond(t, compiled, false)).collect()
+        types
+            .iter()
+            .filter_map(|t| self.respond(t, compiled, false))
+            .collect()
     }
 
-    fn respond(&mut self, type_url: &str, compiled: &Compiled, always: bool) -> Option<DeltaDiscoveryResponse> {
+    fn respond(
+        &mut self,
+        type_url: &str,
+        compiled: &Compiled,
+        always: bool,
+    ) -> Option<DeltaDiscoveryResponse> {
         let state = self.types.get_mut(type_url)?;
         let empty = BTreeMap::new();
         let current = compiled.of_type(type_url).unwrap_or(&empty);
         let mut resources = Vec::new();
-        for (name, resource) in current.iter().filter(|(name, _)| state.subscription.wants(name)) {
+        for (name, resource) in current
+            .iter()
+            .filter(|(name, _)| state.subscription.wants(name))
+        {
             if state.known.get(name) != Some(&resource.version) {
                 state.known.insert(name.clone(), resource.version.clone());
                 resources.push(Resource {
@@ -115,7 +138,9 @@ impl DeltaStream {
             return None;
         }
         let nonce = self.nonces.next();
-        state.pending.insert(nonce.clone(), self.system_version.clone());
+        state
+            .pending
+            .insert(nonce.clone(), self.system_version.clone());
         Some(DeltaDiscoveryResponse {
             system_version_info: self.system_version.clone(),
             resources,
@@ -124,5 +149,85 @@ impl DeltaStream {
             nonce,
             ..Default::default()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xds::protocol::fixtures::compiled;
+    use meridian_routes::type_url;
+
+    fn request(type_url: &str, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names_subscribe: subscribe.iter().map(|n| n.to_string()).collect(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn sends_only_changes_and_names_removals() {
+        let mut stream = DeltaStream::default();
+        let (response, _) = stream.on_request(
+            request(type_url::LISTENER, &[], ""),
+            &compiled(8080, 1),
+            "1",
+        );
+        let response = response.expect("initial");
+        let names: Vec<&str> = response.resources.iter().map(|r| r.name.as_str()).collect();
+        assert!(
+            names.contains(&"outbound_8080") && names.contains(&"checkout.shop:8080"),
+            "{names:?}"
+        );
+        let (ack, feedback) = stream.on_request(
+            request(type_url::LISTENER, &[], &response.nonce),
+            &compiled(8080, 1),
+            "1",
+        );
+        assert!(ack.is_none());
+        assert!(matches!(feedback, Some(Feedback::Ack { .. })));
+
+        let update = stream.on_update(&compiled(8081, 2), "2");
+        assert_eq!(update.len(), 1);
+        let changed: Vec<&str> = update[0]
+            .resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert!(
+            changed.contains(&"outbound_8081") && changed.contains(&"checkout.shop:8081"),
+            "{changed:?}"
+        );
+        assert!(
+            !changed.contains(&"cart.shop"),
+            "unchanged resources are not resent"
+        );
+        assert!(update[0]
+            .removed_resources
+            .contains(&"outbound_8080".to_string()));
+        assert!(update[0]
+            .removed_resources
+            .contains(&"checkout.shop:8080".to_string()));
+    }
+
+    #[test]
+    fn reconnect_with_known_versions_gets_only_differences() {
+        let v1 = compiled(8080, 1);
+        let mut first = DeltaStream::default();
+        let (response, _) = first.on_request(request(type_url::CLUSTER, &[], ""), &v1, "1");
+        let known = response
+            .expect("initial")
+            .resources
+            .into_iter()
+            .map(|r| (r.name, r.version))
+            .collect();
+        let mut second = DeltaStream::default();
+        let mut reconnect = request(type_url::CLUSTER, &[], "");
+        reconnect.initial_resource_versions = known;
+        let (response, _) = second.on_request(reconnect, &v1, "1");
+        let response = response.expect("first request is always answered");
+        assert!(response.resources.is_empty() && response.removed_resources.is_empty());
     }
 }

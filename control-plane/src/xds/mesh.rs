@@ -28,7 +28,12 @@ pub fn follow(hub: Arc<EventHub>, view: DbView) -> watch::Receiver<Arc<MeshSnaps
 }
 
 fn list(hub: &EventHub, view: &DbView) -> (MeshState, u64, broadcast::Receiver<Event>) {
-    let (resources, events) = hub.list_and_subscribe(|| Kind::ALL.iter().flat_map(|k| view.list(*k)).collect::<Vec<_>>());
+    let (resources, events) = hub.list_and_subscribe(|| {
+        Kind::ALL
+            .iter()
+            .flat_map(|k| view.list(*k))
+            .collect::<Vec<_>>()
+    });
     let revision = resources.iter().map(|r| r.revision()).max().unwrap_or(0);
     (MeshState::from_resources(resources), revision, events)
 }
@@ -62,7 +67,9 @@ async fn run(
             match events.try_recv() {
                 Ok(next) => event = Ok(next),
                 Err(broadcast::error::TryRecvError::Empty) => break,
-                Err(broadcast::error::TryRecvError::Lagged(n)) => event = Err(broadcast::error::RecvError::Lagged(n)),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                    event = Err(broadcast::error::RecvError::Lagged(n))
+                }
                 Err(broadcast::error::TryRecvError::Closed) => return,
             }
         }

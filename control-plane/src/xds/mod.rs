@@ -15,9 +15,9 @@ use envoy_types::pb::envoy::{
         DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
     },
 };
-use mesh::MeshSnapshot;
 use meridian_proto::v1::Proxy;
 use meridian_routes::ProxyLocality;
+use mesh::MeshSnapshot;
 use protocol::{Feedback, MAX_NAMES_PER_REQUEST};
 use registry::Registry;
 use std::{pin::Pin, sync::Arc};
@@ -34,7 +34,11 @@ pub struct XdsService {
 }
 
 impl XdsService {
-    pub fn new(node_id: u64, mesh: watch::Receiver<Arc<MeshSnapshot>>, registry: Arc<Registry>) -> Self {
+    pub fn new(
+        node_id: u64,
+        mesh: watch::Receiver<Arc<MeshSnapshot>>,
+        registry: Arc<Registry>,
+    ) -> Self {
         XdsService {
             node_id,
             mesh,
@@ -72,9 +76,15 @@ impl StreamContext {
         if self.registration.is_some() {
             return Ok(());
         }
-        let node = node.ok_or_else(|| Status::invalid_argument("the first request on a stream must carry node"))?;
+        let node = node.ok_or_else(|| {
+            Status::invalid_argument("the first request on a stream must carry node")
+        })?;
         let locality = node.locality.clone().unwrap_or_default();
-        let cluster = if node.cluster.is_empty() { locality.sub_zone.clone() } else { node.cluster.clone() };
+        let cluster = if node.cluster.is_empty() {
+            locality.sub_zone.clone()
+        } else {
+            node.cluster.clone()
+        };
         let proxy = ProxyLocality {
             cluster: cluster.clone(),
             region: locality.region.clone(),
@@ -100,17 +110,30 @@ impl StreamContext {
 
     fn compiled(&self) -> (Arc<meridian_routes::Compiled>, String) {
         let snapshot = self.mesh.borrow().clone();
-        let proxy = self.registration.as_ref().map(|(_, p)| p.clone()).unwrap_or_default();
-        (self.table.get(&snapshot, &proxy), snapshot.revision.to_string())
+        let proxy = self
+            .registration
+            .as_ref()
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default();
+        (
+            self.table.get(&snapshot, &proxy),
+            snapshot.revision.to_string(),
+        )
     }
 
     fn record(&self, feedback: Option<Feedback>) {
-        let (Some((id, _)), Some(feedback)) = (&self.registration, feedback) else { return };
+        let (Some((id, _)), Some(feedback)) = (&self.registration, feedback) else {
+            return;
+        };
         self.registry.update(*id, |proxy| match feedback {
             Feedback::Ack { type_url, version } => {
                 proxy.acked_versions.insert(type_url, version);
             }
-            Feedback::Nack { type_url, version, error } => {
+            Feedback::Nack {
+                type_url,
+                version,
+                error,
+            } => {
                 tracing::warn!(node = %proxy.node_id, %type_url, %version, %error, "proxy NACKed");
                 proxy.last_nack_type_url = type_url;
                 proxy.last_nack_version = version;
@@ -222,7 +245,10 @@ impl AggregatedDiscoveryService for XdsService {
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(64);
-        spawn_stream(tx.clone(), run_sotw(self.stream_context(), request.into_inner(), tx));
+        spawn_stream(
+            tx.clone(),
+            run_sotw(self.stream_context(), request.into_inner(), tx),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -231,7 +257,10 @@ impl AggregatedDiscoveryService for XdsService {
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
         let (tx, rx) = mpsc::channel(64);
-        spawn_stream(tx.clone(), run_delta(self.stream_context(), request.into_inner(), tx));
+        spawn_stream(
+            tx.clone(),
+            run_delta(self.stream_context(), request.into_inner(), tx),
+        );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

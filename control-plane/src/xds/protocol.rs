@@ -8,8 +8,15 @@ pub const MAX_NAMES_PER_REQUEST: usize = 10_000;
 /// What a client's request said about earlier responses.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Feedback {
-    Ack { type_url: String, version: String },
-    Nack { type_url: String, version: String, error: String },
+    Ack {
+        type_url: String,
+        version: String,
+    },
+    Nack {
+        type_url: String,
+        version: String,
+        error: String,
+    },
 }
 
 /// Which resources of one type a stream wants.
@@ -33,5 +40,36 @@ impl Nonces {
     pub fn next(&mut self) -> String {
         self.0 += 1;
         self.0.to_string()
+    }
+}
+
+#[cfg(test)]
+pub mod fixtures {
+    use meridian_model::parse_manifests;
+    use meridian_routes::{compile, Compiled, MeshState, ProxyLocality};
+
+    /// The mesh with `checkout`'s port set to `port` (so tests can make a change) at `revision`; the rest at 1.
+    pub fn compiled(port: u16, revision: u64) -> Compiled {
+        let text = format!(
+            "kind: Cluster\nmetadata: {{name: c1}}\nspec: {{region: r1, zone: z1}}\n---\nkind: Service\nmetadata: {{name: checkout, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\nkind: Service\nmetadata: {{name: cart, namespace: shop}}\nspec: {{protocol: grpc, port: 9000}}\n---\nkind: Endpoints\nmetadata: {{name: checkout, namespace: shop, cluster: c1}}\nspec: {{endpoints: [{{address: 10.0.0.1, port: 80}}]}}\n"
+        );
+        let resources = parse_manifests(&text)
+            .expect("valid")
+            .into_iter()
+            .map(|mut r| {
+                r.metadata.revision = Some(if r.metadata.name == "checkout" {
+                    revision
+                } else {
+                    1
+                });
+                r
+            });
+        compile(
+            &MeshState::from_resources(resources),
+            &ProxyLocality {
+                cluster: "c1".into(),
+                ..Default::default()
+            },
+        )
     }
 }

@@ -24,7 +24,11 @@ pub struct SotwStream {
 }
 
 impl SotwStream {
-    pub fn on_request(&mut self, request: DiscoveryRequest, compiled: &Compiled) -> (Option<DiscoveryResponse>, Option<Feedback>) {
+    pub fn on_request(
+        &mut self,
+        request: DiscoveryRequest,
+        compiled: &Compiled,
+    ) -> (Option<DiscoveryResponse>, Option<Feedback>) {
         let first = !self.types.contains_key(&request.type_url);
         let state = self.types.entry(request.type_url.clone()).or_default();
         let mut feedback = None;
@@ -52,8 +56,14 @@ impl SotwStream {
         }
         let subscription = Subscription {
             wildcard: request.resource_names.iter().any(|n| n == "*")
-                || (request.resource_names.is_empty() && type_url::is_full_state(&request.type_url)),
-            names: request.resource_names.iter().filter(|n| *n != "*").cloned().collect(),
+                || (request.resource_names.is_empty()
+                    && type_url::is_full_state(&request.type_url)),
+            names: request
+                .resource_names
+                .iter()
+                .filter(|n| *n != "*")
+                .cloned()
+                .collect(),
         };
         let changed = subscription != state.subscription;
         state.subscription = subscription;
@@ -82,10 +92,18 @@ impl SotwStream {
     /// Responses for every subscribed type whose contents changed.
     pub fn on_update(&mut self, compiled: &Compiled) -> Vec<DiscoveryResponse> {
         let types: Vec<String> = self.types.keys().cloned().collect();
-        types.iter().filter_map(|t| self.respond(t, compiled, false)).collect()
+        types
+            .iter()
+            .filter_map(|t| self.respond(t, compiled, false))
+            .collect()
     }
 
-    fn respond(&mut self, type_url: &str, compiled: &Compiled, force: bool) -> Option<DiscoveryResponse> {
+    fn respond(
+        &mut self,
+        type_url: &str,
+        compiled: &Compiled,
+        force: bool,
+    ) -> Option<DiscoveryResponse> {
         let state = self.types.get_mut(type_url)?;
         let (version, resources) = contents(type_url, &state.subscription, compiled);
         let unchanged = state.sent.as_ref().is_some_and(|(v, _)| *v == version);
@@ -114,7 +132,138 @@ fn contents(
     let Some(all) = compiled.of_type(type_url) else {
         return (set_version(std::iter::empty()), Vec::new());
     };
-    let chosen: Vec<_> = all.values().filter(|r| subscription.wants(&r.name)).collect();
+    let chosen: Vec<_> = all
+        .values()
+        .filter(|r| subscription.wants(&r.name))
+        .collect();
     let version = set_version(chosen.iter().map(|r| (r.name.as_str(), r.version.as_str())));
-    (version, chosen.into_iter().map(|r| r.resource.clone()).collect())
+    (
+        version,
+        chosen.into_iter().map(|r| r.resource.clone()).collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::xds::protocol::fixtures::compiled;
+    use envoy_types::pb::google::rpc::Status as RpcStatus;
+
+    fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
+        DiscoveryRequest {
+            type_url: type_url.into(),
+            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            version_info: version.into(),
+            response_nonce: nonce.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn wildcard_ack_update_and_nack() {
+        let v1 = compiled(8080, 1);
+        let mut stream = SotwStream::default();
+        let (response, _) = stream.on_request(request(type_url::CLUSTER, &[], "", ""), &v1);
+        let response = response.expect("initial response");
+        assert_eq!(
+            response.resources.len(),
+            2,
+            "wildcard CDS gets every cluster"
+        );
+
+        let (again, feedback) = stream.on_request(
+            request(
+                type_url::CLUSTER,
+                &[],
+                &response.version_info,
+                &response.nonce,
+            ),
+            &v1,
+        );
+        assert!(again.is_none(), "an ACK needs no response");
+        assert!(matches!(feedback, Some(Feedback::Ack { .. })));
+        assert!(
+            stream.on_update(&v1).is_empty(),
+            "nothing changed, nothing sent"
+        );
+
+        let v2 = compiled(8081, 2);
+        let pushed = stream.on_update(&v2);
+        assert_eq!(pushed.len(), 1);
+        let mut nack = request(
+            type_url::CLUSTER,
+            &[],
+            &response.version_info,
+            &pushed[0].nonce,
+        );
+        nack.error_detail = Some(RpcStatus {
+            code: 3,
+            message: "bad cluster".into(),
+            ..Default::default()
+        });
+        let (resent, feedback) = stream.on_request(nack, &v2);
+        assert!(resent.is_none(), "a NACKed version is not sent again");
+        assert!(
+            matches!(feedback, Some(Feedback::Nack { ref error, .. }) if error == "bad cluster")
+        );
+        assert!(stream.on_update(&v2).is_empty(), "no NACK loop");
+        assert_eq!(
+            stream.on_update(&compiled(8082, 3)).len(),
+            1,
+            "a newer version goes out"
+        );
+    }
+
+    #[test]
+    fn named_subscriptions_and_stale_nonces() {
+        let v1 = compiled(8080, 1);
+        let mut stream = SotwStream::default();
+        let (response, _) =
+            stream.on_request(request(type_url::ENDPOINT, &["checkout.shop"], "", ""), &v1);
+        let response = response.expect("response");
+        assert_eq!(response.resources.len(), 1);
+        let (stale, feedback) =
+            stream.on_request(request(type_url::ENDPOINT, &["cart.shop"], "", "999"), &v1);
+        assert!(
+            stale.is_none() && feedback.is_none(),
+            "a stale nonce is ignored"
+        );
+        let (more, _) = stream.on_request(
+            request(
+                type_url::ENDPOINT,
+                &["checkout.shop", "cart.shop"],
+                &response.version_info,
+                &response.nonce,
+            ),
+            &v1,
+        );
+        assert_eq!(more.expect("new subscription answered").resources.len(), 2);
+    }
+
+    #[test]
+    fn reconnect_with_current_version_gets_no_push() {
+        let v1 = compiled(8080, 1);
+        let mut first = SotwStream::default();
+        let (response, _) = first.on_request(request(type_url::LISTENER, &[], "", ""), &v1);
+        let version = response.expect("response").version_info;
+        let mut second = SotwStream::default();
+        let (response, feedback) =
+            second.on_request(request(type_url::LISTENER, &[], &version, ""), &v1);
+        assert!(
+            response.is_none(),
+            "nothing to send to a client that is current"
+        );
+        assert!(matches!(feedback, Some(Feedback::Ack { .. })));
+        assert_eq!(second.on_update(&compiled(8081, 2)).len(), 1);
+    }
+
+    #[test]
+    fn unknown_types_get_an_empty_answer() {
+        let mut stream = SotwStream::default();
+        let (response, _) = stream.on_request(
+            request("type.googleapis.com/no.Such", &["x"], "", ""),
+            &compiled(8080, 1),
+        );
+        assert!(response.expect("answered").resources.is_empty());
+    }
 }

@@ -25,8 +25,9 @@ impl RouteTable {
             }
         }
         let compiled = Arc::new(inner.compiler.compile(&snapshot.state, proxy));
-        inner.latest.insert(proxy.clone(), (snapshot.revision, compiled.clone()));
+        inner
+            .latest
+            .insert(proxy.clone(), (snapshot.revision, compiled.clone()));
         compiled
     }
-
 }

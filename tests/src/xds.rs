@@ -1,0 +1,397 @@
+//! ADS clients for the tests, in both protocol variants: they subscribe the
+//! way Envoy does (CDS and LDS wildcard, then EDS and RDS by the names those
+//! name), ACK what they get, and keep the resources they hold.
+
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::Cluster,
+            core::v3::{Locality, Node},
+            listener::v3::{filter::ConfigType, Listener},
+        },
+        extensions::filters::network::http_connection_manager::v3::{
+            http_connection_manager::RouteSpecifier, HttpConnectionManager,
+        },
+        service::discovery::v3::{
+            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+            DeltaDiscoveryRequest, DiscoveryRequest,
+        },
+    },
+    google::{protobuf::Any, rpc::Status as RpcStatus},
+};
+use prost::Message;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// What a client holds: per type, resource name to (version, resource).
+#[derive(Debug, Default, Clone)]
+pub struct Held {
+    pub resources: BTreeMap<String, BTreeMap<String, (String, Any)>>,
+    /// State of the world: the version_info last accepted per type.
+    pub type_versions: BTreeMap<String, String>,
+    /// Every response received: (type URL, version).
+    pub responses: Vec<(String, String)>,
+    /// Set when the stream ends: its status.
+    pub ended: Option<String>,
+}
+
+impl Held {
+    /// Name to resource bytes, across types: what two clients compare.
+    pub fn contents(&self) -> BTreeMap<(String, String), Vec<u8>> {
+        self.resources
+            .iter()
+            .flat_map(|(t, m)| {
+                m.iter()
+                    .map(move |(n, (_, any))| ((t.clone(), n.clone()), any.value.clone()))
+            })
+            .collect()
+    }
+
+    pub fn decode<M: Message + Default>(&self, type_url: &str, name: &str) -> Option<M> {
+        let (_, any) = self.resources.get(type_url)?.get(name)?;
+        M::decode(any.value.as_slice()).ok()
+    }
+}
+
+pub fn node(id: &str, cluster: &str) -> Node {
+    Node {
+        id: id.to_string(),
+        cluster: cluster.to_string(),
+        locality: Some(Locality::default()),
+        ..Default::default()
+    }
+}
+
+/// The route configurations a listener refers to.
+fn rds_names(any: &Any) -> Vec<String> {
+    let Ok(listener) = Listener::decode(any.value.as_slice()) else {
+        return Vec::new();
+    };
+    let configs = listener
+        .api_listener
+        .and_then(|a| a.api_listener)
+        .into_iter()
+        .chain(
+            listener
+                .filter_chains
+                .into_iter()
+                .flat_map(|c| c.filters)
+                .filter_map(|f| match f.config_type {
+                    Some(ConfigType::TypedConfig(any)) => Some(any),
+                    _ => None,
+                }),
+        );
+    configs
+        .filter(|c| c.type_url.ends_with("HttpConnectionManager"))
+        .filter_map(|c| HttpConnectionManager::decode(c.value.as_slice()).ok())
+        .filter_map(|h| match h.route_specifier {
+            Some(RouteSpecifier::Rds(rds)) => Some(rds.route_config_name),
+            _ => None,
+        })
+        .collect()
+}
+
+fn eds_names(any: &Any) -> Vec<String> {
+    Cluster::decode(any.value.as_slice())
+        .ok()
+        .and_then(|c| c.eds_cluster_config)
+        .map(|e| vec![e.service_name])
+        .unwrap_or_default()
+}
+
+/// Names the dependent type needs, given what the client holds.
+fn dependent_names(held: &Held, parent: &str) -> BTreeSet<String> {
+    let extract: fn(&Any) -> Vec<String> = if parent == CLUSTER {
+        eds_names
+    } else {
+        rds_names
+    };
+    held.resources
+        .get(parent)
+        .map(|m| m.values().flat_map(|(_, any)| extract(any)).collect())
+        .unwrap_or_default()
+}
+
+/// A running client; dropping it closes its stream.
+pub struct AdsClient {
+    held: Arc<Mutex<Held>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl AdsClient {
+    pub fn held(&self) -> Held {
+        self.held.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for AdsClient {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A state-of-the-world client. With `previous`, it reconnects as Envoy does:
+/// presenting the versions and names it holds. `nack` makes it refuse every CDS response.
+pub async fn sotw(
+    addr: &str,
+    node: Node,
+    previous: Option<Held>,
+    nack: bool,
+) -> Result<AdsClient, tonic::transport::Error> {
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await?;
+    let previous = previous.unwrap_or_default();
+    let mut subscribed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
+    for type_url in [CLUSTER, LISTENER, ENDPOINT, ROUTE] {
+        let names: BTreeSet<String> = previous
+            .resources
+            .get(type_url)
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        let dependent = type_url == ENDPOINT || type_url == ROUTE;
+        if dependent && names.is_empty() {
+            continue;
+        }
+        if dependent {
+            subscribed.insert(type_url.to_string(), names.clone());
+        }
+        let _ = tx
+            .send(DiscoveryRequest {
+                node: Some(node.clone()),
+                type_url: type_url.to_string(),
+                version_info: previous
+                    .type_versions
+                    .get(type_url)
+                    .cloned()
+                    .unwrap_or_default(),
+                resource_names: if dependent {
+                    names.into_iter().collect()
+                } else {
+                    Vec::new()
+                },
+                ..Default::default()
+            })
+            .await;
+    }
+    let held = Arc::new(Mutex::new(Held {
+        resources: previous.resources,
+        type_versions: previous.type_versions,
+        ..Default::default()
+    }));
+    let shared = held.clone();
+    let task = tokio::spawn(async move {
+        let mut responses = match client
+            .stream_aggregated_resources(ReceiverStream::new(rx))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                shared.lock().expect("lock").ended = Some(status.to_string());
+                return;
+            }
+        };
+        loop {
+            let response = match responses.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(status) => {
+                    shared.lock().expect("lock").ended = Some(status.to_string());
+                    return;
+                }
+            };
+            let refuse = nack && response.type_url == CLUSTER;
+            let followups = {
+                let mut h = shared.lock().expect("lock");
+                h.responses
+                    .push((response.type_url.clone(), response.version_info.clone()));
+                if !refuse {
+                    let map: BTreeMap<String, (String, Any)> = response
+                        .resources
+                        .iter()
+                        .map(|any| {
+                            (
+                                resource_name(&response.type_url, any),
+                                (response.version_info.clone(), any.clone()),
+                            )
+                        })
+                        .collect();
+                    h.resources.insert(response.type_url.clone(), map);
+                    h.type_versions
+                        .insert(response.type_url.clone(), response.version_info.clone());
+                }
+                let mut followups = Vec::new();
+                for (parent, child) in [(CLUSTER, ENDPOINT), (LISTENER, ROUTE)] {
+                    if response.type_url == parent {
+                        let names = dependent_names(&h, parent);
+                        if subscribed.get(child) != Some(&names) {
+                            subscribed.insert(child.to_string(), names.clone());
+                            followups.push(DiscoveryRequest {
+                                type_url: child.to_string(),
+                                resource_names: names.into_iter().collect(),
+                                version_info: h
+                                    .type_versions
+                                    .get(child)
+                                    .cloned()
+                                    .unwrap_or_default(),
+                                ..Default::default()
+                            });
+                        }
+                    }
+                }
+                followups
+            };
+            let ack = DiscoveryRequest {
+                type_url: response.type_url.clone(),
+                version_info: if refuse {
+                    String::new()
+                } else {
+                    response.version_info.clone()
+                },
+                response_nonce: response.nonce.clone(),
+                resource_names: subscribed
+                    .get(&response.type_url)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default(),
+                error_detail: refuse.then(|| RpcStatus {
+                    code: 3,
+                    message: "test client refuses clusters".into(),
+                    details: vec![],
+                }),
+                ..Default::default()
+            };
+            if tx.send(ack).await.is_err() {
+                break;
+            }
+            for request in followups {
+                if tx.send(request).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Ok(AdsClient { held, task })
+}
+
+/// A delta client that applies every increment.
+pub async fn delta(addr: &str, node: Node) -> Result<AdsClient, tonic::transport::Error> {
+    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await?;
+    let held = Arc::new(Mutex::new(Held::default()));
+    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
+    for type_url in [CLUSTER, LISTENER] {
+        let _ = tx
+            .send(DeltaDiscoveryRequest {
+                node: Some(node.clone()),
+                type_url: type_url.to_string(),
+                ..Default::default()
+            })
+            .await;
+    }
+    let shared = held.clone();
+    let task = tokio::spawn(async move {
+        let mut responses = match client
+            .delta_aggregated_resources(ReceiverStream::new(rx))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(status) => {
+                shared.lock().expect("lock").ended = Some(status.to_string());
+                return;
+            }
+        };
+        let mut subscribed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        loop {
+            let response = match responses.message().await {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(status) => {
+                    shared.lock().expect("lock").ended = Some(status.to_string());
+                    return;
+                }
+            };
+            let followups = {
+                let mut h = shared.lock().expect("lock");
+                h.responses.push((
+                    response.type_url.clone(),
+                    response.system_version_info.clone(),
+                ));
+                let map = h.resources.entry(response.type_url.clone()).or_default();
+                for resource in &response.resources {
+                    if let Some(any) = &resource.resource {
+                        map.insert(
+                            resource.name.clone(),
+                            (resource.version.clone(), any.clone()),
+                        );
+                    }
+                }
+                for name in &response.removed_resources {
+                    map.remove(name);
+                }
+                let mut followups = Vec::new();
+                for (parent, child) in [(CLUSTER, ENDPOINT), (LISTENER, ROUTE)] {
+                    if response.type_url == parent {
+                        let names = dependent_names(&h, parent);
+                        let before = subscribed.get(child).cloned().unwrap_or_default();
+                        if before != names {
+                            followups.push(DeltaDiscoveryRequest {
+                                type_url: child.to_string(),
+                                resource_names_subscribe: names
+                                    .difference(&before)
+                                    .cloned()
+                                    .collect(),
+                                resource_names_unsubscribe: before
+                                    .difference(&names)
+                                    .cloned()
+                                    .collect(),
+                                ..Default::default()
+                            });
+                            subscribed.insert(child.to_string(), names);
+                        }
+                    }
+                }
+                followups
+            };
+            let ack = DeltaDiscoveryRequest {
+                type_url: response.type_url.clone(),
+                response_nonce: response.nonce.clone(),
+                ..Default::default()
+            };
+            if tx.send(ack).await.is_err() {
+                break;
+            }
+            for request in followups {
+                if tx.send(request).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    Ok(AdsClient { held, task })
+}
+
+/// The name inside a state-of-the-world resource.
+fn resource_name(type_url: &str, any: &Any) -> String {
+    use envoy_types::pb::envoy::config::{
+        endpoint::v3::ClusterLoadAssignment, route::v3::RouteConfiguration,
+    };
+    let bytes = any.value.as_slice();
+    match type_url {
+        CLUSTER => Cluster::decode(bytes).map(|m| m.name).unwrap_or_default(),
+        ENDPOINT => ClusterLoadAssignment::decode(bytes)
+            .map(|m| m.cluster_name)
+            .unwrap_or_default(),
+        LISTENER => Listener::decode(bytes).map(|m| m.name).unwrap_or_default(),
+        ROUTE => RouteConfiguration::decode(bytes)
+            .map(|m| m.name)
+            .unwrap_or_default(),
+        _ => String::new(),
+    }
+}
