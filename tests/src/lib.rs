@@ -20,10 +20,13 @@ pub fn binary(name: &str) -> PathBuf {
         return PathBuf::from(dir).join(name);
     }
     let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("test executable sits in target/<profile>/deps");
+    let parent = exe.parent().expect("the executable sits in a folder");
+    // Tests run from target/<profile>/deps, binaries from target/<profile>.
+    let dir = if parent.ends_with("deps") {
+        parent.parent().unwrap_or(parent)
+    } else {
+        parent
+    };
     let path = dir.join(name);
     assert!(
         path.exists(),

@@ -40,6 +40,10 @@ pub struct Held {
     pub type_versions: BTreeMap<String, String>,
     /// Every response received: (type URL, version).
     pub responses: Vec<(String, String)>,
+    /// When each response in `responses` arrived.
+    pub received_at: Vec<std::time::Instant>,
+    /// Bytes of resources received in all responses.
+    pub bytes: u64,
     /// Set when the stream ends: its status.
     pub ended: Option<String>,
 }
@@ -131,6 +135,11 @@ impl AdsClient {
     pub fn held(&self) -> Held {
         self.held.lock().expect("lock").clone()
     }
+
+    /// Looks at what the client holds without copying it.
+    pub fn with<T>(&self, look: impl FnOnce(&Held) -> T) -> T {
+        look(&self.held.lock().expect("lock"))
+    }
 }
 
 impl Drop for AdsClient {
@@ -213,6 +222,12 @@ pub async fn sotw(
                 let mut h = shared.lock().expect("lock");
                 h.responses
                     .push((response.type_url.clone(), response.version_info.clone()));
+                h.received_at.push(std::time::Instant::now());
+                h.bytes += response
+                    .resources
+                    .iter()
+                    .map(|r| r.value.len() as u64)
+                    .sum::<u64>();
                 if !refuse {
                     let map: BTreeMap<String, (String, Any)> = response
                         .resources
@@ -224,7 +239,18 @@ pub async fn sotw(
                             )
                         })
                         .collect();
-                    h.resources.insert(response.type_url.clone(), map);
+                    if response.type_url == CLUSTER || response.type_url == LISTENER {
+                        h.resources.insert(response.type_url.clone(), map);
+                    } else {
+                        // RDS and EDS updates carry only what changed.
+                        let wanted = subscribed
+                            .get(&response.type_url)
+                            .cloned()
+                            .unwrap_or_default();
+                        let held = h.resources.entry(response.type_url.clone()).or_default();
+                        held.extend(map);
+                        held.retain(|name, _| wanted.contains(name));
+                    }
                     h.type_versions
                         .insert(response.type_url.clone(), response.version_info.clone());
                 }
@@ -323,6 +349,13 @@ pub async fn delta(addr: &str, node: Node) -> Result<AdsClient, tonic::transport
                     response.type_url.clone(),
                     response.system_version_info.clone(),
                 ));
+                h.received_at.push(std::time::Instant::now());
+                h.bytes += response
+                    .resources
+                    .iter()
+                    .filter_map(|r| r.resource.as_ref())
+                    .map(|r| r.value.len() as u64)
+                    .sum::<u64>();
                 let map = h.resources.entry(response.type_url.clone()).or_default();
                 for resource in &response.resources {
                     if let Some(any) = &resource.resource {

@@ -10,7 +10,10 @@ async fn python_grpc_client_follows_splits_and_failover() {
         .args(["-c", "import grpc"])
         .status()
         .is_ok_and(|s| s.success());
-    assert!(has_grpc, "Python grpcio is missing: scripts/setup installs it");
+    assert!(
+        has_grpc,
+        "Python grpcio is missing: scripts/setup installs it"
+    );
 
     let root = tempfile::tempdir().expect("temp dir");
     let nodes = start_cluster(root.path(), 1, ServerOptions::default());
@@ -44,7 +47,10 @@ async fn python_grpc_client_follows_splits_and_failover() {
         .expect("run python3");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "interop client failed:\n{stderr}\n{stdout}");
+    assert!(
+        output.status.success(),
+        "interop client failed:\n{stderr}\n{stdout}"
+    );
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).expect("summary JSON");
     println!("grpc interop: {summary}");
     let share = summary["v2_share"].as_f64().expect("v2 share");

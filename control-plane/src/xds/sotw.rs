@@ -5,7 +5,7 @@
 
 use super::protocol::{Feedback, Nonces, Subscription};
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
-use meridian_routes::{set_version, type_url, Compiled};
+use meridian_routes::{set_version, type_url, Compiled, XdsResource};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default)]
@@ -15,6 +15,9 @@ struct TypeState {
     sent: Option<(String, String)>,
     /// A version the client refused; not sent again.
     nacked: Option<String>,
+    /// Per resource, the version last sent: for RDS and EDS, an update
+    /// carries only what changed (the protocol lets these types omit the rest).
+    sent_resources: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -105,11 +108,22 @@ impl SotwStream {
         force: bool,
     ) -> Option<DiscoveryResponse> {
         let state = self.types.get_mut(type_url)?;
-        let (version, resources) = contents(type_url, &state.subscription, compiled);
+        let (version, chosen) = contents(type_url, &state.subscription, compiled);
         let unchanged = state.sent.as_ref().is_some_and(|(v, _)| *v == version);
-        if (unchanged && !force) || state.nacked.as_deref() == Some(version.as_str()) && !force {
+        let refused = state.nacked.as_deref() == Some(version.as_str());
+        if !force && (unchanged || refused) {
             return None;
         }
+        let partial = !force && !type_url::is_full_state(type_url);
+        let resources = chosen
+            .iter()
+            .filter(|r| !partial || state.sent_resources.get(&r.name) != Some(&r.version))
+            .map(|r| r.resource.clone())
+            .collect();
+        state.sent_resources = chosen
+            .iter()
+            .map(|r| (r.name.clone(), r.version.clone()))
+            .collect();
         let nonce = self.nonces.next();
         state.sent = Some((version.clone(), nonce.clone()));
         Some(DiscoveryResponse {
@@ -124,23 +138,20 @@ impl SotwStream {
 
 /// The version and resources a subscription gets. Unknown types get nothing:
 /// the server has no resources of that type.
-fn contents(
+fn contents<'a>(
     type_url: &str,
     subscription: &Subscription,
-    compiled: &Compiled,
-) -> (String, Vec<envoy_types::pb::google::protobuf::Any>) {
+    compiled: &'a Compiled,
+) -> (String, Vec<&'a XdsResource>) {
     let Some(all) = compiled.of_type(type_url) else {
         return (set_version(std::iter::empty()), Vec::new());
     };
-    let chosen: Vec<_> = all
+    let chosen: Vec<&XdsResource> = all
         .values()
         .filter(|r| subscription.wants(&r.name))
         .collect();
     let version = set_version(chosen.iter().map(|r| (r.name.as_str(), r.version.as_str())));
-    (
-        version,
-        chosen.into_iter().map(|r| r.resource.clone()).collect(),
-    )
+    (version, chosen)
 }
 
 #[cfg(test)]
@@ -237,7 +248,26 @@ mod tests {
             ),
             &v1,
         );
-        assert_eq!(more.expect("new subscription answered").resources.len(), 2);
+        let more = more.expect("new subscription answered");
+        assert_eq!(more.resources.len(), 2);
+
+        // An update carries only the load assignment that changed.
+        stream.on_request(
+            request(
+                type_url::ENDPOINT,
+                &["checkout.shop", "cart.shop"],
+                &more.version_info,
+                &more.nonce,
+            ),
+            &v1,
+        );
+        let update = stream.on_update(&compiled(8081, 2));
+        assert_eq!(update.len(), 1);
+        assert_eq!(
+            update[0].resources.len(),
+            1,
+            "only checkout's endpoints changed"
+        );
     }
 
     #[test]

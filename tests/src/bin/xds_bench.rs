@@ -1,0 +1,233 @@
+//! xDS benchmark (run on purpose, not by CI): a mesh of 10,000 endpoints,
+//! 1,000 concurrent ADS clients (half delta, half state of the world) on one
+//! control-plane node and on three. Prints, per setup: time from one endpoint
+//! change until every client holds it (p50, p99), resource bytes sent per
+//! change, and each node's RSS; then the full compile time for 100,000
+//! endpoints.
+//!
+//! `cargo run -p meridian-tests --bin meridian-xds-bench -- [CLIENTS] [ENDPOINTS]`
+//! (uses the `meridian` binary beside it; MERIDIAN_BIN_DIR points elsewhere).
+
+use meridian_model::{parse_manifests, Resource};
+use meridian_proto::v1::{ApplyRequest, PutRequest};
+use meridian_routes::{compile, MeshState, ProxyLocality};
+use meridian_tests::{
+    agreed_leader, start_cluster,
+    xds::{self, AdsClient, ENDPOINT},
+    ServerNode, ServerOptions,
+};
+use std::time::{Duration, Instant};
+
+const CLUSTERS: usize = 10;
+const SERVICES: usize = 100;
+const CHANGES: usize = 5;
+
+fn clusters() -> Vec<String> {
+    (0..CLUSTERS)
+        .map(|c| {
+            format!(
+                r#"{{"kind":"Cluster","metadata":{{"name":"c{c}"}},"spec":{{"region":"r{}","zone":"z{c}"}}}}"#,
+                c % 3
+            )
+        })
+        .collect()
+}
+
+fn service(s: usize) -> String {
+    format!(
+        r#"{{"kind":"Service","metadata":{{"name":"s{s}","namespace":"bench"}},"spec":{{"protocol":"grpc","port":{}}}}}"#,
+        9000 + s % 50
+    )
+}
+
+/// One service's endpoints in one cluster; `extra` adds endpoints (for changes).
+fn endpoints(s: usize, c: usize, per_set: usize, extra: usize) -> String {
+    let eps: Vec<String> = (0..per_set + extra)
+        .map(|i| {
+            format!(
+                r#"{{"address":"10.{c}.{}.{}","port":{}}}"#,
+                s % 250,
+                i % 250,
+                8000 + i / 250
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"kind":"Endpoints","metadata":{{"name":"s{s}","namespace":"bench","cluster":"c{c}"}},"spec":{{"endpoints":[{}]}}}}"#,
+        eps.join(",")
+    )
+}
+
+async fn load(node: &ServerNode, manifests: Vec<String>) {
+    let mut client = node.client().await.expect("admin client");
+    for chunk in manifests.chunks(200) {
+        let puts = chunk
+            .iter()
+            .map(|m| PutRequest {
+                manifest_json: m.clone(),
+                expected_revision: None,
+            })
+            .collect();
+        client
+            .apply(ApplyRequest {
+                puts,
+                deletes: vec![],
+            })
+            .await
+            .expect("apply");
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+async fn run(node_count: u64, client_count: usize, endpoint_count: usize) {
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = start_cluster(root.path(), node_count, ServerOptions::default());
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let per_set = (endpoint_count / (SERVICES * CLUSTERS)).max(1);
+    let mut manifests = clusters();
+    manifests.extend((0..SERVICES).map(service));
+    manifests.extend(
+        (0..SERVICES).flat_map(|s| (0..CLUSTERS).map(move |c| endpoints(s, c, per_set, 0))),
+    );
+    load(&nodes[0], manifests).await;
+
+    let started = Instant::now();
+    let mut clients: Vec<AdsClient> = Vec::with_capacity(client_count);
+    for i in 0..client_count {
+        let node = &nodes[i % nodes.len()];
+        let id = xds::node(&format!("bench-{i}"), &format!("c{}", i % CLUSTERS));
+        let client = if i % 2 == 0 {
+            xds::delta(&node.grpc, id).await
+        } else {
+            xds::sotw(&node.grpc, id, None, false).await
+        };
+        clients.push(client.expect("connect"));
+    }
+    let full = |c: &AdsClient| {
+        c.with(|h| h.resources.get(ENDPOINT).map(|m| m.len()).unwrap_or(0) >= SERVICES)
+    };
+    while !clients.iter().all(full) {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "clients did not get the full view"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first_view = started.elapsed();
+
+    let mut latencies = Vec::new();
+    let mut bytes = 0;
+    for change in 1..=CHANGES {
+        let before: Vec<(usize, u64)> = clients
+            .iter()
+            .map(|c| c.with(|h| (h.responses.len(), h.bytes)))
+            .collect();
+        let t0 = Instant::now();
+        load(
+            &nodes[change % nodes.len()],
+            vec![endpoints(0, 0, per_set, change)],
+        )
+        .await;
+        let mut done = vec![None; clients.len()];
+        while done.iter().any(Option::is_none) {
+            for (i, client) in clients.iter().enumerate() {
+                if done[i].is_some() {
+                    continue;
+                }
+                done[i] = client.with(|h| {
+                    h.responses[before[i].0..]
+                        .iter()
+                        .zip(&h.received_at[before[i].0..])
+                        .find(|((t, _), _)| t == ENDPOINT)
+                        .map(|(_, at)| at.duration_since(t0))
+                });
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(120),
+                "a change did not reach every client"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        latencies.extend(done.into_iter().flatten());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        bytes += clients
+            .iter()
+            .zip(&before)
+            .map(|(c, (_, b))| c.with(|h| h.bytes) - b)
+            .sum::<u64>();
+    }
+    latencies.sort();
+    let rss: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.pid())
+        .map(|pid| format!("{} MiB", rss_kib(pid) / 1024))
+        .collect();
+    println!(
+        "| {node_count} | {client_count} | {} | {:.1} s | {:.1} ms | {:.1} ms | {} KiB | {} |",
+        per_set * SERVICES * CLUSTERS,
+        first_view.as_secs_f64(),
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        bytes / CHANGES as u64 / 1024,
+        rss.join(", "),
+    );
+}
+
+fn compile_time(endpoint_count: usize) -> Duration {
+    let services = 1_000;
+    let per_set = endpoint_count / (services * CLUSTERS);
+    let mut text: Vec<String> = clusters();
+    text.extend((0..services).map(service));
+    text.extend(
+        (0..services).flat_map(|s| (0..CLUSTERS).map(move |c| endpoints(s, c, per_set, 0))),
+    );
+    let resources: Vec<Resource> =
+        parse_manifests(&format!("{{\"items\": [{}]}}", text.join(","))).expect("valid");
+    let state = MeshState::from_resources(resources);
+    let proxy = ProxyLocality {
+        cluster: "c0".into(),
+        ..Default::default()
+    };
+    let t0 = Instant::now();
+    let compiled = compile(&state, &proxy);
+    let elapsed = t0.elapsed();
+    assert!(compiled
+        .of_type(ENDPOINT)
+        .is_some_and(|m| m.len() == services));
+    elapsed
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let clients: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000);
+    let endpoint_count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    println!("| nodes | clients | endpoints | full view | change→all ACK p50 | p99 | bytes/change | RSS |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for nodes in [1, 3] {
+        run(nodes, clients, endpoint_count).await;
+    }
+    let elapsed = compile_time(100_000);
+    println!(
+        "\nfull compile of 100,000 endpoints (1,000 services x 10 clusters), one proxy: {:.0} ms",
+        elapsed.as_secs_f64() * 1e3
+    );
+}
