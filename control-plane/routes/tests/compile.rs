@@ -283,7 +283,7 @@ fn priorities_follow_the_failover_policy() {
             checkout
                 .policy
                 .as_ref()
-                .and_then(|p| p.overprovisioning_factor.clone())
+                .and_then(|p| p.overprovisioning_factor)
                 .map(|f| f.value),
             Some(140)
         );
