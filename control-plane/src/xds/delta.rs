@@ -2,9 +2,10 @@
 //! removals are named, and a client that reconnects with the versions it
 //! holds (`initial_resource_versions`) gets only what differs.
 
-use super::protocol::{Feedback, Nonces, Subscription};
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+use super::protocol::{AdsProtocol, Feedback, Nonces, Subscription};
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
 };
 use meridian_routes::{type_url, Compiled};
 use std::collections::BTreeMap;
@@ -26,7 +27,7 @@ pub struct DeltaStream {
 }
 
 impl DeltaStream {
-    pub fn on_request(
+    fn handle_request(
         &mut self,
         request: DeltaDiscoveryRequest,
         compiled: &Compiled,
@@ -88,7 +89,7 @@ impl DeltaStream {
         (self.respond(&type_url, compiled, first), feedback)
     }
 
-    pub fn on_update(
+    fn handle_update(
         &mut self,
         compiled: &Compiled,
         system_version: &str,
@@ -152,6 +153,37 @@ impl DeltaStream {
     }
 }
 
+impl AdsProtocol for DeltaStream {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+
+    fn node(request: &DeltaDiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn names_count(request: &DeltaDiscoveryRequest) -> usize {
+        request.resource_names_subscribe.len() + request.initial_resource_versions.len()
+    }
+
+    fn on_request(
+        &mut self,
+        request: DeltaDiscoveryRequest,
+        compiled: &Compiled,
+        system_version: &str,
+    ) -> (Option<DeltaDiscoveryResponse>, Option<Feedback>) {
+        self.handle_request(request, compiled, system_version)
+    }
+
+    fn on_update(
+        &mut self,
+        compiled: &Compiled,
+        system_version: &str,
+    ) -> Vec<DeltaDiscoveryResponse> {
+        self.handle_update(compiled, system_version)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,7 +202,7 @@ mod tests {
     #[test]
     fn sends_only_changes_and_names_removals() {
         let mut stream = DeltaStream::default();
-        let (response, _) = stream.on_request(
+        let (response, _) = stream.handle_request(
             request(type_url::LISTENER, &[], ""),
             &compiled(8080, 1),
             "1",
@@ -181,7 +213,7 @@ mod tests {
             names.contains(&"outbound_8080") && names.contains(&"checkout.shop:8080"),
             "{names:?}"
         );
-        let (ack, feedback) = stream.on_request(
+        let (ack, feedback) = stream.handle_request(
             request(type_url::LISTENER, &[], &response.nonce),
             &compiled(8080, 1),
             "1",
@@ -189,7 +221,7 @@ mod tests {
         assert!(ack.is_none());
         assert!(matches!(feedback, Some(Feedback::Ack { .. })));
 
-        let update = stream.on_update(&compiled(8081, 2), "2");
+        let update = stream.handle_update(&compiled(8081, 2), "2");
         assert_eq!(update.len(), 1);
         let changed: Vec<&str> = update[0]
             .resources
@@ -216,7 +248,7 @@ mod tests {
     fn reconnect_with_known_versions_gets_only_differences() {
         let v1 = compiled(8080, 1);
         let mut first = DeltaStream::default();
-        let (response, _) = first.on_request(request(type_url::CLUSTER, &[], ""), &v1, "1");
+        let (response, _) = first.handle_request(request(type_url::CLUSTER, &[], ""), &v1, "1");
         let known = response
             .expect("initial")
             .resources
@@ -226,7 +258,7 @@ mod tests {
         let mut second = DeltaStream::default();
         let mut reconnect = request(type_url::CLUSTER, &[], "");
         reconnect.initial_resource_versions = known;
-        let (response, _) = second.on_request(reconnect, &v1, "1");
+        let (response, _) = second.handle_request(reconnect, &v1, "1");
         let response = response.expect("first request is always answered");
         assert!(response.resources.is_empty() && response.removed_resources.is_empty());
     }

@@ -18,7 +18,7 @@ use envoy_types::pb::envoy::{
 use meridian_proto::v1::Proxy;
 use meridian_routes::ProxyLocality;
 use mesh::MeshSnapshot;
-use protocol::{Feedback, MAX_NAMES_PER_REQUEST};
+use protocol::{AdsProtocol, Feedback, MAX_NAMES_PER_REQUEST};
 use registry::Registry;
 use std::{pin::Pin, sync::Arc};
 use table::RouteTable;
@@ -160,63 +160,39 @@ fn check_names(count: usize) -> Result<(), Status> {
     Ok(())
 }
 
-async fn run_sotw(
+/// One stream's loop, for either protocol: requests from the client and
+/// mesh changes in, responses out.
+async fn run_stream<P: AdsProtocol>(
     mut ctx: StreamContext,
-    mut requests: Streaming<DiscoveryRequest>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    mut requests: Streaming<P::Request>,
+    tx: mpsc::Sender<Result<P::Response, Status>>,
 ) -> Result<(), Status> {
-    let mut stream = sotw::SotwStream::default();
+    let mut stream = P::default();
     loop {
-        tokio::select! {
+        let responses = tokio::select! {
             request = requests.message() => {
                 let Some(request) = request? else { return Ok(()) };
-                check_names(request.resource_names.len())?;
-                ctx.register(request.node.as_ref(), "sotw")?;
-                let (compiled, _) = ctx.compiled();
-                let (response, feedback) = stream.on_request(request, &compiled);
-                ctx.record(feedback);
-                if let Some(response) = response {
-                    if tx.send(Ok(response)).await.is_err() { return Ok(()) }
-                }
-            }
-            changed = ctx.mesh.changed() => {
-                if changed.is_err() { return Err(Status::unavailable("the control plane is shutting down")) }
-                if ctx.registration.is_none() { continue }
-                let (compiled, _) = ctx.compiled();
-                for response in stream.on_update(&compiled) {
-                    if tx.send(Ok(response)).await.is_err() { return Ok(()) }
-                }
-            }
-        }
-    }
-}
-
-async fn run_delta(
-    mut ctx: StreamContext,
-    mut requests: Streaming<DeltaDiscoveryRequest>,
-    tx: mpsc::Sender<Result<DeltaDiscoveryResponse, Status>>,
-) -> Result<(), Status> {
-    let mut stream = delta::DeltaStream::default();
-    loop {
-        tokio::select! {
-            request = requests.message() => {
-                let Some(request) = request? else { return Ok(()) };
-                check_names(request.resource_names_subscribe.len() + request.initial_resource_versions.len())?;
-                ctx.register(request.node.as_ref(), "delta")?;
+                check_names(P::names_count(&request))?;
+                ctx.register(P::node(&request), P::NAME)?;
                 let (compiled, version) = ctx.compiled();
                 let (response, feedback) = stream.on_request(request, &compiled, &version);
                 ctx.record(feedback);
-                if let Some(response) = response {
-                    if tx.send(Ok(response)).await.is_err() { return Ok(()) }
-                }
+                response.into_iter().collect()
             }
             changed = ctx.mesh.changed() => {
-                if changed.is_err() { return Err(Status::unavailable("the control plane is shutting down")) }
-                if ctx.registration.is_none() { continue }
-                let (compiled, version) = ctx.compiled();
-                for response in stream.on_update(&compiled, &version) {
-                    if tx.send(Ok(response)).await.is_err() { return Ok(()) }
+                if changed.is_err() {
+                    return Err(Status::unavailable("the control plane is shutting down"));
                 }
+                if ctx.registration.is_none() {
+                    continue;
+                }
+                let (compiled, version) = ctx.compiled();
+                stream.on_update(&compiled, &version)
+            }
+        };
+        for response in responses {
+            if tx.send(Ok(response)).await.is_err() {
+                return Ok(());
             }
         }
     }
@@ -247,7 +223,7 @@ impl AggregatedDiscoveryService for XdsService {
         let (tx, rx) = mpsc::channel(64);
         spawn_stream(
             tx.clone(),
-            run_sotw(self.stream_context(), request.into_inner(), tx),
+            run_stream::<sotw::SotwStream>(self.stream_context(), request.into_inner(), tx),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -259,7 +235,7 @@ impl AggregatedDiscoveryService for XdsService {
         let (tx, rx) = mpsc::channel(64);
         spawn_stream(
             tx.clone(),
-            run_delta(self.stream_context(), request.into_inner(), tx),
+            run_stream::<delta::DeltaStream>(self.stream_context(), request.into_inner(), tx),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -1,6 +1,27 @@
 //! What the two ADS variants share: subscriptions, ACK/NACK feedback, nonces.
 
+use envoy_types::pb::envoy::config::core::v3::Node;
+use meridian_routes::Compiled;
 use std::collections::BTreeSet;
+
+/// A protocol variant's per-stream state: what the stream loop drives.
+pub trait AdsProtocol: Default + Send + 'static {
+    type Request: prost::Message + Default + Send + 'static;
+    type Response: Send + 'static;
+    /// "sotw" or "delta", as listed for connected proxies.
+    const NAME: &'static str;
+
+    fn node(request: &Self::Request) -> Option<&Node>;
+    /// How many resource names the request carries, to refuse oversized ones.
+    fn names_count(request: &Self::Request) -> usize;
+    fn on_request(
+        &mut self,
+        request: Self::Request,
+        compiled: &Compiled,
+        system_version: &str,
+    ) -> (Option<Self::Response>, Option<Feedback>);
+    fn on_update(&mut self, compiled: &Compiled, system_version: &str) -> Vec<Self::Response>;
+}
 
 /// The most names one request may subscribe to; more is refused as malformed.
 pub const MAX_NAMES_PER_REQUEST: usize = 10_000;

@@ -3,8 +3,11 @@
 //! ACK/NACK, wildcard and named subscriptions, stale nonces ignored, no
 //! resend of a NACKed version, no push on reconnect when nothing changed.
 
-use super::protocol::{Feedback, Nonces, Subscription};
-use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use super::protocol::{AdsProtocol, Feedback, Nonces, Subscription};
+use envoy_types::pb::envoy::{
+    config::core::v3::Node,
+    service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
+};
 use meridian_routes::{set_version, type_url, Compiled, XdsResource};
 use std::collections::BTreeMap;
 
@@ -27,7 +30,7 @@ pub struct SotwStream {
 }
 
 impl SotwStream {
-    pub fn on_request(
+    fn handle_request(
         &mut self,
         request: DiscoveryRequest,
         compiled: &Compiled,
@@ -93,7 +96,7 @@ impl SotwStream {
     }
 
     /// Responses for every subscribed type whose contents changed.
-    pub fn on_update(&mut self, compiled: &Compiled) -> Vec<DiscoveryResponse> {
+    fn handle_update(&mut self, compiled: &Compiled) -> Vec<DiscoveryResponse> {
         let types: Vec<String> = self.types.keys().cloned().collect();
         types
             .iter()
@@ -136,6 +139,33 @@ impl SotwStream {
     }
 }
 
+impl AdsProtocol for SotwStream {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+
+    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+        request.node.as_ref()
+    }
+
+    fn names_count(request: &DiscoveryRequest) -> usize {
+        request.resource_names.len()
+    }
+
+    fn on_request(
+        &mut self,
+        request: DiscoveryRequest,
+        compiled: &Compiled,
+        _system_version: &str,
+    ) -> (Option<DiscoveryResponse>, Option<Feedback>) {
+        self.handle_request(request, compiled)
+    }
+
+    fn on_update(&mut self, compiled: &Compiled, _system_version: &str) -> Vec<DiscoveryResponse> {
+        self.handle_update(compiled)
+    }
+}
+
 /// The version and resources a subscription gets. Unknown types get nothing:
 /// the server has no resources of that type.
 fn contents<'a>(
@@ -174,7 +204,7 @@ mod tests {
     fn wildcard_ack_update_and_nack() {
         let v1 = compiled(8080, 1);
         let mut stream = SotwStream::default();
-        let (response, _) = stream.on_request(request(type_url::CLUSTER, &[], "", ""), &v1);
+        let (response, _) = stream.handle_request(request(type_url::CLUSTER, &[], "", ""), &v1);
         let response = response.expect("initial response");
         assert_eq!(
             response.resources.len(),
@@ -182,7 +212,7 @@ mod tests {
             "wildcard CDS gets every cluster"
         );
 
-        let (again, feedback) = stream.on_request(
+        let (again, feedback) = stream.handle_request(
             request(
                 type_url::CLUSTER,
                 &[],
@@ -194,12 +224,12 @@ mod tests {
         assert!(again.is_none(), "an ACK needs no response");
         assert!(matches!(feedback, Some(Feedback::Ack { .. })));
         assert!(
-            stream.on_update(&v1).is_empty(),
+            stream.handle_update(&v1).is_empty(),
             "nothing changed, nothing sent"
         );
 
         let v2 = compiled(8081, 2);
-        let pushed = stream.on_update(&v2);
+        let pushed = stream.handle_update(&v2);
         assert_eq!(pushed.len(), 1);
         let mut nack = request(
             type_url::CLUSTER,
@@ -212,14 +242,14 @@ mod tests {
             message: "bad cluster".into(),
             ..Default::default()
         });
-        let (resent, feedback) = stream.on_request(nack, &v2);
+        let (resent, feedback) = stream.handle_request(nack, &v2);
         assert!(resent.is_none(), "a NACKed version is not sent again");
         assert!(
             matches!(feedback, Some(Feedback::Nack { ref error, .. }) if error == "bad cluster")
         );
-        assert!(stream.on_update(&v2).is_empty(), "no NACK loop");
+        assert!(stream.handle_update(&v2).is_empty(), "no NACK loop");
         assert_eq!(
-            stream.on_update(&compiled(8082, 3)).len(),
+            stream.handle_update(&compiled(8082, 3)).len(),
             1,
             "a newer version goes out"
         );
@@ -230,16 +260,16 @@ mod tests {
         let v1 = compiled(8080, 1);
         let mut stream = SotwStream::default();
         let (response, _) =
-            stream.on_request(request(type_url::ENDPOINT, &["checkout.shop"], "", ""), &v1);
+            stream.handle_request(request(type_url::ENDPOINT, &["checkout.shop"], "", ""), &v1);
         let response = response.expect("response");
         assert_eq!(response.resources.len(), 1);
         let (stale, feedback) =
-            stream.on_request(request(type_url::ENDPOINT, &["cart.shop"], "", "999"), &v1);
+            stream.handle_request(request(type_url::ENDPOINT, &["cart.shop"], "", "999"), &v1);
         assert!(
             stale.is_none() && feedback.is_none(),
             "a stale nonce is ignored"
         );
-        let (more, _) = stream.on_request(
+        let (more, _) = stream.handle_request(
             request(
                 type_url::ENDPOINT,
                 &["checkout.shop", "cart.shop"],
@@ -252,7 +282,7 @@ mod tests {
         assert_eq!(more.resources.len(), 2);
 
         // An update carries only the load assignment that changed.
-        stream.on_request(
+        stream.handle_request(
             request(
                 type_url::ENDPOINT,
                 &["checkout.shop", "cart.shop"],
@@ -261,7 +291,7 @@ mod tests {
             ),
             &v1,
         );
-        let update = stream.on_update(&compiled(8081, 2));
+        let update = stream.handle_update(&compiled(8081, 2));
         assert_eq!(update.len(), 1);
         assert_eq!(
             update[0].resources.len(),
@@ -274,23 +304,23 @@ mod tests {
     fn reconnect_with_current_version_gets_no_push() {
         let v1 = compiled(8080, 1);
         let mut first = SotwStream::default();
-        let (response, _) = first.on_request(request(type_url::LISTENER, &[], "", ""), &v1);
+        let (response, _) = first.handle_request(request(type_url::LISTENER, &[], "", ""), &v1);
         let version = response.expect("response").version_info;
         let mut second = SotwStream::default();
         let (response, feedback) =
-            second.on_request(request(type_url::LISTENER, &[], &version, ""), &v1);
+            second.handle_request(request(type_url::LISTENER, &[], &version, ""), &v1);
         assert!(
             response.is_none(),
             "nothing to send to a client that is current"
         );
         assert!(matches!(feedback, Some(Feedback::Ack { .. })));
-        assert_eq!(second.on_update(&compiled(8081, 2)).len(), 1);
+        assert_eq!(second.handle_update(&compiled(8081, 2)).len(), 1);
     }
 
     #[test]
     fn unknown_types_get_an_empty_answer() {
         let mut stream = SotwStream::default();
-        let (response, _) = stream.on_request(
+        let (response, _) = stream.handle_request(
             request("type.googleapis.com/no.Such", &["x"], "", ""),
             &compiled(8080, 1),
         );
