@@ -93,3 +93,12 @@ pub async fn change_membership(
         .into_inner();
     unwire(serde_json::from_slice(&reply.json)?)
 }
+
+/// Tells the leader which clusters' agents stream to this node.
+pub async fn agent_heartbeat(addr: &str, clusters: &[String]) -> Result<(), ForwardError> {
+    let json = serde_json::to_vec(clusters)?;
+    client(addr)?
+        .agent_heartbeat(request(RaftPayload { json }))
+        .await?;
+    Ok(())
+}

@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod events;
+mod federation;
 mod forward;
 mod grpc_client;
 mod http;

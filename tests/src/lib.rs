@@ -2,6 +2,7 @@
 //! 127.0.0.1 with ephemeral ports, talk to them over gRPC, HTTP and the CLI,
 //! and kill every process when its handle drops.
 
+pub mod agent;
 pub mod http;
 pub mod node;
 pub mod xds;
@@ -98,4 +99,56 @@ pub fn cli(server: &str, args: &[&str], stdin: Option<&str>) -> CliRun {
         }
     }
     child.wait_with_output().expect("run meridian CLI").into()
+}
+
+/// What a node holds for one service's endpoints in one cluster: sorted
+/// `address:port health` strings, or `None` if the object does not exist.
+pub async fn endpoints_of(
+    node: &ServerNode,
+    namespace: &str,
+    name: &str,
+    cluster: &str,
+) -> Option<Vec<String>> {
+    use meridian_proto::v1::{Consistency, GetRequest, ResourceKey};
+    let mut client = node.client().await?;
+    let request = GetRequest {
+        key: Some(ResourceKey {
+            kind: "Endpoints".into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            cluster: cluster.into(),
+        }),
+        consistency: Consistency::Stale as i32,
+    };
+    let reply = client.get(request).await.ok()?.into_inner();
+    let manifest: serde_json::Value = serde_json::from_str(&reply.manifest_json).ok()?;
+    let mut endpoints: Vec<String> = manifest["spec"]["endpoints"]
+        .as_array()?
+        .iter()
+        .map(|e| {
+            format!(
+                "{}:{} {}",
+                e["address"].as_str().unwrap_or(""),
+                e["port"],
+                e["health"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    endpoints.sort();
+    Some(endpoints)
+}
+
+/// A cluster's status as `get clusters -o json` shows it.
+pub fn cluster_status(server: &str, cluster: &str) -> Option<serde_json::Value> {
+    let run = cli(
+        server,
+        &["get", "clusters", "-o", "json", "--consistency", "stale"],
+        None,
+    );
+    let value: serde_json::Value = serde_json::from_str(&run.stdout).ok()?;
+    value["items"]
+        .as_array()?
+        .iter()
+        .find(|c| c["metadata"]["name"] == cluster)
+        .map(|c| c["status"].clone())
 }

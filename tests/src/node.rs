@@ -12,12 +12,15 @@ use tonic::transport::Channel;
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     pub snapshot_threshold: u64,
+    /// More `meridian server` flags.
+    pub extra_args: Vec<String>,
 }
 
 impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             snapshot_threshold: 10_000,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -80,6 +83,7 @@ impl ServerNode {
                 "--snapshot-threshold",
                 &self.options.snapshot_threshold.to_string(),
             ])
+            .args(&self.options.extra_args)
             .env("MERIDIAN_LOG", "info,openraft=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -57,6 +57,7 @@ async fn three_nodes_replicate_fail_over_and_recover() {
     let root = tempfile::tempdir().expect("temp dir");
     let options = ServerOptions {
         snapshot_threshold: 20,
+        ..ServerOptions::default()
     };
     let mut nodes = start_cluster(root.path(), 3, options);
 

@@ -25,4 +25,4 @@ pub use manifest::{parse_manifests, Manifest};
 pub use meta::Metadata;
 pub use plan::{plan, Command, Op, StateView, Write};
 pub use references::check_references;
-pub use resource::{Resource, Spec};
+pub use resource::{Resource, Spec, Status};

@@ -10,6 +10,9 @@ pub struct Manifest {
     pub kind: String,
     pub metadata: serde_json::Value,
     pub spec: serde_json::Value,
+    /// Written by the control plane only; ignored when an operator writes it.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub status: serde_json::Value,
 }
 
 /// Parses every document in `text` into a validated resource. Accepts

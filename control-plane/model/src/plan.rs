@@ -3,7 +3,7 @@
 
 use crate::{
     references::{check_delete, check_references},
-    Kind, Rejection, RejectionCode, Resource, ResourceKey,
+    Kind, Rejection, RejectionCode, Resource, ResourceKey, Status,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -25,7 +25,13 @@ pub enum Op {
     Delete {
         key: ResourceKey,
         expected_revision: Option<u64>,
+        /// Deleting what does not exist is a no-op rather than NOT_FOUND
+        /// (agents resynchronising after a reconnect).
+        #[serde(default)]
+        ignore_missing: bool,
     },
+    /// Replaces a cluster's observed status; nothing else about it changes.
+    SetStatus { cluster: String, status: Status },
 }
 
 /// The payload of one Raft log entry: a batch of writes applied all or nothing.
@@ -84,10 +90,12 @@ fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Reject
             let current = overlay.get(&key);
             check_expected(&key, current.as_ref(), *expected_revision)?;
             check_references(overlay, resource)?;
-            if let Some(current) = current.filter(|c| c.same_content(resource)) {
+            if let Some(current) = current.as_ref().filter(|c| c.same_content(resource)) {
                 return Ok(current.revision());
             }
             let mut stored = Resource::clone(resource);
+            // Status is the control plane's to write: a put keeps what is there.
+            stored.status = current.and_then(|c| c.status);
             stored.metadata.revision = Some(index);
             overlay.changes.insert(key, Some(stored));
             Ok(index)
@@ -95,9 +103,13 @@ fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Reject
         Op::Delete {
             key,
             expected_revision,
+            ignore_missing,
         } => {
             let current = overlay.get(key);
             if current.is_none() {
+                if *ignore_missing {
+                    return Ok(0);
+                }
                 return Err(Rejection::new(
                     RejectionCode::NotFound,
                     format!("{key} not found"),
@@ -106,6 +118,19 @@ fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Reject
             check_expected(key, current.as_ref(), *expected_revision)?;
             check_delete(overlay, key)?;
             overlay.changes.insert(key.clone(), None);
+            Ok(index)
+        }
+        Op::SetStatus { cluster, status } => {
+            let key = ResourceKey::new(Kind::Cluster, None, cluster, None)?;
+            let mut stored = overlay.get(&key).ok_or_else(|| {
+                Rejection::new(RejectionCode::NotFound, format!("{key} not found"))
+            })?;
+            if stored.status.as_ref() == Some(status) {
+                return Ok(stored.revision());
+            }
+            stored.status = Some(status.clone());
+            stored.metadata.revision = Some(index);
+            overlay.changes.insert(key, Some(stored));
             Ok(index)
         }
     }
@@ -253,6 +278,7 @@ mod tests {
             ops: vec![Op::Delete {
                 key: key.clone(),
                 expected_revision: None,
+                ignore_missing: false,
             }],
         };
         let err = state.apply(&delete, 2).expect_err("still referenced");
@@ -291,6 +317,42 @@ mod tests {
         assert_eq!(
             state.apply(&puts(SERVICES), 9).expect("applies"),
             vec![5, 5]
+        );
+    }
+
+    #[test]
+    fn status_is_kept_by_puts_and_set_by_set_status() {
+        let mut state = MemState::default();
+        let cluster = "kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1}\n";
+        state.apply(&puts(cluster), 1).expect("applies");
+        let stale = Status {
+            stale: true,
+            ..Status::default()
+        };
+        let set = Command {
+            ops: vec![Op::SetStatus {
+                cluster: "c1".into(),
+                status: stale.clone(),
+            }],
+        };
+        assert_eq!(state.apply(&set, 2).expect("sets"), vec![2]);
+        state
+            .apply(
+                &puts("kind: Cluster\nmetadata: {name: c1}\nspec: {region: r2}\n"),
+                3,
+            )
+            .expect("applies");
+        let key = ResourceKey::new(Kind::Cluster, None, "c1", None).expect("key");
+        assert_eq!(state.0[&key].status, Some(stale));
+        let missing = Command {
+            ops: vec![Op::SetStatus {
+                cluster: "c9".into(),
+                status: Status::default(),
+            }],
+        };
+        assert_eq!(
+            state.apply(&missing, 4).expect_err("missing").code,
+            RejectionCode::NotFound
         );
     }
 

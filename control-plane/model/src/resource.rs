@@ -13,6 +13,24 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 pub struct Resource {
     pub metadata: Metadata,
     pub spec: Spec,
+    /// What the control plane observed about the object (clusters only, for now).
+    pub status: Option<Status>,
+}
+
+/// The observed state of a member cluster's discovery.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Status {
+    /// No agent has reported for longer than the grace period; the
+    /// cluster's endpoints are kept as they were.
+    #[serde(default)]
+    pub stale: bool,
+    /// The agent that last synchronised the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
+    /// The agent's discovery source is failing; its last good view is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -94,7 +112,15 @@ impl Resource {
             Kind::TrafficSplit => Spec::TrafficSplit(from_value("spec", manifest.spec)?),
             Kind::FailoverPolicy => Spec::FailoverPolicy(from_value("spec", manifest.spec)?),
         };
-        let resource = Resource { metadata, spec };
+        let status = match manifest.status {
+            serde_json::Value::Null => None,
+            value => Some(from_value("status", value)?),
+        };
+        let resource = Resource {
+            metadata,
+            spec,
+            status,
+        };
         resource.validate()?;
         Ok(resource)
     }
@@ -115,6 +141,11 @@ impl Resource {
             kind: self.kind().to_string(),
             metadata: serde_json::to_value(&self.metadata).unwrap_or(serde_json::Value::Null),
             spec: self.spec.to_json(),
+            status: self
+                .status
+                .as_ref()
+                .and_then(|s| serde_json::to_value(s).ok())
+                .unwrap_or(serde_json::Value::Null),
         }
     }
 

@@ -63,6 +63,7 @@ pub fn delete_from_pb(delete: pb::DeleteRequest) -> Result<Op, Status> {
     Ok(Op::Delete {
         key: key_from_pb(delete.key)?,
         expected_revision: delete.expected_revision,
+        ignore_missing: false,
     })
 }
 

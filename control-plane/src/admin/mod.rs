@@ -6,6 +6,7 @@ mod watch;
 
 pub use convert::state_name;
 
+use crate::raft::state_machine::DbView;
 use crate::{
     metrics::Metrics,
     node::{MembershipChange, Node},
@@ -15,10 +16,27 @@ use convert::{
     consistency, delete_from_pb, key_from_pb, members, node_error, parse_kind, put_from_pb,
     resource_to_pb,
 };
-use meridian_model::{plan, Command, Kind, ResourceKey, StateView};
+use meridian_model::{plan, Command, Kind, Resource, ResourceKey, StateView};
 use meridian_proto::v1::{self as pb, admin_server};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
+
+/// Endpoints show whether their cluster is stale, read from the cluster's status.
+fn with_cluster_status(view: &DbView, mut resource: Resource) -> Resource {
+    if resource.kind() == Kind::Endpoints {
+        let cluster = resource.metadata.cluster.clone().unwrap_or_default();
+        let stale = ResourceKey::new(Kind::Cluster, None, &cluster, None)
+            .ok()
+            .and_then(|key| view.get(&key))
+            .and_then(|c| c.status)
+            .is_some_and(|s| s.stale);
+        resource.status = Some(meridian_model::Status {
+            stale,
+            ..Default::default()
+        });
+    }
+    resource
+}
 
 pub struct AdminService {
     node: Arc<Node>,
@@ -145,13 +163,11 @@ impl admin_server::Admin for AdminService {
                 .read_barrier(consistency)
                 .await
                 .map_err(node_error)?;
-            let resource = self
-                .node
-                .state
-                .view()
+            let view = self.node.state.view();
+            let resource = view
                 .get(&key)
                 .ok_or_else(|| Status::not_found(format!("{key} not found")))?;
-            Ok(resource_to_pb(&resource))
+            Ok(resource_to_pb(&with_cluster_status(&view, resource)))
         }
         .await;
         self.count("Get", result.map(Response::new))
@@ -179,7 +195,7 @@ impl admin_server::Admin for AdminService {
             let items = kinds
                 .into_iter()
                 .flat_map(|kind| view.list_prefix(&ResourceKey::prefix(kind, namespace)))
-                .map(|r| resource_to_pb(&r))
+                .map(|r| resource_to_pb(&with_cluster_status(&view, r)))
                 .collect();
             Ok(pb::ListResponse { items, revision })
         }

@@ -52,7 +52,15 @@ pub fn print_list(kind: Kind, items: &[pb::Resource], format: Format) -> anyhow:
         return print_value(&json!({ "items": items }), format);
     }
     let header = match kind {
-        Kind::Cluster => vec!["NAME", "REGION", "ZONE", "REVISION"],
+        Kind::Cluster => vec![
+            "NAME",
+            "REGION",
+            "ZONE",
+            "AGENT",
+            "STALE",
+            "SOURCE-ERROR",
+            "REVISION",
+        ],
         Kind::Service => vec!["NAMESPACE", "NAME", "PROTOCOL", "PORT", "LB", "REVISION"],
         Kind::Endpoints => vec![
             "NAMESPACE",
@@ -77,11 +85,21 @@ fn row(resource: &Resource) -> Vec<String> {
     let meta = &resource.metadata;
     let namespace = meta.namespace.clone().unwrap_or_default();
     let revision = resource.revision().to_string();
+    let status = resource.status.as_ref();
+    let stale = if status.is_some_and(|s| s.stale) {
+        "stale"
+    } else {
+        ""
+    }
+    .to_string();
     match &resource.spec {
         Spec::Cluster(s) => vec![
             meta.name.clone(),
             s.region.clone(),
             s.zone.clone().unwrap_or_default(),
+            status.and_then(|s| s.agent.clone()).unwrap_or_default(),
+            stale,
+            status.and_then(|s| s.source_error.clone()).unwrap_or_default(),
             revision,
         ],
         Spec::Service(s) => vec![
@@ -102,6 +120,7 @@ fn row(resource: &Resource) -> Vec<String> {
                 .count()
                 .to_string(),
             s.endpoints.len().to_string(),
+            stale,
             revision,
         ],
         Spec::TrafficSplit(s) => vec![

@@ -3,6 +3,7 @@
 
 use super::network::SnapshotHeader;
 use crate::{
+    federation::liveness::Liveness,
     forward::{LeaderReply, Wire},
     node::{Attempt, Node, NodeError},
 };
@@ -17,11 +18,12 @@ use tonic::{Request, Response, Status};
 
 pub struct RaftService {
     node: Arc<Node>,
+    liveness: Arc<Liveness>,
 }
 
 impl RaftService {
-    pub fn new(node: Arc<Node>) -> Self {
-        RaftService { node }
+    pub fn new(node: Arc<Node>, liveness: Arc<Liveness>) -> Self {
+        RaftService { node, liveness }
     }
 }
 
@@ -113,5 +115,16 @@ impl raft_server::Raft for RaftService {
             Err(e) => Err(e.to_string()),
         };
         encode(&wire)
+    }
+
+    async fn agent_heartbeat(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let clusters: Vec<String> = decode(&request.into_inner().json)?;
+        self.liveness.seen(&clusters);
+        Ok(Response::new(RaftPayload {
+            json: b"null".to_vec(),
+        }))
     }
 }

@@ -2,6 +2,7 @@
 //! variable), parsed into a typed config and validated before anything starts.
 
 use crate::raft::NodeId;
+use meridian_federation::{sources::kubernetes::KubernetesOptions, SourceSpec};
 use std::{
     collections::BTreeMap,
     net::{SocketAddr, ToSocketAddrs},
@@ -29,6 +30,20 @@ pub struct ServerArgs {
     /// Take a snapshot (and purge the log behind it) after this many entries.
     #[arg(long, env = "MERIDIAN_SNAPSHOT_THRESHOLD", default_value_t = 10_000)]
     pub snapshot_threshold: u64,
+    /// How long a cluster's agent may be gone before its endpoints are marked stale.
+    #[arg(long, env = "MERIDIAN_AGENT_GRACE_PERIOD", default_value = "30s")]
+    pub agent_grace_period: meridian_model::Duration,
+    /// Run a discovery source in-process (`kubernetes`, `file:PATH`, `http-sd:URL`)
+    /// for the cluster named by --source-cluster, instead of a separate agent.
+    #[arg(long, env = "MERIDIAN_SOURCE", requires = "source_cluster")]
+    pub source: Option<String>,
+    #[arg(long, env = "MERIDIAN_SOURCE_CLUSTER", requires = "source")]
+    pub source_cluster: Option<String>,
+    /// For an in-process Kubernetes source.
+    #[arg(long, env = "MERIDIAN_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    #[arg(long, env = "MERIDIAN_KUBE_CONTEXT")]
+    pub kube_context: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +66,9 @@ pub struct ServerConfig {
     /// The founding members, if this node founds the cluster.
     pub initial_cluster: Option<BTreeMap<NodeId, String>>,
     pub snapshot_threshold: u64,
+    pub agent_grace: std::time::Duration,
+    /// An in-process discovery source and the cluster it reports.
+    pub source: Option<(SourceSpec, String)>,
 }
 
 impl ServerArgs {
@@ -88,8 +106,23 @@ impl ServerArgs {
                 require_loopback("--initial-cluster", &resolve("--initial-cluster", addr)?)?;
             }
         }
+        let source = match (&self.source, &self.source_cluster) {
+            (Some(spec), Some(cluster)) => {
+                let kubernetes = KubernetesOptions {
+                    kubeconfig: self.kubeconfig.clone(),
+                    context: self.kube_context.clone(),
+                    namespaces: Vec::new(),
+                };
+                let spec = SourceSpec::parse(spec, kubernetes)
+                    .map_err(|e| invalid(format!("--source: {e}")))?;
+                Some((spec, cluster.clone()))
+            }
+            _ => None,
+        };
         Ok(ServerConfig {
             node_id: self.node_id,
+            agent_grace: self.agent_grace_period.as_std(),
+            source,
             data_dir: self.data_dir.clone(),
             grpc_addr,
             http_addr,
@@ -168,6 +201,11 @@ mod tests {
             http_addr: "127.0.0.1:7401".into(),
             initial_cluster: cluster.map(str::to_string),
             snapshot_threshold: 100,
+            agent_grace_period: meridian_model::Duration::from_millis(30_000),
+            source: None,
+            source_cluster: None,
+            kubeconfig: None,
+            kube_context: None,
         }
     }
 

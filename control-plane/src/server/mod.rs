@@ -5,6 +5,7 @@ pub mod config;
 
 use crate::{
     admin::AdminService,
+    federation::{self, liveness::Liveness, FederationService},
     http,
     metrics::Metrics,
     node::Node,
@@ -21,6 +22,8 @@ use crate::{
 use anyhow::Context;
 use config::ServerConfig;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
+use meridian_federation::agent::AgentConfig;
+use meridian_proto::v1::federation_server::FederationServer;
 use meridian_proto::v1::{admin_server::AdminServer, raft_server::RaftServer, FILE_DESCRIPTOR_SET};
 use openraft::{error::InitializeError, error::RaftError, BasicNode, SnapshotPolicy};
 use std::{collections::BTreeMap, future::IntoFuture, sync::Arc};
@@ -66,6 +69,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let node = Arc::new(Node::new(config.node_id, raft.clone(), state, committed));
     let metrics = Arc::new(Metrics::default());
     let proxies = Arc::new(Registry::default());
+    let liveness = Arc::new(Liveness::default());
 
     let grpc_listener = TcpListener::bind(config.grpc_addr)
         .await
@@ -92,13 +96,17 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             metrics.clone(),
             proxies.clone(),
         )))
+        .add_service(FederationServer::new(FederationService::new(
+            node.clone(),
+            liveness.clone(),
+        )))
         .add_service(AggregatedDiscoveryServiceServer::new(XdsService::new(
             config.node_id,
             mesh,
             proxies,
         )))
         .add_service(
-            RaftServer::new(RaftService::new(node.clone()))
+            RaftServer::new(RaftService::new(node.clone(), liveness.clone()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
@@ -117,6 +125,27 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 
     if let Some(members) = &config.initial_cluster {
         found_cluster(&raft, members).await?;
+    }
+    tokio::spawn(federation::liveness::run(
+        node.clone(),
+        liveness,
+        config.agent_grace,
+    ));
+    if let Some((spec, cluster)) = config.source.clone() {
+        let agent = AgentConfig {
+            agent_id: format!("{cluster}-in-process-{}", config.node_id),
+            cluster,
+            control_planes: vec![config.grpc_addr.to_string()],
+            batch_interval: std::time::Duration::from_millis(100),
+        };
+        tokio::spawn(async move {
+            let error = meridian_federation::agent::run(
+                agent,
+                spec.build(std::time::Duration::from_secs(5)),
+            )
+            .await;
+            tracing::error!(%error, "the in-process discovery source stopped");
+        });
     }
 
     shutdown_signal().await;

@@ -1,0 +1,215 @@
+//! The agent's connection to the control plane: a full snapshot on every
+//! connect, then batched deltas, one batch in flight at a time (changes that
+//! arrive meanwhile fold into the next batch), reconnecting with backoff and
+//! moving to the next control-plane node on failure.
+
+use crate::{diff, Delta, Source, SourceUpdate, View};
+use meridian_proto::v1::{
+    federation_client::FederationClient, sync_request::Message, Batch, EndpointSet, Hello,
+    ServiceName as PbName, SourceStatus, SyncRequest, SyncResponse,
+};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+/// How long a batch may wait for its acknowledgement before the agent reconnects.
+const ACK_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub cluster: String,
+    pub agent_id: String,
+    /// Control-plane nodes, tried in turn.
+    pub control_planes: Vec<String>,
+    /// How long changes gather before they are sent as one batch.
+    pub batch_interval: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("connecting to {addr}: {message}")]
+    Connect { addr: String, message: String },
+    #[error("{0}")]
+    Refused(#[from] tonic::Status),
+    #[error("the control plane closed the stream")]
+    Closed,
+    #[error("no acknowledgement within {}s", ACK_TIMEOUT.as_secs())]
+    AckTimeout,
+    #[error("the discovery source stopped")]
+    SourceGone,
+}
+
+/// Runs the source and keeps the control plane in step with it, forever.
+pub async fn run(config: AgentConfig, source: Box<dyn Source>) -> AgentError {
+    let (updates_tx, mut updates) = mpsc::channel(16);
+    tokio::spawn(source.run(updates_tx));
+    let (view_tx, view_rx) = watch::channel::<Option<View>>(None);
+    let (error_tx, error_rx) = watch::channel::<Option<String>>(None);
+    tokio::spawn(async move {
+        while let Some(update) = updates.recv().await {
+            match update {
+                SourceUpdate::View(view) => {
+                    let _ = error_tx.send(None);
+                    let _ = view_tx.send(Some(view));
+                }
+                SourceUpdate::Error(e) => {
+                    let _ = error_tx.send(Some(e));
+                }
+            }
+        }
+    });
+
+    let mut backoff = Duration::from_millis(100);
+    for addr in config.control_planes.iter().cycle() {
+        match session(&config, addr, view_rx.clone(), error_rx.clone()).await {
+            AgentError::SourceGone => return AgentError::SourceGone,
+            e => {
+                tracing::warn!(control_plane = %addr, error = %e, retry_in = ?backoff, "federation stream ended")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+    AgentError::Closed
+}
+
+fn batch(seq: u64, full_snapshot: bool, delta: &Delta) -> SyncRequest {
+    let upserts = delta
+        .upserts
+        .iter()
+        .map(|(name, endpoints)| EndpointSet {
+            namespace: name.namespace.clone(),
+            name: name.name.clone(),
+            spec_json: serde_json::json!({ "endpoints": endpoints }).to_string(),
+        })
+        .collect();
+    let removals = delta
+        .removals
+        .iter()
+        .map(|n| PbName {
+            namespace: n.namespace.clone(),
+            name: n.name.clone(),
+        })
+        .collect();
+    SyncRequest {
+        message: Some(Message::Batch(Batch {
+            seq,
+            full_snapshot,
+            upserts,
+            removals,
+        })),
+    }
+}
+
+async fn await_ack(responses: &mut Streaming<SyncResponse>, seq: u64) -> Result<u64, AgentError> {
+    loop {
+        let reply = tokio::time::timeout(ACK_TIMEOUT, responses.message())
+            .await
+            .map_err(|_| AgentError::AckTimeout)??
+            .ok_or(AgentError::Closed)?;
+        if reply.acked_seq == seq {
+            return Ok(reply.index);
+        }
+    }
+}
+
+/// One connection: snapshot, then deltas, until something fails.
+async fn session(
+    config: &AgentConfig,
+    addr: &str,
+    mut views: watch::Receiver<Option<View>>,
+    mut errors: watch::Receiver<Option<String>>,
+) -> AgentError {
+    let channel = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
+        Ok(endpoint) => match endpoint
+            .connect_timeout(Duration::from_secs(3))
+            .connect()
+            .await
+        {
+            Ok(channel) => channel,
+            Err(e) => {
+                return AgentError::Connect {
+                    addr: addr.to_string(),
+                    message: e.to_string(),
+                }
+            }
+        },
+        Err(e) => {
+            return AgentError::Connect {
+                addr: addr.to_string(),
+                message: e.to_string(),
+            }
+        }
+    };
+    let (tx, rx) = mpsc::channel(8);
+    let hello = SyncRequest {
+        message: Some(Message::Hello(Hello {
+            cluster: config.cluster.clone(),
+            agent_id: config.agent_id.clone(),
+        })),
+    };
+    if tx.send(hello).await.is_err() {
+        return AgentError::Closed;
+    }
+    let mut responses = match FederationClient::new(channel)
+        .sync(ReceiverStream::new(rx))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(status) => return status.into(),
+    };
+    // The first view, then the full snapshot that resynchronises the cluster.
+    if views.wait_for(Option::is_some).await.is_err() {
+        return AgentError::SourceGone;
+    }
+    let mut acked = View::new();
+    let mut seq = 0;
+    let mut full = true;
+    errors.mark_changed();
+    loop {
+        let current = views.borrow_and_update().clone().unwrap_or_default();
+        let delta = diff(&acked, &current);
+        if full || !delta.is_empty() {
+            seq += 1;
+            if tx.send(batch(seq, full, &delta)).await.is_err() {
+                return AgentError::Closed;
+            }
+            match await_ack(&mut responses, seq).await {
+                Ok(index) => tracing::info!(
+                    seq,
+                    index,
+                    upserts = delta.upserts.len(),
+                    removals = delta.removals.len(),
+                    full,
+                    "batch committed"
+                ),
+                Err(e) => return e,
+            }
+            acked = current;
+            full = false;
+            continue;
+        }
+        tokio::select! {
+            changed = views.changed() => {
+                if changed.is_err() { return AgentError::SourceGone }
+                // Let a burst of changes gather into one batch.
+                tokio::time::sleep(config.batch_interval).await;
+            }
+            changed = errors.changed() => {
+                if changed.is_err() { return AgentError::SourceGone }
+                let error = errors.borrow_and_update().clone().unwrap_or_default();
+                let status = SyncRequest { message: Some(Message::SourceStatus(SourceStatus { error })) };
+                if tx.send(status).await.is_err() { return AgentError::Closed }
+            }
+            reply = responses.message() => {
+                return match reply {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => AgentError::Closed,
+                    Err(status) => status.into(),
+                };
+            }
+        }
+    }
+}
