@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod http;
+pub mod http_sd;
 pub mod node;
 pub mod xds;
 

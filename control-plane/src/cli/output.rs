@@ -99,7 +99,9 @@ fn row(resource: &Resource) -> Vec<String> {
             s.zone.clone().unwrap_or_default(),
             status.and_then(|s| s.agent.clone()).unwrap_or_default(),
             stale,
-            status.and_then(|s| s.source_error.clone()).unwrap_or_default(),
+            status
+                .and_then(|s| s.source_error.clone())
+                .unwrap_or_default(),
             revision,
         ],
         Spec::Service(s) => vec![
