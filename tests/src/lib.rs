@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod http;
 pub mod http_sd;
+pub mod kube_api;
 pub mod node;
 pub mod xds;
 
