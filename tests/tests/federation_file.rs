@@ -214,3 +214,36 @@ async fn file_agents_sync_go_stale_and_survive_a_leader_kill() {
         false
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_in_process_source_feeds_its_own_node() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let file = root.path().join("lab.yaml");
+    write(&file, &set("lab/printer", &[("10.7.0.1", "healthy")]));
+    let options = ServerOptions {
+        extra_args: vec![
+            "--source".into(),
+            format!("file:{}", file.display()),
+            "--source-cluster".into(),
+            "lab".into(),
+        ],
+        ..ServerOptions::default()
+    };
+    let nodes = start_cluster(root.path(), 1, options);
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let node = &nodes[0];
+    // The source waits (with backoff) until its cluster is registered.
+    assert!(
+        cli(
+            &node.grpc,
+            &["apply", "-f", "-"],
+            Some("kind: Cluster\nmetadata: {name: lab}\nspec: {region: home}\n")
+        )
+        .ok
+    );
+    eventually(WAIT, "the in-process source's endpoints", || async {
+        (endpoints_of(node, "lab", "printer", "lab").await? == strings(&["10.7.0.1:8080 healthy"]))
+            .then_some(())
+    })
+    .await;
+}
