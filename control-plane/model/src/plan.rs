@@ -362,13 +362,22 @@ mod tests {
         let key = ResourceKey::new(Kind::Cluster, None, "nowhere", None).expect("key");
         let cmd = Command {
             ops: vec![Op::Delete {
-                key,
+                key: key.clone(),
                 expected_revision: None,
+                ignore_missing: false,
             }],
         };
         assert_eq!(
             state.apply(&cmd, 1).expect_err("missing").code,
             RejectionCode::NotFound
         );
+        let tolerant = Command {
+            ops: vec![Op::Delete {
+                key,
+                expected_revision: None,
+                ignore_missing: true,
+            }],
+        };
+        assert!(state.apply(&tolerant, 2).is_ok(), "ignore_missing makes it a no-op");
     }
 }
