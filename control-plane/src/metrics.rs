@@ -1,11 +1,17 @@
 //! Prometheus metrics of a control-plane node.
 
 use crate::node::Node;
+use meridian_model::{Kind, StateView};
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -24,6 +30,8 @@ pub struct Metrics {
     is_leader: Gauge,
     has_leader: Gauge,
     voters: Gauge,
+    cluster_stale: Family<ClusterLabels, Gauge>,
+    cluster_source_error: Family<ClusterLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -57,6 +65,18 @@ impl Default for Metrics {
         let is_leader = gauge("raft_is_leader", "1 if this node is the leader");
         let has_leader = gauge("raft_has_leader", "1 if this node knows a leader");
         let voters = gauge("raft_voters", "Voting members in the current membership");
+        let cluster_stale = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "cluster_stale",
+            "1 if the cluster's agent has been gone longer than the grace period",
+            cluster_stale.clone(),
+        );
+        let cluster_source_error = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "cluster_source_error",
+            "1 if the cluster's discovery source reports an error (its last good view is kept)",
+            cluster_source_error.clone(),
+        );
         Metrics {
             registry,
             admin_requests,
@@ -68,6 +88,8 @@ impl Default for Metrics {
             is_leader,
             has_leader,
             voters,
+            cluster_stale,
+            cluster_source_error,
         }
     }
 }
@@ -103,6 +125,20 @@ impl Metrics {
         self.voters.set(as_gauge(
             m.membership_config.membership().voter_ids().count() as u64,
         ));
+        self.cluster_stale.clear();
+        self.cluster_source_error.clear();
+        for cluster in node.state.view().list(Kind::Cluster) {
+            let labels = ClusterLabels {
+                cluster: cluster.metadata.name.clone(),
+            };
+            let status = cluster.status.unwrap_or_default();
+            self.cluster_stale
+                .get_or_create(&labels)
+                .set(i64::from(status.stale));
+            self.cluster_source_error
+                .get_or_create(&labels)
+                .set(i64::from(status.source_error.is_some()));
+        }
         let mut text = String::new();
         if let Err(e) = encode(&mut text, &self.registry) {
             tracing::error!(error = %e, "encoding metrics failed");

@@ -3,7 +3,7 @@
 //! the last good view and report the error.
 
 use meridian_tests::{
-    agent::AgentProcess, agreed_leader, cli, cluster_status, endpoints_of, eventually,
+    agent::AgentProcess, agreed_leader, cli, cluster_status, endpoints_of, eventually, http,
     http_sd::HttpSdServer, start_cluster, ServerOptions,
 };
 use std::time::Duration;
@@ -76,6 +76,11 @@ async fn http_sd_changes_errors_and_outages() {
         expect(&["10.9.0.2", "10.9.0.3"]),
     )
     .await;
+    let (_, metrics) = http::get(&node.http, "/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains("meridian_cluster_source_error{cluster=\"vms\"} 1"),
+        "{metrics}"
+    );
 
     server.down().await;
     eventually(WAIT, "the outage to be reported", || async {

@@ -378,6 +378,9 @@ mod tests {
                 ignore_missing: true,
             }],
         };
-        assert!(state.apply(&tolerant, 2).is_ok(), "ignore_missing makes it a no-op");
+        assert!(
+            state.apply(&tolerant, 2).is_ok(),
+            "ignore_missing makes it a no-op"
+        );
     }
 }
