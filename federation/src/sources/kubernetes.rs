@@ -222,3 +222,65 @@ impl Source for KubernetesSource {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Arc<T> {
+        Arc::new(serde_json::from_value(value).expect("valid object"))
+    }
+
+    #[test]
+    fn maps_services_slices_and_nodes() {
+        let services = vec![
+            parse::<Service>(
+                json!({"metadata": {"name": "web", "namespace": "a", "annotations": {EXPORT_KEY: "true"}},
+                "spec": {"ports": [{"name": "http", "port": 80}]}}),
+            ),
+            parse::<Service>(
+                json!({"metadata": {"name": "db", "namespace": "a"}, "spec": {"ports": [{"port": 5432}]}}),
+            ),
+            parse::<Service>(
+                json!({"metadata": {"name": "web", "namespace": "b", "labels": {EXPORT_KEY: "true"}}}),
+            ),
+        ];
+        let slices = vec![parse::<EndpointSlice>(json!({
+            "metadata": {"name": "web-1", "namespace": "a", "labels": {SERVICE_NAME_LABEL: "web"}},
+            "addressType": "IPv4",
+            "ports": [{"name": "admin", "port": 9000}, {"name": "http", "port": 8080}],
+            "endpoints": [
+                {"addresses": ["10.0.0.2"], "conditions": {"ready": false, "terminating": true}, "nodeName": "n1"},
+                {"addresses": ["10.0.0.1"], "conditions": {"ready": true}, "zone": "z9"},
+                {"addresses": ["10.0.0.3"], "conditions": {"ready": false}},
+            ],
+        }))];
+        let nodes = vec![parse::<Node>(
+            json!({"metadata": {"name": "n1", "labels": {ZONE_LABEL: "z1"}}}),
+        )];
+        let options = KubernetesOptions {
+            namespaces: vec!["a".into()],
+            ..Default::default()
+        };
+        let view = build_view(&services, &slices, &nodes, &options);
+        assert_eq!(
+            view.keys().cloned().collect::<Vec<_>>(),
+            vec![ServiceName::new("a", "web")],
+            "opt-in and namespace selector"
+        );
+        let summary: Vec<(String, u16, Health, Option<String>)> = view
+            [&ServiceName::new("a", "web")]
+            .iter()
+            .map(|e| (e.address.clone(), e.port, e.health, e.zone.clone()))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("10.0.0.1".into(), 8080, Health::Healthy, Some("z9".into())),
+                ("10.0.0.2".into(), 8080, Health::Draining, Some("z1".into())),
+                ("10.0.0.3".into(), 8080, Health::Unhealthy, None),
+            ]
+        );
+    }
+}
