@@ -1,0 +1,371 @@
+//! The proxy's configuration, built from the xDS resources it holds. Pure:
+//! decoding and checking here; a resource set that does not hold together
+//! is refused (NACKed) and the previous configuration stays.
+
+use envoy_types::pb::envoy::{
+    config::{
+        cluster::v3::{cluster::LbPolicy, Cluster},
+        core::v3::{address, socket_address::PortSpecifier, HealthStatus},
+        endpoint::v3::{lb_endpoint::HostIdentifier, ClusterLoadAssignment},
+        listener::v3::{filter::ConfigType, Listener},
+        route::v3::{
+            route::Action,
+            route_action::{hash_policy::PolicySpecifier, ClusterSpecifier},
+            route_match::PathSpecifier,
+            RouteConfiguration,
+        },
+    },
+    extensions::filters::network::http_connection_manager::v3::{
+        http_connection_manager::RouteSpecifier, HttpConnectionManager,
+    },
+};
+use meridian_balance::{Host, Locality, Policy};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, time::Duration};
+
+pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
+pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+
+/// The resources held: type URL → name → (version, encoded message).
+pub type Resources = BTreeMap<String, BTreeMap<String, (String, Vec<u8>)>>;
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Snapshot {
+    /// Port → route configuration name, for outbound HTTP listeners.
+    pub listeners: BTreeMap<u16, String>,
+    pub routes: BTreeMap<String, Vec<VirtualHost>>,
+    pub clusters: BTreeMap<String, ClusterConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VirtualHost {
+    pub name: String,
+    pub domains: Vec<String>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    pub prefix: String,
+    /// Target clusters and weights.
+    pub clusters: Vec<(String, u32)>,
+    pub timeout: Option<Duration>,
+    pub retry: Option<Retry>,
+    pub hash: Option<HashOn>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Retry {
+    pub attempts: u32,
+    pub per_try_timeout: Option<Duration>,
+    pub on_5xx: bool,
+    pub on_connect_failure: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HashOn {
+    SourceIp,
+    Header(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterConfig {
+    #[serde(skip)]
+    pub policy: Policy,
+    pub policy_name: String,
+    pub connect_timeout: Duration,
+    pub http2: bool,
+    pub overprovisioning: f64,
+    #[serde(skip)]
+    pub localities: Vec<Locality>,
+}
+
+fn decode<M: Message + Default>(type_url: &str, name: &str, bytes: &[u8]) -> Result<M, String> {
+    M::decode(bytes).map_err(|e| format!("{type_url} {name}: does not decode: {e}"))
+}
+
+fn duration(d: Option<&envoy_types::pb::google::protobuf::Duration>) -> Option<Duration> {
+    d.map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+}
+
+fn policy(lb: i32) -> Result<(Policy, String), String> {
+    let policy = match LbPolicy::try_from(lb) {
+        Ok(LbPolicy::RoundRobin) => Policy::RoundRobin,
+        Ok(LbPolicy::Random) => Policy::Random,
+        Ok(LbPolicy::LeastRequest) => Policy::LeastRequest,
+        Ok(LbPolicy::RingHash) => Policy::RingHash,
+        Ok(LbPolicy::Maglev) => Policy::Maglev,
+        other => return Err(format!("unsupported lb_policy {other:?}")),
+    };
+    Ok((policy, format!("{policy:?}")))
+}
+
+fn localities(cla: &ClusterLoadAssignment) -> Vec<Locality> {
+    cla.endpoints
+        .iter()
+        .map(|l| Locality {
+            priority: l.priority,
+            weight: l
+                .load_balancing_weight
+                .as_ref()
+                .map(|w| w.value)
+                .unwrap_or(1),
+            hosts: l
+                .lb_endpoints
+                .iter()
+                .filter_map(|e| {
+                    let Some(HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
+                        return None;
+                    };
+                    let Some(address::Address::SocketAddress(sa)) =
+                        ep.address.as_ref()?.address.as_ref()
+                    else {
+                        return None;
+                    };
+                    let Some(PortSpecifier::PortValue(port)) = sa.port_specifier else {
+                        return None;
+                    };
+                    let healthy = matches!(
+                        HealthStatus::try_from(e.health_status),
+                        Ok(HealthStatus::Healthy) | Ok(HealthStatus::Unknown)
+                    );
+                    let host = if sa.address.contains(':') {
+                        format!("[{}]", sa.address)
+                    } else {
+                        sa.address.clone()
+                    };
+                    Some(Host {
+                        address: format!("{host}:{port}"),
+                        weight: e
+                            .load_balancing_weight
+                            .as_ref()
+                            .map(|w| w.value)
+                            .unwrap_or(1),
+                        healthy,
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+fn routes(config: &RouteConfiguration) -> Result<Vec<VirtualHost>, String> {
+    config
+        .virtual_hosts
+        .iter()
+        .map(|vh| {
+            let routes = vh
+                .routes
+                .iter()
+                .map(|r| {
+                    let prefix = match r.r#match.as_ref().and_then(|m| m.path_specifier.as_ref()) {
+                        Some(PathSpecifier::Prefix(p)) => p.clone(),
+                        None => String::new(),
+                        Some(other) => {
+                            return Err(format!(
+                                "route in {}: unsupported match {other:?}",
+                                vh.name
+                            ))
+                        }
+                    };
+                    let Some(Action::Route(action)) = &r.action else {
+                        return Err(format!(
+                            "route in {}: only route actions are supported",
+                            vh.name
+                        ));
+                    };
+                    let clusters = match &action.cluster_specifier {
+                        Some(ClusterSpecifier::Cluster(c)) => vec![(c.clone(), 1)],
+                        Some(ClusterSpecifier::WeightedClusters(w)) => w
+                            .clusters
+                            .iter()
+                            .map(|c| {
+                                (
+                                    c.name.clone(),
+                                    c.weight.as_ref().map(|w| w.value).unwrap_or(0),
+                                )
+                            })
+                            .collect(),
+                        other => {
+                            return Err(format!(
+                                "route in {}: unsupported cluster specifier {other:?}",
+                                vh.name
+                            ))
+                        }
+                    };
+                    let retry = action.retry_policy.as_ref().map(|p| Retry {
+                        attempts: p.num_retries.as_ref().map(|n| n.value).unwrap_or(1),
+                        per_try_timeout: duration(p.per_try_timeout.as_ref()),
+                        on_5xx: p
+                            .retry_on
+                            .split(',')
+                            .any(|o| o == "5xx" || o == "gateway-error"),
+                        on_connect_failure: p
+                            .retry_on
+                            .split(',')
+                            .any(|o| matches!(o, "connect-failure" | "reset" | "5xx")),
+                    });
+                    let hash = action
+                        .hash_policy
+                        .first()
+                        .and_then(|h| match &h.policy_specifier {
+                            Some(PolicySpecifier::Header(header)) => {
+                                Some(HashOn::Header(header.header_name.clone()))
+                            }
+                            Some(PolicySpecifier::ConnectionProperties(c)) if c.source_ip => {
+                                Some(HashOn::SourceIp)
+                            }
+                            _ => None,
+                        });
+                    Ok(Route {
+                        prefix,
+                        clusters,
+                        timeout: duration(action.timeout.as_ref()),
+                        retry,
+                        hash,
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(VirtualHost {
+                name: vh.name.clone(),
+                domains: vh.domains.clone(),
+                routes,
+            })
+        })
+        .collect()
+}
+
+/// The route configuration an outbound listener uses, and its port; `None` for
+/// listeners this proxy does not serve (api listeners, TCP proxies).
+fn listener_route(listener: &Listener) -> Result<Option<(u16, String)>, String> {
+    let Some(address) = listener.address.as_ref().and_then(|a| a.address.as_ref()) else {
+        return Ok(None);
+    };
+    let address::Address::SocketAddress(sa) = address else {
+        return Err(format!(
+            "listener {}: only socket addresses are supported",
+            listener.name
+        ));
+    };
+    let Some(PortSpecifier::PortValue(port)) = sa.port_specifier else {
+        return Err(format!("listener {}: no port", listener.name));
+    };
+    let port = u16::try_from(port)
+        .map_err(|_| format!("listener {}: port {port} out of range", listener.name))?;
+    let hcm = listener
+        .filter_chains
+        .iter()
+        .flat_map(|c| &c.filters)
+        .find_map(|f| match &f.config_type {
+            Some(ConfigType::TypedConfig(any))
+                if any.type_url.ends_with("HttpConnectionManager") =>
+            {
+                Some(any)
+            }
+            _ => None,
+        });
+    let Some(hcm) = hcm else { return Ok(None) };
+    let hcm = HttpConnectionManager::decode(hcm.value.as_slice()).map_err(|e| {
+        format!(
+            "listener {}: HttpConnectionManager does not decode: {e}",
+            listener.name
+        )
+    })?;
+    match hcm.route_specifier {
+        Some(RouteSpecifier::Rds(rds)) => Ok(Some((port, rds.route_config_name))),
+        _ => Err(format!(
+            "listener {}: only RDS route configurations are supported",
+            listener.name
+        )),
+    }
+}
+
+impl Snapshot {
+    /// Builds and checks the configuration the resources describe. With
+    /// `strict_routes`, a route to an unknown cluster is an error (a route
+    /// update that does not hold together); without, it is served as 503.
+    pub fn build(resources: &Resources, strict_routes: bool) -> Result<Snapshot, String> {
+        let empty = BTreeMap::new();
+        let of = |t: &str| resources.get(t).unwrap_or(&empty);
+        let mut clusters = BTreeMap::new();
+        for (name, (_, bytes)) in of(CLUSTER) {
+            let cluster: Cluster = decode(CLUSTER, name, bytes)?;
+            let (policy, policy_name) =
+                policy(cluster.lb_policy).map_err(|e| format!("cluster {name}: {e}"))?;
+            let eds_name = cluster
+                .eds_cluster_config
+                .as_ref()
+                .map(|e| e.service_name.clone())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| name.clone());
+            let cla: Option<ClusterLoadAssignment> = match of(ENDPOINT).get(&eds_name) {
+                Some((_, bytes)) => Some(decode(ENDPOINT, &eds_name, bytes)?),
+                None => None,
+            };
+            let overprovisioning = cla
+                .as_ref()
+                .and_then(|c| c.policy.as_ref())
+                .and_then(|p| p.overprovisioning_factor.as_ref())
+                .map(|f| f64::from(f.value) / 100.0)
+                .unwrap_or(1.4);
+            clusters.insert(
+                name.clone(),
+                ClusterConfig {
+                    policy,
+                    policy_name,
+                    connect_timeout: duration(cluster.connect_timeout.as_ref())
+                        .unwrap_or(Duration::from_secs(5)),
+                    http2: cluster
+                        .typed_extension_protocol_options
+                        .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
+                    overprovisioning,
+                    localities: cla.as_ref().map(localities).unwrap_or_default(),
+                },
+            );
+        }
+        let mut routes = BTreeMap::new();
+        for (name, (_, bytes)) in of(ROUTE) {
+            let config: RouteConfiguration = decode(ROUTE, name, bytes)?;
+            let vhosts = self::routes(&config)?;
+            for route in vhosts.iter().flat_map(|v| &v.routes) {
+                for (cluster, _) in &route.clusters {
+                    if strict_routes && !clusters.contains_key(cluster) {
+                        return Err(format!(
+                            "route configuration {name} refers to unknown cluster {cluster}"
+                        ));
+                    }
+                }
+            }
+            routes.insert(name.clone(), vhosts);
+        }
+        let mut listeners = BTreeMap::new();
+        for (name, (_, bytes)) in of(LISTENER) {
+            let listener: Listener = decode(LISTENER, name, bytes)?;
+            if let Some((port, route)) = listener_route(&listener)? {
+                listeners.insert(port, route);
+            }
+        }
+        Ok(Snapshot {
+            listeners,
+            routes,
+            clusters,
+        })
+    }
+
+    /// The route for a request to `port` with this authority and path.
+    pub fn route(&self, port: u16, authority: &str, path: &str) -> Option<&Route> {
+        let vhosts = self.routes.get(self.listeners.get(&port)?)?;
+        let host = authority.to_ascii_lowercase();
+        let vhost = vhosts
+            .iter()
+            .find(|v| v.domains.iter().any(|d| d == &host || d == "*"))
+            .or_else(|| {
+                let bare = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&host);
+                vhosts.iter().find(|v| v.domains.iter().any(|d| d == bare))
+            })?;
+        vhost.routes.iter().find(|r| path.starts_with(&r.prefix))
+    }
+}

@@ -1,0 +1,215 @@
+//! One request through the proxy: route by authority and path, choose a
+//! cluster by weight and a host by the cluster's policy, forward with the
+//! route's timeout, and retry connect failures and (where the route says so)
+//! 5xx on idempotent requests, on another host.
+
+use crate::{config::HashOn, metrics::Metrics, runtime::Runtime};
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::{body::Incoming, Request, Response, StatusCode};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use meridian_balance::hash64;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Requests larger than this are refused (they are buffered so they can be retried).
+pub const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub struct Upstreams {
+    http1: Client<HttpConnector, Full<Bytes>>,
+    http2: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Upstreams {
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let executor = hyper_util::rt::TokioExecutor::new();
+        Upstreams {
+            http1: Client::builder(executor.clone())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .build(connector.clone()),
+            http2: Client::builder(executor).http2_only(true).build(connector),
+        }
+    }
+}
+
+pub fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let body = Full::new(Bytes::from(format!("{message}\n")))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        "x-meridian-proxy",
+        hyper::header::HeaderValue::from_static("local"),
+    );
+    response
+}
+
+fn idempotent(method: &hyper::Method) -> bool {
+    matches!(
+        *method,
+        hyper::Method::GET
+            | hyper::Method::HEAD
+            | hyper::Method::OPTIONS
+            | hyper::Method::PUT
+            | hyper::Method::DELETE
+    )
+}
+
+pub async fn handle(
+    runtime: Option<Arc<Runtime>>,
+    upstreams: &Upstreams,
+    metrics: &Metrics,
+    port: u16,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let Some(runtime) = runtime else {
+        return local_response(StatusCode::SERVICE_UNAVAILABLE, "no configuration yet");
+    };
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            request
+                .headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let path = request.uri().path().to_string();
+    let Some(route) = runtime.snapshot.route(port, &authority, &path).cloned() else {
+        metrics.count(&authority, "no_route");
+        return local_response(
+            StatusCode::NOT_FOUND,
+            &format!("no route for {authority}{path}"),
+        );
+    };
+    let Some(cluster) = runtime.pick_cluster(&route).map(str::to_string) else {
+        return local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the route has no weighted cluster",
+        );
+    };
+    let Some(cluster_config) = runtime.snapshot.clusters.get(&cluster) else {
+        return local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("unknown cluster {cluster}"),
+        );
+    };
+    let hash = route.hash.as_ref().map(|h| match h {
+        HashOn::SourceIp => hash64(peer.ip().to_string().as_bytes()),
+        HashOn::Header(name) => hash64(
+            request
+                .headers()
+                .get(name.as_str())
+                .map(|v| v.as_bytes())
+                .unwrap_or_default(),
+        ),
+    });
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return local_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "request body too large or broken",
+            )
+        }
+    };
+    let retries = match &route.retry {
+        Some(retry) if idempotent(&parts.method) => retry.attempts,
+        _ => 0,
+    };
+    let per_try = route
+        .retry
+        .as_ref()
+        .and_then(|r| r.per_try_timeout)
+        .or(route.timeout)
+        .unwrap_or(DEFAULT_TIMEOUT);
+    let client = if cluster_config.http2 {
+        &upstreams.http2
+    } else {
+        &upstreams.http1
+    };
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let mut last_failed: Option<String> = None;
+    let mut outcome = local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+    for attempt in 0..=retries {
+        let Some((host, _in_flight)) = runtime.pick_host(&cluster, hash, last_failed.as_deref())
+        else {
+            metrics.count(&cluster, "no_healthy_upstream");
+            return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+        };
+        let mut upstream =
+            Request::builder()
+                .method(parts.method.clone())
+                .version(if cluster_config.http2 {
+                    hyper::Version::HTTP_2
+                } else {
+                    hyper::Version::HTTP_11
+                });
+        let uri = format!("http://{host}{path_and_query}");
+        upstream = upstream.uri(uri);
+        for (name, value) in &parts.headers {
+            if name != hyper::header::CONNECTION
+                && name != "keep-alive"
+                && name != "proxy-connection"
+            {
+                upstream = upstream.header(name, value);
+            }
+        }
+        let Ok(upstream) = upstream.body(Full::new(body.clone())) else {
+            return local_response(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
+        };
+        match tokio::time::timeout(per_try, client.request(upstream)).await {
+            Ok(Ok(response)) => {
+                let retry_5xx = route.retry.as_ref().is_some_and(|r| r.on_5xx);
+                if response.status().is_server_error() && retry_5xx && attempt < retries {
+                    metrics.count(&cluster, "retry_5xx");
+                    last_failed = Some(host);
+                    continue;
+                }
+                metrics.count(
+                    &cluster,
+                    if response.status().is_server_error() {
+                        "upstream_5xx"
+                    } else {
+                        "ok"
+                    },
+                );
+                let (parts, body) = response.into_parts();
+                return Response::from_parts(parts, body.boxed());
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(%cluster, %host, error = %e, "upstream request failed");
+                metrics.count(&cluster, "upstream_error");
+                outcome =
+                    local_response(StatusCode::BAD_GATEWAY, &format!("upstream {host} failed"));
+                if !route.retry.as_ref().is_some_and(|r| r.on_connect_failure) {
+                    break;
+                }
+            }
+            Err(_) => {
+                metrics.count(&cluster, "timeout");
+                outcome = local_response(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!("upstream {host} timed out"),
+                );
+            }
+        }
+        last_failed = Some(host);
+    }
+    outcome
+}

@@ -1,0 +1,105 @@
+//! `meridian-proxy`: the dataplane proxy. It takes its routes over delta xDS
+//! from any control-plane node and keeps serving the last good ones (also
+//! across restarts, from --state-dir) when no control plane answers.
+
+mod admin;
+mod config;
+mod forward;
+mod metrics;
+mod proxy;
+mod runtime;
+mod state;
+mod xds;
+
+use clap::Parser;
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+
+#[derive(Debug, Parser)]
+#[command(name = "meridian-proxy", version, about = "Meridian's dataplane proxy")]
+struct Args {
+    /// Control-plane nodes serving xDS, HOST:PORT[,HOST:PORT...].
+    #[arg(
+        long,
+        env = "MERIDIAN_PROXY_XDS",
+        value_delimiter = ',',
+        required = true
+    )]
+    xds: Vec<String>,
+    #[arg(long, env = "MERIDIAN_PROXY_NODE_ID")]
+    node_id: String,
+    /// The member cluster this proxy runs in.
+    #[arg(long, env = "MERIDIAN_PROXY_CLUSTER")]
+    cluster: String,
+    #[arg(long, env = "MERIDIAN_PROXY_REGION", default_value = "")]
+    region: String,
+    #[arg(long, env = "MERIDIAN_PROXY_ZONE", default_value = "")]
+    zone: String,
+    #[arg(
+        long,
+        env = "MERIDIAN_PROXY_ADMIN_ADDR",
+        default_value = "127.0.0.1:15000"
+    )]
+    admin_addr: String,
+    /// Where the last applied configuration is kept.
+    #[arg(long, env = "MERIDIAN_PROXY_STATE_DIR")]
+    state_dir: PathBuf,
+    /// The address outbound listeners bind.
+    #[arg(
+        long,
+        env = "MERIDIAN_PROXY_OUTBOUND_BIND",
+        default_value = "127.0.0.1"
+    )]
+    outbound_bind: IpAddr,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let proxy = proxy::Proxy::new(args.outbound_bind, args.state_dir.clone());
+    let resources = proxy.restore();
+    let admin = tokio::net::TcpListener::bind(&args.admin_addr)
+        .await
+        .with_context(|| format!("binding --admin-addr {}", args.admin_addr))?;
+    tokio::spawn(axum::serve(admin, admin::router(proxy.clone())).into_future());
+    let config = xds::XdsConfig {
+        servers: args.xds,
+        node_id: args.node_id,
+        cluster: args.cluster,
+        region: args.region,
+        zone: args.zone,
+    };
+    let client = xds::run(config, resources, proxy.as_ref());
+    tokio::select! {
+        _ = client => {}
+        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+    }
+    Ok(())
+}
+
+use std::future::IntoFuture;

@@ -1,0 +1,163 @@
+//! What serves requests: the current configuration, a balancer per cluster,
+//! in-flight counts for least request, and request counters. Replaced
+//! wholesale when a new configuration is accepted.
+
+use crate::config::{Route, Snapshot};
+use meridian_balance::{hash64, Balancer, HostId, PickContext};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU32, AtomicU64, Ordering},
+        Mutex,
+    },
+};
+
+pub struct Runtime {
+    pub snapshot: Snapshot,
+    balancers: HashMap<String, Mutex<Balancer>>,
+    in_flight: HashMap<(String, String), AtomicU32>,
+    random: AtomicU64,
+}
+
+/// Counts a request to a host while it is in flight.
+pub struct InFlight<'a> {
+    counter: Option<&'a AtomicU32>,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(counter) = self.counter {
+            counter.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Runtime {
+    pub fn new(snapshot: Snapshot) -> Self {
+        let balancers = snapshot
+            .clusters
+            .iter()
+            .map(|(name, c)| {
+                (
+                    name.clone(),
+                    Mutex::new(Balancer::new(
+                        c.policy,
+                        c.localities.clone(),
+                        c.overprovisioning,
+                    )),
+                )
+            })
+            .collect();
+        let in_flight = snapshot
+            .clusters
+            .iter()
+            .flat_map(|(name, c)| {
+                c.localities
+                    .iter()
+                    .flat_map(|l| &l.hosts)
+                    .map(move |h| ((name.clone(), h.address.clone()), AtomicU32::new(0)))
+            })
+            .collect();
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        Runtime {
+            snapshot,
+            balancers,
+            in_flight,
+            random: AtomicU64::new(seed),
+        }
+    }
+
+    fn next_random(&self) -> u64 {
+        let x = self
+            .random
+            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        hash64(&x.to_le_bytes())
+    }
+
+    /// A cluster of the route, by the route's weights.
+    pub fn pick_cluster<'r>(&self, route: &'r Route) -> Option<&'r str> {
+        let total: u64 = route.clusters.iter().map(|(_, w)| u64::from(*w)).sum();
+        if total == 0 {
+            return None;
+        }
+        let mut point = self.next_random() % total;
+        for (name, weight) in &route.clusters {
+            if point < u64::from(*weight) {
+                return Some(name);
+            }
+            point -= u64::from(*weight);
+        }
+        None
+    }
+
+    /// A host of the cluster (its address), counted in flight until the guard drops.
+    pub fn pick_host(
+        &self,
+        cluster: &str,
+        hash: Option<u64>,
+        avoid: Option<&str>,
+    ) -> Option<(String, InFlight<'_>)> {
+        let balancer = self.balancers.get(cluster)?;
+        let in_flight = |id: HostId, b: &Balancer| {
+            b.host(id)
+                .and_then(|h| {
+                    self.in_flight
+                        .get(&(cluster.to_string(), h.address.clone()))
+                })
+                .map(|c| c.load(Ordering::Relaxed))
+                .unwrap_or(0)
+        };
+        let mut balancer = balancer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut chosen = None;
+        // A retry tries another host when there is one.
+        for _ in 0..3 {
+            let snapshot_of_loads: HashMap<HostId, u32> = balancer
+                .hosts()
+                .map(|(id, _)| (id, in_flight(id, &balancer)))
+                .collect();
+            let loads = |id: HostId| snapshot_of_loads.get(&id).copied().unwrap_or(0);
+            let ctx = PickContext {
+                random: [self.next_random(), self.next_random(), self.next_random()],
+                hash,
+                in_flight: &loads,
+            };
+            let id = balancer.pick(&ctx)?;
+            let address = balancer.host(id)?.address.clone();
+            let is_avoided = avoid == Some(address.as_str());
+            chosen = Some(address);
+            if !is_avoided || hash.is_some() {
+                break;
+            }
+        }
+        let address = chosen?;
+        let counter = self.in_flight.get(&(cluster.to_string(), address.clone()));
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        Some((address, InFlight { counter }))
+    }
+
+    /// Hosts per cluster with health, for /clusters.
+    pub fn hosts(&self) -> Vec<(String, String, u32, bool, u32)> {
+        let mut rows = Vec::new();
+        for (cluster, balancer) in &self.balancers {
+            let balancer = balancer.lock().unwrap_or_else(|p| p.into_inner());
+            for locality in balancer.localities() {
+                for host in &locality.hosts {
+                    rows.push((
+                        cluster.clone(),
+                        host.address.clone(),
+                        locality.priority,
+                        host.healthy,
+                        host.weight,
+                    ));
+                }
+            }
+        }
+        rows.sort();
+        rows
+    }
+}
