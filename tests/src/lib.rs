@@ -7,6 +7,8 @@ pub mod http;
 pub mod http_sd;
 pub mod kube_api;
 pub mod node;
+pub mod proxy;
+pub mod upstream;
 pub mod xds;
 
 pub use node::{agreed_leader, start_cluster, ServerNode, ServerOptions};

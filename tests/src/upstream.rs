@@ -1,0 +1,51 @@
+//! Upstream HTTP servers for proxy tests: each answers with its own name,
+//! and can be stopped and started again on its port.
+
+use axum::{routing::any, Router};
+
+pub struct Upstream {
+    pub name: String,
+    pub port: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Self {
+        let mut upstream = Upstream {
+            name: name.to_string(),
+            port: crate::free_port(),
+            task: None,
+        };
+        upstream.up().await;
+        upstream
+    }
+
+    pub async fn up(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .expect("bind upstream");
+        let name = self.name.clone();
+        let app = Router::new().fallback(any(move || {
+            let name = name.clone();
+            async move { name }
+        }));
+        self.task = Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        }));
+    }
+
+    pub async fn down(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
