@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::{
         http_connection_manager::RouteSpecifier, HttpConnectionManager,
     },
 };
-use meridian_balance::{Host, Locality, Policy};
+use meridian_balance::{Host, Locality, OutlierPolicy, Policy};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, time::Duration};
@@ -81,6 +81,8 @@ pub struct ClusterConfig {
     pub overprovisioning: f64,
     #[serde(skip)]
     pub localities: Vec<Locality>,
+    #[serde(skip)]
+    pub outlier: Option<OutlierPolicy>,
 }
 
 fn decode<M: Message + Default>(type_url: &str, name: &str, bytes: &[u8]) -> Result<M, String> {
@@ -323,6 +325,22 @@ impl Snapshot {
                         .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
                     overprovisioning,
                     localities: cla.as_ref().map(localities).unwrap_or_default(),
+                    outlier: cluster.outlier_detection.as_ref().map(|od| OutlierPolicy {
+                        consecutive_failures: od
+                            .consecutive_5xx
+                            .as_ref()
+                            .map(|v| v.value)
+                            .unwrap_or(5)
+                            .max(1),
+                        base_ejection: duration(od.base_ejection_time.as_ref())
+                            .unwrap_or(Duration::from_secs(30)),
+                        max_ejection_percent: od
+                            .max_ejection_percent
+                            .as_ref()
+                            .map(|v| v.value)
+                            .unwrap_or(10)
+                            .min(100),
+                    }),
                 },
             );
         }

@@ -175,6 +175,7 @@ pub async fn handle(
         };
         match tokio::time::timeout(per_try, client.request(upstream)).await {
             Ok(Ok(response)) => {
+                runtime.report(&cluster, &host, response.status().is_server_error());
                 let retry_5xx = route.retry.as_ref().is_some_and(|r| r.on_5xx);
                 if response.status().is_server_error() && retry_5xx && attempt < retries {
                     metrics.count(&cluster, "retry_5xx");
@@ -193,6 +194,7 @@ pub async fn handle(
                 return Response::from_parts(parts, body.boxed());
             }
             Ok(Err(e)) => {
+                runtime.report(&cluster, &host, true);
                 tracing::debug!(%cluster, %host, error = %e, "upstream request failed");
                 metrics.count(&cluster, "upstream_error");
                 outcome =
@@ -202,6 +204,7 @@ pub async fn handle(
                 }
             }
             Err(_) => {
+                runtime.report(&cluster, &host, true);
                 metrics.count(&cluster, "timeout");
                 outcome = local_response(
                     StatusCode::GATEWAY_TIMEOUT,

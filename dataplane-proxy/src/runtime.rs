@@ -3,7 +3,8 @@
 //! wholesale when a new configuration is accepted.
 
 use crate::config::{Route, Snapshot};
-use meridian_balance::{hash64, Balancer, HostId, PickContext};
+use meridian_balance::{hash64, Balancer, HostId, OutlierTracker, PickContext, Verdict};
+use std::time::Instant;
 use std::{
     collections::HashMap,
     sync::{
@@ -15,6 +16,8 @@ use std::{
 pub struct Runtime {
     pub snapshot: Snapshot,
     balancers: HashMap<String, Mutex<Balancer>>,
+    /// Passive outlier detection, for clusters that ask for it.
+    outliers: HashMap<String, Mutex<OutlierTracker>>,
     in_flight: HashMap<(String, String), AtomicU32>,
     random: AtomicU64,
 }
@@ -48,6 +51,17 @@ impl Runtime {
                 )
             })
             .collect();
+        let outliers = snapshot
+            .clusters
+            .iter()
+            .filter_map(|(name, c)| {
+                let hosts = c.localities.iter().map(|l| l.hosts.len()).sum();
+                Some((
+                    name.clone(),
+                    Mutex::new(OutlierTracker::new(c.outlier?, hosts)),
+                ))
+            })
+            .collect();
         let in_flight = snapshot
             .clusters
             .iter()
@@ -65,6 +79,7 @@ impl Runtime {
         Runtime {
             snapshot,
             balancers,
+            outliers,
             in_flight,
             random: AtomicU64::new(seed),
         }
@@ -100,6 +115,7 @@ impl Runtime {
         hash: Option<u64>,
         avoid: Option<&str>,
     ) -> Option<(String, InFlight<'_>)> {
+        self.readmit_expired(cluster);
         let balancer = self.balancers.get(cluster)?;
         let in_flight = |id: HostId, b: &Balancer| {
             b.host(id)
@@ -138,6 +154,67 @@ impl Runtime {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         Some((address, InFlight { counter }))
+    }
+
+    /// Records a request's outcome at a host, ejecting it if it keeps failing.
+    pub fn report(&self, cluster: &str, address: &str, failed: bool) {
+        let Some(tracker) = self.outliers.get(cluster) else {
+            return;
+        };
+        let verdict = tracker.lock().unwrap_or_else(|p| p.into_inner()).record(
+            address,
+            failed,
+            Instant::now(),
+        );
+        if let Some(verdict) = verdict {
+            tracing::info!(%cluster, ?verdict, "outlier detection");
+            self.act(cluster, verdict);
+        }
+    }
+
+    /// Readmits hosts whose ejection has run out.
+    fn readmit_expired(&self, cluster: &str) {
+        let Some(tracker) = self.outliers.get(cluster) else {
+            return;
+        };
+        let verdicts = tracker
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .expire(Instant::now());
+        for verdict in verdicts {
+            tracing::info!(%cluster, ?verdict, "outlier detection");
+            self.act(cluster, verdict);
+        }
+    }
+
+    fn act(&self, cluster: &str, verdict: Verdict) {
+        let Some(balancer) = self.balancers.get(cluster) else {
+            return;
+        };
+        let (address, ejected) = match &verdict {
+            Verdict::Eject(a) => (a, true),
+            Verdict::Readmit(a) => (a, false),
+        };
+        // Readmission restores the health the control plane gave the host.
+        let eds_healthy = self
+            .snapshot
+            .clusters
+            .get(cluster)
+            .and_then(|c| {
+                c.localities
+                    .iter()
+                    .flat_map(|l| &l.hosts)
+                    .find(|h| &h.address == address)
+            })
+            .is_some_and(|h| h.healthy);
+        let mut balancer = balancer.lock().unwrap_or_else(|p| p.into_inner());
+        let id = balancer
+            .hosts()
+            .find(|(_, h)| &h.address == address)
+            .map(|(id, _)| id);
+        if let Some(id) = id {
+            balancer.set_healthy(id, !ejected && eds_healthy);
+        }
     }
 
     /// Hosts per cluster with health, for /clusters.

@@ -1,11 +1,16 @@
 //! Upstream HTTP servers for proxy tests: each answers with its own name,
 //! and can be stopped and started again on its port.
 
-use axum::{routing::any, Router};
+use axum::{http::StatusCode, routing::any, Router};
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc,
+};
 
 pub struct Upstream {
     pub name: String,
     pub port: u16,
+    failing: Arc<AtomicBool>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -14,6 +19,7 @@ impl Upstream {
         let mut upstream = Upstream {
             name: name.to_string(),
             port: crate::free_port(),
+            failing: Arc::new(AtomicBool::new(false)),
             task: None,
         };
         upstream.up().await;
@@ -25,13 +31,24 @@ impl Upstream {
             .await
             .expect("bind upstream");
         let name = self.name.clone();
+        let failing = self.failing.clone();
         let app = Router::new().fallback(any(move || {
             let name = name.clone();
-            async move { name }
+            let status = if failing.load(Ordering::Relaxed) {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            };
+            async move { (status, name) }
         }));
         self.task = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         }));
+    }
+
+    /// Answers 500 from now on (or 200 again).
+    pub fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::Relaxed);
     }
 
     pub async fn down(&mut self) {

@@ -143,3 +143,59 @@ async fn proxy_balances_fails_over_and_survives_the_control_plane() {
         .expect("response");
     assert_eq!(status, 404, "{body}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_detection_ejects_a_failing_endpoint_and_readmits_it() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let cp = nodes[0].grpc.clone();
+    let good = Upstream::start("good").await;
+    let bad = Upstream::start("bad").await;
+    let port = free_port();
+    let mesh = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1, zone: us-east-1a}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}, \
+         outlierDetection: {{consecutive5xx: 3, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 50}}}}\n---\n{}",
+        endpoints("east", "us-east-1a", &[(&good, 1, "healthy"), (&bad, 1, "healthy")]),
+    );
+    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
+    let mut proxy = ProxyProcess::new(root.path(), "proxy-od", "east", &[&cp]);
+    proxy.start();
+    let client = proxy::client();
+    let addr = format!("127.0.0.1:{port}");
+    eventually(WAIT, "the proxy to route web.shop", || async {
+        let (status, _) = proxy::get(&client, &addr, "web.shop", "/").await?;
+        (status == 200).then_some(())
+    })
+    .await;
+
+    bad.fail(true);
+    // Without retries, the failing endpoint's 500s reach clients until it is ejected.
+    eventually(WAIT, "the failing endpoint to be ejected", || async {
+        let (_, body) = http::get(&proxy.admin, "/clusters").await?;
+        let value: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let ejected = value["hosts"]
+            .as_array()?
+            .iter()
+            .any(|h| h["address"] == format!("127.0.0.1:{}", bad.port) && h["healthy"] == false);
+        if !ejected {
+            spread(&client, &addr, 10).await;
+        }
+        ejected.then_some(())
+    })
+    .await;
+    let counts = spread(&client, &addr, 50).await;
+    assert_eq!(counts.get("good"), Some(&50), "{counts:?}");
+
+    bad.fail(false);
+    eventually(
+        WAIT,
+        "the endpoint to be readmitted after its ejection time",
+        || async {
+            let counts = spread(&client, &addr, 20).await;
+            counts.contains_key("bad").then_some(())
+        },
+    )
+    .await;
+}

@@ -9,10 +9,12 @@
 
 mod hash;
 mod maglev;
+mod outlier;
 mod pick;
 mod priority;
 mod ring;
 
 pub use hash::hash64;
+pub use outlier::{OutlierPolicy, OutlierTracker, Verdict};
 pub use pick::{Balancer, Host, HostId, Locality, PickContext, Policy};
 pub use priority::priority_loads;
