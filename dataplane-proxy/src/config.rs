@@ -83,6 +83,42 @@ pub struct ClusterConfig {
     pub localities: Vec<Locality>,
     #[serde(skip)]
     pub outlier: Option<OutlierPolicy>,
+    pub health_check: Option<HealthCheckConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealthCheckConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    /// HTTP GET this path; a TCP connect when `None`.
+    pub http_path: Option<String>,
+}
+
+fn health_check(cluster: &Cluster) -> Option<HealthCheckConfig> {
+    use envoy_types::pb::envoy::config::core::v3::health_check::HealthChecker;
+    let hc = cluster.health_checks.first()?;
+    let http_path = match &hc.health_checker {
+        Some(HealthChecker::HttpHealthCheck(http)) => Some(http.path.clone()),
+        Some(HealthChecker::TcpHealthCheck(_)) => None,
+        _ => return None,
+    };
+    Some(HealthCheckConfig {
+        interval: duration(hc.interval.as_ref())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(5)),
+        timeout: duration(hc.timeout.as_ref())
+            .filter(|d| !d.is_zero())
+            .unwrap_or(Duration::from_secs(1)),
+        unhealthy_threshold: hc
+            .unhealthy_threshold
+            .as_ref()
+            .map(|v| v.value)
+            .unwrap_or(3),
+        healthy_threshold: hc.healthy_threshold.as_ref().map(|v| v.value).unwrap_or(2),
+        http_path,
+    })
 }
 
 fn decode<M: Message + Default>(type_url: &str, name: &str, bytes: &[u8]) -> Result<M, String> {
@@ -325,6 +361,7 @@ impl Snapshot {
                         .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
                     overprovisioning,
                     localities: cla.as_ref().map(localities).unwrap_or_default(),
+                    health_check: health_check(&cluster),
                     outlier: cluster.outlier_detection.as_ref().map(|od| OutlierPolicy {
                         consecutive_failures: od
                             .consecutive_5xx

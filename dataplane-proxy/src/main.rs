@@ -5,6 +5,7 @@
 mod admin;
 mod config;
 mod forward;
+mod health_check;
 mod metrics;
 mod proxy;
 mod runtime;

@@ -4,6 +4,7 @@
 use crate::{
     config::{Resources, Snapshot},
     forward::{self, Upstreams},
+    health_check,
     metrics::Metrics,
     runtime::Runtime,
     state, xds,
@@ -26,6 +27,8 @@ pub struct Proxy {
     bind: IpAddr,
     state_dir: PathBuf,
     listeners: Mutex<HashMap<u16, JoinHandle<()>>>,
+    /// The active health checkers of the current configuration.
+    health_checks: Mutex<Vec<JoinHandle<()>>>,
     me: std::sync::Weak<Proxy>,
 }
 
@@ -38,6 +41,7 @@ impl Proxy {
             bind,
             state_dir,
             listeners: Mutex::new(HashMap::new()),
+            health_checks: Mutex::new(Vec::new()),
             me: me.clone(),
         })
     }
@@ -52,8 +56,16 @@ impl Proxy {
     /// Serves `snapshot` from now on: swaps the runtime, opens and closes listeners.
     pub fn install(&self, snapshot: Snapshot) {
         let ports: Vec<u16> = snapshot.listeners.keys().copied().collect();
-        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) =
-            Some(Arc::new(Runtime::new(snapshot)));
+        let runtime = Arc::new(Runtime::new(snapshot));
+        let checkers = health_check::spawn(&runtime);
+        let previous = std::mem::replace(
+            &mut *self.health_checks.lock().unwrap_or_else(|p| p.into_inner()),
+            checkers,
+        );
+        for old in previous {
+            old.abort();
+        }
+        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Some(runtime);
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         listeners.retain(|port, task| {
             let keep = ports.contains(port);

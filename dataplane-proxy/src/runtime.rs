@@ -20,6 +20,8 @@ pub struct Runtime {
     outliers: HashMap<String, Mutex<OutlierTracker>>,
     in_flight: HashMap<(String, String), AtomicU32>,
     random: AtomicU64,
+    /// Why hosts are held out beyond what the control plane says: (ejected, failing checks).
+    held_out: Mutex<HashMap<(String, String), (bool, bool)>>,
 }
 
 /// Counts a request to a host while it is in flight.
@@ -82,6 +84,7 @@ impl Runtime {
             outliers,
             in_flight,
             random: AtomicU64::new(seed),
+            held_out: Mutex::new(HashMap::new()),
         }
     }
 
@@ -188,14 +191,32 @@ impl Runtime {
     }
 
     fn act(&self, cluster: &str, verdict: Verdict) {
+        let (address, ejected) = match &verdict {
+            Verdict::Eject(a) => (a.clone(), true),
+            Verdict::Readmit(a) => (a.clone(), false),
+        };
+        self.hold_out(cluster, &address, |flags| flags.0 = ejected);
+    }
+
+    /// Records an active health check's verdict for a host.
+    pub fn set_check(&self, cluster: &str, address: &str, up: bool) {
+        self.hold_out(cluster, address, |flags| flags.1 = !up);
+    }
+
+    /// A host takes traffic when the control plane says healthy, it is not
+    /// ejected, and its health checks pass.
+    fn hold_out(&self, cluster: &str, address: &str, change: impl FnOnce(&mut (bool, bool))) {
+        let flags = {
+            let mut held = self.held_out.lock().unwrap_or_else(|p| p.into_inner());
+            let flags = held
+                .entry((cluster.to_string(), address.to_string()))
+                .or_default();
+            change(flags);
+            *flags
+        };
         let Some(balancer) = self.balancers.get(cluster) else {
             return;
         };
-        let (address, ejected) = match &verdict {
-            Verdict::Eject(a) => (a, true),
-            Verdict::Readmit(a) => (a, false),
-        };
-        // Readmission restores the health the control plane gave the host.
         let eds_healthy = self
             .snapshot
             .clusters
@@ -204,16 +225,16 @@ impl Runtime {
                 c.localities
                     .iter()
                     .flat_map(|l| &l.hosts)
-                    .find(|h| &h.address == address)
+                    .find(|h| h.address == address)
             })
             .is_some_and(|h| h.healthy);
         let mut balancer = balancer.lock().unwrap_or_else(|p| p.into_inner());
         let id = balancer
             .hosts()
-            .find(|(_, h)| &h.address == address)
+            .find(|(_, h)| h.address == address)
             .map(|(id, _)| id);
         if let Some(id) = id {
-            balancer.set_healthy(id, !ejected && eds_healthy);
+            balancer.set_healthy(id, eds_healthy && !flags.0 && !flags.1);
         }
     }
 

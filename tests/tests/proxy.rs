@@ -199,3 +199,70 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_readmits_it() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_health_checks_take_a_host_out_and_back() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let cp = nodes[0].grpc.clone();
+    let steady = Upstream::start("steady").await;
+    let flaky = Upstream::start("flaky").await;
+    let port = free_port();
+    let mesh = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1, zone: us-east-1a}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}, \
+         healthCheck: {{http: {{path: /healthz}}, interval: 100ms, timeout: 500ms, unhealthyThreshold: 2, healthyThreshold: 2}}}}\n---\n{}",
+        endpoints("east", "us-east-1a", &[(&steady, 1, "healthy"), (&flaky, 1, "healthy")]),
+    );
+    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
+    let mut proxy = ProxyProcess::new(root.path(), "proxy-hc", "east", &[&cp]);
+    proxy.start();
+    let client = proxy::client();
+    let addr = format!("127.0.0.1:{port}");
+    eventually(WAIT, "the proxy to route web.shop", || async {
+        let (status, _) = proxy::get(&client, &addr, "web.shop", "/").await?;
+        (status == 200).then_some(())
+    })
+    .await;
+    let flaky_healthy = |want: bool| {
+        let admin = proxy.admin.clone();
+        let address = format!("127.0.0.1:{}", flaky.port);
+        move || {
+            let (admin, address) = (admin.clone(), address.clone());
+            async move {
+                let (_, body) = http::get(&admin, "/clusters").await?;
+                let value: serde_json::Value = serde_json::from_str(&body).ok()?;
+                value["hosts"]
+                    .as_array()?
+                    .iter()
+                    .any(|h| h["address"] == address && h["healthy"] == want)
+                    .then_some(())
+            }
+        }
+    };
+    // No traffic needed: the checks alone take the host out.
+    flaky.fail(true);
+    eventually(
+        WAIT,
+        "the failing host to be checked out",
+        flaky_healthy(false),
+    )
+    .await;
+    let counts = spread(&client, &addr, 40).await;
+    assert_eq!(counts.get("steady"), Some(&40), "{counts:?}");
+    flaky.fail(false);
+    eventually(
+        WAIT,
+        "the host to pass its checks again",
+        flaky_healthy(true),
+    )
+    .await;
+    eventually(WAIT, "traffic to reach it again", || async {
+        spread(&client, &addr, 20)
+            .await
+            .contains_key("flaky")
+            .then_some(())
+    })
+    .await;
+}

@@ -8,6 +8,7 @@
 //! arguments, so every choice is testable and reproducible.
 
 mod hash;
+mod health;
 mod maglev;
 mod outlier;
 mod pick;
@@ -15,6 +16,7 @@ mod priority;
 mod ring;
 
 pub use hash::hash64;
+pub use health::{HealthTracker, Thresholds};
 pub use outlier::{OutlierPolicy, OutlierTracker, Verdict};
 pub use pick::{Balancer, Host, HostId, Locality, PickContext, Policy};
 pub use priority::priority_loads;
