@@ -34,10 +34,18 @@ pub type Resources = BTreeMap<String, BTreeMap<String, (String, Vec<u8>)>>;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Snapshot {
-    /// Port → route configuration name, for outbound HTTP listeners.
-    pub listeners: BTreeMap<u16, String>,
+    /// Port → what the outbound listener there does.
+    pub listeners: BTreeMap<u16, ListenerKind>,
     pub routes: BTreeMap<String, Vec<VirtualHost>>,
     pub clusters: BTreeMap<String, ClusterConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ListenerKind {
+    /// HTTP, routed by this route configuration.
+    Http(String),
+    /// Raw TCP, proxied to this cluster.
+    Tcp(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -276,49 +284,62 @@ fn routes(config: &RouteConfiguration) -> Result<Vec<VirtualHost>, String> {
         .collect()
 }
 
-/// The route configuration an outbound listener uses, and its port; `None` for
-/// listeners this proxy does not serve (api listeners, TCP proxies).
-fn listener_route(listener: &Listener) -> Result<Option<(u16, String)>, String> {
+/// What an outbound listener does, and its port; `None` for listeners this
+/// proxy does not serve (api listeners for proxyless clients).
+fn listener_kind(listener: &Listener) -> Result<Option<(u16, ListenerKind)>, String> {
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        tcp_proxy, TcpProxy,
+    };
+    let name = &listener.name;
     let Some(address) = listener.address.as_ref().and_then(|a| a.address.as_ref()) else {
         return Ok(None);
     };
     let address::Address::SocketAddress(sa) = address else {
         return Err(format!(
-            "listener {}: only socket addresses are supported",
-            listener.name
+            "listener {name}: only socket addresses are supported"
         ));
     };
     let Some(PortSpecifier::PortValue(port)) = sa.port_specifier else {
-        return Err(format!("listener {}: no port", listener.name));
+        return Err(format!("listener {name}: no port"));
     };
-    let port = u16::try_from(port)
-        .map_err(|_| format!("listener {}: port {port} out of range", listener.name))?;
-    let hcm = listener
+    let port =
+        u16::try_from(port).map_err(|_| format!("listener {name}: port {port} out of range"))?;
+    let configs = listener
         .filter_chains
         .iter()
         .flat_map(|c| &c.filters)
-        .find_map(|f| match &f.config_type {
-            Some(ConfigType::TypedConfig(any))
-                if any.type_url.ends_with("HttpConnectionManager") =>
-            {
-                Some(any)
-            }
+        .filter_map(|f| match &f.config_type {
+            Some(ConfigType::TypedConfig(any)) => Some(any),
             _ => None,
         });
-    let Some(hcm) = hcm else { return Ok(None) };
-    let hcm = HttpConnectionManager::decode(hcm.value.as_slice()).map_err(|e| {
-        format!(
-            "listener {}: HttpConnectionManager does not decode: {e}",
-            listener.name
-        )
-    })?;
-    match hcm.route_specifier {
-        Some(RouteSpecifier::Rds(rds)) => Ok(Some((port, rds.route_config_name))),
-        _ => Err(format!(
-            "listener {}: only RDS route configurations are supported",
-            listener.name
-        )),
+    for any in configs {
+        if any.type_url.ends_with("HttpConnectionManager") {
+            let hcm = HttpConnectionManager::decode(any.value.as_slice()).map_err(|e| {
+                format!("listener {name}: HttpConnectionManager does not decode: {e}")
+            })?;
+            return match hcm.route_specifier {
+                Some(RouteSpecifier::Rds(rds)) => {
+                    Ok(Some((port, ListenerKind::Http(rds.route_config_name))))
+                }
+                _ => Err(format!(
+                    "listener {name}: only RDS route configurations are supported"
+                )),
+            };
+        }
+        if any.type_url.ends_with("TcpProxy") {
+            let tcp = TcpProxy::decode(any.value.as_slice())
+                .map_err(|e| format!("listener {name}: TcpProxy does not decode: {e}"))?;
+            return match tcp.cluster_specifier {
+                Some(tcp_proxy::ClusterSpecifier::Cluster(cluster)) => {
+                    Ok(Some((port, ListenerKind::Tcp(cluster))))
+                }
+                _ => Err(format!("listener {name}: a TCP proxy needs a cluster")),
+            };
+        }
     }
+    Err(format!(
+        "listener {name}: no HTTP connection manager or TCP proxy filter"
+    ))
 }
 
 impl Snapshot {
@@ -399,8 +420,8 @@ impl Snapshot {
         let mut listeners = BTreeMap::new();
         for (name, (_, bytes)) in of(LISTENER) {
             let listener: Listener = decode(LISTENER, name, bytes)?;
-            if let Some((port, route)) = listener_route(&listener)? {
-                listeners.insert(port, route);
+            if let Some((port, kind)) = listener_kind(&listener)? {
+                listeners.insert(port, kind);
             }
         }
         Ok(Snapshot {
@@ -412,7 +433,10 @@ impl Snapshot {
 
     /// The route for a request to `port` with this authority and path.
     pub fn route(&self, port: u16, authority: &str, path: &str) -> Option<&Route> {
-        let vhosts = self.routes.get(self.listeners.get(&port)?)?;
+        let ListenerKind::Http(route) = self.listeners.get(&port)? else {
+            return None;
+        };
+        let vhosts = self.routes.get(route)?;
         let host = authority.to_ascii_lowercase();
         let vhost = vhosts
             .iter()

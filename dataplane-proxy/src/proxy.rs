@@ -2,7 +2,7 @@
 //! asks for, and the state dir it is saved to.
 
 use crate::{
-    config::{Resources, Snapshot},
+    config::{ListenerKind, Resources, Snapshot},
     forward::{self, Upstreams},
     health_check,
     metrics::Metrics,
@@ -26,7 +26,7 @@ pub struct Proxy {
     pub metrics: Metrics,
     bind: IpAddr,
     state_dir: PathBuf,
-    listeners: Mutex<HashMap<u16, JoinHandle<()>>>,
+    listeners: Mutex<HashMap<u16, (ListenerKind, JoinHandle<()>)>>,
     /// The active health checkers of the current configuration.
     health_checks: Mutex<Vec<JoinHandle<()>>>,
     me: std::sync::Weak<Proxy>,
@@ -55,7 +55,11 @@ impl Proxy {
 
     /// Serves `snapshot` from now on: swaps the runtime, opens and closes listeners.
     pub fn install(&self, snapshot: Snapshot) {
-        let ports: Vec<u16> = snapshot.listeners.keys().copied().collect();
+        let ports: Vec<(u16, ListenerKind)> = snapshot
+            .listeners
+            .iter()
+            .map(|(p, k)| (*p, k.clone()))
+            .collect();
         let runtime = Arc::new(Runtime::new(snapshot));
         let checkers = health_check::spawn(&runtime);
         let previous = std::mem::replace(
@@ -67,21 +71,25 @@ impl Proxy {
         }
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Some(runtime);
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        listeners.retain(|port, task| {
-            let keep = ports.contains(port);
+        listeners.retain(|port, (kind, task)| {
+            let keep = ports.iter().any(|(p, k)| p == port && k == kind);
             if !keep {
                 tracing::info!(port, "closing listener");
                 task.abort();
             }
             keep
         });
-        for port in ports {
+        for (port, kind) in ports {
             if listeners.contains_key(&port) {
                 continue;
             }
             let Some(me) = self.me.upgrade() else { return };
             let addr = SocketAddr::new(self.bind, port);
-            listeners.insert(port, tokio::spawn(serve(me, addr)));
+            let task = match &kind {
+                ListenerKind::Http(_) => tokio::spawn(serve(me, addr)),
+                ListenerKind::Tcp(cluster) => tokio::spawn(serve_tcp(me, addr, cluster.clone())),
+            };
+            listeners.insert(port, (kind, task));
         }
     }
 
@@ -162,6 +170,58 @@ async fn serve(proxy: Arc<Proxy>, addr: SocketAddr) {
                 .await
             {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+/// A raw TCP listener: each connection goes to one host of the cluster.
+async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot listen");
+            return;
+        }
+    };
+    tracing::info!(%addr, %cluster, "listening (tcp)");
+    loop {
+        let Ok((mut inbound, peer)) = listener.accept().await else {
+            continue;
+        };
+        let (proxy, cluster) = (proxy.clone(), cluster.clone());
+        tokio::spawn(async move {
+            let Some(runtime) = proxy.current() else {
+                return;
+            };
+            let hash = meridian_balance::hash64(peer.ip().to_string().as_bytes());
+            // Try a few hosts; a connect failure moves on to another.
+            let mut last_failed: Option<String> = None;
+            for _ in 0..3 {
+                let Some((host, _in_flight)) =
+                    runtime.pick_host(&cluster, Some(hash), last_failed.as_deref())
+                else {
+                    proxy.metrics.count(&cluster, "no_healthy_upstream");
+                    return;
+                };
+                let connect = tokio::time::timeout(
+                    std::time::Duration::from_secs(2),
+                    tokio::net::TcpStream::connect(&host),
+                )
+                .await;
+                match connect {
+                    Ok(Ok(mut outbound)) => {
+                        runtime.report(&cluster, &host, false);
+                        proxy.metrics.count(&cluster, "tcp_connection");
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return;
+                    }
+                    _ => {
+                        runtime.report(&cluster, &host, true);
+                        proxy.metrics.count(&cluster, "upstream_error");
+                        last_failed = Some(host);
+                    }
+                }
             }
         });
     }

@@ -4,7 +4,7 @@
 //! otherwise keeps the previous one and says why (NACK). Moves to the next
 //! control plane on failure; reconnects presenting the versions it holds.
 
-use crate::config::{Resources, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use crate::config::{ListenerKind, Resources, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use envoy_types::pb::{
     envoy::{
         config::core::v3::{Locality, Node},
@@ -54,7 +54,14 @@ fn node(config: &XdsConfig) -> Node {
 fn wanted(resources: &Resources, snapshot: &Snapshot) -> BTreeMap<&'static str, BTreeSet<String>> {
     let _ = resources;
     let eds: BTreeSet<String> = snapshot.clusters.keys().cloned().collect();
-    let rds: BTreeSet<String> = snapshot.listeners.values().cloned().collect();
+    let rds: BTreeSet<String> = snapshot
+        .listeners
+        .values()
+        .filter_map(|kind| match kind {
+            ListenerKind::Http(route) => Some(route.clone()),
+            ListenerKind::Tcp(_) => None,
+        })
+        .collect();
     BTreeMap::from([(ENDPOINT, eds), (ROUTE, rds)])
 }
 

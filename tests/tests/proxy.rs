@@ -266,3 +266,117 @@ async fn active_health_checks_take_a_host_out_and_back() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_a_listener_closes_only_that_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let cp = nodes[0].grpc.clone();
+    let upstream = Upstream::start("up").await;
+    let port = free_port();
+    let mesh = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\n{}",
+        endpoints("east", "us-east-1a", &[(&upstream, 1, "healthy")]),
+    );
+    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
+    let mut proxy = ProxyProcess::new(root.path(), "proxy-garbage", "east", &[&cp]);
+    proxy.start();
+    let client = proxy::client();
+    let addr = format!("127.0.0.1:{port}");
+    eventually(WAIT, "the proxy to route web.shop", || async {
+        let (status, _) = proxy::get(&client, &addr, "web.shop", "/").await?;
+        (status == 200).then_some(())
+    })
+    .await;
+
+    let oversized = format!(
+        "GET / HTTP/1.1\r\nHost: web.shop\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let payloads: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02 not http at all\r\n\r\n".to_vec(),
+        b"GET / HTTP/1.1\r\nHost: web.sh".to_vec(),
+        oversized.into_bytes(),
+        // The HTTP/2 preface followed by a frame with a bogus length and type.
+        [
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".as_slice(),
+            &[0xff, 0xff, 0xff, 0x09, 0xff, 0, 0, 0, 1, 1, 2, 3],
+        ]
+        .concat(),
+    ];
+    for payload in payloads {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let _ = stream.write_all(&payload).await;
+        let _ = stream.shutdown().await;
+        let mut sink = Vec::new();
+        // The proxy answers with an error or closes; either way the read ends.
+        let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut sink)).await;
+        assert!(read.is_ok(), "the proxy kept a garbage connection open");
+        // Everyone else is served as before.
+        let (status, body) = proxy::get(&client, &addr, "web.shop", "/")
+            .await
+            .expect("a response");
+        assert_eq!((status, body.as_str()), (200, "up"));
+    }
+    let (code, _) = http::get(&proxy.admin, "/ready").await.expect("admin");
+    assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_services_are_proxied() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let cp = nodes[0].grpc.clone();
+    // An echo server that prefixes what it echoes with its name.
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind echo");
+    let echo_port = echo.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut buf).await {
+                    if n == 0
+                        || stream
+                            .write_all(&[b"echo:", &buf[..n]].concat())
+                            .await
+                            .is_err()
+                    {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let port = free_port();
+    let mesh = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1}}\n---\n\
+         kind: Service\nmetadata: {{name: db, namespace: shop}}\nspec: {{protocol: tcp, port: {port}}}\n---\n\
+         kind: Endpoints\nmetadata: {{name: db, namespace: shop, cluster: east}}\nspec: {{endpoints: [{{address: 127.0.0.1, port: {echo_port}}}]}}\n"
+    );
+    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
+    let mut proxy = ProxyProcess::new(root.path(), "proxy-tcp", "east", &[&cp]);
+    proxy.start();
+    let reply = eventually(WAIT, "a TCP round trip through the proxy", || async {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        stream.write_all(b"ping").await.ok()?;
+        let mut buf = [0u8; 64];
+        let n = tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        (n > 0).then(|| String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .await;
+    assert_eq!(reply, "echo:ping");
+}
