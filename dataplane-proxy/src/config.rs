@@ -92,6 +92,14 @@ pub struct ClusterConfig {
     #[serde(skip)]
     pub outlier: Option<OutlierPolicy>,
     pub health_check: Option<HealthCheckConfig>,
+    pub limits: Option<Limits>,
+}
+
+/// Circuit breakers: concurrent requests per cluster and per host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    pub max_requests: u32,
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -383,6 +391,18 @@ impl Snapshot {
                     overprovisioning,
                     localities: cla.as_ref().map(localities).unwrap_or_default(),
                     health_check: health_check(&cluster),
+                    limits: cluster
+                        .circuit_breakers
+                        .as_ref()
+                        .and_then(|cb| cb.thresholds.first())
+                        .map(|t| Limits {
+                            max_requests: t.max_requests.as_ref().map(|v| v.value).unwrap_or(1024),
+                            max_connections: t
+                                .max_connections
+                                .as_ref()
+                                .map(|v| v.value)
+                                .unwrap_or(1024),
+                        }),
                     outlier: cluster.outlier_detection.as_ref().map(|od| OutlierPolicy {
                         consecutive_failures: od
                             .consecutive_5xx

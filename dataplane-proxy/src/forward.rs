@@ -114,6 +114,19 @@ pub async fn handle(
                 .unwrap_or_default(),
         ),
     });
+    tracing::debug!(%cluster, %peer, "request");
+    let Some(_admitted) = runtime.admit(&cluster) else {
+        metrics.count(&cluster, "overflow");
+        let mut response = local_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "circuit breaker open: too many requests",
+        );
+        response.headers_mut().insert(
+            "x-meridian-overloaded",
+            hyper::header::HeaderValue::from_static("true"),
+        );
+        return response;
+    };
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -152,6 +165,13 @@ pub async fn handle(
             metrics.count(&cluster, "no_healthy_upstream");
             return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
         };
+        if !runtime.host_has_room(&cluster, &host) {
+            metrics.count(&cluster, "overflow");
+            return local_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "circuit breaker open: host connection limit",
+            );
+        }
         let mut upstream =
             Request::builder()
                 .method(parts.method.clone())
@@ -173,6 +193,7 @@ pub async fn handle(
         let Ok(upstream) = upstream.body(Full::new(body.clone())) else {
             return local_response(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
         };
+        tracing::debug!(%cluster, %host, "forwarding");
         match tokio::time::timeout(per_try, client.request(upstream)).await {
             Ok(Ok(response)) => {
                 runtime.report(&cluster, &host, response.status().is_server_error());

@@ -20,6 +20,8 @@ pub struct Runtime {
     outliers: HashMap<String, Mutex<OutlierTracker>>,
     in_flight: HashMap<(String, String), AtomicU32>,
     random: AtomicU64,
+    /// Requests in flight per cluster, for its circuit breaker.
+    active: HashMap<String, AtomicU32>,
     /// Why hosts are held out beyond what the control plane says: (ejected, failing checks).
     held_out: Mutex<HashMap<(String, String), (bool, bool)>>,
 }
@@ -78,13 +80,56 @@ impl Runtime {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
-        Runtime {
+        let mut runtime = Runtime {
             snapshot,
             balancers,
             outliers,
             in_flight,
             random: AtomicU64::new(seed),
             held_out: Mutex::new(HashMap::new()),
+            active: HashMap::new(),
+        };
+        runtime.active = runtime
+            .snapshot
+            .clusters
+            .keys()
+            .map(|c| (c.clone(), AtomicU32::new(0)))
+            .collect();
+        runtime
+    }
+
+    /// Admits a request to the cluster unless its circuit breaker is open.
+    pub fn admit(&self, cluster: &str) -> Option<InFlight<'_>> {
+        let counter = self.active.get(cluster)?;
+        let limit = self
+            .snapshot
+            .clusters
+            .get(cluster)?
+            .limits
+            .map(|l| l.max_requests)
+            .unwrap_or(u32::MAX);
+        let previous = counter.fetch_add(1, Ordering::Relaxed);
+        let admitted = InFlight {
+            counter: Some(counter),
+        };
+        (previous < limit).then_some(admitted)
+    }
+
+    /// Whether the host is within its connection limit, counting the request
+    /// just picked for it.
+    pub fn host_has_room(&self, cluster: &str, host: &str) -> bool {
+        let limit = self
+            .snapshot
+            .clusters
+            .get(cluster)
+            .and_then(|c| c.limits)
+            .map(|l| l.max_connections);
+        match (
+            limit,
+            self.in_flight.get(&(cluster.to_string(), host.to_string())),
+        ) {
+            (Some(limit), Some(count)) => count.load(Ordering::Relaxed) <= limit,
+            _ => true,
         }
     }
 

@@ -5,8 +5,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Returns (status code, body), or `None` if the server did not answer.
 pub async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
+    get_host(addr, addr, path).await
+}
+
+/// A GET with its own Host header, on a connection of its own.
+pub async fn get_host(addr: &str, host: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.ok()?;

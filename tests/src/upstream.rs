@@ -11,6 +11,7 @@ pub struct Upstream {
     pub name: String,
     pub port: u16,
     failing: Arc<AtomicBool>,
+    delay: Arc<std::sync::atomic::AtomicU64>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -20,6 +21,7 @@ impl Upstream {
             name: name.to_string(),
             port: crate::free_port(),
             failing: Arc::new(AtomicBool::new(false)),
+            delay: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             task: None,
         };
         upstream.up().await;
@@ -32,6 +34,7 @@ impl Upstream {
             .expect("bind upstream");
         let name = self.name.clone();
         let failing = self.failing.clone();
+        let delay = self.delay.clone();
         let app = Router::new().fallback(any(move || {
             let name = name.clone();
             let status = if failing.load(Ordering::Relaxed) {
@@ -39,11 +42,21 @@ impl Upstream {
             } else {
                 StatusCode::OK
             };
-            async move { (status, name) }
+            let delay = std::time::Duration::from_millis(delay.load(Ordering::Relaxed));
+            async move {
+                tokio::time::sleep(delay).await;
+                (status, name)
+            }
         }));
         self.task = Some(tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         }));
+    }
+
+    /// Takes this long to answer, from now on.
+    pub fn slow(&self, delay: std::time::Duration) {
+        self.delay
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// Answers 500 from now on (or 200 again).

@@ -380,3 +380,45 @@ async fn tcp_services_are_proxied() {
     .await;
     assert_eq!(reply, "echo:ping");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn circuit_breakers_refuse_what_exceeds_the_limit() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let cp = nodes[0].grpc.clone();
+    let upstream = Upstream::start("slow").await;
+    let port = free_port();
+    let mesh = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}, \
+         circuitBreaker: {{maxConnections: 100, maxPendingRequests: 0, maxRequests: 2}}}}\n---\n{}",
+        endpoints("east", "us-east-1a", &[(&upstream, 1, "healthy")]),
+    );
+    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
+    let mut proxy = ProxyProcess::new(root.path(), "proxy-cb", "east", &[&cp]);
+    proxy.start();
+    let client = proxy::client();
+    let addr = format!("127.0.0.1:{port}");
+    eventually(WAIT, "the proxy to route web.shop", || async {
+        let (status, _) = proxy::get(&client, &addr, "web.shop", "/").await?;
+        (status == 200).then_some(())
+    })
+    .await;
+    upstream.slow(Duration::from_millis(800));
+    // A connection each, all at once.
+    let requests: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = addr.clone();
+            tokio::spawn(async move { http::get_host(&addr, "web.shop", "/").await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.expect("task").expect("response").0);
+    }
+
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 503).count();
+    assert!(ok >= 1 && ok <= 2 && ok + refused == 8, "{statuses:?}");
+}
