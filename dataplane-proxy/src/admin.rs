@@ -18,6 +18,9 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
 }
 
 async fn ready(State(proxy): State<Arc<Proxy>>) -> (StatusCode, &'static str) {
+    if proxy.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+    }
     match proxy.current() {
         Some(_) => (StatusCode::OK, "ready\n"),
         None => (StatusCode::SERVICE_UNAVAILABLE, "no configuration yet\n"),

@@ -53,6 +53,9 @@ struct Args {
     outbound_bind: IpAddr,
 }
 
+/// How long open connections may take to finish on shutdown.
+const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
@@ -96,10 +99,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         zone: args.zone,
     };
     let client = xds::run(config, resources, proxy.as_ref());
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
     tokio::select! {
         _ = client => {}
-        _ = tokio::signal::ctrl_c() => tracing::info!("shutting down"),
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
+    tracing::info!("shutting down: draining");
+    proxy.drain(DRAIN_DEADLINE).await;
     Ok(())
 }
 

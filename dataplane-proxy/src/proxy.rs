@@ -27,6 +27,9 @@ pub struct Proxy {
     bind: IpAddr,
     state_dir: PathBuf,
     listeners: Mutex<HashMap<u16, (ListenerKind, JoinHandle<()>)>>,
+    /// Tells open HTTP connections to finish up, on shutdown.
+    graceful: Mutex<Option<hyper_util::server::graceful::GracefulShutdown>>,
+    draining: std::sync::atomic::AtomicBool,
     /// The active health checkers of the current configuration.
     health_checks: Mutex<Vec<JoinHandle<()>>>,
     me: std::sync::Weak<Proxy>,
@@ -42,6 +45,8 @@ impl Proxy {
             state_dir,
             listeners: Mutex::new(HashMap::new()),
             health_checks: Mutex::new(Vec::new()),
+            graceful: Mutex::new(Some(hyper_util::server::graceful::GracefulShutdown::new())),
+            draining: std::sync::atomic::AtomicBool::new(false),
             me: me.clone(),
         })
     }
@@ -90,6 +95,48 @@ impl Proxy {
                 ListenerKind::Tcp(cluster) => tokio::spawn(serve_tcp(me, addr, cluster.clone())),
             };
             listeners.insert(port, (kind, task));
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn watcher(&self) -> Option<hyper_util::server::graceful::Watcher> {
+        self.graceful
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|g| g.watcher())
+    }
+
+    /// Graceful drain: stop accepting, let open HTTP connections finish their
+    /// requests and close, for at most `deadline`.
+    pub async fn drain(&self, deadline: std::time::Duration) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        for (_, (_, task)) in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+        {
+            task.abort();
+        }
+        let graceful = self
+            .graceful
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(graceful) = graceful {
+            let open = graceful.count();
+            tracing::info!(open, "draining connections");
+            if tokio::time::timeout(deadline, graceful.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::warn!("drain deadline reached; closing the remaining connections");
+            }
         }
     }
 
@@ -145,6 +192,7 @@ async fn serve(proxy: Arc<Proxy>, addr: SocketAddr) {
             }
         };
         let _ = stream.set_nodelay(true);
+        let watcher = proxy.watcher();
         let proxy = proxy.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
@@ -165,10 +213,13 @@ async fn serve(proxy: Arc<Proxy>, addr: SocketAddr) {
                 }
             });
             // Garbage, truncated requests and bad frames end this connection only.
-            if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            let result = match watcher {
+                Some(watcher) => watcher.watch(connection).await,
+                None => return,
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

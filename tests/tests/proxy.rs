@@ -422,3 +422,51 @@ async fn circuit_breakers_refuse_what_exceeds_the_limit() {
     let refused = statuses.iter().filter(|s| **s == 503).count();
     assert!((1..=2).contains(&ok) && ok + refused == 8, "{statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_requests_in_flight() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let cp = nodes[0].grpc.clone();
+    let upstream = Upstream::start("slow").await;
+    let port = free_port();
+    let mesh = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\n{}",
+        endpoints("east", "us-east-1a", &[(&upstream, 1, "healthy")]),
+    );
+    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
+    let mut proxy = ProxyProcess::new(root.path(), "proxy-drain", "east", &[&cp]);
+    proxy.start();
+    let addr = format!("127.0.0.1:{port}");
+    eventually(WAIT, "the proxy to route web.shop", || async {
+        let (status, _) = http::get_host(&addr, "web.shop", "/").await?;
+        (status == 200).then_some(())
+    })
+    .await;
+    upstream.slow(Duration::from_millis(1_500));
+    let in_flight = {
+        let addr = addr.clone();
+        tokio::spawn(async move { http::get_host(&addr, "web.shop", "/").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.terminate();
+    let (status, body) = in_flight
+        .await
+        .expect("task")
+        .expect("the request in flight completes");
+    assert_eq!((status, body.as_str()), (200, "slow"));
+    let deadline = std::time::Instant::now() + WAIT;
+    while !proxy.exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy did not exit after draining"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        tokio::net::TcpStream::connect(&addr).await.is_err(),
+        "a drained proxy must not accept"
+    );
+}
