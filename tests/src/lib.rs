@@ -3,6 +3,7 @@
 //! and kill every process when its handle drops.
 
 pub mod agent;
+pub mod fake_xds;
 pub mod http;
 pub mod http_sd;
 pub mod kube_api;
