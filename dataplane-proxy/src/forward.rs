@@ -157,9 +157,21 @@ pub async fn handle(
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
+    let started = std::time::Instant::now();
     let mut last_failed: Option<String> = None;
+    let mut _retry: Option<crate::runtime::InFlight<'_>> = None;
     let mut outcome = local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     for attempt in 0..=retries {
+        if attempt > 0 {
+            // The retry budget: retries may be at most a fifth of the cluster's requests in flight.
+            match runtime.admit_retry(&cluster) {
+                Some(guard) => _retry = Some(guard),
+                None => {
+                    metrics.count(&cluster, "retry_budget_exhausted");
+                    break;
+                }
+            }
+        }
         let Some((host, _in_flight)) = runtime.pick_host(&cluster, hash, last_failed.as_deref())
         else {
             metrics.count(&cluster, "no_healthy_upstream");
@@ -196,7 +208,10 @@ pub async fn handle(
         tracing::debug!(%cluster, %host, "forwarding");
         match tokio::time::timeout(per_try, client.request(upstream)).await {
             Ok(Ok(response)) => {
-                runtime.report(&cluster, &host, response.status().is_server_error());
+                metrics.observe(&cluster, started.elapsed().as_secs_f64());
+                if runtime.report(&cluster, &host, response.status().is_server_error()) {
+                    metrics.ejected(&cluster);
+                }
                 let retry_5xx = route.retry.as_ref().is_some_and(|r| r.on_5xx);
                 if response.status().is_server_error() && retry_5xx && attempt < retries {
                     metrics.count(&cluster, "retry_5xx");
@@ -215,7 +230,9 @@ pub async fn handle(
                 return Response::from_parts(parts, body.boxed());
             }
             Ok(Err(e)) => {
-                runtime.report(&cluster, &host, true);
+                if runtime.report(&cluster, &host, true) {
+                    metrics.ejected(&cluster);
+                }
                 tracing::debug!(%cluster, %host, error = %e, "upstream request failed");
                 metrics.count(&cluster, "upstream_error");
                 outcome =
@@ -225,7 +242,9 @@ pub async fn handle(
                 }
             }
             Err(_) => {
-                runtime.report(&cluster, &host, true);
+                if runtime.report(&cluster, &host, true) {
+                    metrics.ejected(&cluster);
+                }
                 metrics.count(&cluster, "timeout");
                 outcome = local_response(
                     StatusCode::GATEWAY_TIMEOUT,

@@ -2,7 +2,11 @@
 
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        histogram::{exponential_buckets, Histogram},
+    },
     registry::Registry,
 };
 
@@ -12,9 +16,16 @@ struct Labels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterLabels {
+    cluster: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     requests: Family<Labels, Counter>,
+    latency: Family<ClusterLabels, Histogram>,
+    ejections: Family<ClusterLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -26,7 +37,27 @@ impl Default for Metrics {
             "Requests by cluster and outcome",
             requests.clone(),
         );
-        Metrics { registry, requests }
+        let latency = Family::<ClusterLabels, Histogram>::new_with_constructor(|| {
+            // 0.5 ms to about 16 s.
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "request_duration_seconds",
+            "Time to the upstream's response headers, retries included",
+            latency.clone(),
+        );
+        let ejections = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "ejections",
+            "Hosts ejected by outlier detection",
+            ejections.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            ejections,
+        }
     }
 }
 
@@ -36,6 +67,22 @@ impl Metrics {
             .get_or_create(&Labels {
                 cluster: cluster.to_string(),
                 outcome: outcome.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn observe(&self, cluster: &str, seconds: f64) {
+        self.latency
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    pub fn ejected(&self, cluster: &str) {
+        self.ejections
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.to_string(),
             })
             .inc();
     }

@@ -22,6 +22,8 @@ pub struct Runtime {
     random: AtomicU64,
     /// Requests in flight per cluster, for its circuit breaker.
     active: HashMap<String, AtomicU32>,
+    /// Retries in flight per cluster, for the retry budget.
+    retries: HashMap<String, AtomicU32>,
     /// Why hosts are held out beyond what the control plane says: (ejected, failing checks).
     held_out: Mutex<HashMap<(String, String), (bool, bool)>>,
 }
@@ -88,7 +90,14 @@ impl Runtime {
             random: AtomicU64::new(seed),
             held_out: Mutex::new(HashMap::new()),
             active: HashMap::new(),
+            retries: HashMap::new(),
         };
+        runtime.retries = runtime
+            .snapshot
+            .clusters
+            .keys()
+            .map(|c| (c.clone(), AtomicU32::new(0)))
+            .collect();
         runtime.active = runtime
             .snapshot
             .clusters
@@ -204,20 +213,42 @@ impl Runtime {
         Some((address, InFlight { counter }))
     }
 
-    /// Records a request's outcome at a host, ejecting it if it keeps failing.
-    pub fn report(&self, cluster: &str, address: &str, failed: bool) {
+    /// Records a request's outcome at a host, ejecting it if it keeps
+    /// failing; true when this outcome ejected it.
+    pub fn report(&self, cluster: &str, address: &str, failed: bool) -> bool {
         let Some(tracker) = self.outliers.get(cluster) else {
-            return;
+            return false;
         };
         let verdict = tracker.lock().unwrap_or_else(|p| p.into_inner()).record(
             address,
             failed,
             Instant::now(),
         );
-        if let Some(verdict) = verdict {
-            tracing::info!(%cluster, ?verdict, "outlier detection");
-            self.act(cluster, verdict);
+        match verdict {
+            Some(verdict) => {
+                tracing::info!(%cluster, ?verdict, "outlier detection");
+                self.act(cluster, verdict);
+                true
+            }
+            None => false,
         }
+    }
+
+    /// Admits a retry unless retries in flight already reach the budget:
+    /// a fifth of the cluster's requests in flight, and at least three.
+    pub fn admit_retry(&self, cluster: &str) -> Option<InFlight<'_>> {
+        let retries = self.retries.get(cluster)?;
+        let active = self
+            .active
+            .get(cluster)
+            .map(|a| a.load(Ordering::Relaxed))
+            .unwrap_or(0);
+        let budget = (active / 5).max(3);
+        let previous = retries.fetch_add(1, Ordering::Relaxed);
+        let admitted = InFlight {
+            counter: Some(retries),
+        };
+        (previous < budget).then_some(admitted)
     }
 
     /// Readmits hosts whose ejection has run out.
