@@ -18,8 +18,8 @@ pub const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Upstreams {
-    http1: Client<HttpConnector, Full<Bytes>>,
-    http2: Client<HttpConnector, Full<Bytes>>,
+    http1: Client<HttpConnector, ProxyBody>,
+    http2: Client<HttpConnector, ProxyBody>,
 }
 
 impl Upstreams {
@@ -128,18 +128,30 @@ pub async fn handle(
         return response;
     };
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            return local_response(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "request body too large or broken",
-            )
-        }
-    };
+    let grpc = parts
+        .headers
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let retries = match &route.retry {
-        Some(retry) if idempotent(&parts.method) => retry.attempts,
+        Some(retry) if idempotent(&parts.method) && !grpc => retry.attempts,
         _ => 0,
+    };
+    // A body is buffered only when a retry may have to send it again;
+    // otherwise (and always for gRPC) it streams through, trailers and all.
+    let mut streamed = None;
+    let buffered = if retries > 0 {
+        match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return local_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large or broken",
+                )
+            }
+        }
+    } else {
+        streamed = Some(body);
+        Bytes::new()
     };
     let per_try = route
         .retry
@@ -202,7 +214,13 @@ pub async fn handle(
                 upstream = upstream.header(name, value);
             }
         }
-        let Ok(upstream) = upstream.body(Full::new(body.clone())) else {
+        let body: ProxyBody = match streamed.take() {
+            Some(incoming) => incoming.boxed(),
+            None => Full::new(buffered.clone())
+                .map_err(|never| match never {})
+                .boxed(),
+        };
+        let Ok(upstream) = upstream.body(body) else {
             return local_response(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
         };
         tracing::debug!(%cluster, %host, "forwarding");

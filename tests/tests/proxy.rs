@@ -73,7 +73,10 @@ async fn proxy_balances_fails_over_and_survives_the_control_plane() {
     let (code, _) = http::get(&proxy.admin, "/ready").await.expect("admin");
     assert_eq!(code, 200);
     let (_, metrics) = http::get(&proxy.admin, "/metrics").await.expect("metrics");
-    assert!(metrics.contains("meridian_proxy_request_duration_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("meridian_proxy_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
 
     // Weights 1:3 in the local priority: 25% +/- 3% over 4,000 requests; nothing crosses to west.
     let counts = spread(&client, &addr, 4_000).await;
