@@ -10,6 +10,7 @@ mod metrics;
 mod proxy;
 mod runtime;
 mod state;
+mod tls;
 mod xds;
 
 use clap::Parser;
@@ -51,6 +52,11 @@ struct Args {
         default_value = "127.0.0.1"
     )]
     outbound_bind: IpAddr,
+    /// A PEM certificate (chain) for TLS on the listeners; plaintext is still accepted.
+    #[arg(long, env = "MERIDIAN_PROXY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long, env = "MERIDIAN_PROXY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 /// How long open connections may take to finish on shutdown.
@@ -85,7 +91,15 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     use anyhow::Context;
-    let proxy = proxy::Proxy::new(args.outbound_bind, args.state_dir.clone());
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            tls::acceptor(cert, key)
+                .map_err(anyhow::Error::msg)
+                .context("--tls-cert/--tls-key")?,
+        ),
+        _ => None,
+    };
+    let proxy = proxy::Proxy::new(args.outbound_bind, args.state_dir.clone(), tls);
     let resources = proxy.restore();
     let admin = tokio::net::TcpListener::bind(&args.admin_addr)
         .await

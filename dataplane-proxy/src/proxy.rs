@@ -7,7 +7,7 @@ use crate::{
     health_check,
     metrics::Metrics,
     runtime::Runtime,
-    state, xds,
+    state, tls, xds,
 };
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -26,6 +26,7 @@ pub struct Proxy {
     pub metrics: Metrics,
     bind: IpAddr,
     state_dir: PathBuf,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     listeners: Mutex<HashMap<u16, (ListenerKind, JoinHandle<()>)>>,
     /// Tells open HTTP connections to finish up, on shutdown.
     graceful: Mutex<Option<hyper_util::server::graceful::GracefulShutdown>>,
@@ -36,13 +37,18 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub fn new(bind: IpAddr, state_dir: PathBuf) -> Arc<Self> {
+    pub fn new(
+        bind: IpAddr,
+        state_dir: PathBuf,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|me| Proxy {
             runtime: RwLock::new(None),
             upstreams: Upstreams::new(),
             metrics: Metrics::default(),
             bind,
             state_dir,
+            tls,
             listeners: Mutex::new(HashMap::new()),
             health_checks: Mutex::new(Vec::new()),
             graceful: Mutex::new(Some(hyper_util::server::graceful::GracefulShutdown::new())),
@@ -193,6 +199,7 @@ async fn serve(proxy: Arc<Proxy>, addr: SocketAddr) {
         };
         let _ = stream.set_nodelay(true);
         let watcher = proxy.watcher();
+        let tls = proxy.tls.clone();
         let proxy = proxy.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
@@ -213,11 +220,28 @@ async fn serve(proxy: Arc<Proxy>, addr: SocketAddr) {
                 }
             });
             // Garbage, truncated requests and bad frames end this connection only.
+            let Some(watcher) = watcher else { return };
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            let result = match watcher {
-                Some(watcher) => watcher.watch(connection).await,
-                None => return,
+            let mut first = [0u8; 1];
+            let is_tls = tls.is_some()
+                && matches!(stream.peek(&mut first).await, Ok(1) if first[0] == tls::HANDSHAKE);
+            let result = match (&tls, is_tls) {
+                (Some(acceptor), true) => match acceptor.accept(stream).await {
+                    Ok(tls_stream) => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
+                            .await
+                    }
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                },
+                _ => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");

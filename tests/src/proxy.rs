@@ -39,6 +39,12 @@ impl ProxyProcess {
         }
     }
 
+    /// More flags for the proxy (before it starts).
+    pub fn with_args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
     pub fn start(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
