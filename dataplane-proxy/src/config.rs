@@ -89,6 +89,8 @@ pub struct ClusterConfig {
     pub overprovisioning: f64,
     #[serde(skip)]
     pub localities: Vec<Locality>,
+    /// `region/zone/sub_zone` of each locality, in the same order, for metrics.
+    pub locality_names: Vec<String>,
     #[serde(skip)]
     pub outlier: Option<OutlierPolicy>,
     pub health_check: Option<HealthCheckConfig>,
@@ -390,6 +392,18 @@ impl Snapshot {
                         .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
                     overprovisioning,
                     localities: cla.as_ref().map(localities).unwrap_or_default(),
+                    locality_names: cla
+                        .as_ref()
+                        .map(|c| {
+                            c.endpoints
+                                .iter()
+                                .map(|l| {
+                                    let l = l.locality.clone().unwrap_or_default();
+                                    format!("{}/{}/{}", l.region, l.zone, l.sub_zone)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default(),
                     health_check: health_check(&cluster),
                     limits: cluster
                         .circuit_breakers

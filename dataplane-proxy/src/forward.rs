@@ -86,7 +86,7 @@ pub async fn handle(
         .unwrap_or_default();
     let path = request.uri().path().to_string();
     let Some(route) = runtime.snapshot.route(port, &authority, &path).cloned() else {
-        metrics.count(&authority, "no_route");
+        metrics.count(&authority, "", "no_route");
         return local_response(
             StatusCode::NOT_FOUND,
             &format!("no route for {authority}{path}"),
@@ -116,7 +116,7 @@ pub async fn handle(
     });
     tracing::debug!(%cluster, %peer, "request");
     let Some(_admitted) = runtime.admit(&cluster) else {
-        metrics.count(&cluster, "overflow");
+        metrics.count(&cluster, "", "overflow");
         let mut response = local_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "circuit breaker open: too many requests",
@@ -179,18 +179,19 @@ pub async fn handle(
             match runtime.admit_retry(&cluster) {
                 Some(guard) => _retry = Some(guard),
                 None => {
-                    metrics.count(&cluster, "retry_budget_exhausted");
+                    metrics.count(&cluster, "", "retry_budget_exhausted");
                     break;
                 }
             }
         }
         let Some((host, _in_flight)) = runtime.pick_host(&cluster, hash, last_failed.as_deref())
         else {
-            metrics.count(&cluster, "no_healthy_upstream");
+            metrics.count(&cluster, "", "no_healthy_upstream");
             return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
         };
+        let locality = runtime.locality(&cluster, &host).to_string();
         if !runtime.host_has_room(&cluster, &host) {
-            metrics.count(&cluster, "overflow");
+            metrics.count(&cluster, &locality, "overflow");
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "circuit breaker open: host connection limit",
@@ -226,18 +227,19 @@ pub async fn handle(
         tracing::debug!(%cluster, %host, "forwarding");
         match tokio::time::timeout(per_try, client.request(upstream)).await {
             Ok(Ok(response)) => {
-                metrics.observe(&cluster, started.elapsed().as_secs_f64());
+                metrics.observe(&cluster, &locality, started.elapsed().as_secs_f64());
                 if runtime.report(&cluster, &host, response.status().is_server_error()) {
-                    metrics.ejected(&cluster);
+                    metrics.ejected(&cluster, &locality);
                 }
                 let retry_5xx = route.retry.as_ref().is_some_and(|r| r.on_5xx);
                 if response.status().is_server_error() && retry_5xx && attempt < retries {
-                    metrics.count(&cluster, "retry_5xx");
+                    metrics.count(&cluster, &locality, "retry_5xx");
                     last_failed = Some(host);
                     continue;
                 }
                 metrics.count(
                     &cluster,
+                    &locality,
                     if response.status().is_server_error() {
                         "upstream_5xx"
                     } else {
@@ -249,10 +251,10 @@ pub async fn handle(
             }
             Ok(Err(e)) => {
                 if runtime.report(&cluster, &host, true) {
-                    metrics.ejected(&cluster);
+                    metrics.ejected(&cluster, &locality);
                 }
                 tracing::debug!(%cluster, %host, error = %e, "upstream request failed");
-                metrics.count(&cluster, "upstream_error");
+                metrics.count(&cluster, &locality, "upstream_error");
                 outcome =
                     local_response(StatusCode::BAD_GATEWAY, &format!("upstream {host} failed"));
                 if !route.retry.as_ref().is_some_and(|r| r.on_connect_failure) {
@@ -261,9 +263,9 @@ pub async fn handle(
             }
             Err(_) => {
                 if runtime.report(&cluster, &host, true) {
-                    metrics.ejected(&cluster);
+                    metrics.ejected(&cluster, &locality);
                 }
-                metrics.count(&cluster, "timeout");
+                metrics.count(&cluster, &locality, "timeout");
                 outcome = local_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!("upstream {host} timed out"),

@@ -13,12 +13,14 @@ use prometheus_client::{
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Labels {
     cluster: String,
+    locality: String,
     outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ClusterLabels {
     cluster: String,
+    locality: String,
 }
 
 pub struct Metrics {
@@ -34,7 +36,7 @@ impl Default for Metrics {
         let requests = Family::<Labels, Counter>::default();
         registry.register(
             "requests",
-            "Requests by cluster and outcome",
+            "Requests by cluster, locality of the host chosen, and outcome",
             requests.clone(),
         );
         let latency = Family::<ClusterLabels, Histogram>::new_with_constructor(|| {
@@ -62,27 +64,31 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn count(&self, cluster: &str, outcome: &str) {
+    /// Counts a request's outcome; `locality` is empty when no host was chosen.
+    pub fn count(&self, cluster: &str, locality: &str, outcome: &str) {
         self.requests
             .get_or_create(&Labels {
                 cluster: cluster.to_string(),
+                locality: locality.to_string(),
                 outcome: outcome.to_string(),
             })
             .inc();
     }
 
-    pub fn observe(&self, cluster: &str, seconds: f64) {
+    pub fn observe(&self, cluster: &str, locality: &str, seconds: f64) {
         self.latency
             .get_or_create(&ClusterLabels {
                 cluster: cluster.to_string(),
+                locality: locality.to_string(),
             })
             .observe(seconds);
     }
 
-    pub fn ejected(&self, cluster: &str) {
+    pub fn ejected(&self, cluster: &str, locality: &str) {
         self.ejections
             .get_or_create(&ClusterLabels {
                 cluster: cluster.to_string(),
+                locality: locality.to_string(),
             })
             .inc();
     }

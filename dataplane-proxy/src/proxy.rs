@@ -276,7 +276,7 @@ async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
                 let Some((host, _in_flight)) =
                     runtime.pick_host(&cluster, Some(hash), last_failed.as_deref())
                 else {
-                    proxy.metrics.count(&cluster, "no_healthy_upstream");
+                    proxy.metrics.count(&cluster, "", "no_healthy_upstream");
                     return;
                 };
                 let connect = tokio::time::timeout(
@@ -287,13 +287,21 @@ async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
                 match connect {
                     Ok(Ok(mut outbound)) => {
                         runtime.report(&cluster, &host, false);
-                        proxy.metrics.count(&cluster, "tcp_connection");
+                        proxy.metrics.count(
+                            &cluster,
+                            runtime.locality(&cluster, &host),
+                            "tcp_connection",
+                        );
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         return;
                     }
                     _ => {
                         runtime.report(&cluster, &host, true);
-                        proxy.metrics.count(&cluster, "upstream_error");
+                        proxy.metrics.count(
+                            &cluster,
+                            runtime.locality(&cluster, &host),
+                            "upstream_error",
+                        );
                         last_failed = Some(host);
                     }
                 }

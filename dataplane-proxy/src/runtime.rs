@@ -22,6 +22,8 @@ pub struct Runtime {
     random: AtomicU64,
     /// Requests in flight per cluster, for its circuit breaker.
     active: HashMap<String, AtomicU32>,
+    /// Each host's locality (`region/zone/sub_zone`), for metrics.
+    localities: HashMap<(String, String), String>,
     /// Retries in flight per cluster, for the retry budget.
     retries: HashMap<String, AtomicU32>,
     /// Why hosts are held out beyond what the control plane says: (ejected, failing checks).
@@ -91,7 +93,23 @@ impl Runtime {
             held_out: Mutex::new(HashMap::new()),
             active: HashMap::new(),
             retries: HashMap::new(),
+            localities: HashMap::new(),
         };
+        runtime.localities = runtime
+            .snapshot
+            .clusters
+            .iter()
+            .flat_map(|(name, c)| {
+                c.localities
+                    .iter()
+                    .zip(&c.locality_names)
+                    .flat_map(move |(l, label)| {
+                        l.hosts
+                            .iter()
+                            .map(move |h| ((name.clone(), h.address.clone()), label.clone()))
+                    })
+            })
+            .collect();
         runtime.retries = runtime
             .snapshot
             .clusters
@@ -211,6 +229,14 @@ impl Runtime {
             counter.fetch_add(1, Ordering::Relaxed);
         }
         Some((address, InFlight { counter }))
+    }
+
+    /// The host's locality, `region/zone/sub_zone`.
+    pub fn locality(&self, cluster: &str, host: &str) -> &str {
+        self.localities
+            .get(&(cluster.to_string(), host.to_string()))
+            .map(String::as_str)
+            .unwrap_or("")
     }
 
     /// Records a request's outcome at a host, ejecting it if it keeps
