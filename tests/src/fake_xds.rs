@@ -39,10 +39,21 @@ pub struct FakeXds {
 struct Service {
     shared: Arc<Shared>,
     version: watch::Receiver<u64>,
+    /// Offer only state of the world (delta answers UNIMPLEMENTED).
+    sotw_only: bool,
 }
 
 impl FakeXds {
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// A server that offers only state-of-the-world ADS.
+    pub async fn start_sotw_only() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(sotw_only: bool) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -52,6 +63,7 @@ impl FakeXds {
         let service = Service {
             shared: shared.clone(),
             version: rx,
+            sotw_only,
         };
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
@@ -131,17 +143,76 @@ impl AggregatedDiscoveryService for Service {
 
     async fn stream_aggregated_resources(
         &self,
-        _request: Request<Streaming<DiscoveryRequest>>,
+        request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Err(Status::unimplemented(
-            "this test server speaks delta xDS only",
-        ))
+        if !self.sotw_only {
+            return Err(Status::unimplemented(
+                "this test server speaks delta xDS only",
+            ));
+        }
+        let (tx, rx) = mpsc::channel(16);
+        let shared = self.shared.clone();
+        let mut version = self.version.clone();
+        let mut requests = request.into_inner();
+        tokio::spawn(async move {
+            let mut subscriptions: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut nonce = 0u64;
+            loop {
+                let to_send: Vec<String> = tokio::select! {
+                    request = requests.message() => {
+                        let Ok(Some(request)) = request else { return };
+                        if let Some(error) = &request.error_detail {
+                            shared.nacks.lock().expect("lock").push(error.message.clone());
+                        }
+                        let changed = subscriptions.get(&request.type_url) != Some(&request.resource_names);
+                        subscriptions.insert(request.type_url.clone(), request.resource_names.clone());
+                        if changed { vec![request.type_url.clone()] } else { Vec::new() }
+                    }
+                    changed = version.changed() => {
+                        if changed.is_err() { return }
+                        subscriptions.keys().cloned().collect()
+                    }
+                };
+                for type_url in to_send {
+                    nonce += 1;
+                    let names = subscriptions.get(&type_url).cloned().unwrap_or_default();
+                    let resources = shared
+                        .resources
+                        .lock()
+                        .expect("lock")
+                        .get(&type_url)
+                        .map(|m| {
+                            m.iter()
+                                .filter(|(name, _)| names.is_empty() || names.contains(name))
+                                .map(|(_, any)| any.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let response = DiscoveryResponse {
+                        version_info: format!("v{nonce}"),
+                        resources,
+                        type_url: type_url.clone(),
+                        nonce: nonce.to_string(),
+                        ..Default::default()
+                    };
+                    if tx.send(Ok(response)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        if self.sotw_only {
+            return Err(Status::unimplemented(
+                "this test server speaks state of the world only",
+            ));
+        }
         let (tx, rx) = mpsc::channel(16);
         let shared = self.shared.clone();
         let mut version = self.version.clone();

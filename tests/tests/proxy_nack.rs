@@ -18,6 +18,17 @@ const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inconsistent_and_malformed_updates_are_nacked_and_old_routes_serve() {
+    nacks_keep_old_routes(FakeXds::start().await).await;
+}
+
+/// The same against a server that offers only state of the world: the proxy
+/// falls back to it, and NACKs there too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_of_the_world_server_is_used_and_nacked_alike() {
+    nacks_keep_old_routes(FakeXds::start_sotw_only().await).await;
+}
+
+async fn nacks_keep_old_routes(xds: FakeXds) {
     let root = tempfile::tempdir().expect("temp dir");
     let upstream = Upstream::start("up").await;
     let port = free_port();
@@ -41,7 +52,6 @@ async fn inconsistent_and_malformed_updates_are_nacked_and_old_routes_serve() {
             ..Default::default()
         },
     );
-    let xds = FakeXds::start().await;
     for t in type_url::ALL {
         for (name, resource) in compiled.of_type(t).into_iter().flatten() {
             xds.set(t, name, resource.resource.clone());

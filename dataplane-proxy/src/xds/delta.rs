@@ -1,17 +1,11 @@
-//! The proxy's delta ADS client: subscribes to clusters and listeners, then
-//! to the load assignments and route configurations they name; applies each
-//! response only if the whole configuration still holds together (ACK), and
-//! otherwise keeps the previous one and says why (NACK). Moves to the next
-//! control plane on failure; reconnects presenting the versions it holds.
+//! Delta (incremental) ADS.
 
-use crate::config::{ListenerKind, Resources, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use super::{check, node, wanted, Apply, Ended, XdsConfig};
+use crate::config::{Resources, Snapshot, CLUSTER, LISTENER};
 use envoy_types::pb::{
-    envoy::{
-        config::core::v3::{Locality, Node},
-        service::discovery::v3::{
-            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-            DeltaDiscoveryRequest, DeltaDiscoveryResponse,
-        },
+    envoy::service::discovery::v3::{
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+        DeltaDiscoveryRequest, DeltaDiscoveryResponse,
     },
     google::rpc::Status as RpcStatus,
 };
@@ -21,49 +15,6 @@ use std::{
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-
-#[derive(Debug, Clone)]
-pub struct XdsConfig {
-    pub servers: Vec<String>,
-    pub node_id: String,
-    pub cluster: String,
-    pub region: String,
-    pub zone: String,
-}
-
-/// Receives every configuration the client accepted.
-pub trait Apply: Send + Sync {
-    fn apply(&self, resources: &Resources, snapshot: Snapshot);
-}
-
-fn node(config: &XdsConfig) -> Node {
-    Node {
-        id: config.node_id.clone(),
-        cluster: config.cluster.clone(),
-        locality: Some(Locality {
-            region: config.region.clone(),
-            zone: config.zone.clone(),
-            sub_zone: String::new(),
-        }),
-        user_agent_name: "meridian-proxy".into(),
-        ..Default::default()
-    }
-}
-
-/// Names the dependent types need, given the accepted resources.
-fn wanted(resources: &Resources, snapshot: &Snapshot) -> BTreeMap<&'static str, BTreeSet<String>> {
-    let _ = resources;
-    let eds: BTreeSet<String> = snapshot.clusters.keys().cloned().collect();
-    let rds: BTreeSet<String> = snapshot
-        .listeners
-        .values()
-        .filter_map(|kind| match kind {
-            ListenerKind::Http(route) => Some(route.clone()),
-            ListenerKind::Tcp(_) => None,
-        })
-        .collect();
-    BTreeMap::from([(ENDPOINT, eds), (ROUTE, rds)])
-}
 
 /// Applies a response to a copy of the resources.
 fn merged(resources: &Resources, response: &DeltaDiscoveryResponse) -> Resources {
@@ -83,32 +34,34 @@ fn merged(resources: &Resources, response: &DeltaDiscoveryResponse) -> Resources
     candidate
 }
 
-pub async fn run(config: XdsConfig, mut resources: Resources, apply: &dyn Apply) {
-    let mut backoff = Duration::from_millis(100);
-    for server in config.servers.iter().cycle() {
-        match session(&config, server, &mut resources, apply).await {
-            Ok(()) => tracing::warn!(%server, "xDS stream closed"),
-            Err(e) => {
-                tracing::warn!(%server, error = %e, "xDS stream failed; keeping the last good configuration")
-            }
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
-    }
-}
-
-async fn session(
+pub(super) async fn session(
     config: &XdsConfig,
     server: &str,
     resources: &mut Resources,
     apply: &dyn Apply,
-) -> Result<(), String> {
+) -> Ended {
+    match run_session(config, server, resources, apply).await {
+        Ok(()) => Ended::Closed,
+        Err(ended) => ended,
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> Ended {
+    Ended::Failed(e.to_string())
+}
+
+async fn run_session(
+    config: &XdsConfig,
+    server: &str,
+    resources: &mut Resources,
+    apply: &dyn Apply,
+) -> Result<(), Ended> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}"))
-        .map_err(|e| e.to_string())?
+        .map_err(failed)?
         .connect_timeout(Duration::from_secs(2))
         .connect()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(failed)?;
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
     let initial =
         |type_url: &str, resources: &Resources| -> std::collections::HashMap<String, String> {
@@ -125,10 +78,10 @@ async fn session(
             initial_resource_versions: initial(type_url, resources),
             ..Default::default()
         };
-        tx.send(request).await.map_err(|e| e.to_string())?;
+        tx.send(request).await.map_err(failed)?;
     }
     if let Ok(snapshot) = Snapshot::build(resources, false) {
-        for (type_url, names) in wanted(resources, &snapshot) {
+        for (type_url, names) in wanted(&snapshot) {
             if names.is_empty() {
                 continue;
             }
@@ -138,24 +91,22 @@ async fn session(
                 initial_resource_versions: initial(type_url, resources),
                 ..Default::default()
             };
-            tx.send(request).await.map_err(|e| e.to_string())?;
+            tx.send(request).await.map_err(failed)?;
             subscribed.insert(type_url, names);
         }
     }
     let mut client = AggregatedDiscoveryServiceClient::new(channel);
     let mut responses = client
         .delta_aggregated_resources(ReceiverStream::new(rx))
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
         .into_inner();
     tracing::info!(%server, "xDS stream open");
-    while let Some(response) = responses.message().await.map_err(|e| e.to_string())? {
+    while let Some(response) = responses.message().await? {
         let candidate = merged(resources, &response);
-        let strict = response.type_url == ROUTE;
-        let (ack, followups) = match Snapshot::build(&candidate, strict) {
+        let (ack, followups) = match check(&candidate, &response.type_url) {
             Ok(snapshot) => {
                 let mut followups = Vec::new();
-                for (type_url, names) in wanted(&candidate, &snapshot) {
+                for (type_url, names) in wanted(&snapshot) {
                     let before = subscribed.get(type_url).cloned().unwrap_or_default();
                     if before != names {
                         followups.push(DeltaDiscoveryRequest {
@@ -189,9 +140,9 @@ async fn session(
             }),
             ..Default::default()
         };
-        tx.send(reply).await.map_err(|e| e.to_string())?;
+        tx.send(reply).await.map_err(failed)?;
         for request in followups {
-            tx.send(request).await.map_err(|e| e.to_string())?;
+            tx.send(request).await.map_err(failed)?;
         }
     }
     Ok(())

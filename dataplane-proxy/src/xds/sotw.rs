@@ -1,0 +1,166 @@
+//! State-of-the-world ADS, for servers that offer only that: clusters and
+//! listeners arrive whole (what is missing is gone); route configurations and
+//! load assignments arrive as the server has them (what is missing is unchanged).
+
+use super::{check, node, wanted, Apply, Ended, XdsConfig};
+use crate::config::{Resources, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use envoy_types::pb::{
+    envoy::{
+        config::{
+            cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
+            route::v3::RouteConfiguration,
+        },
+        service::discovery::v3::{
+            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
+            DiscoveryRequest, DiscoveryResponse,
+        },
+    },
+    google::{protobuf::Any, rpc::Status as RpcStatus},
+};
+use prost::Message;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// The name inside a resource, which state of the world does not carry beside it.
+fn name_of(type_url: &str, any: &Any) -> Result<String, String> {
+    let bytes = any.value.as_slice();
+    let name = match type_url {
+        CLUSTER => Cluster::decode(bytes).map(|m| m.name),
+        ENDPOINT => ClusterLoadAssignment::decode(bytes).map(|m| m.cluster_name),
+        LISTENER => Listener::decode(bytes).map(|m| m.name),
+        ROUTE => RouteConfiguration::decode(bytes).map(|m| m.name),
+        other => return Err(format!("unexpected type {other}")),
+    };
+    name.map_err(|e| format!("{type_url}: a resource does not decode: {e}"))
+}
+
+fn merged(resources: &Resources, response: &DiscoveryResponse) -> Result<Resources, String> {
+    let mut candidate = resources.clone();
+    let mut incoming = BTreeMap::new();
+    for any in &response.resources {
+        incoming.insert(
+            name_of(&response.type_url, any)?,
+            (response.version_info.clone(), any.value.clone()),
+        );
+    }
+    let map = candidate.entry(response.type_url.clone()).or_default();
+    if response.type_url == CLUSTER || response.type_url == LISTENER {
+        *map = incoming;
+    } else {
+        map.extend(incoming);
+    }
+    Ok(candidate)
+}
+
+pub(super) async fn session(
+    config: &XdsConfig,
+    server: &str,
+    resources: &mut Resources,
+    apply: &dyn Apply,
+) -> Ended {
+    match run_session(config, server, resources, apply).await {
+        Ok(()) => Ended::Closed,
+        Err(ended) => ended,
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> Ended {
+    Ended::Failed(e.to_string())
+}
+
+fn request(
+    type_url: &str,
+    names: &BTreeSet<String>,
+    version: String,
+    nonce: String,
+) -> DiscoveryRequest {
+    DiscoveryRequest {
+        type_url: type_url.into(),
+        resource_names: names.iter().cloned().collect(),
+        version_info: version,
+        response_nonce: nonce,
+        ..Default::default()
+    }
+}
+
+async fn run_session(
+    config: &XdsConfig,
+    server: &str,
+    resources: &mut Resources,
+    apply: &dyn Apply,
+) -> Result<(), Ended> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}"))
+        .map_err(failed)?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(failed)?;
+    let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
+    // Per type: the names asked for, and the version and nonce last accepted.
+    let mut subscribed: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+    let mut accepted: BTreeMap<String, String> = BTreeMap::new();
+    let mut first = DiscoveryRequest {
+        node: Some(node(config)),
+        ..request(CLUSTER, &BTreeSet::new(), String::new(), String::new())
+    };
+    tx.send(first.clone()).await.map_err(failed)?;
+    first.type_url = LISTENER.into();
+    tx.send(first).await.map_err(failed)?;
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
+    let mut responses = client
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    tracing::info!(%server, "xDS stream open (state of the world)");
+    while let Some(response) = responses.message().await? {
+        let type_url = response.type_url.clone();
+        let names = subscribed
+            .get(type_url.as_str())
+            .cloned()
+            .unwrap_or_default();
+        let outcome =
+            merged(resources, &response).and_then(|c| check(&c, &type_url).map(|s| (c, s)));
+        let mut followups = Vec::new();
+        let reply = match outcome {
+            Ok((candidate, snapshot)) => {
+                for (child, wanted_names) in wanted(&snapshot) {
+                    if subscribed.get(child) != Some(&wanted_names) {
+                        let version = accepted.get(child).cloned().unwrap_or_default();
+                        followups.push(request(child, &wanted_names, version, String::new()));
+                        subscribed.insert(child, wanted_names);
+                    }
+                }
+                apply.apply(&candidate, snapshot);
+                *resources = candidate;
+                accepted.insert(type_url.clone(), response.version_info.clone());
+                request(
+                    &type_url,
+                    &names,
+                    response.version_info.clone(),
+                    response.nonce.clone(),
+                )
+            }
+            Err(error) => {
+                tracing::warn!(%type_url, %error, "refusing an xDS update (NACK)");
+                let version = accepted.get(&type_url).cloned().unwrap_or_default();
+                DiscoveryRequest {
+                    error_detail: Some(RpcStatus {
+                        code: 3,
+                        message: error,
+                        details: vec![],
+                    }),
+                    ..request(&type_url, &names, version, response.nonce.clone())
+                }
+            }
+        };
+        tx.send(reply).await.map_err(failed)?;
+        for followup in followups {
+            tx.send(followup).await.map_err(failed)?;
+        }
+    }
+    Ok(())
+}
