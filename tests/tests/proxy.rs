@@ -475,3 +475,53 @@ async fn sigterm_drains_requests_in_flight() {
         "a drained proxy must not accept"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_endpoints_killed_under_load_fail_over_without_client_errors() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let cp = nodes[0].grpc.clone();
+    let mut e1 = Upstream::start("e1").await;
+    let mut e2 = Upstream::start("e2").await;
+    let w1 = Upstream::start("w1").await;
+    let port = free_port();
+    let mesh = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1, zone: us-east-1a}}\n---\n\
+         kind: Cluster\nmetadata: {{name: west}}\nspec: {{region: us-west-2, zone: us-west-2a}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}, \
+         retries: {{attempts: 3, on: [connect-failure, 5xx]}}, \
+         outlierDetection: {{consecutive5xx: 1, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 100}}}}\n---\n\
+         {}---\n{}---\n\
+         kind: FailoverPolicy\nmetadata: {{name: web, namespace: shop}}\nspec: {{service: shop/web, order: [east, west]}}\n",
+        endpoints("east", "us-east-1a", &[(&e1, 1, "healthy"), (&e2, 1, "healthy")]),
+        endpoints("west", "us-west-2a", &[(&w1, 1, "healthy")]),
+    );
+    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
+    let mut proxy = ProxyProcess::new(root.path(), "proxy-failover", "east", &[&cp]);
+    proxy.start();
+    let client = proxy::client();
+    let addr = format!("127.0.0.1:{port}");
+    eventually(WAIT, "the proxy to route web.shop", || async {
+        let (status, _) = proxy::get(&client, &addr, "web.shop", "/").await?;
+        (status == 200).then_some(())
+    })
+    .await;
+    let before = spread(&client, &addr, 50).await;
+    assert!(!before.contains_key("w1"), "{before:?}");
+
+    // Both local endpoints die under steady load; the control plane is not told.
+    e1.down().await;
+    e2.down().await;
+    let during = spread(&client, &addr, 200).await;
+    assert_eq!(during.get("w1"), Some(&200), "every request answered, from west: {during:?}");
+
+    // They come back: after their ejection time, traffic returns to east.
+    e1.up().await;
+    e2.up().await;
+    eventually(WAIT, "traffic back in east", || async {
+        let counts = spread(&client, &addr, 20).await;
+        (counts.get("e1").unwrap_or(&0) + counts.get("e2").unwrap_or(&0) == 20).then_some(())
+    })
+    .await;
+}
