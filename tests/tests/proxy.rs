@@ -514,7 +514,11 @@ async fn local_endpoints_killed_under_load_fail_over_without_client_errors() {
     e1.down().await;
     e2.down().await;
     let during = spread(&client, &addr, 200).await;
-    assert_eq!(during.get("w1"), Some(&200), "every request answered, from west: {during:?}");
+    assert_eq!(
+        during.get("w1"),
+        Some(&200),
+        "every request answered, from west: {during:?}"
+    );
 
     // They come back: after their ejection time, traffic returns to east.
     e1.up().await;
