@@ -173,7 +173,16 @@ pub async fn handle(
     let mut last_failed: Option<String> = None;
     let mut _retry: Option<crate::runtime::InFlight<'_>> = None;
     let mut outcome = local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+    // The route's timeout bounds the whole request, retries included; each
+    // try is also bounded by the retry policy's per-try timeout.
+    let deadline = started + route.timeout.unwrap_or(DEFAULT_TIMEOUT);
     for attempt in 0..=retries {
+        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+        if remaining.is_zero() {
+            metrics.count(&cluster, "", "timeout");
+            return local_response(StatusCode::GATEWAY_TIMEOUT, "the route's timeout ran out");
+        }
+        let per_try = per_try.min(remaining);
         if attempt > 0 {
             // The retry budget: retries may be at most a fifth of the cluster's requests in flight.
             match runtime.admit_retry(&cluster) {
