@@ -1,14 +1,10 @@
-//! One `meridian-agent` process, killed on drop (its log printed if the test failed).
+//! One `meridian-agent` process, killed on drop.
 
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-};
+use crate::process::Process;
+use std::path::Path;
 
 pub struct AgentProcess {
-    args: Vec<String>,
-    child: Option<Child>,
-    log: PathBuf,
+    process: Process,
 }
 
 impl AgentProcess {
@@ -21,63 +17,39 @@ impl AgentProcess {
         source: &str,
         extra: &[&str],
     ) -> Self {
-        let mut args: Vec<String> = vec![
-            "--insecure".into(),
-            "--cluster".into(),
-            cluster.into(),
-            "--control-plane".into(),
-            control_planes.join(","),
-            "--source".into(),
-            source.into(),
-            "--refresh-interval".into(),
-            "200ms".into(),
-            "--agent-id".into(),
-            name.into(),
-        ];
+        let mut args: Vec<String> = [
+            "--insecure",
+            "--cluster",
+            cluster,
+            "--control-plane",
+            &control_planes.join(","),
+            "--source",
+            source,
+            "--refresh-interval",
+            "200ms",
+            "--agent-id",
+            name,
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
         args.extend(extra.iter().map(|a| a.to_string()));
+        let log = root.join(format!("{name}.log"));
         AgentProcess {
-            args,
-            child: None,
-            log: root.join(format!("{name}.log")),
+            process: Process::new(
+                "meridian-agent",
+                args,
+                log,
+                "info,meridian_federation=debug",
+            ),
         }
     }
 
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open agent log");
-        let child = Command::new(crate::binary("meridian-agent"))
-            .args(&self.args)
-            .env("MERIDIAN_LOG", "info,meridian_federation=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn meridian-agent");
-        self.child = Some(child);
+        self.process.start();
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for AgentProcess {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!(
-                "--- agent log ({}) ---\n{}",
-                self.log.display(),
-                lines[lines.len().saturating_sub(30)..].join("\n")
-            );
-        }
+        self.process.kill();
     }
 }

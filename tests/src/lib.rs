@@ -8,6 +8,7 @@ pub mod http;
 pub mod http_sd;
 pub mod kube_api;
 pub mod node;
+pub mod process;
 pub mod proxy;
 pub mod upstream;
 pub mod xds;

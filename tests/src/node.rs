@@ -1,10 +1,10 @@
 //! One `meridian server` process: started on ephemeral ports, restartable on
 //! the same data dir, killed on drop (its log printed if the test failed).
 
+use crate::process::Process;
 use meridian_proto::v1::{admin_client::AdminClient, StatusRequest, StatusResponse};
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
     time::Duration,
 };
 use tonic::transport::Channel;
@@ -32,8 +32,7 @@ pub struct ServerNode {
     pub data_dir: PathBuf,
     initial_cluster: Option<String>,
     options: ServerOptions,
-    child: Option<Child>,
-    log: PathBuf,
+    process: Process,
 }
 
 impl ServerNode {
@@ -46,8 +45,12 @@ impl ServerNode {
             data_dir: root.join(format!("node-{id}")),
             initial_cluster: None,
             options,
-            child: None,
-            log: root.join(format!("node-{id}.log")),
+            process: Process::new(
+                "meridian",
+                Vec::new(),
+                root.join(format!("node-{id}.log")),
+                "info,openraft=info",
+            ),
         }
     }
 
@@ -65,50 +68,42 @@ impl ServerNode {
         self
     }
 
+    /// Starts the node (again, on the same data dir and ports, after a kill).
     pub fn start(&mut self) {
-        assert!(self.child.is_none(), "node {} is already running", self.id);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open node log");
-        let mut command = Command::new(crate::binary("meridian"));
-        command
-            .args(["--insecure", "server"])
-            .args(["--node-id", &self.id.to_string()])
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .args(["--grpc-addr", &self.grpc, "--http-addr", &self.http])
-            .args([
-                "--snapshot-threshold",
-                &self.options.snapshot_threshold.to_string(),
-            ])
-            .args(&self.options.extra_args)
-            .env("MERIDIAN_LOG", "info,openraft=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
+        let mut args: Vec<String> = vec![
+            "--insecure".into(),
+            "server".into(),
+            "--node-id".into(),
+            self.id.to_string(),
+            "--data-dir".into(),
+            self.data_dir.display().to_string(),
+            "--grpc-addr".into(),
+            self.grpc.clone(),
+            "--http-addr".into(),
+            self.http.clone(),
+            "--snapshot-threshold".into(),
+            self.options.snapshot_threshold.to_string(),
+        ];
+        args.extend(self.options.extra_args.iter().cloned());
         if let Some(members) = &self.initial_cluster {
-            command.args(["--initial-cluster", members]);
+            args.extend(["--initial-cluster".to_string(), members.clone()]);
         }
-        self.child = Some(command.spawn().expect("spawn meridian server"));
+        self.process.args = args;
+        self.process.start();
     }
 
     /// SIGKILL: no shutdown, no flush beyond what the node already made durable.
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.kill();
     }
 
     /// The OS process id, while running.
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.process.pid()
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_running()
     }
 
     pub async fn client(&self) -> Option<AdminClient<Channel>> {
@@ -129,25 +124,6 @@ impl ServerNode {
             .await
             .ok()
             .map(|r| r.into_inner())
-    }
-
-    pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-}
-
-impl Drop for ServerNode {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "--- node {} log (last 40 lines) ---\n{}",
-                self.id,
-                self.log_tail(40)
-            );
-        }
     }
 }
 

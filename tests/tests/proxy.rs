@@ -8,7 +8,7 @@ use meridian_tests::{
     proxy::{self, ProxyProcess},
     start_cluster,
     upstream::Upstream,
-    ServerOptions,
+    ServerNode, ServerOptions,
 };
 use std::{collections::HashMap, time::Duration};
 
@@ -20,6 +20,22 @@ fn endpoints(cluster: &str, zone: &str, eps: &[(&Upstream, u32, &str)]) -> Strin
         .map(|(u, weight, health)| format!("{{address: 127.0.0.1, port: {}, weight: {weight}, zone: {zone}, health: {health}}}", u.port))
         .collect();
     format!("kind: Endpoints\nmetadata: {{name: web, namespace: shop, cluster: {cluster}}}\nspec: {{endpoints: [{}]}}\n", items.join(", "))
+}
+
+/// A one-node control plane, with a leader.
+async fn control_plane(root: &std::path::Path) -> Vec<ServerNode> {
+    let nodes = start_cluster(root, 1, ServerOptions::default());
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    nodes
+}
+
+/// Waits until the proxy at `addr` routes web.shop.
+async fn wait_routed(addr: &str) {
+    eventually(WAIT, "the proxy to route web.shop", || async {
+        let (status, _) = http::get_host(addr, "web.shop", "/").await?;
+        (status == 200).then_some(())
+    })
+    .await;
 }
 
 async fn spread(client: &proxy::HttpClient, addr: &str, count: usize) -> HashMap<String, usize> {
@@ -65,11 +81,7 @@ async fn proxy_balances_fails_over_and_survives_the_control_plane() {
     proxy.start();
     let client = proxy::client();
     let addr = format!("127.0.0.1:{port}");
-    eventually(WAIT, "the proxy to route web.shop", || async {
-        let (status, _) = proxy::get(&client, &addr, "web.shop", "/").await?;
-        (status == 200).then_some(())
-    })
-    .await;
+    wait_routed(&addr).await;
     let (code, _) = http::get(&proxy.admin, "/ready").await.expect("admin");
     assert_eq!(code, 200);
     let (_, metrics) = http::get(&proxy.admin, "/metrics").await.expect("metrics");
@@ -152,8 +164,7 @@ async fn proxy_balances_fails_over_and_survives_the_control_plane() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outlier_detection_ejects_a_failing_endpoint_and_readmits_it() {
     let root = tempfile::tempdir().expect("temp dir");
-    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
-    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let nodes = control_plane(root.path()).await;
     let cp = nodes[0].grpc.clone();
     let good = Upstream::start("good").await;
     let bad = Upstream::start("bad").await;
@@ -169,11 +180,7 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_readmits_it() {
     proxy.start();
     let client = proxy::client();
     let addr = format!("127.0.0.1:{port}");
-    eventually(WAIT, "the proxy to route web.shop", || async {
-        let (status, _) = proxy::get(&client, &addr, "web.shop", "/").await?;
-        (status == 200).then_some(())
-    })
-    .await;
+    wait_routed(&addr).await;
 
     bad.fail(true);
     // Without retries, the failing endpoint's 500s reach clients until it is ejected.
@@ -208,8 +215,7 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_readmits_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_health_checks_take_a_host_out_and_back() {
     let root = tempfile::tempdir().expect("temp dir");
-    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
-    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let nodes = control_plane(root.path()).await;
     let cp = nodes[0].grpc.clone();
     let steady = Upstream::start("steady").await;
     let flaky = Upstream::start("flaky").await;
@@ -225,11 +231,7 @@ async fn active_health_checks_take_a_host_out_and_back() {
     proxy.start();
     let client = proxy::client();
     let addr = format!("127.0.0.1:{port}");
-    eventually(WAIT, "the proxy to route web.shop", || async {
-        let (status, _) = proxy::get(&client, &addr, "web.shop", "/").await?;
-        (status == 200).then_some(())
-    })
-    .await;
+    wait_routed(&addr).await;
     let flaky_healthy = |want: bool| {
         let admin = proxy.admin.clone();
         let address = format!("127.0.0.1:{}", flaky.port);
@@ -276,8 +278,7 @@ async fn active_health_checks_take_a_host_out_and_back() {
 async fn garbage_on_a_listener_closes_only_that_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let root = tempfile::tempdir().expect("temp dir");
-    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
-    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let nodes = control_plane(root.path()).await;
     let cp = nodes[0].grpc.clone();
     let upstream = Upstream::start("up").await;
     let port = free_port();
@@ -291,11 +292,7 @@ async fn garbage_on_a_listener_closes_only_that_connection() {
     proxy.start();
     let client = proxy::client();
     let addr = format!("127.0.0.1:{port}");
-    eventually(WAIT, "the proxy to route web.shop", || async {
-        let (status, _) = proxy::get(&client, &addr, "web.shop", "/").await?;
-        (status == 200).then_some(())
-    })
-    .await;
+    wait_routed(&addr).await;
 
     let oversized = format!(
         "GET / HTTP/1.1\r\nHost: web.shop\r\nX-Big: {}\r\n\r\n",
@@ -336,8 +333,7 @@ async fn garbage_on_a_listener_closes_only_that_connection() {
 async fn tcp_services_are_proxied() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let root = tempfile::tempdir().expect("temp dir");
-    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
-    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let nodes = control_plane(root.path()).await;
     let cp = nodes[0].grpc.clone();
     // An echo server that prefixes what it echoes with its name.
     let echo = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -389,8 +385,7 @@ async fn tcp_services_are_proxied() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn circuit_breakers_refuse_what_exceeds_the_limit() {
     let root = tempfile::tempdir().expect("temp dir");
-    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
-    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let nodes = control_plane(root.path()).await;
     let cp = nodes[0].grpc.clone();
     let upstream = Upstream::start("slow").await;
     let port = free_port();
@@ -403,13 +398,8 @@ async fn circuit_breakers_refuse_what_exceeds_the_limit() {
     assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
     let mut proxy = ProxyProcess::new(root.path(), "proxy-cb", "east", &[&cp]);
     proxy.start();
-    let client = proxy::client();
     let addr = format!("127.0.0.1:{port}");
-    eventually(WAIT, "the proxy to route web.shop", || async {
-        let (status, _) = proxy::get(&client, &addr, "web.shop", "/").await?;
-        (status == 200).then_some(())
-    })
-    .await;
+    wait_routed(&addr).await;
     upstream.slow(Duration::from_millis(800));
     // A connection each, all at once.
     let requests: Vec<_> = (0..8)
@@ -431,8 +421,7 @@ async fn circuit_breakers_refuse_what_exceeds_the_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_requests_in_flight() {
     let root = tempfile::tempdir().expect("temp dir");
-    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
-    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let nodes = control_plane(root.path()).await;
     let cp = nodes[0].grpc.clone();
     let upstream = Upstream::start("slow").await;
     let port = free_port();
@@ -445,11 +434,7 @@ async fn sigterm_drains_requests_in_flight() {
     let mut proxy = ProxyProcess::new(root.path(), "proxy-drain", "east", &[&cp]);
     proxy.start();
     let addr = format!("127.0.0.1:{port}");
-    eventually(WAIT, "the proxy to route web.shop", || async {
-        let (status, _) = http::get_host(&addr, "web.shop", "/").await?;
-        (status == 200).then_some(())
-    })
-    .await;
+    wait_routed(&addr).await;
     upstream.slow(Duration::from_millis(1_500));
     let in_flight = {
         let addr = addr.clone();
@@ -479,8 +464,7 @@ async fn sigterm_drains_requests_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_endpoints_killed_under_load_fail_over_without_client_errors() {
     let root = tempfile::tempdir().expect("temp dir");
-    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
-    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let nodes = control_plane(root.path()).await;
     let cp = nodes[0].grpc.clone();
     let mut e1 = Upstream::start("e1").await;
     let mut e2 = Upstream::start("e2").await;
@@ -502,11 +486,7 @@ async fn local_endpoints_killed_under_load_fail_over_without_client_errors() {
     proxy.start();
     let client = proxy::client();
     let addr = format!("127.0.0.1:{port}");
-    eventually(WAIT, "the proxy to route web.shop", || async {
-        let (status, _) = proxy::get(&client, &addr, "web.shop", "/").await?;
-        (status == 200).then_some(())
-    })
-    .await;
+    wait_routed(&addr).await;
     let before = spread(&client, &addr, 50).await;
     assert!(!before.contains_key("w1"), "{before:?}");
 

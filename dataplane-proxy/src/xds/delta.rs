@@ -1,6 +1,6 @@
 //! Delta (incremental) ADS.
 
-use super::{check, node, wanted, Apply, Ended, XdsConfig};
+use super::{check, failed, node, wanted, Apply, Ended, XdsConfig};
 use crate::config::{Resources, Snapshot, CLUSTER, LISTENER};
 use envoy_types::pb::{
     envoy::service::discovery::v3::{
@@ -34,23 +34,7 @@ fn merged(resources: &Resources, response: &DeltaDiscoveryResponse) -> Resources
     candidate
 }
 
-pub(super) async fn session(
-    config: &XdsConfig,
-    server: &str,
-    resources: &mut Resources,
-    apply: &dyn Apply,
-) -> Ended {
-    match run_session(config, server, resources, apply).await {
-        Ok(()) => Ended::Closed,
-        Err(ended) => ended,
-    }
-}
-
-fn failed(e: impl std::fmt::Display) -> Ended {
-    Ended::Failed(e.to_string())
-}
-
-async fn run_session(
+pub(super) async fn run_session(
     config: &XdsConfig,
     server: &str,
     resources: &mut Resources,

@@ -47,6 +47,10 @@ impl From<tonic::Status> for Ended {
     }
 }
 
+fn failed(e: impl std::fmt::Display) -> Ended {
+    Ended::Failed(e.to_string())
+}
+
 fn node(config: &XdsConfig) -> Node {
     Node {
         id: config.node_id.clone(),
@@ -84,11 +88,12 @@ pub async fn run(config: XdsConfig, mut resources: Resources, apply: &dyn Apply)
     let mut backoff = Duration::from_millis(100);
     let mut sotw_only = std::collections::HashSet::new();
     for server in config.servers.iter().cycle() {
-        let ended = if sotw_only.contains(server) {
-            sotw::session(&config, server, &mut resources, apply).await
+        let session = if sotw_only.contains(server) {
+            sotw::run_session(&config, server, &mut resources, apply).await
         } else {
-            delta::session(&config, server, &mut resources, apply).await
+            delta::run_session(&config, server, &mut resources, apply).await
         };
+        let ended = session.err().unwrap_or(Ended::Closed);
         match ended {
             Ended::Unimplemented if !sotw_only.contains(server) => {
                 tracing::info!(%server, "the server offers no delta xDS; using state of the world");

@@ -2,7 +2,7 @@
 //! listeners arrive whole (what is missing is gone); route configurations and
 //! load assignments arrive as the server has them (what is missing is unchanged).
 
-use super::{check, node, wanted, Apply, Ended, XdsConfig};
+use super::{check, failed, node, wanted, Apply, Ended, XdsConfig};
 use crate::config::{Resources, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use envoy_types::pb::{
     envoy::{
@@ -56,22 +56,6 @@ fn merged(resources: &Resources, response: &DiscoveryResponse) -> Result<Resourc
     Ok(candidate)
 }
 
-pub(super) async fn session(
-    config: &XdsConfig,
-    server: &str,
-    resources: &mut Resources,
-    apply: &dyn Apply,
-) -> Ended {
-    match run_session(config, server, resources, apply).await {
-        Ok(()) => Ended::Closed,
-        Err(ended) => ended,
-    }
-}
-
-fn failed(e: impl std::fmt::Display) -> Ended {
-    Ended::Failed(e.to_string())
-}
-
 fn request(
     type_url: &str,
     names: &BTreeSet<String>,
@@ -87,7 +71,7 @@ fn request(
     }
 }
 
-async fn run_session(
+pub(super) async fn run_session(
     config: &XdsConfig,
     server: &str,
     resources: &mut Resources,
