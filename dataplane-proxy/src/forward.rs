@@ -85,7 +85,7 @@ pub async fn handle(
         })
         .unwrap_or_default();
     let path = request.uri().path().to_string();
-    let Some(route) = runtime.snapshot.route(port, &authority, &path).cloned() else {
+    let Some(route) = runtime.snapshot.route(port, &authority, &path) else {
         metrics.count(&authority, "", "no_route");
         return local_response(
             StatusCode::NOT_FOUND,
@@ -193,13 +193,14 @@ pub async fn handle(
                 }
             }
         }
-        let Some((host, _in_flight)) = runtime.pick_host(&cluster, hash, last_failed.as_deref())
+        let Some((host, host_id, _in_flight)) =
+            runtime.pick_host(&cluster, hash, last_failed.as_deref())
         else {
             metrics.count(&cluster, "", "no_healthy_upstream");
             return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
         };
         let locality = runtime.locality(&cluster, &host).to_string();
-        if !runtime.host_has_room(&cluster, &host) {
+        if !runtime.host_has_room(&cluster, host_id) {
             metrics.count(&cluster, &locality, "overflow");
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,

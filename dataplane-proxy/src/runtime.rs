@@ -18,7 +18,8 @@ pub struct Runtime {
     balancers: HashMap<String, Mutex<Balancer>>,
     /// Passive outlier detection, for clusters that ask for it.
     outliers: HashMap<String, Mutex<OutlierTracker>>,
-    in_flight: HashMap<(String, String), AtomicU32>,
+    /// Requests in flight per host, indexed like the balancer's hosts.
+    in_flight: HashMap<String, Vec<Vec<AtomicU32>>>,
     random: AtomicU64,
     /// Requests in flight per cluster, for its circuit breaker.
     active: HashMap<String, AtomicU32>,
@@ -73,11 +74,13 @@ impl Runtime {
         let in_flight = snapshot
             .clusters
             .iter()
-            .flat_map(|(name, c)| {
-                c.localities
+            .map(|(name, c)| {
+                let counters = c
+                    .localities
                     .iter()
-                    .flat_map(|l| &l.hosts)
-                    .map(move |h| ((name.clone(), h.address.clone()), AtomicU32::new(0)))
+                    .map(|l| l.hosts.iter().map(|_| AtomicU32::new(0)).collect())
+                    .collect();
+                (name.clone(), counters)
             })
             .collect();
         let seed = std::time::SystemTime::now()
@@ -144,17 +147,19 @@ impl Runtime {
 
     /// Whether the host is within its connection limit, counting the request
     /// just picked for it.
-    pub fn host_has_room(&self, cluster: &str, host: &str) -> bool {
+    pub fn host_has_room(&self, cluster: &str, id: HostId) -> bool {
         let limit = self
             .snapshot
             .clusters
             .get(cluster)
             .and_then(|c| c.limits)
             .map(|l| l.max_connections);
-        match (
-            limit,
-            self.in_flight.get(&(cluster.to_string(), host.to_string())),
-        ) {
+        let count = self
+            .in_flight
+            .get(cluster)
+            .and_then(|c| c.get(id.locality))
+            .and_then(|l| l.get(id.host));
+        match (limit, count) {
             (Some(limit), Some(count)) => count.load(Ordering::Relaxed) <= limit,
             _ => true,
         }
@@ -183,33 +188,22 @@ impl Runtime {
         None
     }
 
-    /// A host of the cluster (its address), counted in flight until the guard drops.
+    /// A host of the cluster (its address and id), counted in flight until the guard drops.
     pub fn pick_host(
         &self,
         cluster: &str,
         hash: Option<u64>,
         avoid: Option<&str>,
-    ) -> Option<(String, InFlight<'_>)> {
+    ) -> Option<(String, HostId, InFlight<'_>)> {
         self.readmit_expired(cluster);
         let balancer = self.balancers.get(cluster)?;
-        let in_flight = |id: HostId, b: &Balancer| {
-            b.host(id)
-                .and_then(|h| {
-                    self.in_flight
-                        .get(&(cluster.to_string(), h.address.clone()))
-                })
-                .map(|c| c.load(Ordering::Relaxed))
-                .unwrap_or(0)
-        };
+        let counters = self.in_flight.get(cluster)?;
+        let counter = |id: HostId| counters.get(id.locality).and_then(|l| l.get(id.host));
+        let loads = |id: HostId| counter(id).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0);
         let mut balancer = balancer.lock().unwrap_or_else(|p| p.into_inner());
         let mut chosen = None;
         // A retry tries another host when there is one.
         for _ in 0..3 {
-            let snapshot_of_loads: HashMap<HostId, u32> = balancer
-                .hosts()
-                .map(|(id, _)| (id, in_flight(id, &balancer)))
-                .collect();
-            let loads = |id: HostId| snapshot_of_loads.get(&id).copied().unwrap_or(0);
             let ctx = PickContext {
                 random: [self.next_random(), self.next_random(), self.next_random()],
                 hash,
@@ -218,17 +212,17 @@ impl Runtime {
             let id = balancer.pick(&ctx)?;
             let address = balancer.host(id)?.address.clone();
             let is_avoided = avoid == Some(address.as_str());
-            chosen = Some(address);
+            chosen = Some((address, id));
             if !is_avoided || hash.is_some() {
                 break;
             }
         }
-        let address = chosen?;
-        let counter = self.in_flight.get(&(cluster.to_string(), address.clone()));
+        let (address, id) = chosen?;
+        let counter = counter(id);
         if let Some(counter) = counter {
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        Some((address, InFlight { counter }))
+        Some((address, id, InFlight { counter }))
     }
 
     /// The host's locality, `region/zone/sub_zone`.
