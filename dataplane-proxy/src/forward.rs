@@ -92,7 +92,7 @@ pub async fn handle(
             &format!("no route for {authority}{path}"),
         );
     };
-    let Some(cluster) = runtime.pick_cluster(&route).map(str::to_string) else {
+    let Some(cluster) = runtime.pick_cluster(route).map(str::to_string) else {
         return local_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "the route has no weighted cluster",
