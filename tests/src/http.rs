@@ -10,8 +10,23 @@ pub async fn get(addr: &str, path: &str) -> Option<(u16, String)> {
 
 /// A GET with its own Host header, on a connection of its own.
 pub async fn get_host(addr: &str, host: &str, path: &str) -> Option<(u16, String)> {
+    get_with(addr, host, path, &[]).await
+}
+
+/// A GET with its own Host and more headers, on a connection of its own.
+pub async fn get_with(
+    addr: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Option<(u16, String)> {
     let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.ok()?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.ok()?;

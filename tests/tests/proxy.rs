@@ -509,3 +509,122 @@ async fn local_endpoints_killed_under_load_fail_over_without_client_errors() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_hash_keeps_clients_and_moves_few_when_an_endpoint_is_added() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = control_plane(root.path()).await;
+    let cp = nodes[0].grpc.clone();
+    let mut upstreams = Vec::new();
+    for name in ["h1", "h2", "h3", "h4", "h5"] {
+        upstreams.push(Upstream::start(name).await);
+    }
+    let port = free_port();
+    let service = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1, zone: us-east-1a}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}, lb: ring_hash, hashOn: \"header:x-user\"}}\n---\n"
+    );
+    let four: Vec<(&Upstream, u32, &str)> =
+        upstreams[..4].iter().map(|u| (u, 1, "healthy")).collect();
+    assert!(
+        cli(
+            &cp,
+            &["apply", "-f", "-"],
+            Some(&(service.clone() + &endpoints("east", "us-east-1a", &four)))
+        )
+        .ok
+    );
+    let mut proxy = ProxyProcess::new(root.path(), "proxy-hash", "east", &[&cp]);
+    proxy.start();
+    let addr = format!("127.0.0.1:{port}");
+    wait_routed(&addr).await;
+    let assignment = || async {
+        let mut seen = Vec::new();
+        for user in 0..200 {
+            let user = user.to_string();
+            let (_, body) = http::get_with(&addr, "web.shop", "/", &[("x-user", &user)])
+                .await
+                .expect("response");
+            seen.push(body);
+        }
+        seen
+    };
+    let first = assignment().await;
+    assert_eq!(
+        assignment().await,
+        first,
+        "every client stays on its endpoint"
+    );
+    assert!(
+        first
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            >= 3,
+        "clients spread over the endpoints"
+    );
+
+    let five: Vec<(&Upstream, u32, &str)> = upstreams.iter().map(|u| (u, 1, "healthy")).collect();
+    assert!(
+        cli(
+            &cp,
+            &["apply", "-f", "-"],
+            Some(&endpoints("east", "us-east-1a", &five))
+        )
+        .ok
+    );
+    let after = eventually(WAIT, "the fifth endpoint to take clients", || async {
+        let seen = assignment().await;
+        seen.iter().any(|b| b == "h5").then_some(seen)
+    })
+    .await;
+    let moved = first.iter().zip(&after).filter(|(a, b)| a != b).count();
+    assert!(
+        moved <= 200 * 35 / 100,
+        "{moved} of 200 clients moved; ideal is about 40"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_request_prefers_the_idle_endpoint() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = control_plane(root.path()).await;
+    let cp = nodes[0].grpc.clone();
+    let busy = Upstream::start("busy").await;
+    let idle = Upstream::start("idle").await;
+    let port = free_port();
+    let mesh = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}, lb: least_request}}\n---\n{}",
+        endpoints("east", "us-east-1a", &[(&busy, 1, "healthy"), (&idle, 1, "healthy")]),
+    );
+    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
+    let mut proxy = ProxyProcess::new(root.path(), "proxy-lr", "east", &[&cp]);
+    proxy.start();
+    let addr = format!("127.0.0.1:{port}");
+    wait_routed(&addr).await;
+    // Requests to "busy" take long, so they pile up there; least request sends new ones to "idle".
+    busy.slow(Duration::from_millis(1_500));
+    // With two endpoints, power of two choices sends a request to the busy one
+    // only when both choices land on it (a quarter of the time): about 60 of 80
+    // go to the idle one, where round robin would send 40.
+    let requests: Vec<_> = (0..80)
+        .map(|i| {
+            let addr = addr.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i * 10)).await;
+                http::get_host(&addr, "web.shop", "/").await
+            })
+        })
+        .collect();
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for request in requests {
+        let (_, body) = request.await.expect("task").expect("response");
+        *counts.entry(body).or_insert(0) += 1;
+    }
+    let to_idle = counts.get("idle").copied().unwrap_or(0);
+    assert!(
+        to_idle >= 28,
+        "least request should favour the idle endpoint: {counts:?}"
+    );
+}
