@@ -97,11 +97,12 @@ pub struct ClusterConfig {
     pub limits: Option<Limits>,
 }
 
-/// Circuit breakers: concurrent requests per cluster and per host.
+/// Circuit breakers, per cluster: requests, connections, and requests waiting for one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Limits {
     pub max_requests: u32,
     pub max_connections: u32,
+    pub max_pending_requests: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -413,6 +414,11 @@ impl Snapshot {
                             max_requests: t.max_requests.as_ref().map(|v| v.value).unwrap_or(1024),
                             max_connections: t
                                 .max_connections
+                                .as_ref()
+                                .map(|v| v.value)
+                                .unwrap_or(1024),
+                            max_pending_requests: t
+                                .max_pending_requests
                                 .as_ref()
                                 .map(|v| v.value)
                                 .unwrap_or(1024),

@@ -193,20 +193,20 @@ pub async fn handle(
                 }
             }
         }
-        let Some((host, host_id, _in_flight)) =
-            runtime.pick_host(&cluster, hash, last_failed.as_deref())
+        let Some((host, _, _in_flight)) = runtime.pick_host(&cluster, hash, last_failed.as_deref())
         else {
             metrics.count(&cluster, "", "no_healthy_upstream");
             return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
         };
         let locality = runtime.locality(&cluster, &host).to_string();
-        if !runtime.host_has_room(&cluster, host_id) {
+        // A connection to the cluster, waiting as a pending request if all are busy.
+        let Ok(_connection) = runtime.connection(&cluster, per_try).await else {
             metrics.count(&cluster, &locality, "overflow");
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "circuit breaker open: host connection limit",
+                "circuit breaker open: connection and pending request limits reached",
             );
-        }
+        };
         let mut upstream =
             Request::builder()
                 .method(parts.method.clone())

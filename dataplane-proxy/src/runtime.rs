@@ -7,6 +7,7 @@ use meridian_balance::{hash64, Balancer, HostId, OutlierTracker, PickContext, Ve
 use std::time::Instant;
 use std::{
     collections::HashMap,
+    sync::Arc,
     sync::{
         atomic::{AtomicU32, AtomicU64, Ordering},
         Mutex,
@@ -25,6 +26,8 @@ pub struct Runtime {
     active: HashMap<String, AtomicU32>,
     /// Each host's locality (`region/zone/sub_zone`), for metrics.
     localities: HashMap<(String, String), String>,
+    /// Circuit breakers' connection slots per cluster: (slots, pending, max pending).
+    connections: HashMap<String, (Arc<tokio::sync::Semaphore>, AtomicU32, u32)>,
     /// Retries in flight per cluster, for the retry budget.
     retries: HashMap<String, AtomicU32>,
     /// Why hosts are held out beyond what the control plane says: (ejected, failing checks).
@@ -97,7 +100,21 @@ impl Runtime {
             active: HashMap::new(),
             retries: HashMap::new(),
             localities: HashMap::new(),
+            connections: HashMap::new(),
         };
+        runtime.connections = runtime
+            .snapshot
+            .clusters
+            .iter()
+            .filter_map(|(name, c)| {
+                let limits = c.limits?;
+                let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections as usize));
+                Some((
+                    name.clone(),
+                    (slots, AtomicU32::new(0), limits.max_pending_requests),
+                ))
+            })
+            .collect();
         runtime.localities = runtime
             .snapshot
             .clusters
@@ -147,21 +164,29 @@ impl Runtime {
 
     /// Whether the host is within its connection limit, counting the request
     /// just picked for it.
-    pub fn host_has_room(&self, cluster: &str, id: HostId) -> bool {
-        let limit = self
-            .snapshot
-            .clusters
-            .get(cluster)
-            .and_then(|c| c.limits)
-            .map(|l| l.max_connections);
-        let count = self
-            .in_flight
-            .get(cluster)
-            .and_then(|c| c.get(id.locality))
-            .and_then(|l| l.get(id.host));
-        match (limit, count) {
-            (Some(limit), Some(count)) => count.load(Ordering::Relaxed) <= limit,
-            _ => true,
+    /// A connection slot to the cluster: at once if one of `maxConnections`
+    /// is free, else after waiting (at most `wait`) as one of at most
+    /// `maxPendingRequests` pending requests; refused beyond that.
+    pub async fn connection(
+        &self,
+        cluster: &str,
+        wait: std::time::Duration,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
+        let Some((slots, pending, max_pending)) = self.connections.get(cluster) else {
+            return Ok(None);
+        };
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Ok(Some(permit));
+        }
+        if pending.fetch_add(1, Ordering::Relaxed) >= *max_pending {
+            pending.fetch_sub(1, Ordering::Relaxed);
+            return Err(());
+        }
+        let permit = tokio::time::timeout(wait, slots.clone().acquire_owned()).await;
+        pending.fetch_sub(1, Ordering::Relaxed);
+        match permit {
+            Ok(Ok(permit)) => Ok(Some(permit)),
+            _ => Err(()),
         }
     }
 

@@ -416,6 +416,31 @@ async fn circuit_breakers_refuse_what_exceeds_the_limit() {
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 503).count();
     assert!((1..=2).contains(&ok) && ok + refused == 8, "{statuses:?}");
+
+    // One connection and one pending request: of four at once, two are served
+    // (one waits for the other's connection) and two are refused.
+    let limits = mesh.replace(
+        "maxConnections: 100, maxPendingRequests: 0, maxRequests: 2",
+        "maxConnections: 1, maxPendingRequests: 1, maxRequests: 100",
+    );
+    assert!(cli(&cp, &["apply", "-f", "-"], Some(&limits)).ok);
+    eventually(WAIT, "the new limits to reach the proxy", || async {
+        let (_, dump) = http::get(&proxy.admin, "/config_dump").await?;
+        dump.contains("\"max_pending_requests\":1").then_some(())
+    })
+    .await;
+    let requests: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = addr.clone();
+            tokio::spawn(async move { http::get_host(&addr, "web.shop", "/").await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for request in requests {
+        statuses.push(request.await.expect("task").expect("response").0);
+    }
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 200, 503, 503]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
