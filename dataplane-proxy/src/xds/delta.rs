@@ -1,6 +1,6 @@
 //! Delta (incremental) ADS.
 
-use super::{check, failed, node, wanted, Apply, Ended, XdsConfig};
+use super::{check, connect, failed, node, wanted, Apply, Ended, XdsConfig};
 use crate::config::{Resources, Snapshot, CLUSTER, LISTENER};
 use envoy_types::pb::{
     envoy::service::discovery::v3::{
@@ -9,10 +9,7 @@ use envoy_types::pb::{
     },
     google::rpc::Status as RpcStatus,
 };
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::Duration,
-};
+use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -40,12 +37,7 @@ pub(super) async fn run_session(
     resources: &mut Resources,
     apply: &dyn Apply,
 ) -> Result<(), Ended> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}"))
-        .map_err(failed)?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(failed)?;
+    let channel = connect(server).await?;
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
     let initial =
         |type_url: &str, resources: &Resources| -> std::collections::HashMap<String, String> {

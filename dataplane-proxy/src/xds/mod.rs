@@ -47,6 +47,16 @@ impl From<tonic::Status> for Ended {
     }
 }
 
+/// A channel to a control plane.
+async fn connect(server: &str) -> Result<tonic::transport::Channel, Ended> {
+    tonic::transport::Endpoint::from_shared(format!("http://{server}"))
+        .map_err(failed)?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(failed)
+}
+
 fn failed(e: impl std::fmt::Display) -> Ended {
     Ended::Failed(e.to_string())
 }

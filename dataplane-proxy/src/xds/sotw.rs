@@ -2,7 +2,7 @@
 //! listeners arrive whole (what is missing is gone); route configurations and
 //! load assignments arrive as the server has them (what is missing is unchanged).
 
-use super::{check, failed, node, wanted, Apply, Ended, XdsConfig};
+use super::{check, connect, failed, node, wanted, Apply, Ended, XdsConfig};
 use crate::config::{Resources, CLUSTER, ENDPOINT, LISTENER, ROUTE};
 use envoy_types::pb::{
     envoy::{
@@ -18,10 +18,7 @@ use envoy_types::pb::{
     google::{protobuf::Any, rpc::Status as RpcStatus},
 };
 use prost::Message;
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::Duration,
-};
+use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -77,12 +74,7 @@ pub(super) async fn run_session(
     resources: &mut Resources,
     apply: &dyn Apply,
 ) -> Result<(), Ended> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}"))
-        .map_err(failed)?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
-        .await
-        .map_err(failed)?;
+    let channel = connect(server).await?;
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
     // Per type: the names asked for, and the version and nonce last accepted.
     let mut subscribed: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
