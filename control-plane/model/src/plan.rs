@@ -6,7 +6,7 @@ use crate::{
     Kind, Rejection, RejectionCode, Resource, ResourceKey, Status,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// Read access to applied state, as the planner needs it.
 pub trait StateView {
@@ -43,7 +43,11 @@ pub struct Command {
 /// What applying a command writes to storage.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
-    Put(Box<Resource>),
+    /// `created`: the object did not exist before this command.
+    Put {
+        resource: Box<Resource>,
+        created: bool,
+    },
     Delete(ResourceKey),
 }
 
@@ -58,6 +62,7 @@ pub fn plan(
     let mut overlay = Overlay {
         base: view,
         changes: BTreeMap::new(),
+        created: BTreeSet::new(),
     };
     let mut revisions = Vec::with_capacity(command.ops.len());
     for (i, op) in command.ops.iter().enumerate() {
@@ -73,7 +78,10 @@ pub fn plan(
         .changes
         .into_iter()
         .map(|(key, change)| match change {
-            Some(resource) => Write::Put(Box::new(resource)),
+            Some(resource) => Write::Put {
+                created: overlay.created.contains(&key),
+                resource: Box::new(resource),
+            },
             None => Write::Delete(key),
         })
         .collect();
@@ -95,8 +103,13 @@ fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Reject
             }
             let mut stored = Resource::clone(resource);
             // Status is the control plane's to write: a put keeps what is there.
+            let is_new = current.is_none();
             stored.status = current.and_then(|c| c.status);
             stored.metadata.revision = Some(index);
+            // Absent here and not deleted earlier in this batch: absent from the base too.
+            if is_new && !overlay.changes.contains_key(&key) {
+                overlay.created.insert(key.clone());
+            }
             overlay.changes.insert(key, Some(stored));
             Ok(index)
         }
@@ -160,6 +173,8 @@ fn check_expected(
 struct Overlay<'a> {
     base: &'a dyn StateView,
     changes: BTreeMap<ResourceKey, Option<Resource>>,
+    /// Keys this batch creates (absent from the base).
+    created: BTreeSet<ResourceKey>,
 }
 
 impl StateView for Overlay<'_> {
@@ -214,7 +229,7 @@ mod tests {
             let (writes, revisions) = plan(self, command, index)?;
             for write in writes {
                 match write {
-                    Write::Put(r) => self.0.insert(r.key(), *r),
+                    Write::Put { resource, .. } => self.0.insert(resource.key(), *resource),
                     Write::Delete(k) => self.0.remove(&k),
                 };
             }
@@ -308,6 +323,31 @@ mod tests {
             *expected_revision = Some(5);
         }
         assert_eq!(state.apply(&cmd, 6).expect("current"), vec![6]);
+    }
+
+    #[test]
+    fn writes_say_whether_they_create() {
+        let mut state = MemState::default();
+        let (writes, _) = plan(&state, &puts(SERVICES), 1).expect("plans");
+        assert!(writes
+            .iter()
+            .all(|w| matches!(w, Write::Put { created: true, .. })));
+        state.apply(&puts(SERVICES), 1).expect("applies");
+        let changed = puts("kind: Service\nmetadata: {name: v1, namespace: shop}\nspec: {protocol: tcp, port: 81}\n");
+        let (writes, _) = plan(&state, &changed, 2).expect("plans");
+        assert!(matches!(writes[..], [Write::Put { created: false, .. }]));
+        // Deleted and written again in one batch: the object existed before, so not created.
+        let key = ResourceKey::new(Kind::Service, Some("shop"), "v1", None).expect("key");
+        let mut again = Command {
+            ops: vec![Op::Delete {
+                key,
+                expected_revision: None,
+                ignore_missing: false,
+            }],
+        };
+        again.ops.extend(changed.ops);
+        let (writes, _) = plan(&state, &again, 3).expect("plans");
+        assert!(matches!(writes[..], [Write::Put { created: false, .. }]));
     }
 
     #[test]

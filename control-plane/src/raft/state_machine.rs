@@ -64,21 +64,19 @@ impl StateMachine {
         revision: u64,
         batch: &mut WriteBatch,
     ) -> Vec<Change> {
-        let view = self.view();
         let resources = cf(&self.db, CF_RESOURCES);
         writes
             .into_iter()
             .map(|write| match write {
-                Write::Put(resource) => {
+                Write::Put { resource, created } => {
                     let key = resource.key();
-                    let existed = view.get(&key).is_some();
                     batch.put_cf(resources, key.encode(), encode_resource(&resource));
                     Change {
                         revision,
-                        change: if existed {
-                            ChangeType::Modified
-                        } else {
+                        change: if created {
                             ChangeType::Added
+                        } else {
+                            ChangeType::Modified
                         },
                         key,
                         resource: Some(*resource),
