@@ -193,7 +193,7 @@ pub async fn handle(
                 }
             }
         }
-        let Some((host, _, _in_flight)) = runtime.pick_host(&cluster, hash, last_failed.as_deref())
+        let Some((host, _in_flight)) = runtime.pick_host(&cluster, hash, last_failed.as_deref())
         else {
             metrics.count(&cluster, "", "no_healthy_upstream");
             return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");

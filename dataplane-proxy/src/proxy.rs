@@ -273,7 +273,7 @@ async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
             // Try a few hosts; a connect failure moves on to another.
             let mut last_failed: Option<String> = None;
             for _ in 0..3 {
-                let Some((host, _, _in_flight)) =
+                let Some((host, _in_flight)) =
                     runtime.pick_host(&cluster, Some(hash), last_failed.as_deref())
                 else {
                     proxy.metrics.count(&cluster, "", "no_healthy_upstream");

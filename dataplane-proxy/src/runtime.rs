@@ -213,13 +213,13 @@ impl Runtime {
         None
     }
 
-    /// A host of the cluster (its address and id), counted in flight until the guard drops.
+    /// A host of the cluster (its address), counted in flight until the guard drops.
     pub fn pick_host(
         &self,
         cluster: &str,
         hash: Option<u64>,
         avoid: Option<&str>,
-    ) -> Option<(String, HostId, InFlight<'_>)> {
+    ) -> Option<(String, InFlight<'_>)> {
         self.readmit_expired(cluster);
         let balancer = self.balancers.get(cluster)?;
         let counters = self.in_flight.get(cluster)?;
@@ -247,7 +247,7 @@ impl Runtime {
         if let Some(counter) = counter {
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        Some((address, id, InFlight { counter }))
+        Some((address, InFlight { counter }))
     }
 
     /// The host's locality, `region/zone/sub_zone`.
