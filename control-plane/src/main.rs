@@ -7,6 +7,7 @@ mod federation;
 mod forward;
 mod grpc_client;
 mod http;
+mod identity;
 mod metrics;
 mod node;
 mod raft;
@@ -42,6 +43,11 @@ struct Cli {
 enum Command {
     /// Run a control-plane node.
     Server(server::config::ServerArgs),
+    /// Create the mesh's CA and issue certificates (local files; no server involved).
+    Certs {
+        #[command(subcommand)]
+        command: cli::certs::CertsCommand,
+    },
     #[command(flatten)]
     Admin(cli::AdminCommand),
 }
@@ -66,6 +72,7 @@ fn main() -> ExitCode {
                 Err(e) => Err(e.into()),
             }
         }
+        Command::Certs { command } => cli::certs::run(command),
         Command::Admin(command) => runtime.block_on(cli::run(&cli.server, cli.insecure, command)),
     };
     match result {

@@ -1,6 +1,7 @@
 //! The admin CLI: `apply`, `get`, `delete`, `members`, `status`. It speaks
 //! only the admin gRPC API.
 
+pub mod certs;
 mod output;
 
 use anyhow::{bail, Context};

@@ -1,0 +1,126 @@
+//! `meridian certs`: create the mesh's CA and issue certificates, written to
+//! files; private keys are created readable by their owner only (0600) and
+//! never overwritten.
+
+use crate::identity::{
+    ca,
+    spiffe::{Identity, SpiffeId},
+};
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path, time::Duration};
+
+const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca.key";
+const TRUST_DOMAIN: &str = "trust-domain";
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a CA in DIR (ca.pem, ca.key, trust-domain).
+    CreateCa {
+        #[arg(long)]
+        trust_domain: String,
+        #[arg(long)]
+        dir: std::path::PathBuf,
+        #[arg(long, default_value_t = 3650)]
+        days: u64,
+    },
+    /// Issue a certificate from the CA in --ca-dir: OUT.pem and OUT.key.
+    Issue {
+        #[arg(long)]
+        ca_dir: std::path::PathBuf,
+        /// For a control-plane node.
+        #[arg(long, group = "who")]
+        node: Option<u64>,
+        /// For a proxy (with --cluster).
+        #[arg(long, group = "who", requires = "cluster")]
+        proxy: Option<String>,
+        /// For the agent of --cluster.
+        #[arg(long, group = "who", requires = "cluster")]
+        agent: bool,
+        /// For an operator of the admin API.
+        #[arg(long, group = "who")]
+        admin: Option<String>,
+        #[arg(long)]
+        cluster: Option<String>,
+        /// DNS names to add (a node's host names).
+        #[arg(long)]
+        dns: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        days: u64,
+        /// Path prefix of the files to write.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+/// Writes a new file; `private` files are 0600. Refuses to overwrite.
+fn write_new(path: &Path, contents: &str, private: bool) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    if private {
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating {} (it must not exist yet)", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn days(n: u64) -> Duration {
+    Duration::from_secs(n * 24 * 3600)
+}
+
+pub fn run(command: CertsCommand) -> anyhow::Result<()> {
+    match command {
+        CertsCommand::CreateCa {
+            trust_domain,
+            dir,
+            days: d,
+        } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let ca = ca::create_ca(&trust_domain, days(d))?;
+            write_new(&dir.join(CA_KEY), &ca.key_pem, true)?;
+            write_new(&dir.join(CA_CERT), &ca.cert_pem, false)?;
+            write_new(&dir.join(TRUST_DOMAIN), &format!("{trust_domain}\n"), false)?;
+            println!("created the CA for {trust_domain} in {}", dir.display());
+        }
+        CertsCommand::Issue {
+            ca_dir,
+            node,
+            proxy,
+            agent,
+            admin,
+            cluster,
+            dns,
+            days: d,
+            out,
+        } => {
+            let read = |name: &str| {
+                std::fs::read_to_string(ca_dir.join(name))
+                    .with_context(|| format!("reading {}", ca_dir.join(name).display()))
+            };
+            let trust_domain = read(TRUST_DOMAIN)?.trim().to_string();
+            let identity = match (node, proxy, agent, admin, cluster) {
+                (Some(id), None, false, None, _) => Identity::Node(id),
+                (None, Some(id), false, None, Some(cluster)) => Identity::Proxy { cluster, id },
+                (None, None, true, None, Some(cluster)) => Identity::Agent { cluster },
+                (None, None, false, Some(name), _) => Identity::Admin { name },
+                _ => bail!("say who the certificate is for: --node N, --proxy ID --cluster C, --agent --cluster C or --admin NAME"),
+            };
+            let id = SpiffeId::new(&trust_domain, identity).map_err(anyhow::Error::msg)?;
+            let issued = ca::issue(&read(CA_KEY)?, &id, &dns, days(d))?;
+            let key_path = out.with_extension("key");
+            let cert_path = out.with_extension("pem");
+            write_new(&key_path, &issued.key_pem, true)?;
+            write_new(&cert_path, &issued.cert_pem, false)?;
+            println!(
+                "issued {id}: {} and {}",
+                cert_path.display(),
+                key_path.display()
+            );
+        }
+    }
+    Ok(())
+}

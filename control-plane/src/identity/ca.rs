@@ -1,0 +1,181 @@
+//! The mesh's certificate authority: create a CA, issue short-lived
+//! certificates naming a SPIFFE ID. Crypto only (rcgen, ring); files are the
+//! CLI's business.
+
+use super::spiffe::SpiffeId;
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use std::time::{Duration, SystemTime};
+
+/// A PEM certificate and its PEM private key.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("certificate: {0}")]
+    Rcgen(#[from] rcgen::Error),
+}
+
+fn ca_params(trust_domain: &str, validity: Duration) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, format!("Meridian CA {trust_domain}"));
+    name.push(DnType::OrganizationName, "Meridian");
+    params.distinguished_name = name;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = SystemTime::now();
+    params.not_before = now.into();
+    params.not_after = (now + validity).into();
+    params
+}
+
+/// A new CA for `trust_domain`, valid for `validity`.
+pub fn create_ca(trust_domain: &str, validity: Duration) -> Result<Issued, CaError> {
+    SpiffeId::new(trust_domain, super::spiffe::Identity::Node(1)).map_err(CaError::Invalid)?;
+    let key = KeyPair::generate()?;
+    let cert = ca_params(trust_domain, validity).self_signed(&key)?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// A certificate for `id`, signed by the CA whose key is `ca_key_pem`.
+/// `dns_names` are added beside the SPIFFE URI (nodes need their host names).
+pub fn issue(
+    ca_key_pem: &str,
+    id: &SpiffeId,
+    dns_names: &[String],
+    validity: Duration,
+) -> Result<Issued, CaError> {
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    // The issuer's name and key identifier are derived exactly as when the CA was created.
+    let issuer = Issuer::new(ca_params(&id.trust_domain, validity), ca_key);
+    let mut params = CertificateParams::default();
+    let mut name = DistinguishedName::new();
+    name.push(DnType::CommonName, id.to_string());
+    params.distinguished_name = name;
+    params.subject_alt_names =
+        vec![SanType::URI(id.to_string().try_into().map_err(|_| {
+            CaError::Invalid(format!("'{id}' is not a valid URI"))
+        })?)];
+    for dns in dns_names {
+        let valid = !dns.is_empty()
+            && dns.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            });
+        if !valid {
+            return Err(CaError::Invalid(format!("'{dns}' is not a valid DNS name")));
+        }
+        params.subject_alt_names.push(SanType::DnsName(
+            dns.clone()
+                .try_into()
+                .map_err(|_| CaError::Invalid(format!("'{dns}' is not a valid DNS name")))?,
+        ));
+    }
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    let now = SystemTime::now();
+    params.not_before = (now - Duration::from_secs(60)).into();
+    params.not_after = (now + validity).into();
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::spiffe::Identity;
+    use rustls::{
+        client::danger::ServerCertVerifier,
+        pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime},
+    };
+    use std::sync::Arc;
+
+    #[test]
+    fn issued_certificates_chain_to_the_ca() {
+        let ca = create_ca("mesh.example", Duration::from_secs(3600)).expect("CA");
+        let id = SpiffeId::new("mesh.example", Identity::Node(1)).expect("id");
+        let node = issue(
+            &ca.key_pem,
+            &id,
+            &["node-1.mesh.example".into()],
+            Duration::from_secs(600),
+        )
+        .expect("issue");
+        assert!(node.cert_pem.contains("BEGIN CERTIFICATE"));
+
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).expect("ca pem"))
+            .expect("root");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("verifier");
+        let leaf = CertificateDer::from_pem_slice(node.cert_pem.as_bytes()).expect("leaf pem");
+        let name = ServerName::try_from("node-1.mesh.example").expect("name");
+        verifier
+            .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
+            .expect("the node certificate chains to the CA");
+
+        // A certificate from another CA does not.
+        let other = create_ca("mesh.example", Duration::from_secs(3600)).expect("CA");
+        let stranger = issue(
+            &other.key_pem,
+            &id,
+            &["node-1.mesh.example".into()],
+            Duration::from_secs(600),
+        )
+        .expect("issue");
+        let stranger = CertificateDer::from_pem_slice(stranger.cert_pem.as_bytes()).expect("pem");
+        assert!(verifier
+            .verify_server_cert(&stranger, &[], &name, &[], UnixTime::now())
+            .is_err());
+    }
+
+    #[test]
+    fn bad_names_are_refused() {
+        assert!(create_ca("Not A Domain", Duration::from_secs(60)).is_err());
+        let ca = create_ca("mesh.example", Duration::from_secs(60)).expect("CA");
+        let id = SpiffeId::new("mesh.example", Identity::Node(1)).expect("id");
+        assert!(issue(
+            &ca.key_pem,
+            &id,
+            &["bad name!".into()],
+            Duration::from_secs(60)
+        )
+        .is_err());
+        assert!(issue("not a key", &id, &[], Duration::from_secs(60)).is_err());
+    }
+}
