@@ -198,10 +198,10 @@ pub async fn handle(
             metrics.count(&cluster, "", "no_healthy_upstream");
             return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
         };
-        let locality = runtime.locality(&cluster, &host).to_string();
+        let locality = runtime.locality(&cluster, &host);
         // A connection to the cluster, waiting as a pending request if all are busy.
         let Ok(_connection) = runtime.connection(&cluster, per_try).await else {
-            metrics.count(&cluster, &locality, "overflow");
+            metrics.count(&cluster, locality, "overflow");
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "circuit breaker open: connection and pending request limits reached",
@@ -237,19 +237,19 @@ pub async fn handle(
         tracing::debug!(%cluster, %host, "forwarding");
         match tokio::time::timeout(per_try, client.request(upstream)).await {
             Ok(Ok(response)) => {
-                metrics.observe(&cluster, &locality, started.elapsed().as_secs_f64());
+                metrics.observe(&cluster, locality, started.elapsed().as_secs_f64());
                 if runtime.report(&cluster, &host, response.status().is_server_error()) {
-                    metrics.ejected(&cluster, &locality);
+                    metrics.ejected(&cluster, locality);
                 }
                 let retry_5xx = route.retry.as_ref().is_some_and(|r| r.on_5xx);
                 if response.status().is_server_error() && retry_5xx && attempt < retries {
-                    metrics.count(&cluster, &locality, "retry_5xx");
+                    metrics.count(&cluster, locality, "retry_5xx");
                     last_failed = Some(host);
                     continue;
                 }
                 metrics.count(
                     &cluster,
-                    &locality,
+                    locality,
                     if response.status().is_server_error() {
                         "upstream_5xx"
                     } else {
@@ -261,10 +261,10 @@ pub async fn handle(
             }
             Ok(Err(e)) => {
                 if runtime.report(&cluster, &host, true) {
-                    metrics.ejected(&cluster, &locality);
+                    metrics.ejected(&cluster, locality);
                 }
                 tracing::debug!(%cluster, %host, error = %e, "upstream request failed");
-                metrics.count(&cluster, &locality, "upstream_error");
+                metrics.count(&cluster, locality, "upstream_error");
                 outcome =
                     local_response(StatusCode::BAD_GATEWAY, &format!("upstream {host} failed"));
                 if !route.retry.as_ref().is_some_and(|r| r.on_connect_failure) {
@@ -273,9 +273,9 @@ pub async fn handle(
             }
             Err(_) => {
                 if runtime.report(&cluster, &host, true) {
-                    metrics.ejected(&cluster, &locality);
+                    metrics.ejected(&cluster, locality);
                 }
-                metrics.count(&cluster, &locality, "timeout");
+                metrics.count(&cluster, locality, "timeout");
                 outcome = local_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!("upstream {host} timed out"),

@@ -25,7 +25,7 @@ pub struct Runtime {
     /// Requests in flight per cluster, for its circuit breaker.
     active: HashMap<String, AtomicU32>,
     /// Each host's locality (`region/zone/sub_zone`), for metrics.
-    localities: HashMap<(String, String), String>,
+    localities: HashMap<String, HashMap<String, String>>,
     /// Circuit breakers' connection slots per cluster: (slots, pending, max pending).
     connections: HashMap<String, (Arc<tokio::sync::Semaphore>, AtomicU32, u32)>,
     /// Retries in flight per cluster, for the retry budget.
@@ -119,15 +119,18 @@ impl Runtime {
             .snapshot
             .clusters
             .iter()
-            .flat_map(|(name, c)| {
-                c.localities
+            .map(|(name, c)| {
+                let by_host = c
+                    .localities
                     .iter()
                     .zip(&c.locality_names)
-                    .flat_map(move |(l, label)| {
+                    .flat_map(|(l, label)| {
                         l.hosts
                             .iter()
-                            .map(move |h| ((name.clone(), h.address.clone()), label.clone()))
+                            .map(move |h| (h.address.clone(), label.clone()))
                     })
+                    .collect();
+                (name.clone(), by_host)
             })
             .collect();
         runtime.retries = runtime
@@ -253,7 +256,8 @@ impl Runtime {
     /// The host's locality, `region/zone/sub_zone`.
     pub fn locality(&self, cluster: &str, host: &str) -> &str {
         self.localities
-            .get(&(cluster.to_string(), host.to_string()))
+            .get(cluster)
+            .and_then(|hosts| hosts.get(host))
             .map(String::as_str)
             .unwrap_or("")
     }
