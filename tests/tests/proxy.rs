@@ -29,6 +29,24 @@ async fn control_plane(root: &std::path::Path) -> Vec<ServerNode> {
     nodes
 }
 
+/// Applies `mesh`, starts a proxy in cluster east, and waits until it routes
+/// web.shop on `port`; returns the proxy and its address.
+async fn routed_proxy(
+    root: &std::path::Path,
+    cp: &str,
+    name: &str,
+    mesh: &str,
+    port: u16,
+) -> (ProxyProcess, String) {
+    let applied = cli(cp, &["apply", "-f", "-"], Some(mesh));
+    assert!(applied.ok, "{}", applied.stderr);
+    let mut proxy = ProxyProcess::new(root, name, "east", &[cp]);
+    proxy.start();
+    let addr = format!("127.0.0.1:{port}");
+    wait_routed(&addr).await;
+    (proxy, addr)
+}
+
 /// Waits until the proxy at `addr` routes web.shop.
 async fn wait_routed(addr: &str) {
     eventually(WAIT, "the proxy to route web.shop", || async {
@@ -175,12 +193,8 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_readmits_it() {
          outlierDetection: {{consecutive5xx: 3, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 50}}}}\n---\n{}",
         endpoints("east", "us-east-1a", &[(&good, 1, "healthy"), (&bad, 1, "healthy")]),
     );
-    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
-    let mut proxy = ProxyProcess::new(root.path(), "proxy-od", "east", &[&cp]);
-    proxy.start();
+    let (proxy, addr) = routed_proxy(root.path(), &cp, "proxy-od", &mesh, port).await;
     let client = proxy::client();
-    let addr = format!("127.0.0.1:{port}");
-    wait_routed(&addr).await;
 
     bad.fail(true);
     // Without retries, the failing endpoint's 500s reach clients until it is ejected.
@@ -226,12 +240,8 @@ async fn active_health_checks_take_a_host_out_and_back() {
          healthCheck: {{http: {{path: /healthz}}, interval: 100ms, timeout: 500ms, unhealthyThreshold: 2, healthyThreshold: 2}}}}\n---\n{}",
         endpoints("east", "us-east-1a", &[(&steady, 1, "healthy"), (&flaky, 1, "healthy")]),
     );
-    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
-    let mut proxy = ProxyProcess::new(root.path(), "proxy-hc", "east", &[&cp]);
-    proxy.start();
+    let (proxy, addr) = routed_proxy(root.path(), &cp, "proxy-hc", &mesh, port).await;
     let client = proxy::client();
-    let addr = format!("127.0.0.1:{port}");
-    wait_routed(&addr).await;
     let flaky_healthy = |want: bool| {
         let admin = proxy.admin.clone();
         let address = format!("127.0.0.1:{}", flaky.port);
@@ -287,12 +297,8 @@ async fn garbage_on_a_listener_closes_only_that_connection() {
          kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\n{}",
         endpoints("east", "us-east-1a", &[(&upstream, 1, "healthy")]),
     );
-    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
-    let mut proxy = ProxyProcess::new(root.path(), "proxy-garbage", "east", &[&cp]);
-    proxy.start();
+    let (proxy, addr) = routed_proxy(root.path(), &cp, "proxy-garbage", &mesh, port).await;
     let client = proxy::client();
-    let addr = format!("127.0.0.1:{port}");
-    wait_routed(&addr).await;
 
     let oversized = format!(
         "GET / HTTP/1.1\r\nHost: web.shop\r\nX-Big: {}\r\n\r\n",
@@ -395,11 +401,7 @@ async fn circuit_breakers_refuse_what_exceeds_the_limit() {
          circuitBreaker: {{maxConnections: 100, maxPendingRequests: 0, maxRequests: 2}}}}\n---\n{}",
         endpoints("east", "us-east-1a", &[(&upstream, 1, "healthy")]),
     );
-    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
-    let mut proxy = ProxyProcess::new(root.path(), "proxy-cb", "east", &[&cp]);
-    proxy.start();
-    let addr = format!("127.0.0.1:{port}");
-    wait_routed(&addr).await;
+    let (proxy, addr) = routed_proxy(root.path(), &cp, "proxy-cb", &mesh, port).await;
     upstream.slow(Duration::from_millis(800));
     // A connection each, all at once.
     let requests: Vec<_> = (0..8)
@@ -429,6 +431,8 @@ async fn circuit_breakers_refuse_what_exceeds_the_limit() {
         dump.contains("\"max_pending_requests\":1").then_some(())
     })
     .await;
+    // Slow enough that all four are in flight together even on a loaded machine.
+    upstream.slow(Duration::from_secs(3));
     let requests: Vec<_> = (0..4)
         .map(|_| {
             let addr = addr.clone();
@@ -440,7 +444,11 @@ async fn circuit_breakers_refuse_what_exceeds_the_limit() {
         statuses.push(request.await.expect("task").expect("response").0);
     }
     statuses.sort();
-    assert_eq!(statuses, vec![200, 200, 503, 503]);
+    assert_eq!(
+        statuses,
+        vec![200, 200, 503, 503],
+        "one served, one pending then served, two refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -455,11 +463,7 @@ async fn sigterm_drains_requests_in_flight() {
          kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\n{}",
         endpoints("east", "us-east-1a", &[(&upstream, 1, "healthy")]),
     );
-    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
-    let mut proxy = ProxyProcess::new(root.path(), "proxy-drain", "east", &[&cp]);
-    proxy.start();
-    let addr = format!("127.0.0.1:{port}");
-    wait_routed(&addr).await;
+    let (mut proxy, addr) = routed_proxy(root.path(), &cp, "proxy-drain", &mesh, port).await;
     upstream.slow(Duration::from_millis(1_500));
     let in_flight = {
         let addr = addr.clone();
@@ -506,12 +510,8 @@ async fn local_endpoints_killed_under_load_fail_over_without_client_errors() {
         endpoints("east", "us-east-1a", &[(&e1, 1, "healthy"), (&e2, 1, "healthy")]),
         endpoints("west", "us-west-2a", &[(&w1, 1, "healthy")]),
     );
-    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
-    let mut proxy = ProxyProcess::new(root.path(), "proxy-failover", "east", &[&cp]);
-    proxy.start();
+    let (_proxy, addr) = routed_proxy(root.path(), &cp, "proxy-failover", &mesh, port).await;
     let client = proxy::client();
-    let addr = format!("127.0.0.1:{port}");
-    wait_routed(&addr).await;
     let before = spread(&client, &addr, 50).await;
     assert!(!before.contains_key("w1"), "{before:?}");
 
@@ -623,11 +623,7 @@ async fn least_request_prefers_the_idle_endpoint() {
          kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}, lb: least_request}}\n---\n{}",
         endpoints("east", "us-east-1a", &[(&busy, 1, "healthy"), (&idle, 1, "healthy")]),
     );
-    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
-    let mut proxy = ProxyProcess::new(root.path(), "proxy-lr", "east", &[&cp]);
-    proxy.start();
-    let addr = format!("127.0.0.1:{port}");
-    wait_routed(&addr).await;
+    let (_proxy, addr) = routed_proxy(root.path(), &cp, "proxy-lr", &mesh, port).await;
     // Requests to "busy" take long, so they pile up there; least request sends new ones to "idle".
     busy.slow(Duration::from_millis(1_500));
     // With two endpoints, power of two choices sends a request to the busy one
