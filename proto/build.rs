@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     let protos = [
         "proto/meridian/v1/admin.proto",
+        "proto/meridian/v1/certificates.proto",
         "proto/meridian/v1/federation.proto",
         "proto/meridian/v1/raft.proto",
     ];

@@ -1,13 +1,14 @@
 //! `meridian`: the control-plane server and the admin CLI in one binary.
 
 mod admin;
+mod authz;
+mod certificates;
 mod cli;
 mod events;
 mod federation;
 mod forward;
 mod grpc_client;
 mod http;
-mod identity;
 mod metrics;
 mod node;
 mod raft;
@@ -15,6 +16,8 @@ mod server;
 mod xds;
 
 use clap::{Parser, Subcommand};
+use meridian_identity::tls::TlsFiles;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
@@ -35,6 +38,15 @@ struct Cli {
     /// Plaintext gRPC. The server refuses to bind non-loopback addresses with it.
     #[arg(long, global = true, env = "MERIDIAN_INSECURE")]
     insecure: bool,
+    /// This node's or operator's certificate (PEM) for mutual TLS.
+    #[arg(long, global = true, env = "MERIDIAN_CERT")]
+    cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, global = true, env = "MERIDIAN_KEY")]
+    key: Option<PathBuf>,
+    /// The CA certificates (PEM) peers' certificates must chain to.
+    #[arg(long, global = true, env = "MERIDIAN_TRUST_BUNDLE")]
+    trust_bundle: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,16 +76,25 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let tls = cli::ClientTls {
+        insecure: cli.insecure,
+        cert: cli.cert,
+        key: cli.key,
+        trust_bundle: cli.trust_bundle,
+    };
     let result = match cli.command {
+        Command::Certs { command } => cli::certs::run(command),
         Command::Server(args) => {
             init_logging();
-            match args.validate(cli.insecure) {
+            let config = TlsFiles::select(tls.insecure, tls.cert, tls.key, tls.trust_bundle)
+                .map_err(anyhow::Error::from)
+                .and_then(|files| Ok(args.validate(files)?));
+            match config {
                 Ok(config) => runtime.block_on(server::run(config)),
-                Err(e) => Err(e.into()),
+                Err(e) => Err(e),
             }
         }
-        Command::Certs { command } => cli::certs::run(command),
-        Command::Admin(command) => runtime.block_on(cli::run(&cli.server, cli.insecure, command)),
+        Command::Admin(command) => runtime.block_on(cli::run(&cli.server, tls, command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

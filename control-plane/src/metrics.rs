@@ -19,9 +19,16 @@ struct RequestLabels {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    service: String,
+    code: String,
+}
+
 pub struct Metrics {
     registry: Registry,
     admin_requests: Family<RequestLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     term: Gauge,
     applied_index: Gauge,
     commit_index: Gauge,
@@ -42,6 +49,12 @@ impl Default for Metrics {
             "admin_requests",
             "Admin API requests by method and gRPC status code",
             admin_requests.clone(),
+        );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "grpc_refusals",
+            "gRPC calls refused by authentication or authorization, by service and status code",
+            refusals.clone(),
         );
         let mut gauge = |name: &str, help: &str| {
             let g = Gauge::default();
@@ -80,6 +93,7 @@ impl Default for Metrics {
         Metrics {
             registry,
             admin_requests,
+            refusals,
             term,
             applied_index,
             commit_index,
@@ -103,6 +117,21 @@ impl Metrics {
         self.admin_requests
             .get_or_create(&RequestLabels {
                 method: method.to_string(),
+                code: format!("{code:?}"),
+            })
+            .inc();
+    }
+
+    /// Counts a call refused by authentication or authorization.
+    pub fn count_refusal(&self, path: &str, code: tonic::Code) {
+        let service = path
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default();
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                service: service.to_string(),
                 code: format!("{code:?}"),
             })
             .inc();

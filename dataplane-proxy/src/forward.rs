@@ -115,7 +115,7 @@ pub async fn handle(
         ),
     });
     tracing::debug!(%cluster, %peer, "request");
-    let Some(_admitted) = runtime.admit(&cluster) else {
+    let Some(_admitted) = runtime.breaker(&cluster).and_then(|b| b.admit()) else {
         metrics.count(&cluster, "", "overflow");
         let mut response = local_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -171,7 +171,7 @@ pub async fn handle(
         .unwrap_or_else(|| "/".into());
     let started = std::time::Instant::now();
     let mut last_failed: Option<String> = None;
-    let mut _retry: Option<crate::runtime::InFlight<'_>> = None;
+    let mut _retry: Option<crate::breaker::InFlight<'_>> = None;
     let mut outcome = local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
     // The route's timeout bounds the whole request, retries included; each
     // try is also bounded by the retry policy's per-try timeout.
@@ -185,7 +185,7 @@ pub async fn handle(
         let per_try = per_try.min(remaining);
         if attempt > 0 {
             // The retry budget: retries may be at most a fifth of the cluster's requests in flight.
-            match runtime.admit_retry(&cluster) {
+            match runtime.breaker(&cluster).and_then(|b| b.admit_retry()) {
                 Some(guard) => _retry = Some(guard),
                 None => {
                     metrics.count(&cluster, "", "retry_budget_exhausted");
@@ -200,7 +200,11 @@ pub async fn handle(
         };
         let locality = runtime.locality(&cluster, &host);
         // A connection to the cluster, waiting as a pending request if all are busy.
-        let Ok(_connection) = runtime.connection(&cluster, per_try).await else {
+        let connection = match runtime.breaker(&cluster) {
+            Some(breaker) => breaker.connection(per_try).await,
+            None => Ok(None),
+        };
+        let Ok(_connection) = connection else {
             metrics.count(&cluster, locality, "overflow");
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -3,6 +3,7 @@
 //! across restarts, from --state-dir) when no control plane answers.
 
 mod admin;
+mod breaker;
 mod config;
 mod forward;
 mod health_check;
@@ -14,6 +15,9 @@ mod tls;
 mod xds;
 
 use clap::Parser;
+use meridian_identity::enroll;
+use meridian_identity::spiffe::Identity;
+use meridian_identity::tls::{control_plane_node, require_loopback, Dialer, TlsFiles};
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 #[derive(Debug, Parser)]
@@ -57,6 +61,66 @@ struct Args {
     tls_cert: Option<PathBuf>,
     #[arg(long, env = "MERIDIAN_PROXY_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Plaintext xDS to a control plane on this machine.
+    #[arg(long, env = "MERIDIAN_PROXY_INSECURE")]
+    insecure: bool,
+    /// The proxy's mesh certificate (`spiffe://.../cluster/CLUSTER/proxy/NODE_ID`);
+    /// written here when enrolling with --token.
+    #[arg(long, env = "MERIDIAN_PROXY_CERT")]
+    cert: Option<PathBuf>,
+    /// Its private key; written 0600 when enrolling.
+    #[arg(long, env = "MERIDIAN_PROXY_KEY")]
+    key: Option<PathBuf>,
+    /// The CA certificates the control plane's certificate must chain to.
+    #[arg(long, env = "MERIDIAN_PROXY_TRUST_BUNDLE")]
+    trust_bundle: Option<PathBuf>,
+    /// A bootstrap token (`meridian tokens create --role proxy --cluster CLUSTER`),
+    /// used when --cert holds no valid certificate yet.
+    #[arg(long, env = "MERIDIAN_PROXY_TOKEN")]
+    token: Option<String>,
+}
+
+/// How the proxy dials the control plane: plaintext to loopback, or mutual
+/// TLS with its certificate (enrolled with the token if need be), renewed
+/// in the background without dropping the xDS stream.
+async fn dialer(args: &Args) -> anyhow::Result<Dialer> {
+    let files = TlsFiles::select(
+        args.insecure,
+        args.cert.clone(),
+        args.key.clone(),
+        args.trust_bundle.clone(),
+    )?;
+    let Some(files) = files else {
+        for addr in &args.xds {
+            require_loopback("--xds", addr)?;
+        }
+        return Ok(Dialer::insecure());
+    };
+    let credentials =
+        enroll::obtain(&files, args.token.as_deref(), &args.node_id, &args.xds).await?;
+    let expected = Identity::Proxy {
+        cluster: args.cluster.clone(),
+        id: args.node_id.clone(),
+    };
+    match credentials.id() {
+        Some(id) if id.identity == expected => {}
+        other => anyhow::bail!(
+            "the certificate names {}, not proxy {} of cluster {}",
+            other.map(|id| id.to_string()).unwrap_or_default(),
+            args.node_id,
+            args.cluster
+        ),
+    }
+    credentials.spawn_reloader(std::time::Duration::from_secs(5));
+    let dialer = Dialer::tls(&credentials, control_plane_node)?;
+    enroll::spawn_renewal(
+        credentials,
+        dialer.clone(),
+        args.xds.clone(),
+        Some(files),
+        std::time::Duration::from_secs(30),
+    );
+    Ok(dialer)
 }
 
 /// How long open connections may take to finish on shutdown.
@@ -99,6 +163,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         _ => None,
     };
+    let dialer = dialer(&args).await?;
     let proxy = proxy::Proxy::new(args.outbound_bind, args.state_dir.clone(), tls);
     let resources = proxy.restore();
     let admin = tokio::net::TcpListener::bind(&args.admin_addr)
@@ -107,6 +172,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::spawn(axum::serve(admin, admin::router(proxy.clone())).into_future());
     let config = xds::XdsConfig {
         servers: args.xds,
+        dialer,
         node_id: args.node_id,
         cluster: args.cluster,
         region: args.region,

@@ -2,6 +2,7 @@
 //! in-flight counts for least request, and request counters. Replaced
 //! wholesale when a new configuration is accepted.
 
+use crate::breaker::{Breaker, InFlight};
 use crate::config::{Route, Snapshot};
 use meridian_balance::{hash64, Balancer, HostId, OutlierTracker, PickContext, Verdict};
 use std::time::Instant;
@@ -22,33 +23,18 @@ pub struct Runtime {
     /// Requests in flight per host, indexed like the balancer's hosts.
     in_flight: HashMap<String, Vec<Vec<AtomicU32>>>,
     random: AtomicU64,
-    /// Requests in flight per cluster, for its circuit breaker.
-    active: HashMap<String, AtomicU32>,
+    /// Circuit breakers per cluster.
+    breakers: HashMap<String, Arc<Breaker>>,
     /// Each host's locality (`region/zone/sub_zone`), for metrics.
     localities: HashMap<String, HashMap<String, String>>,
-    /// Circuit breakers' connection slots per cluster: (slots, pending, max pending).
-    connections: HashMap<String, (Arc<tokio::sync::Semaphore>, AtomicU32, u32)>,
-    /// Retries in flight per cluster, for the retry budget.
-    retries: HashMap<String, AtomicU32>,
     /// Why hosts are held out beyond what the control plane says: (ejected, failing checks).
     held_out: Mutex<HashMap<(String, String), (bool, bool)>>,
 }
 
-/// Counts a request to a host while it is in flight.
-pub struct InFlight<'a> {
-    counter: Option<&'a AtomicU32>,
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if let Some(counter) = self.counter {
-            counter.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
 impl Runtime {
-    pub fn new(snapshot: Snapshot) -> Self {
+    /// The runtime of `snapshot`; circuit breakers whose limits did not
+    /// change carry over from `previous`.
+    pub fn new(snapshot: Snapshot, previous: Option<&Runtime>) -> Self {
         let balancers = snapshot
             .clusters
             .iter()
@@ -97,24 +83,9 @@ impl Runtime {
             in_flight,
             random: AtomicU64::new(seed),
             held_out: Mutex::new(HashMap::new()),
-            active: HashMap::new(),
-            retries: HashMap::new(),
+            breakers: HashMap::new(),
             localities: HashMap::new(),
-            connections: HashMap::new(),
         };
-        runtime.connections = runtime
-            .snapshot
-            .clusters
-            .iter()
-            .filter_map(|(name, c)| {
-                let limits = c.limits?;
-                let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections as usize));
-                Some((
-                    name.clone(),
-                    (slots, AtomicU32::new(0), limits.max_pending_requests),
-                ))
-            })
-            .collect();
         runtime.localities = runtime
             .snapshot
             .clusters
@@ -133,64 +104,21 @@ impl Runtime {
                 (name.clone(), by_host)
             })
             .collect();
-        runtime.retries = runtime
+        runtime.breakers = runtime
             .snapshot
             .clusters
-            .keys()
-            .map(|c| (c.clone(), AtomicU32::new(0)))
-            .collect();
-        runtime.active = runtime
-            .snapshot
-            .clusters
-            .keys()
-            .map(|c| (c.clone(), AtomicU32::new(0)))
+            .iter()
+            .map(|(name, c)| {
+                let previous = previous.and_then(|p| p.breakers.get(name));
+                (name.clone(), Breaker::for_limits(c.limits, previous))
+            })
             .collect();
         runtime
     }
 
-    /// Admits a request to the cluster unless its circuit breaker is open.
-    pub fn admit(&self, cluster: &str) -> Option<InFlight<'_>> {
-        let counter = self.active.get(cluster)?;
-        let limit = self
-            .snapshot
-            .clusters
-            .get(cluster)?
-            .limits
-            .map(|l| l.max_requests)
-            .unwrap_or(u32::MAX);
-        let previous = counter.fetch_add(1, Ordering::Relaxed);
-        let admitted = InFlight {
-            counter: Some(counter),
-        };
-        (previous < limit).then_some(admitted)
-    }
-
-    /// Whether the host is within its connection limit, counting the request
-    /// just picked for it.
-    /// A connection slot to the cluster: at once if one of `maxConnections`
-    /// is free, else after waiting (at most `wait`) as one of at most
-    /// `maxPendingRequests` pending requests; refused beyond that.
-    pub async fn connection(
-        &self,
-        cluster: &str,
-        wait: std::time::Duration,
-    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ()> {
-        let Some((slots, pending, max_pending)) = self.connections.get(cluster) else {
-            return Ok(None);
-        };
-        if let Ok(permit) = slots.clone().try_acquire_owned() {
-            return Ok(Some(permit));
-        }
-        if pending.fetch_add(1, Ordering::Relaxed) >= *max_pending {
-            pending.fetch_sub(1, Ordering::Relaxed);
-            return Err(());
-        }
-        let permit = tokio::time::timeout(wait, slots.clone().acquire_owned()).await;
-        pending.fetch_sub(1, Ordering::Relaxed);
-        match permit {
-            Ok(Ok(permit)) => Ok(Some(permit)),
-            _ => Err(()),
-        }
+    /// The cluster's circuit breakers.
+    pub fn breaker(&self, cluster: &str) -> Option<&Breaker> {
+        self.breakers.get(cluster).map(|b| &**b)
     }
 
     fn next_random(&self) -> u64 {
@@ -246,11 +174,7 @@ impl Runtime {
             }
         }
         let (address, id) = chosen?;
-        let counter = counter(id);
-        if let Some(counter) = counter {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        Some((address, InFlight { counter }))
+        Some((address, InFlight::enter(counter(id)?).0))
     }
 
     /// The host's locality, `region/zone/sub_zone`.
@@ -281,23 +205,6 @@ impl Runtime {
             }
             None => false,
         }
-    }
-
-    /// Admits a retry unless retries in flight already reach the budget:
-    /// a fifth of the cluster's requests in flight, and at least three.
-    pub fn admit_retry(&self, cluster: &str) -> Option<InFlight<'_>> {
-        let retries = self.retries.get(cluster)?;
-        let active = self
-            .active
-            .get(cluster)
-            .map(|a| a.load(Ordering::Relaxed))
-            .unwrap_or(0);
-        let budget = (active / 5).max(3);
-        let previous = retries.fetch_add(1, Ordering::Relaxed);
-        let admitted = InFlight {
-            counter: Some(retries),
-        };
-        (previous < budget).then_some(admitted)
     }
 
     /// Readmits hosts whose ejection has run out.

@@ -4,6 +4,7 @@
 //! moving to the next control-plane node on failure.
 
 use crate::{diff, Delta, Source, SourceUpdate, View};
+use meridian_identity::tls::Dialer;
 use meridian_proto::v1::{
     federation_client::FederationClient, sync_request::Message, Batch, EndpointSet, Hello,
     ServiceName as PbName, SourceStatus, SyncRequest, SyncResponse,
@@ -25,6 +26,8 @@ pub struct AgentConfig {
     pub control_planes: Vec<String>,
     /// How long changes gather before they are sent as one batch.
     pub batch_interval: Duration,
+    /// Mutual TLS with the agent's certificate, or plaintext.
+    pub dialer: Dialer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,24 +125,12 @@ async fn session(
     mut views: watch::Receiver<Option<View>>,
     mut errors: watch::Receiver<Option<String>>,
 ) -> AgentError {
-    let channel = match tonic::transport::Endpoint::from_shared(format!("http://{addr}")) {
-        Ok(endpoint) => match endpoint
-            .connect_timeout(Duration::from_secs(3))
-            .connect()
-            .await
-        {
-            Ok(channel) => channel,
-            Err(e) => {
-                return AgentError::Connect {
-                    addr: addr.to_string(),
-                    message: e.to_string(),
-                }
-            }
-        },
+    let channel = match config.dialer.connect(addr).await {
+        Ok(channel) => channel,
         Err(e) => {
             return AgentError::Connect {
                 addr: addr.to_string(),
-                message: e.to_string(),
+                message: format!("{e:?}"),
             }
         }
     };

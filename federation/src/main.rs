@@ -6,7 +6,12 @@ use meridian_federation::{
     sources::kubernetes::KubernetesOptions,
     SourceSpec,
 };
+use meridian_identity::enroll;
+use meridian_identity::spiffe::Identity;
+use meridian_identity::tls::{control_plane_node, require_loopback, Dialer, TlsFiles};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -45,9 +50,67 @@ struct Args {
     /// This agent's name in the control plane's status (default: cluster name and process id).
     #[arg(long, env = "MERIDIAN_AGENT_ID")]
     agent_id: Option<String>,
-    /// Plaintext gRPC to an --insecure control plane (TLS is not available yet).
+    /// Plaintext gRPC to an --insecure control plane on this machine.
     #[arg(long, env = "MERIDIAN_INSECURE")]
     insecure: bool,
+    /// The agent's certificate (PEM, `spiffe://.../cluster/NAME/agent`); written here when enrolling.
+    #[arg(long, env = "MERIDIAN_AGENT_CERT")]
+    cert: Option<PathBuf>,
+    /// Its private key (PEM); written 0600 when enrolling.
+    #[arg(long, env = "MERIDIAN_AGENT_KEY")]
+    key: Option<PathBuf>,
+    /// The CA certificates the control plane's certificate must chain to.
+    #[arg(long, env = "MERIDIAN_AGENT_TRUST_BUNDLE")]
+    trust_bundle: Option<PathBuf>,
+    /// A bootstrap token (`meridian tokens create --role agent --cluster NAME`),
+    /// used when --cert holds no valid certificate yet.
+    #[arg(long, env = "MERIDIAN_AGENT_TOKEN")]
+    token: Option<String>,
+}
+
+/// The dialer for the control plane: plaintext to loopback, or mutual TLS
+/// with a certificate from disk or enrolled with the token, renewed in the
+/// background.
+async fn dialer(args: &Args) -> Result<Dialer, String> {
+    let files = TlsFiles::select(
+        args.insecure,
+        args.cert.clone(),
+        args.key.clone(),
+        args.trust_bundle.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    let Some(files) = files else {
+        for addr in &args.control_plane {
+            require_loopback("--control-plane", addr).map_err(|e| e.to_string())?;
+        }
+        return Ok(Dialer::insecure());
+    };
+    let credentials = enroll::obtain(&files, args.token.as_deref(), "", &args.control_plane)
+        .await
+        .map_err(|e| e.to_string())?;
+    let expected = Identity::Agent {
+        cluster: args.cluster.clone(),
+    };
+    match credentials.id() {
+        Some(id) if id.identity == expected => {}
+        other => {
+            return Err(format!(
+                "the certificate names {}, not the agent of cluster {}",
+                other.map(|id| id.to_string()).unwrap_or_default(),
+                args.cluster
+            ))
+        }
+    }
+    credentials.spawn_reloader(Duration::from_secs(5));
+    let dialer = Dialer::tls(&credentials, control_plane_node).map_err(|e| e.to_string())?;
+    enroll::spawn_renewal(
+        credentials,
+        dialer.clone(),
+        args.control_plane.clone(),
+        Some(files),
+        Duration::from_secs(30),
+    );
+    Ok(dialer)
 }
 
 fn main() -> ExitCode {
@@ -58,14 +121,10 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    if !args.insecure {
-        eprintln!("error: TLS is not available in this build yet; pass --insecure to speak plaintext to an --insecure control plane");
-        return ExitCode::FAILURE;
-    }
     let kubernetes = KubernetesOptions {
-        kubeconfig: args.kubeconfig,
-        context: args.context,
-        namespaces: args.namespaces,
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        namespaces: args.namespaces.clone(),
     };
     let source = match SourceSpec::parse(&args.source, kubernetes) {
         Ok(source) => source.build(args.refresh_interval.as_std()),
@@ -73,14 +132,6 @@ fn main() -> ExitCode {
             eprintln!("error: --source: {e}");
             return ExitCode::FAILURE;
         }
-    };
-    let config = AgentConfig {
-        agent_id: args
-            .agent_id
-            .unwrap_or_else(|| format!("{}-{}", args.cluster, std::process::id())),
-        cluster: args.cluster,
-        control_planes: args.control_plane,
-        batch_interval: args.batch_interval.as_std(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -91,6 +142,22 @@ fn main() -> ExitCode {
             eprintln!("error: starting the async runtime: {e}");
             return ExitCode::FAILURE;
         }
+    };
+    let dialer = match runtime.block_on(dialer(&args)) {
+        Ok(dialer) => dialer,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = AgentConfig {
+        agent_id: args
+            .agent_id
+            .unwrap_or_else(|| format!("{}-{}", args.cluster, std::process::id())),
+        cluster: args.cluster,
+        control_planes: args.control_plane,
+        batch_interval: args.batch_interval.as_std(),
+        dialer,
     };
     let error = runtime.block_on(agent::run(config, source));
     eprintln!("error: {error}");

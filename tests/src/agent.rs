@@ -45,6 +45,16 @@ impl AgentProcess {
         }
     }
 
+    /// Mutual TLS to the control plane instead of `--insecure`: the agent's
+    /// `--cert`, `--key`, `--trust-bundle` (and `--token`) flags.
+    pub fn secure(mut self, tls_args: &[&str]) -> Self {
+        self.process.args.retain(|a| a != "--insecure");
+        self.process
+            .args
+            .extend(tls_args.iter().map(|a| a.to_string()));
+        self
+    }
+
     pub fn start(&mut self) {
         self.process.start();
     }

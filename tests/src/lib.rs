@@ -8,6 +8,7 @@ pub mod http;
 pub mod http_sd;
 pub mod kube_api;
 pub mod node;
+pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod upstream;
@@ -89,10 +90,16 @@ impl From<Output> for CliRun {
 
 /// Runs `meridian --insecure --server ADDR ARGS...`, feeding `stdin` if given.
 pub fn cli(server: &str, args: &[&str], stdin: Option<&str>) -> CliRun {
+    cli_with(&["--insecure"], server, args, stdin)
+}
+
+/// Runs `meridian GLOBAL... --server ADDR ARGS...` (GLOBAL: `--insecure` or TLS flags).
+pub fn cli_with(global: &[&str], server: &str, args: &[&str], stdin: Option<&str>) -> CliRun {
     use std::io::Write;
     let mut command = Command::new(binary("meridian"));
     command
-        .args(["--insecure", "--server", server])
+        .args(global)
+        .args(["--server", server])
         .args(args)
         .env_remove("MERIDIAN_SERVER")
         .stdin(std::process::Stdio::piped())

@@ -2,6 +2,7 @@
 //! the same data dir, killed on drop (its log printed if the test failed).
 
 use crate::process::Process;
+use meridian_identity::tls::Dialer;
 use meridian_proto::v1::{admin_client::AdminClient, StatusRequest, StatusResponse};
 use std::{
     path::{Path, PathBuf},
@@ -14,6 +15,10 @@ pub struct ServerOptions {
     pub snapshot_threshold: u64,
     /// More `meridian server` flags.
     pub extra_args: Vec<String>,
+    /// Flags before `server`: `--insecure`, or the node's TLS files.
+    pub global_args: Vec<String>,
+    /// How the test talks to the node.
+    pub dialer: Dialer,
 }
 
 impl Default for ServerOptions {
@@ -21,6 +26,8 @@ impl Default for ServerOptions {
         ServerOptions {
             snapshot_threshold: 10_000,
             extra_args: Vec::new(),
+            global_args: vec!["--insecure".into()],
+            dialer: Dialer::insecure(),
         }
     }
 }
@@ -70,8 +77,8 @@ impl ServerNode {
 
     /// Starts the node (again, on the same data dir and ports, after a kill).
     pub fn start(&mut self) {
-        let mut args: Vec<String> = vec![
-            "--insecure".into(),
+        let mut args: Vec<String> = self.options.global_args.clone();
+        args.extend([
             "server".into(),
             "--node-id".into(),
             self.id.to_string(),
@@ -83,7 +90,7 @@ impl ServerNode {
             self.http.clone(),
             "--snapshot-threshold".into(),
             self.options.snapshot_threshold.to_string(),
-        ];
+        ]);
         args.extend(self.options.extra_args.iter().cloned());
         if let Some(members) = &self.initial_cluster {
             args.extend(["--initial-cluster".to_string(), members.clone()]);
@@ -107,21 +114,15 @@ impl ServerNode {
     }
 
     pub async fn client(&self) -> Option<AdminClient<Channel>> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.grpc))
-            .ok()?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(15))
-            .connect()
-            .await
-            .ok()?;
+        let channel = self.options.dialer.connect(&self.grpc).await.ok()?;
         Some(AdminClient::new(channel))
     }
 
     pub async fn status(&self) -> Option<StatusResponse> {
         let mut client = self.client().await?;
-        client
-            .status(StatusRequest {})
+        tokio::time::timeout(Duration::from_secs(15), client.status(StatusRequest {}))
             .await
+            .ok()?
             .ok()
             .map(|r| r.into_inner())
     }
@@ -150,8 +151,17 @@ pub async fn agreed_leader(nodes: &[&ServerNode]) -> u64 {
 
 /// Starts a cluster of `count` nodes in `root`, each founding member.
 pub fn start_cluster(root: &Path, count: u64, options: ServerOptions) -> Vec<ServerNode> {
+    start_cluster_with(root, count, |_| options.clone())
+}
+
+/// Like [`start_cluster`], with each node's own options (its certificate, say).
+pub fn start_cluster_with(
+    root: &Path,
+    count: u64,
+    options: impl Fn(u64) -> ServerOptions,
+) -> Vec<ServerNode> {
     let nodes: Vec<ServerNode> = (1..=count)
-        .map(|id| ServerNode::new(root, id, options.clone()))
+        .map(|id| ServerNode::new(root, id, options(id)))
         .collect();
     let members = ServerNode::initial_cluster(&nodes.iter().collect::<Vec<_>>());
     let mut nodes: Vec<ServerNode> = nodes

@@ -17,6 +17,7 @@ impl ProxyProcess {
         let admin = format!("127.0.0.1:{}", crate::free_port());
         let state_dir = root.join(format!("{node_id}-state")).display().to_string();
         let args = [
+            "--insecure",
             "--xds",
             &xds.join(","),
             "--node-id",
@@ -42,6 +43,13 @@ impl ProxyProcess {
     pub fn with_args(mut self, args: &[&str]) -> Self {
         self.process.args.extend(args.iter().map(|a| a.to_string()));
         self
+    }
+
+    /// Mutual TLS to the control plane instead of `--insecure`: the proxy's
+    /// `--cert`, `--key`, `--trust-bundle` (and `--token`) flags.
+    pub fn secure(mut self, tls_args: &[&str]) -> Self {
+        self.process.args.retain(|a| a != "--insecure");
+        self.with_args(tls_args)
     }
 
     pub fn start(&mut self) {

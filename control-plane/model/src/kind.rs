@@ -11,15 +11,17 @@ pub enum Kind {
     Endpoints,
     TrafficSplit,
     FailoverPolicy,
+    BootstrapToken,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Cluster,
         Kind::Service,
         Kind::Endpoints,
         Kind::TrafficSplit,
         Kind::FailoverPolicy,
+        Kind::BootstrapToken,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -29,12 +31,13 @@ impl Kind {
             Kind::Endpoints => "Endpoints",
             Kind::TrafficSplit => "TrafficSplit",
             Kind::FailoverPolicy => "FailoverPolicy",
+            Kind::BootstrapToken => "BootstrapToken",
         }
     }
 
-    /// Clusters are global; every other kind lives in a namespace.
+    /// Clusters and tokens are global; every other kind lives in a namespace.
     pub fn is_namespaced(&self) -> bool {
-        !matches!(self, Kind::Cluster)
+        !matches!(self, Kind::Cluster | Kind::BootstrapToken)
     }
 }
 
@@ -61,6 +64,7 @@ impl FromStr for Kind {
             "endpoints" | "endpoint" | "ep" => Kind::Endpoints,
             "trafficsplit" | "trafficsplits" => Kind::TrafficSplit,
             "failoverpolicy" | "failoverpolicies" => Kind::FailoverPolicy,
+            "bootstraptoken" | "bootstraptokens" | "token" | "tokens" => Kind::BootstrapToken,
             _ => return Err(ModelError::UnknownKind(text.to_string())),
         };
         Ok(kind)

@@ -29,7 +29,7 @@ fn cluster_key(name: &str) -> ResourceKey {
 pub fn check_references(view: &dyn StateView, resource: &Resource) -> Result<(), Rejection> {
     let namespace = resource.metadata.namespace.as_deref().unwrap_or_default();
     match &resource.spec {
-        Spec::Cluster(_) | Spec::Service(_) => Ok(()),
+        Spec::Cluster(_) | Spec::Service(_) | Spec::BootstrapToken(_) => Ok(()),
         Spec::Endpoints(_) => {
             let cluster = resource.metadata.cluster.as_deref().unwrap_or_default();
             require(view, &cluster_key(cluster), "metadata.cluster")
@@ -94,7 +94,9 @@ pub fn check_delete(view: &dyn StateView, key: &ResourceKey) -> Result<(), Rejec
                 .filter(|r| r.metadata.cluster.as_deref() == Some(key.name.as_str()));
             policies.chain(endpoints).map(|r| r.key()).collect()
         }
-        Kind::Endpoints | Kind::TrafficSplit | Kind::FailoverPolicy => Vec::new(),
+        Kind::Endpoints | Kind::TrafficSplit | Kind::FailoverPolicy | Kind::BootstrapToken => {
+            Vec::new()
+        }
     };
     match referrers.first() {
         None => Ok(()),

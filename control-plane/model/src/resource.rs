@@ -3,7 +3,10 @@
 use crate::{
     key::ResourceKey,
     manifest::Manifest,
-    spec::{ClusterSpec, EndpointsSpec, FailoverPolicySpec, ServiceSpec, TrafficSplitSpec},
+    spec::{
+        BootstrapTokenSpec, ClusterSpec, EndpointsSpec, FailoverPolicySpec, ServiceSpec,
+        TrafficSplitSpec,
+    },
     Kind, Metadata, ModelError,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
@@ -40,6 +43,7 @@ pub enum Spec {
     Endpoints(EndpointsSpec),
     TrafficSplit(TrafficSplitSpec),
     FailoverPolicy(FailoverPolicySpec),
+    BootstrapToken(BootstrapTokenSpec),
 }
 
 impl Spec {
@@ -50,6 +54,7 @@ impl Spec {
             Spec::Endpoints(_) => Kind::Endpoints,
             Spec::TrafficSplit(_) => Kind::TrafficSplit,
             Spec::FailoverPolicy(_) => Kind::FailoverPolicy,
+            Spec::BootstrapToken(_) => Kind::BootstrapToken,
         }
     }
 
@@ -60,6 +65,7 @@ impl Spec {
             Spec::Endpoints(s) => serde_json::to_value(s),
             Spec::TrafficSplit(s) => serde_json::to_value(s),
             Spec::FailoverPolicy(s) => serde_json::to_value(s),
+            Spec::BootstrapToken(s) => serde_json::to_value(s),
         };
         // Plain structs of strings and numbers always serialise.
         value.unwrap_or(serde_json::Value::Null)
@@ -111,6 +117,7 @@ impl Resource {
             Kind::Endpoints => Spec::Endpoints(from_value("spec", manifest.spec)?),
             Kind::TrafficSplit => Spec::TrafficSplit(from_value("spec", manifest.spec)?),
             Kind::FailoverPolicy => Spec::FailoverPolicy(from_value("spec", manifest.spec)?),
+            Kind::BootstrapToken => Spec::BootstrapToken(from_value("spec", manifest.spec)?),
         };
         let status = match manifest.status {
             serde_json::Value::Null => None,
@@ -133,6 +140,7 @@ impl Resource {
             Spec::Endpoints(s) => s.validate(),
             Spec::TrafficSplit(s) => s.validate(namespace).map(drop),
             Spec::FailoverPolicy(s) => s.validate(namespace).map(drop),
+            Spec::BootstrapToken(s) => s.validate(),
         }
     }
 

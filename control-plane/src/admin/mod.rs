@@ -4,8 +4,9 @@ mod convert;
 mod proxies;
 mod watch;
 
-pub use convert::state_name;
+pub use convert::{node_error, state_name};
 
+use crate::certificates::tokens;
 use crate::raft::state_machine::DbView;
 use crate::{
     metrics::Metrics,
@@ -13,8 +14,7 @@ use crate::{
     xds::registry::Registry,
 };
 use convert::{
-    consistency, delete_from_pb, key_from_pb, members, node_error, parse_kind, put_from_pb,
-    resource_to_pb,
+    consistency, delete_from_pb, key_from_pb, members, parse_kind, put_from_pb, resource_to_pb,
 };
 use meridian_model::{plan, Command, Kind, Resource, ResourceKey, StateView};
 use meridian_proto::v1::{self as pb, admin_server};
@@ -318,5 +318,42 @@ impl admin_server::Admin for AdminService {
             }
         }
         self.count("ListProxies", Ok(Response::new(response)))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let request = request.into_inner();
+        let cluster = Some(request.cluster).filter(|c| !c.is_empty());
+        let result = tokens::create(
+            &self.node,
+            &request.role,
+            cluster,
+            request.ttl_seconds,
+            request.max_uses.max(1),
+        )
+        .await
+        .map(|(token, id, expires_at)| {
+            tracing::info!(%id, role = %request.role, "created a bootstrap token");
+            Response::new(pb::CreateTokenResponse {
+                token,
+                id,
+                expires_at_unix_seconds: expires_at,
+            })
+        });
+        self.count("CreateToken", result)
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        let id = request.into_inner().id;
+        let result = tokens::revoke(&self.node, &id).await.map(|revision| {
+            tracing::info!(%id, "revoked a bootstrap token");
+            Response::new(pb::RevokeTokenResponse { revision })
+        });
+        self.count("RevokeToken", result)
     }
 }

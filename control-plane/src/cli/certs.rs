@@ -2,12 +2,12 @@
 //! files; private keys are created readable by their owner only (0600) and
 //! never overwritten.
 
-use crate::identity::{
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use meridian_identity::{
     ca,
     spiffe::{Identity, SpiffeId},
 };
-use anyhow::{bail, Context};
-use clap::Subcommand;
 use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path, time::Duration};
 
 const CA_CERT: &str = "ca.pem";
@@ -41,6 +41,9 @@ pub enum CertsCommand {
         /// For an operator of the admin API.
         #[arg(long, group = "who")]
         admin: Option<String>,
+        /// For an operator who may only read through the admin API.
+        #[arg(long, group = "who")]
+        viewer: Option<String>,
         #[arg(long)]
         cluster: Option<String>,
         /// DNS names to add (a node's host names).
@@ -92,6 +95,7 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
             proxy,
             agent,
             admin,
+            viewer,
             cluster,
             dns,
             days: d,
@@ -102,15 +106,21 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
                     .with_context(|| format!("reading {}", ca_dir.join(name).display()))
             };
             let trust_domain = read(TRUST_DOMAIN)?.trim().to_string();
-            let identity = match (node, proxy, agent, admin, cluster) {
-                (Some(id), None, false, None, _) => Identity::Node(id),
-                (None, Some(id), false, None, Some(cluster)) => Identity::Proxy { cluster, id },
-                (None, None, true, None, Some(cluster)) => Identity::Agent { cluster },
-                (None, None, false, Some(name), _) => Identity::Admin { name },
-                _ => bail!("say who the certificate is for: --node N, --proxy ID --cluster C, --agent --cluster C or --admin NAME"),
+            let identity = match (node, proxy, agent, admin, viewer, cluster) {
+                (Some(id), None, false, None, None, _) => Identity::Node(id),
+                (None, Some(id), false, None, None, Some(cluster)) => Identity::Proxy { cluster, id },
+                (None, None, true, None, None, Some(cluster)) => Identity::Agent { cluster },
+                (None, None, false, Some(name), None, _) => Identity::Admin { name },
+                (None, None, false, None, Some(name), _) => Identity::Viewer { name },
+                _ => bail!("say who the certificate is for: --node N, --proxy ID --cluster C, --agent --cluster C, --admin NAME or --viewer NAME"),
             };
             let id = SpiffeId::new(&trust_domain, identity).map_err(anyhow::Error::msg)?;
-            let issued = ca::issue(&read(CA_KEY)?, &id, &dns, days(d))?;
+            let (ca_cert, ca_key) = (read(CA_CERT)?, read(CA_KEY)?);
+            let signer = ca::Signer {
+                cert_pem: &ca_cert,
+                key_pem: &ca_key,
+            };
+            let issued = ca::issue(&signer, &id, &dns, days(d))?;
             let key_path = out.with_extension("key");
             let cert_path = out.with_extension("pem");
             write_new(&key_path, &issued.key_pem, true)?;

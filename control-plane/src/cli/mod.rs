@@ -3,9 +3,11 @@
 
 pub mod certs;
 mod output;
+mod tokens;
 
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
+use meridian_identity::tls::{control_plane_node, Credentials, Dialer, TlsFiles};
 use meridian_model::{parse_manifests, Kind};
 use meridian_proto::v1::{self as pb, admin_client::AdminClient};
 use std::io::Read;
@@ -51,6 +53,21 @@ pub enum AdminCommand {
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
+    /// Bootstrap tokens: proxies, agents and operators trade one for a certificate.
+    Tokens {
+        #[command(subcommand)]
+        command: tokens::TokensCommand,
+    },
+    /// Trade an admin or viewer bootstrap token for a certificate (needs only --trust-bundle).
+    Enroll(tokens::Enroll),
+}
+
+/// The CLI's TLS flags, as given.
+pub struct ClientTls {
+    pub insecure: bool,
+    pub cert: Option<std::path::PathBuf>,
+    pub key: Option<std::path::PathBuf>,
+    pub trust_bundle: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,17 +113,33 @@ pub fn one_line(e: &anyhow::Error) -> String {
     format!("{e:#}").replace('\n', " ")
 }
 
-async fn connect(server: &str, insecure: bool) -> anyhow::Result<AdminClient<Channel>> {
-    if !insecure {
-        bail!("TLS is not available in this build yet; pass --insecure to speak plaintext to an --insecure server");
+/// How the CLI dials: mutual TLS with the operator's certificate, or plaintext.
+fn dialer(tls: Option<TlsFiles>) -> anyhow::Result<Dialer> {
+    match tls {
+        None => Ok(Dialer::insecure()),
+        Some(files) => {
+            let credentials = Credentials::from_files(files)?;
+            Ok(Dialer::tls(&credentials, control_plane_node)?)
+        }
     }
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{server}"))
-        .with_context(|| format!("--server '{server}' is not HOST:PORT"))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .connect()
+}
+
+async fn connect(server: &str, dialer: &Dialer) -> anyhow::Result<AdminClient<Channel>> {
+    let channel = dialer
+        .connect(server)
         .await
+        .map_err(|e| anyhow::anyhow!("{}", tls_reason(&e)))
         .with_context(|| format!("cannot reach the control plane at {server}"))?;
     Ok(AdminClient::new(channel))
+}
+
+/// The innermost cause of a connection error (a refused certificate, say).
+fn tls_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
 }
 
 fn key(
@@ -123,7 +156,17 @@ fn key(
     }
 }
 
-pub async fn run(server: &str, insecure: bool, command: AdminCommand) -> anyhow::Result<()> {
+pub async fn run(server: &str, tls: ClientTls, command: AdminCommand) -> anyhow::Result<()> {
+    if let AdminCommand::Enroll(enroll) = command {
+        let bundle = tls.trust_bundle.filter(|_| !tls.insecure);
+        return tokens::enroll(server, bundle.as_deref(), enroll).await;
+    }
+    let dialer = dialer(TlsFiles::select(
+        tls.insecure,
+        tls.cert,
+        tls.key,
+        tls.trust_bundle,
+    )?)?;
     match command {
         AdminCommand::Apply { file } => {
             let text = read_input(&file)?;
@@ -140,7 +183,7 @@ pub async fn run(server: &str, insecure: bool, command: AdminCommand) -> anyhow:
                     })
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let reply = connect(server, insecure)
+            let reply = connect(server, &dialer)
                 .await?
                 .apply(pb::ApplyRequest {
                     puts,
@@ -164,7 +207,7 @@ pub async fn run(server: &str, insecure: bool, command: AdminCommand) -> anyhow:
             consistency,
         } => {
             if matches!(kind.to_ascii_lowercase().as_str(), "proxies" | "proxy") {
-                let reply = connect(server, insecure)
+                let reply = connect(server, &dialer)
                     .await?
                     .list_proxies(pb::ListProxiesRequest { local_only: false })
                     .await?
@@ -176,7 +219,7 @@ pub async fn run(server: &str, insecure: bool, command: AdminCommand) -> anyhow:
                 ReadConsistency::Linearizable => pb::Consistency::Linearizable,
                 ReadConsistency::Stale => pb::Consistency::Stale,
             } as i32;
-            let mut client = connect(server, insecure).await?;
+            let mut client = connect(server, &dialer).await?;
             match name {
                 Some(name) => {
                     let reply = client
@@ -209,7 +252,7 @@ pub async fn run(server: &str, insecure: bool, command: AdminCommand) -> anyhow:
         } => {
             let kind: Kind = kind.parse()?;
             let key = key(kind, &name, namespace, cluster);
-            connect(server, insecure)
+            connect(server, &dialer)
                 .await?
                 .delete(pb::DeleteRequest {
                     key: Some(key),
@@ -219,16 +262,20 @@ pub async fn run(server: &str, insecure: bool, command: AdminCommand) -> anyhow:
             println!("{kind} {name} deleted");
         }
         AdminCommand::Members { command } => {
-            members(connect(server, insecure).await?, command).await?
+            members(connect(server, &dialer).await?, command).await?
         }
         AdminCommand::Status { output: format } => {
-            let status = connect(server, insecure)
+            let status = connect(server, &dialer)
                 .await?
                 .status(pb::StatusRequest {})
                 .await?
                 .into_inner();
             output::print_status(&status, format)?;
         }
+        AdminCommand::Tokens { command } => {
+            tokens::run(connect(server, &dialer).await?, command).await?
+        }
+        AdminCommand::Enroll(_) => {}
     }
     Ok(())
 }

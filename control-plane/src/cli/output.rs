@@ -72,6 +72,9 @@ pub fn print_list(kind: Kind, items: &[pb::Resource], format: Format) -> anyhow:
         ],
         Kind::TrafficSplit => vec!["NAMESPACE", "NAME", "SERVICE", "BACKENDS", "REVISION"],
         Kind::FailoverPolicy => vec!["NAMESPACE", "NAME", "SERVICE", "ORDER", "REVISION"],
+        Kind::BootstrapToken => vec![
+            "NAME", "ROLE", "CLUSTER", "USED", "EXPIRES", "REVOKED", "REVISION",
+        ],
     };
     let mut rows = vec![header.into_iter().map(String::from).collect::<Vec<_>>()];
     for item in items {
@@ -141,6 +144,15 @@ fn row(resource: &Resource) -> Vec<String> {
             meta.name.clone(),
             s.service.clone(),
             s.order.join(","),
+            revision,
+        ],
+        Spec::BootstrapToken(s) => vec![
+            meta.name.clone(),
+            to_text(&s.role),
+            s.cluster.clone().unwrap_or_default(),
+            format!("{}/{}", s.used, s.max_uses),
+            s.expires_at.to_string(),
+            s.revoked.to_string(),
             revision,
         ],
     }

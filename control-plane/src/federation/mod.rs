@@ -4,6 +4,8 @@
 
 pub mod liveness;
 
+use crate::authz::{may_stream_endpoints, refused, Caller};
+use crate::metrics::Metrics;
 use crate::node::{Node, NodeError};
 use liveness::Liveness;
 use meridian_model::{Command, Kind, Manifest, Op, Resource, ResourceKey, StateView, Status};
@@ -18,13 +20,20 @@ use tonic::{Request, Response, Status as RpcStatus, Streaming};
 pub struct FederationService {
     node: Arc<Node>,
     liveness: Arc<Liveness>,
+    metrics: Arc<Metrics>,
 }
 
 impl FederationService {
-    pub fn new(node: Arc<Node>, liveness: Arc<Liveness>) -> Self {
-        FederationService { node, liveness }
+    pub fn new(node: Arc<Node>, liveness: Arc<Liveness>, metrics: Arc<Metrics>) -> Self {
+        FederationService {
+            node,
+            liveness,
+            metrics,
+        }
     }
 }
+
+const SYNC_METHOD: &str = "/meridian.v1.Federation/Sync";
 
 fn endpoints_key(cluster: &str, namespace: &str, name: &str) -> Result<ResourceKey, RpcStatus> {
     ResourceKey::new(Kind::Endpoints, Some(namespace), name, Some(cluster))
@@ -122,12 +131,15 @@ async fn hello(requests: &mut Streaming<SyncRequest>) -> Result<Hello, RpcStatus
 }
 
 async fn serve(
-    node: Arc<Node>,
-    liveness: Arc<Liveness>,
+    service: (Arc<Node>, Arc<Liveness>, Arc<Metrics>),
+    caller: Caller,
     mut requests: Streaming<SyncRequest>,
     tx: mpsc::Sender<Result<SyncResponse, RpcStatus>>,
 ) -> Result<(), RpcStatus> {
+    let (node, liveness, metrics) = service;
     let hello = hello(&mut requests).await?;
+    may_stream_endpoints(&caller, &hello.cluster)
+        .map_err(|refusal| refused(&metrics, SYNC_METHOD, None, &refusal))?;
     let cluster_key = ResourceKey::new(Kind::Cluster, None, &hello.cluster, None)
         .map_err(|e| RpcStatus::invalid_argument(format!("hello.cluster: {e}")))?;
     if node.state.view().get(&cluster_key).is_none() {
@@ -191,9 +203,18 @@ impl Federation for FederationService {
         request: Request<Streaming<SyncRequest>>,
     ) -> Result<Response<Self::SyncStream>, RpcStatus> {
         let (tx, rx) = mpsc::channel(16);
-        let (node, liveness) = (self.node.clone(), self.liveness.clone());
+        let service = (
+            self.node.clone(),
+            self.liveness.clone(),
+            self.metrics.clone(),
+        );
+        let caller = request
+            .extensions()
+            .get::<Caller>()
+            .cloned()
+            .unwrap_or_else(|| Caller::Unauthenticated("the call was not authorized".into()));
         tokio::spawn(async move {
-            if let Err(status) = serve(node, liveness, request.into_inner(), tx.clone()).await {
+            if let Err(status) = serve(service, caller, request.into_inner(), tx.clone()).await {
                 tracing::warn!(code = ?status.code(), message = status.message(), "federation stream refused");
                 let _ = tx.send(Err(status)).await;
             }

@@ -3,6 +3,7 @@
 
 use crate::raft::NodeId;
 use meridian_federation::{sources::kubernetes::KubernetesOptions, SourceSpec};
+use meridian_identity::tls::TlsFiles;
 use std::{
     collections::BTreeMap,
     net::{SocketAddr, ToSocketAddrs},
@@ -44,6 +45,13 @@ pub struct ServerArgs {
     pub kubeconfig: Option<PathBuf>,
     #[arg(long, env = "MERIDIAN_KUBE_CONTEXT")]
     pub kube_context: Option<String>,
+    /// The mesh CA (`ca.pem`, `ca.key`, as made by `meridian certs create-ca`):
+    /// with it this node issues certificates to proxies, agents and operators.
+    #[arg(long, env = "MERIDIAN_CA_DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// How long the certificates this node issues are valid.
+    #[arg(long, env = "MERIDIAN_CERT_LIFETIME", default_value = "24h")]
+    pub cert_lifetime: meridian_model::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,15 +77,15 @@ pub struct ServerConfig {
     pub agent_grace: std::time::Duration,
     /// An in-process discovery source and the cluster it reports.
     pub source: Option<(SourceSpec, String)>,
+    /// This node's certificate, key and trust bundle; None with `--insecure`.
+    pub tls: Option<TlsFiles>,
+    pub ca_dir: Option<PathBuf>,
+    pub cert_lifetime: std::time::Duration,
 }
 
 impl ServerArgs {
-    pub fn validate(&self, insecure: bool) -> Result<ServerConfig, ConfigError> {
-        if !insecure {
-            return Err(invalid(
-                "TLS is not available in this build yet; start the server with --insecure (plaintext, loopback only)",
-            ));
-        }
+    pub fn validate(&self, tls: Option<TlsFiles>) -> Result<ServerConfig, ConfigError> {
+        let insecure = tls.is_none();
         if self.node_id == 0 {
             return Err(invalid("--node-id must be a positive integer"));
         }
@@ -128,6 +136,9 @@ impl ServerArgs {
             http_addr,
             initial_cluster,
             snapshot_threshold: self.snapshot_threshold,
+            tls,
+            ca_dir: self.ca_dir.clone(),
+            cert_lifetime: self.cert_lifetime.as_std(),
         })
     }
 }
@@ -206,7 +217,17 @@ mod tests {
             source_cluster: None,
             kubeconfig: None,
             kube_context: None,
+            ca_dir: None,
+            cert_lifetime: meridian_model::Duration::from_millis(3_600_000),
         }
+    }
+
+    fn tls() -> Option<TlsFiles> {
+        Some(TlsFiles {
+            cert: "node.pem".into(),
+            key: "node.key".into(),
+            bundle: "ca.pem".into(),
+        })
     }
 
     #[test]
@@ -228,21 +249,23 @@ mod tests {
 
     #[test]
     fn insecure_is_loopback_only() {
-        assert!(args("127.0.0.1:7400", None).validate(true).is_ok());
+        assert!(args("127.0.0.1:7400", None).validate(None).is_ok());
         let err = args("0.0.0.0:7400", None)
-            .validate(true)
+            .validate(None)
             .expect_err("not loopback");
         assert!(err.to_string().contains("loopback"), "{err}");
         assert!(args("127.0.0.1:7400", Some("1=10.1.2.3:7400"))
-            .validate(true)
+            .validate(None)
             .is_err());
-        assert!(args("127.0.0.1:7400", None).validate(false).is_err());
+        assert!(args("0.0.0.0:7400", Some("1=10.1.2.3:7400"))
+            .validate(tls())
+            .is_ok());
     }
 
     #[test]
     fn initial_cluster_must_name_this_node() {
         let err = args("127.0.0.1:7400", Some("2=127.0.0.1:1"))
-            .validate(true)
+            .validate(None)
             .expect_err("missing self");
         assert!(err.to_string().contains("node 1"), "{err}");
     }

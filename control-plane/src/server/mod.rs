@@ -5,8 +5,10 @@ pub mod config;
 
 use crate::{
     admin::AdminService,
+    authz::AuthzLayer,
+    certificates::{CaDir, CertificatesService},
     federation::{self, liveness::Liveness, FederationService},
-    http,
+    grpc_client, http,
     metrics::Metrics,
     node::Node,
     raft::{
@@ -23,12 +25,14 @@ use anyhow::Context;
 use config::ServerConfig;
 use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use meridian_federation::agent::AgentConfig;
+use meridian_identity::spiffe::Identity;
+use meridian_identity::tls::{self, control_plane_node, Credentials, Dialer};
+use meridian_proto::v1::certificates_server::CertificatesServer;
 use meridian_proto::v1::federation_server::FederationServer;
 use meridian_proto::v1::{admin_server::AdminServer, raft_server::RaftServer, FILE_DESCRIPTOR_SET};
 use openraft::{error::InitializeError, error::RaftError, BasicNode, SnapshotPolicy};
 use std::{collections::BTreeMap, future::IntoFuture, sync::Arc};
 use tokio::{net::TcpListener, sync::watch};
-use tokio_stream::wrappers::TcpListenerStream;
 
 fn raft_config(config: &ServerConfig) -> anyhow::Result<Arc<openraft::Config>> {
     let raft_config = openraft::Config {
@@ -47,7 +51,47 @@ fn raft_config(config: &ServerConfig) -> anyhow::Result<Arc<openraft::Config>> {
     ))
 }
 
+/// This node's credentials (checked to name this node) and how it dials
+/// its peers; plaintext with `--insecure`.
+fn credentials(config: &ServerConfig) -> anyhow::Result<(Option<Arc<Credentials>>, Dialer)> {
+    let Some(files) = &config.tls else {
+        return Ok((None, Dialer::insecure()));
+    };
+    let credentials = Credentials::from_files(files.clone()).context("loading TLS credentials")?;
+    match credentials.id() {
+        Some(id) if id.identity == Identity::Node(config.node_id) => {}
+        other => anyhow::bail!(
+            "--cert names {}, not node {}",
+            other.map(|id| id.to_string()).unwrap_or_default(),
+            config.node_id
+        ),
+    }
+    credentials.spawn_reloader(CREDENTIALS_RELOAD);
+    let dialer =
+        Dialer::tls(&credentials, control_plane_node).context("TLS client configuration")?;
+    Ok((Some(credentials), dialer))
+}
+
+/// The trust domain certificates are issued in: this node's own, or with
+/// `--insecure` the CA directory's.
+fn trust_domain(config: &ServerConfig, credentials: Option<&Arc<Credentials>>) -> String {
+    if let Some(id) = credentials.and_then(|c| c.id()) {
+        return id.trust_domain;
+    }
+    config
+        .ca_dir
+        .as_ref()
+        .and_then(|dir| std::fs::read_to_string(dir.join("trust-domain")).ok())
+        .map(|d| d.trim().to_string())
+        .unwrap_or_else(|| "meridian.local".into())
+}
+
+/// How often certificate, key and trust bundle files are checked for changes.
+const CREDENTIALS_RELOAD: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let (credentials, dialer) = credentials(&config)?;
+    grpc_client::init(dialer.clone());
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let db_dir = config.data_dir.join("db");
@@ -88,8 +132,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building gRPC reflection")?;
+    let certificates = CertificatesService::new(
+        node.clone(),
+        config.ca_dir.clone().map(CaDir),
+        credentials.clone(),
+        trust_domain(&config, credentials.as_ref()),
+        config.cert_lifetime,
+    );
+    let incoming =
+        tls::incoming(grpc_listener, credentials.clone()).context("TLS server configuration")?;
     let grpc = tonic::transport::Server::builder()
+        .layer(AuthzLayer::new(node.clone(), metrics.clone()))
         .add_service(health_service)
+        .add_service(CertificatesServer::new(certificates))
         .add_service(reflection)
         .add_service(AdminServer::new(AdminService::new(
             node.clone(),
@@ -99,21 +154,20 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .add_service(FederationServer::new(FederationService::new(
             node.clone(),
             liveness.clone(),
+            metrics.clone(),
         )))
         .add_service(AggregatedDiscoveryServiceServer::new(XdsService::new(
             config.node_id,
             mesh,
             proxies,
+            metrics.clone(),
         )))
         .add_service(
             RaftServer::new(RaftService::new(node.clone(), liveness.clone()))
                 .max_decoding_message_size(MAX_RAFT_MESSAGE)
                 .max_encoding_message_size(MAX_RAFT_MESSAGE),
         )
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc_listener),
-            stopped(stop_rx.clone()),
-        );
+        .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
     let grpc_task = tokio::spawn(grpc);
     let http_app = http::router(node.clone(), metrics);
     let http_task = tokio::spawn(
@@ -137,6 +191,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             cluster,
             control_planes: vec![config.grpc_addr.to_string()],
             batch_interval: std::time::Duration::from_millis(100),
+            dialer,
         };
         tokio::spawn(async move {
             let error = meridian_federation::agent::run(

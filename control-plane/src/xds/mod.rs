@@ -8,6 +8,8 @@ pub mod registry;
 mod sotw;
 mod table;
 
+use crate::authz::{may_subscribe, refused, Caller};
+use crate::metrics::Metrics;
 use envoy_types::pb::envoy::{
     config::core::v3::Node as XdsNode,
     service::discovery::v3::{
@@ -28,6 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub struct XdsService {
     node_id: u64,
+    metrics: Arc<Metrics>,
     mesh: watch::Receiver<Arc<MeshSnapshot>>,
     table: Arc<RouteTable>,
     registry: Arc<Registry>,
@@ -38,22 +41,30 @@ impl XdsService {
         node_id: u64,
         mesh: watch::Receiver<Arc<MeshSnapshot>>,
         registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         XdsService {
             node_id,
+            metrics,
             mesh,
             table: Arc::new(RouteTable::default()),
             registry,
         }
     }
 
-    fn stream_context(&self) -> StreamContext {
+    fn stream_context<T>(&self, request: &Request<T>) -> StreamContext {
         StreamContext {
             node_id: self.node_id,
             mesh: self.mesh.clone(),
             table: self.table.clone(),
             registry: self.registry.clone(),
             registration: None,
+            caller: request
+                .extensions()
+                .get::<Caller>()
+                .cloned()
+                .unwrap_or_else(|| Caller::Unauthenticated("the call was not authorized".into())),
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -68,6 +79,9 @@ struct StreamContext {
     registry: Arc<Registry>,
     /// The registry entry and locality, once the first request named the node.
     registration: Option<(u64, ProxyLocality)>,
+    /// Who opened the stream, and the metrics to count a refusal in.
+    caller: Caller,
+    metrics: Arc<Metrics>,
 }
 
 impl StreamContext {
@@ -85,6 +99,14 @@ impl StreamContext {
         } else {
             node.cluster.clone()
         };
+        may_subscribe(&self.caller, &cluster, &node.id).map_err(|refusal| {
+            refused(
+                &self.metrics,
+                "/envoy.service.discovery.v3.AggregatedDiscoveryService",
+                None,
+                &refusal,
+            )
+        })?;
         let proxy = ProxyLocality {
             cluster: cluster.clone(),
             region: locality.region.clone(),
@@ -223,7 +245,7 @@ impl AggregatedDiscoveryService for XdsService {
         let (tx, rx) = mpsc::channel(64);
         spawn_stream(
             tx.clone(),
-            run_stream::<sotw::SotwStream>(self.stream_context(), request.into_inner(), tx),
+            run_stream::<sotw::SotwStream>(self.stream_context(&request), request.into_inner(), tx),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -235,7 +257,11 @@ impl AggregatedDiscoveryService for XdsService {
         let (tx, rx) = mpsc::channel(64);
         spawn_stream(
             tx.clone(),
-            run_stream::<delta::DeltaStream>(self.stream_context(), request.into_inner(), tx),
+            run_stream::<delta::DeltaStream>(
+                self.stream_context(&request),
+                request.into_inner(),
+                tx,
+            ),
         );
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }

@@ -37,7 +37,7 @@ pub(super) async fn run_session(
     resources: &mut Resources,
     apply: &dyn Apply,
 ) -> Result<(), Ended> {
-    let channel = connect(server).await?;
+    let channel = connect(config, server).await?;
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
     let initial =
         |type_url: &str, resources: &Resources| -> std::collections::HashMap<String, String> {

@@ -18,6 +18,8 @@ use std::{
 #[derive(Debug, Clone)]
 pub struct XdsConfig {
     pub servers: Vec<String>,
+    /// Mutual TLS with the proxy's certificate, or plaintext.
+    pub dialer: meridian_identity::tls::Dialer,
     pub node_id: String,
     pub cluster: String,
     pub region: String,
@@ -48,13 +50,12 @@ impl From<tonic::Status> for Ended {
 }
 
 /// A channel to a control plane.
-async fn connect(server: &str) -> Result<tonic::transport::Channel, Ended> {
-    tonic::transport::Endpoint::from_shared(format!("http://{server}"))
-        .map_err(failed)?
-        .connect_timeout(Duration::from_secs(2))
-        .connect()
+async fn connect(config: &XdsConfig, server: &str) -> Result<tonic::transport::Channel, Ended> {
+    config
+        .dialer
+        .connect(server)
         .await
-        .map_err(failed)
+        .map_err(|e| Ended::Failed(format!("{e:?}")))
 }
 
 fn failed(e: impl std::fmt::Display) -> Ended {

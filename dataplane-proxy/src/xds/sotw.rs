@@ -74,7 +74,7 @@ pub(super) async fn run_session(
     resources: &mut Resources,
     apply: &dyn Apply,
 ) -> Result<(), Ended> {
-    let channel = connect(server).await?;
+    let channel = connect(config, server).await?;
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
     // Per type: the names asked for, and the version and nonce last accepted.
     let mut subscribed: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();

@@ -6,6 +6,7 @@ mod endpoints;
 mod failover;
 mod service;
 mod split;
+mod token;
 
 pub use cluster::ClusterSpec;
 pub use endpoints::{Endpoint, EndpointsSpec, Health};
@@ -15,3 +16,4 @@ pub use service::{
     RetryPolicy, ServiceSpec, TcpHealthCheck,
 };
 pub use split::{SplitBackend, TrafficSplitSpec};
+pub use token::{BootstrapTokenSpec, TokenRole};

@@ -11,8 +11,10 @@ pub enum Identity {
     Proxy { cluster: String, id: String },
     /// A cluster's federation agent.
     Agent { cluster: String },
-    /// An operator or tool using the admin API.
+    /// An operator or tool using the admin API: reads and writes.
     Admin { name: String },
+    /// An operator or tool that may only read through the admin API.
+    Viewer { name: String },
 }
 
 /// A trust domain and an identity in it.
@@ -49,6 +51,7 @@ impl SpiffeId {
             }
             Identity::Agent { cluster } => check_segment("cluster", cluster)?,
             Identity::Admin { name } => check_segment("admin name", name)?,
+            Identity::Viewer { name } => check_segment("viewer name", name)?,
         }
         Ok(SpiffeId {
             trust_domain: trust_domain.to_string(),
@@ -56,9 +59,7 @@ impl SpiffeId {
         })
     }
 
-    /// Parses `spiffe://TRUST_DOMAIN/...` as Meridian writes them. (Peers'
-    /// certificates will be read with it once servers check identities.)
-    #[cfg(test)]
+    /// Parses `spiffe://TRUST_DOMAIN/...` as Meridian writes them.
     pub fn parse(uri: &str) -> Result<Self, String> {
         let rest = uri
             .strip_prefix("spiffe://")
@@ -81,6 +82,9 @@ impl SpiffeId {
             ["admin", name] => Identity::Admin {
                 name: name.to_string(),
             },
+            ["viewer", name] => Identity::Viewer {
+                name: name.to_string(),
+            },
             _ => return Err(format!("'{uri}' is not a Meridian identity")),
         };
         SpiffeId::new(trust_domain, identity)
@@ -95,6 +99,7 @@ impl fmt::Display for SpiffeId {
             Identity::Proxy { cluster, id } => write!(f, "cluster/{cluster}/proxy/{id}"),
             Identity::Agent { cluster } => write!(f, "cluster/{cluster}/agent"),
             Identity::Admin { name } => write!(f, "admin/{name}"),
+            Identity::Viewer { name } => write!(f, "viewer/{name}"),
         }
     }
 }
@@ -117,6 +122,7 @@ mod tests {
             Identity::Admin {
                 name: "alice".into(),
             },
+            Identity::Viewer { name: "bob".into() },
         ];
         for identity in ids {
             let id = SpiffeId::new("mesh.example", identity).expect("valid");

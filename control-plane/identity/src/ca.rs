@@ -2,7 +2,7 @@
 //! certificates naming a SPIFFE ID. Crypto only (rcgen, ring); files are the
 //! CLI's business.
 
-use super::spiffe::SpiffeId;
+use crate::spiffe::SpiffeId;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
@@ -44,7 +44,7 @@ fn ca_params(trust_domain: &str, validity: Duration) -> CertificateParams {
 
 /// A new CA for `trust_domain`, valid for `validity`.
 pub fn create_ca(trust_domain: &str, validity: Duration) -> Result<Issued, CaError> {
-    SpiffeId::new(trust_domain, super::spiffe::Identity::Node(1)).map_err(CaError::Invalid)?;
+    SpiffeId::new(trust_domain, crate::spiffe::Identity::Node(1)).map_err(CaError::Invalid)?;
     let key = KeyPair::generate()?;
     let cert = ca_params(trust_domain, validity).self_signed(&key)?;
     Ok(Issued {
@@ -53,17 +53,17 @@ pub fn create_ca(trust_domain: &str, validity: Duration) -> Result<Issued, CaErr
     })
 }
 
-/// A certificate for `id`, signed by the CA whose key is `ca_key_pem`.
-/// `dns_names` are added beside the SPIFFE URI (nodes need their host names).
-pub fn issue(
-    ca_key_pem: &str,
+/// The CA that signs: its certificate and key, as PEM.
+pub struct Signer<'a> {
+    pub cert_pem: &'a str,
+    pub key_pem: &'a str,
+}
+
+fn leaf_params(
     id: &SpiffeId,
     dns_names: &[String],
     validity: Duration,
-) -> Result<Issued, CaError> {
-    let ca_key = KeyPair::from_pem(ca_key_pem)?;
-    // The issuer's name and key identifier are derived exactly as when the CA was created.
-    let issuer = Issuer::new(ca_params(&id.trust_domain, validity), ca_key);
+) -> Result<CertificateParams, CaError> {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, id.to_string());
@@ -100,21 +100,64 @@ pub fn issue(
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
     ];
+    // Backdated a little for clocks slightly behind ours, but not so much
+    // that short lifetimes are mostly in the past.
     let now = SystemTime::now();
-    params.not_before = (now - Duration::from_secs(60)).into();
+    let backdate = (validity / 10).min(Duration::from_secs(60));
+    params.not_before = (now - backdate).into();
     params.not_after = (now + validity).into();
+    Ok(params)
+}
+
+fn issuer<'a>(ca: &Signer<'_>) -> Result<Issuer<'a, KeyPair>, CaError> {
+    let key = KeyPair::from_pem(ca.key_pem)?;
+    Ok(Issuer::from_ca_cert_pem(ca.cert_pem, key)?)
+}
+
+/// A certificate and a new key for `id`, signed by `ca`. `dns_names` are
+/// added beside the SPIFFE URI (nodes need their host names).
+pub fn issue(
+    ca: &Signer<'_>,
+    id: &SpiffeId,
+    dns_names: &[String],
+    validity: Duration,
+) -> Result<Issued, CaError> {
+    let params = leaf_params(id, dns_names, validity)?;
     let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer)?;
+    let cert = params.signed_by(&key, &issuer(ca)?)?;
     Ok(Issued {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
     })
 }
 
+/// Signs the public key of a PEM certificate signing request for `id`.
+/// Only the key is taken from the request: the names and lifetime are ours.
+pub fn sign_csr(
+    ca: &Signer<'_>,
+    csr_pem: &str,
+    id: &SpiffeId,
+    validity: Duration,
+) -> Result<String, CaError> {
+    let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+        CaError::Invalid(format!("the certificate signing request is invalid: {e}"))
+    })?;
+    csr.params = leaf_params(id, &[], validity)?;
+    Ok(csr.signed_by(&issuer(ca)?)?.pem())
+}
+
+/// A new key and a PEM signing request for it (the names in it are ignored
+/// by the CA, which decides them).
+pub fn csr() -> Result<(String, String), CaError> {
+    let key = KeyPair::generate()?;
+    let request = CertificateParams::default().serialize_request(&key)?;
+    Ok((request.pem()?, key.serialize_pem()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::identity::spiffe::Identity;
+    use crate::spiffe::Identity;
     use rustls::{
         client::danger::ServerCertVerifier,
         pki_types::{pem::PemObject, CertificateDer, ServerName, UnixTime},
@@ -125,8 +168,12 @@ mod tests {
     fn issued_certificates_chain_to_the_ca() {
         let ca = create_ca("mesh.example", Duration::from_secs(3600)).expect("CA");
         let id = SpiffeId::new("mesh.example", Identity::Node(1)).expect("id");
+        let signer = Signer {
+            cert_pem: &ca.cert_pem,
+            key_pem: &ca.key_pem,
+        };
         let node = issue(
-            &ca.key_pem,
+            &signer,
             &id,
             &["node-1.mesh.example".into()],
             Duration::from_secs(600),
@@ -152,7 +199,10 @@ mod tests {
         // A certificate from another CA does not.
         let other = create_ca("mesh.example", Duration::from_secs(3600)).expect("CA");
         let stranger = issue(
-            &other.key_pem,
+            &Signer {
+                cert_pem: &other.cert_pem,
+                key_pem: &other.key_pem,
+            },
             &id,
             &["node-1.mesh.example".into()],
             Duration::from_secs(600),
@@ -169,13 +219,37 @@ mod tests {
         assert!(create_ca("Not A Domain", Duration::from_secs(60)).is_err());
         let ca = create_ca("mesh.example", Duration::from_secs(60)).expect("CA");
         let id = SpiffeId::new("mesh.example", Identity::Node(1)).expect("id");
-        assert!(issue(
-            &ca.key_pem,
-            &id,
-            &["bad name!".into()],
-            Duration::from_secs(60)
+        let signer = Signer {
+            cert_pem: &ca.cert_pem,
+            key_pem: &ca.key_pem,
+        };
+        assert!(issue(&signer, &id, &["bad name!".into()], Duration::from_secs(60)).is_err());
+        let no_key = Signer {
+            cert_pem: &ca.cert_pem,
+            key_pem: "not a key",
+        };
+        assert!(issue(&no_key, &id, &[], Duration::from_secs(60)).is_err());
+        assert!(sign_csr(&signer, "not a CSR", &id, Duration::from_secs(60)).is_err());
+    }
+
+    #[test]
+    fn a_signed_csr_names_the_identity_the_ca_chose() {
+        let ca = create_ca("mesh.example", Duration::from_secs(3600)).expect("CA");
+        let signer = Signer {
+            cert_pem: &ca.cert_pem,
+            key_pem: &ca.key_pem,
+        };
+        let (request, key) = csr().expect("csr");
+        let id = SpiffeId::new(
+            "mesh.example",
+            Identity::Proxy {
+                cluster: "east".into(),
+                id: "web-1".into(),
+            },
         )
-        .is_err());
-        assert!(issue("not a key", &id, &[], Duration::from_secs(60)).is_err());
+        .expect("id");
+        let cert = sign_csr(&signer, &request, &id, Duration::from_secs(600)).expect("signed");
+        let leaf = crate::tls::Leaf::from_pem(&cert, &key, &crate::tls::provider()).expect("leaf");
+        assert_eq!(leaf.id, id);
     }
 }

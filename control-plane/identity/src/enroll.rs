@@ -1,0 +1,192 @@
+//! Getting and keeping a certificate: the first one with a bootstrap token,
+//! then renewal at two thirds of its lifetime, authenticated by the current
+//! one. The new certificate is swapped in place, so open streams carry on.
+
+use crate::ca;
+use crate::tls::{Bundle, Credentials, Dialer, Leaf, TlsError, TlsFiles};
+use meridian_proto::v1::{certificates_client::CertificatesClient, IssueRequest};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("connecting to {addr}: {message}")]
+    Connect { addr: String, message: String },
+    #[error("the control plane refused: {} ({:?})", .0.message(), .0.code())]
+    Refused(tonic::Status),
+    #[error("writing {path}: {message}")]
+    Write { path: String, message: String },
+}
+
+/// A certificate just issued, with its key and the bundle to trust.
+pub struct Enrolled {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub bundle_pem: String,
+}
+
+/// Asks the control plane at `addr` for a certificate: with `token` the
+/// first time (naming `name`), without it to renew the dialer's own.
+pub async fn request(
+    dialer: &Dialer,
+    addr: &str,
+    token: Option<&str>,
+    name: &str,
+) -> Result<Enrolled, EnrollError> {
+    let (csr_pem, key_pem) =
+        ca::csr().map_err(|e| EnrollError::Tls(TlsError::Invalid(e.to_string())))?;
+    let channel = dialer
+        .connect(addr)
+        .await
+        .map_err(|e| EnrollError::Connect {
+            addr: addr.to_string(),
+            message: format!("{e:?}"),
+        })?;
+    let reply = CertificatesClient::new(channel)
+        .issue(IssueRequest {
+            csr_pem,
+            token: token.unwrap_or_default().to_string(),
+            name: name.to_string(),
+        })
+        .await
+        .map_err(EnrollError::Refused)?
+        .into_inner();
+    Ok(Enrolled {
+        cert_pem: reply.cert_pem,
+        key_pem,
+        bundle_pem: reply.trust_bundle_pem,
+    })
+}
+
+/// Writes `contents` to `path` atomically; private files are 0600 from the start.
+pub fn write_atomically(path: &Path, contents: &str, private: bool) -> Result<(), EnrollError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let error = |e: std::io::Error| EnrollError::Write {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let tmp = path.with_extension("tmp");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    options.mode(if private { 0o600 } else { 0o644 });
+    let mut file = options.open(&tmp).map_err(error)?;
+    file.write_all(contents.as_bytes()).map_err(error)?;
+    file.sync_all().map_err(error)?;
+    std::fs::rename(&tmp, path).map_err(error)
+}
+
+impl Enrolled {
+    /// Saves the certificate, key and bundle where `files` say.
+    pub fn save(&self, files: &TlsFiles) -> Result<(), EnrollError> {
+        write_atomically(&files.key, &self.key_pem, true)?;
+        write_atomically(&files.cert, &self.cert_pem, false)?;
+        write_atomically(&files.bundle, &self.bundle_pem, false)
+    }
+
+    /// Puts the certificate in force in `credentials`.
+    pub fn install(&self, credentials: &Credentials) -> Result<(), EnrollError> {
+        let leaf = Leaf::from_pem(&self.cert_pem, &self.key_pem, &crate::tls::provider())?;
+        let bundle = Bundle::from_pem(&self.bundle_pem)?;
+        credentials.install(leaf, Some(bundle));
+        Ok(())
+    }
+}
+
+/// Credentials for a proxy or agent: from `files` if they hold a certificate
+/// still valid, else enrolled with `token` against one of `addrs` and saved.
+pub async fn obtain(
+    files: &TlsFiles,
+    token: Option<&str>,
+    name: &str,
+    addrs: &[String],
+) -> Result<Arc<Credentials>, EnrollError> {
+    if let Ok(credentials) = Credentials::from_files(files.clone()) {
+        let valid = credentials
+            .current()
+            .leaf
+            .as_ref()
+            .is_some_and(|l| l.not_after > SystemTime::now());
+        if valid || token.is_none() {
+            return Ok(credentials);
+        }
+    }
+    let Some(token) = token else {
+        // Nothing usable and no token: say what is wrong with the files.
+        return Ok(Credentials::from_files(files.clone())?);
+    };
+    let bundle = std::fs::read_to_string(&files.bundle).map_err(|e| TlsError::File {
+        path: files.bundle.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let bootstrap = Credentials::from_pem(&bundle, None)?;
+    let dialer = Dialer::tls(&bootstrap, crate::tls::control_plane_node)
+        .map_err(|e| TlsError::Invalid(e.to_string()))?;
+    let mut last = None;
+    for addr in addrs {
+        match request(&dialer, addr, Some(token), name).await {
+            Ok(enrolled) => {
+                enrolled.save(files)?;
+                tracing::info!(addr = %addr, "enrolled with a bootstrap token");
+                return Ok(Credentials::from_files(files.clone())?);
+            }
+            Err(EnrollError::Refused(status)) => return Err(EnrollError::Refused(status)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or(EnrollError::Connect {
+        addr: String::new(),
+        message: "no control-plane address".into(),
+    }))
+}
+
+/// Renews the certificate at two thirds of its lifetime, for as long as the
+/// process runs; on failure retries every `retry` until it succeeds.
+pub fn spawn_renewal(
+    credentials: Arc<Credentials>,
+    dialer: Dialer,
+    addrs: Vec<String>,
+    files: Option<TlsFiles>,
+    retry: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let due = credentials
+                .current()
+                .leaf
+                .as_ref()
+                .map(Leaf::renew_at)
+                .unwrap_or_else(SystemTime::now);
+            let wait = due
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::ZERO);
+            tokio::time::sleep(wait).await;
+            let mut renewed = false;
+            for addr in &addrs {
+                match request(&dialer, addr, None, "").await {
+                    Ok(enrolled) => {
+                        let saved = match &files {
+                            Some(files) => enrolled.save(files),
+                            None => Ok(()),
+                        };
+                        match saved.and_then(|()| enrolled.install(&credentials)) {
+                            Ok(()) => {
+                                tracing::info!(%addr, "renewed the certificate");
+                                renewed = true;
+                                break;
+                            }
+                            Err(error) => tracing::warn!(%error, "renewal not installed"),
+                        }
+                    }
+                    Err(error) => tracing::warn!(%addr, %error, "renewing the certificate"),
+                }
+            }
+            if !renewed {
+                tokio::time::sleep(retry).await;
+            }
+        }
+    })
+}

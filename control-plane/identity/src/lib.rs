@@ -1,0 +1,9 @@
+//! The mesh's identities: SPIFFE IDs, the certificate authority that issues
+//! them, and the mutual TLS every gRPC connection runs over.
+
+pub mod ca;
+pub mod enroll;
+pub mod spiffe;
+pub mod tls;
+pub mod token;
+mod x509;

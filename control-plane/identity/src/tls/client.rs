@@ -1,0 +1,206 @@
+//! The client side: gRPC channels over TLS 1.3 with this workload's
+//! certificate, to servers whose certificates name an expected identity.
+
+use super::credentials::Credentials;
+use super::io::Io;
+use super::server::CurrentLeaf;
+use super::verify::{verify_peer, Usage};
+use crate::spiffe::{Identity, SpiffeId};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::ResolvesClientCert;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, SignatureScheme};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// Which server identities a client accepts.
+pub type ServerCheck = fn(&SpiffeId) -> bool;
+
+/// Servers that are control-plane nodes.
+pub fn control_plane_node(id: &SpiffeId) -> bool {
+    matches!(id.identity, Identity::Node(_))
+}
+
+/// Checks the server's chain against the bundle in force, and its SPIFFE ID
+/// (not its DNS name: mesh identities are SPIFFE IDs).
+#[derive(Debug)]
+struct ServerIdentity {
+    credentials: Arc<Credentials>,
+    accept: ServerCheck,
+}
+
+impl ServerCertVerifier for ServerIdentity {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let loaded = self.credentials.current();
+        let domain = loaded.leaf.as_ref().map(|l| l.id.trust_domain.as_str());
+        let mut chain = vec![end_entity.clone()];
+        chain.extend(intermediates.iter().cloned());
+        let id = verify_peer(&loaded.bundle, domain, &chain, now, Usage::Server)
+            .map_err(|reason| rustls::Error::General(format!("server certificate: {reason}")))?;
+        if !(self.accept)(&id) {
+            return Err(rustls::Error::General(format!(
+                "server certificate: {id} is not the server expected here"
+            )));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not accepted".into()))
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.credentials.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.credentials
+            .provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+impl ResolvesClientCert for CurrentLeaf {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.current().leaf.as_ref().map(|l| l.certified.clone())
+    }
+    fn has_certs(&self) -> bool {
+        self.0.current().leaf.is_some()
+    }
+}
+
+/// TLS 1.3 only, h2 only, presenting the credentials' current certificate
+/// (none while bootstrapping).
+pub fn client_config(
+    credentials: &Arc<Credentials>,
+    accept: ServerCheck,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let mut config = ClientConfig::builder_with_provider(credentials.provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ServerIdentity {
+            credentials: credentials.clone(),
+            accept,
+        }))
+        .with_client_cert_resolver(Arc::new(CurrentLeaf(credentials.clone())));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    // Full handshakes only, so the server always sees the current certificate.
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
+/// How connections to the control plane are made: plaintext (`--insecure`)
+/// or mutual TLS. Cheap to clone; one per process.
+#[derive(Clone)]
+pub struct Dialer {
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.tls.is_some() {
+            "Dialer(mutual TLS)"
+        } else {
+            "Dialer(plaintext)"
+        })
+    }
+}
+
+type ClientIo = TokioIo<Io<TlsStream<TcpStream>>>;
+
+async fn dial(tls: Option<Arc<ClientConfig>>, uri: Uri) -> std::io::Result<ClientIo> {
+    let host = uri.host().unwrap_or("localhost").to_string();
+    let port = uri.port_u16().unwrap_or(443);
+    let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    tcp.set_nodelay(true)?;
+    let Some(config) = tls else {
+        return Ok(TokioIo::new(Io::Plain(tcp)));
+    };
+    // Names are not checked (the server's SPIFFE ID is); any valid name will do.
+    let name = ServerName::try_from(host)
+        .unwrap_or_else(|_| ServerName::try_from("meridian").expect("a valid DNS name"));
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await?;
+    Ok(TokioIo::new(Io::Tls(Box::new(stream))))
+}
+
+impl Dialer {
+    pub fn insecure() -> Dialer {
+        Dialer { tls: None }
+    }
+
+    pub fn tls(
+        credentials: &Arc<Credentials>,
+        accept: ServerCheck,
+    ) -> Result<Dialer, rustls::Error> {
+        Ok(Dialer {
+            tls: Some(client_config(credentials, accept)?),
+        })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    fn endpoint(addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+        Ok(Endpoint::from_shared(format!("http://{addr}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true))
+    }
+
+    fn connector(
+        &self,
+    ) -> impl tower::Service<
+        Uri,
+        Response = ClientIo,
+        Error = std::io::Error,
+        Future = impl std::future::Future<Output = std::io::Result<ClientIo>> + Send,
+    > + Send
+           + Clone
+           + 'static {
+        let tls = self.tls.clone();
+        tower::service_fn(move |uri: Uri| dial(tls.clone(), uri))
+    }
+
+    /// A channel to `addr` (`HOST:PORT`) that connects on first use.
+    pub fn channel(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        Ok(Self::endpoint(addr)?.connect_with_connector_lazy(self.connector()))
+    }
+
+    /// A channel to `addr`, connected now.
+    pub async fn connect(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        Self::endpoint(addr)?
+            .connect_with_connector(self.connector())
+            .await
+    }
+}

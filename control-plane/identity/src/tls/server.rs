@@ -1,0 +1,253 @@
+//! The server side: accepting plaintext or TLS 1.3 connections for tonic,
+//! each tagged with who the peer proved to be.
+//!
+//! A client certificate is requested but its chain is checked only after the
+//! handshake, so that a refused peer gets a gRPC UNAUTHENTICATED with the
+//! reason rather than a bare TLS alert. The handshake still proves that the
+//! peer holds the certificate's key, and no request is served before
+//! [`crate::authz`]'s layer has looked at the verdict.
+
+use super::credentials::Credentials;
+use super::io::Io;
+use super::verify::{verify_peer, Usage};
+use crate::spiffe::SpiffeId;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+
+/// How long a client may take over the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone)]
+pub enum PeerIdentity {
+    /// `--insecure`: no TLS, nobody is authenticated and everything is allowed.
+    Plaintext,
+    /// A certificate that chains to the trust bundle, naming this ID.
+    Verified(SpiffeId),
+    /// TLS without a valid certificate, and why.
+    Unverified(String),
+}
+
+/// The connection info tonic attaches to every request.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub remote: Option<SocketAddr>,
+    pub identity: PeerIdentity,
+}
+
+pub struct Conn {
+    io: Io<TlsStream<TcpStream>>,
+    peer: Peer,
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = Peer;
+    fn connect_info(&self) -> Peer {
+        self.peer.clone()
+    }
+}
+
+impl tokio::io::AsyncRead for Conn {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Conn {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Asks for a client certificate; the handshake checks only that the client
+/// holds its key (see the module doc).
+#[derive(Debug)]
+struct DeferredClientAuth {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ClientCertVerifier for DeferredClientAuth {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not accepted".into()))
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Presents whatever certificate is in force at the time of the handshake.
+#[derive(Debug)]
+pub(crate) struct CurrentLeaf(pub(crate) Arc<Credentials>);
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("id", &self.id().map(|i| i.to_string()))
+            .finish()
+    }
+}
+
+impl ResolvesServerCert for CurrentLeaf {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0.current().leaf.as_ref().map(|l| l.certified.clone())
+    }
+}
+
+/// TLS 1.3 only, h2 only, with the credentials' current certificate.
+pub fn server_config(credentials: &Arc<Credentials>) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let provider = credentials.provider.clone();
+    let mut config = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(DeferredClientAuth { provider }))
+        .with_cert_resolver(Arc::new(CurrentLeaf(credentials.clone())));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    // A resumed session would carry the certificate of its first handshake,
+    // which may have expired since (or been renewed): every handshake is full.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
+
+/// What the peer of a finished handshake proved.
+fn identify(credentials: &Credentials, stream: &TlsStream<TcpStream>) -> PeerIdentity {
+    let loaded = credentials.current();
+    let own_domain = loaded.leaf.as_ref().map(|l| l.id.trust_domain.as_str());
+    let chain = stream.get_ref().1.peer_certificates().unwrap_or(&[]);
+    match verify_peer(
+        &loaded.bundle,
+        own_domain,
+        chain,
+        UnixTime::now(),
+        Usage::Client,
+    ) {
+        Ok(id) => PeerIdentity::Verified(id),
+        Err(reason) => PeerIdentity::Unverified(reason),
+    }
+}
+
+/// Accepted connections for `tonic::transport::Server::serve_with_incoming`:
+/// plaintext when `tls` is None, else TLS with the peer identified.
+/// Handshakes run concurrently; a failed one closes only its connection.
+pub fn incoming(
+    listener: TcpListener,
+    tls: Option<Arc<Credentials>>,
+) -> Result<tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>>, rustls::Error> {
+    let acceptor = match &tls {
+        Some(credentials) => Some(tokio_rustls::TlsAcceptor::from(server_config(credentials)?)),
+        None => None,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accepting a gRPC connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            if tx.is_closed() {
+                return;
+            }
+            let _ = tcp.set_nodelay(true);
+            let (Some(acceptor), Some(credentials)) = (&acceptor, &tls) else {
+                let conn = Conn {
+                    io: Io::Plain(tcp),
+                    peer: Peer {
+                        remote: Some(remote),
+                        identity: PeerIdentity::Plaintext,
+                    },
+                };
+                if tx.send(Ok(conn)).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let (acceptor, credentials, tx) = (acceptor.clone(), credentials.clone(), tx.clone());
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let identity = identify(&credentials, &stream);
+                        let conn = Conn {
+                            io: Io::Tls(Box::new(stream)),
+                            peer: Peer {
+                                remote: Some(remote),
+                                identity,
+                            },
+                        };
+                        let _ = tx.send(Ok(conn)).await;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

@@ -1,0 +1,66 @@
+//! Verifying a peer's certificate chain against the trust bundle, and naming
+//! the SPIFFE ID it proves. Both ends of every connection use this.
+
+use super::credentials::Bundle;
+use crate::spiffe::SpiffeId;
+use rustls::pki_types::{CertificateDer, UnixTime};
+
+#[derive(Debug, Clone, Copy)]
+pub enum Usage {
+    /// The peer is a client of ours.
+    Client,
+    /// The peer is a server we dialled.
+    Server,
+}
+
+fn reason(error: &webpki::Error) -> String {
+    match error {
+        webpki::Error::CertExpired { .. } => "the certificate has expired".into(),
+        webpki::Error::CertNotValidYet { .. } => "the certificate is not valid yet".into(),
+        // A CA of the same name but another key signs as InvalidSignature.
+        webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
+            "the certificate is not issued by a CA in the trust bundle".into()
+        }
+        webpki::Error::RequiredEkuNotFoundContext(_) => {
+            "the certificate is not for this use (extended key usage)".into()
+        }
+        other => format!("the certificate is invalid: {other:?}"),
+    }
+}
+
+/// The SPIFFE ID that `chain` proves, if it chains to the bundle, is valid
+/// `now`, fits `usage`, and lies in `trust_domain`.
+pub fn verify_peer(
+    bundle: &Bundle,
+    trust_domain: Option<&str>,
+    chain: &[CertificateDer<'_>],
+    now: UnixTime,
+    usage: Usage,
+) -> Result<SpiffeId, String> {
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or("no client certificate was presented")?;
+    let cert = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| format!("the certificate cannot be parsed: {e:?}"))?;
+    let key_usage = match usage {
+        Usage::Client => webpki::KeyUsage::client_auth(),
+        Usage::Server => webpki::KeyUsage::server_auth(),
+    };
+    cert.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &bundle.anchors,
+        intermediates,
+        now,
+        key_usage,
+        None,
+        None,
+    )
+    .map_err(|e| reason(&e))?;
+    let id = crate::x509::facts(leaf)?.id;
+    if let Some(domain) = trust_domain {
+        if id.trust_domain != domain {
+            return Err(format!("{id} is not in the trust domain {domain}"));
+        }
+    }
+    Ok(id)
+}

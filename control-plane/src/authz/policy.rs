@@ -1,0 +1,277 @@
+//! Who may call what: a pure function of the gRPC method and the identity
+//! the caller's certificate proved. Checks that depend on a request's
+//! contents (an agent's cluster, a proxy's node) are made by the services,
+//! with [`Caller`] in hand.
+
+use meridian_identity::spiffe::{Identity, SpiffeId};
+use meridian_identity::tls::PeerIdentity;
+
+/// Who made a request that was let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// `--insecure`: nobody is authenticated and everything is allowed.
+    Anyone,
+    /// A peer without a valid certificate (and why), on the one method open
+    /// to it (certificate issuance, which checks a bootstrap token instead).
+    Unauthenticated(String),
+    Verified(SpiffeId),
+}
+
+/// Why a request was refused; nothing was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Unauthenticated(String),
+    PermissionDenied(String),
+}
+
+impl Refusal {
+    pub fn status(&self) -> tonic::Status {
+        match self {
+            Refusal::Unauthenticated(reason) => tonic::Status::unauthenticated(reason.clone()),
+            Refusal::PermissionDenied(reason) => tonic::Status::permission_denied(reason.clone()),
+        }
+    }
+}
+
+/// What a method requires of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Certificate issuance: a bootstrap token or the caller's own certificate.
+    Bootstrap,
+    /// Any valid mesh identity (health checks).
+    AnyIdentity,
+    /// Admin reads: admins, viewers and control-plane nodes.
+    Read,
+    /// Admin writes: admins only.
+    Write,
+    /// Raft and leader forwarding: member nodes only.
+    Raft,
+    /// Endpoint streams: agents (of their own cluster) and nodes.
+    Federation,
+    /// xDS: proxies (of their own cluster and node).
+    Xds,
+    Unknown,
+}
+
+const ADMIN_READS: [&str; 6] = [
+    "Get",
+    "List",
+    "Watch",
+    "ListMembers",
+    "Status",
+    "ListProxies",
+];
+
+fn access(path: &str) -> Access {
+    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+        return Access::Unknown;
+    };
+    match service {
+        "meridian.v1.Admin" if ADMIN_READS.contains(&method) => Access::Read,
+        "meridian.v1.Admin" => Access::Write,
+        "meridian.v1.Certificates" => Access::Bootstrap,
+        "meridian.v1.Raft" => Access::Raft,
+        "meridian.v1.Federation" => Access::Federation,
+        "envoy.service.discovery.v3.AggregatedDiscoveryService" => Access::Xds,
+        "grpc.health.v1.Health" => Access::AnyIdentity,
+        "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => {
+            Access::Read
+        }
+        _ => Access::Unknown,
+    }
+}
+
+/// Lets a call through or says why not. `is_member` tells whether a node id
+/// belongs to the Raft cluster.
+pub fn authorize(
+    path: &str,
+    peer: &PeerIdentity,
+    is_member: impl Fn(u64) -> bool,
+) -> Result<Caller, Refusal> {
+    let access = access(path);
+    let id = match peer {
+        PeerIdentity::Plaintext => return Ok(Caller::Anyone),
+        PeerIdentity::Unverified(reason) if access == Access::Bootstrap => {
+            return Ok(Caller::Unauthenticated(reason.clone()))
+        }
+        PeerIdentity::Unverified(reason) => {
+            return Err(Refusal::Unauthenticated(format!(
+                "{path} needs a valid client certificate: {reason}"
+            )))
+        }
+        PeerIdentity::Verified(id) => id,
+    };
+    let allowed = match (access, &id.identity) {
+        (Access::Bootstrap | Access::AnyIdentity, _) => true,
+        (Access::Read, Identity::Admin { .. } | Identity::Viewer { .. } | Identity::Node(_)) => {
+            true
+        }
+        (Access::Write, Identity::Admin { .. }) => true,
+        (Access::Raft, Identity::Node(n)) => is_member(*n),
+        (Access::Federation, Identity::Agent { .. } | Identity::Node(_)) => true,
+        (Access::Xds, Identity::Proxy { .. }) => true,
+        _ => false,
+    };
+    if allowed {
+        Ok(Caller::Verified(id.clone()))
+    } else {
+        let why = match access {
+            Access::Read => "reads need an admin, viewer or node identity",
+            Access::Write => "writes need an admin identity",
+            Access::Raft => "Raft RPCs are accepted only from member nodes",
+            Access::Federation => "endpoint streams need an agent identity",
+            Access::Xds => "xDS needs a proxy identity",
+            Access::Unknown => "no identity may call this method",
+            Access::Bootstrap | Access::AnyIdentity => "refused",
+        };
+        Err(Refusal::PermissionDenied(format!(
+            "{id} may not call {path}: {why}"
+        )))
+    }
+}
+
+/// An agent may stream only its own cluster's endpoints; nodes (in-process
+/// sources) any cluster's.
+pub fn may_stream_endpoints(caller: &Caller, cluster: &str) -> Result<(), Refusal> {
+    match caller {
+        Caller::Anyone => Ok(()),
+        Caller::Verified(id) => match &id.identity {
+            Identity::Node(_) => Ok(()),
+            Identity::Agent { cluster: own } if own == cluster => Ok(()),
+            _ => Err(Refusal::PermissionDenied(format!(
+                "{id} may not write the endpoints of cluster '{cluster}'"
+            ))),
+        },
+        Caller::Unauthenticated(reason) => Err(Refusal::Unauthenticated(format!(
+            "endpoint streams need a valid client certificate: {reason}"
+        ))),
+    }
+}
+
+/// A proxy subscribes to xDS only as the node and cluster its certificate names.
+pub fn may_subscribe(caller: &Caller, cluster: &str, node_id: &str) -> Result<(), Refusal> {
+    match caller {
+        Caller::Anyone => Ok(()),
+        Caller::Verified(id) => match &id.identity {
+            Identity::Proxy {
+                cluster: own,
+                id: own_id,
+            } if own == cluster && own_id == node_id => Ok(()),
+            _ => Err(Refusal::PermissionDenied(format!(
+                "{id} may not subscribe as node '{node_id}' of cluster '{cluster}'"
+            ))),
+        },
+        Caller::Unauthenticated(reason) => Err(Refusal::Unauthenticated(format!(
+            "xDS needs a valid client certificate: {reason}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verified(identity: Identity) -> PeerIdentity {
+        PeerIdentity::Verified(SpiffeId::new("mesh.example", identity).expect("id"))
+    }
+
+    fn admin() -> PeerIdentity {
+        verified(Identity::Admin {
+            name: "alice".into(),
+        })
+    }
+    fn viewer() -> PeerIdentity {
+        verified(Identity::Viewer { name: "bob".into() })
+    }
+    fn proxy() -> PeerIdentity {
+        verified(Identity::Proxy {
+            cluster: "east".into(),
+            id: "web-1".into(),
+        })
+    }
+    fn agent() -> PeerIdentity {
+        verified(Identity::Agent {
+            cluster: "east".into(),
+        })
+    }
+    fn denied(path: &str, peer: &PeerIdentity) -> bool {
+        matches!(
+            authorize(path, peer, |n| n <= 3),
+            Err(Refusal::PermissionDenied(_))
+        )
+    }
+
+    #[test]
+    fn admins_write_viewers_only_read() {
+        assert!(authorize("/meridian.v1.Admin/Apply", &admin(), |_| true).is_ok());
+        assert!(denied("/meridian.v1.Admin/Apply", &viewer()));
+        assert!(authorize("/meridian.v1.Admin/List", &viewer(), |_| true).is_ok());
+        assert!(denied("/meridian.v1.Admin/RemoveMember", &viewer()));
+        assert!(
+            denied("/meridian.v1.Admin/SomethingNew", &viewer()),
+            "unknown admin methods are writes"
+        );
+    }
+
+    #[test]
+    fn proxies_only_read_xds_and_agents_only_stream_endpoints() {
+        let xds = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+        assert!(authorize(xds, &proxy(), |_| true).is_ok());
+        assert!(denied(xds, &agent()));
+        assert!(denied(xds, &admin()));
+        assert!(denied("/meridian.v1.Admin/List", &proxy()));
+        assert!(denied("/meridian.v1.Admin/Apply", &proxy()));
+        assert!(denied("/meridian.v1.Raft/AppendEntries", &proxy()));
+        assert!(authorize("/meridian.v1.Federation/Sync", &agent(), |_| true).is_ok());
+        assert!(denied("/meridian.v1.Federation/Sync", &proxy()));
+        assert!(denied("/meridian.v1.Admin/Put", &agent()));
+    }
+
+    #[test]
+    fn agents_and_proxies_are_held_to_their_own_cluster() {
+        let caller = |peer: PeerIdentity| match peer {
+            PeerIdentity::Verified(id) => Caller::Verified(id),
+            _ => Caller::Anyone,
+        };
+        assert!(may_stream_endpoints(&caller(agent()), "east").is_ok());
+        assert!(matches!(
+            may_stream_endpoints(&caller(agent()), "west"),
+            Err(Refusal::PermissionDenied(_))
+        ));
+        assert!(may_subscribe(&caller(proxy()), "east", "web-1").is_ok());
+        assert!(may_subscribe(&caller(proxy()), "west", "web-1").is_err());
+        assert!(may_subscribe(&caller(proxy()), "east", "web-2").is_err());
+        assert!(may_subscribe(&Caller::Anyone, "any", "any").is_ok());
+    }
+
+    #[test]
+    fn raft_is_for_member_nodes() {
+        let raft = "/meridian.v1.Raft/AppendEntries";
+        assert!(authorize(raft, &verified(Identity::Node(2)), |n| n <= 3).is_ok());
+        assert!(denied(raft, &verified(Identity::Node(9))));
+        assert!(denied(raft, &admin()));
+    }
+
+    #[test]
+    fn without_a_valid_certificate_only_issuance_is_open() {
+        let stranger = PeerIdentity::Unverified("the certificate has expired".into());
+        let refused = authorize("/meridian.v1.Admin/List", &stranger, |_| true);
+        assert!(
+            matches!(&refused, Err(Refusal::Unauthenticated(r)) if r.contains("expired")),
+            "{refused:?}"
+        );
+        assert_eq!(
+            authorize("/meridian.v1.Certificates/Issue", &stranger, |_| true),
+            Ok(Caller::Unauthenticated(
+                "the certificate has expired".into()
+            ))
+        );
+        assert_eq!(
+            authorize("/meridian.v1.Admin/Apply", &PeerIdentity::Plaintext, |_| {
+                false
+            }),
+            Ok(Caller::Anyone)
+        );
+        assert!(denied("/unknown.Service/Call", &admin()));
+    }
+}

@@ -1,0 +1,120 @@
+//! A mesh CA and certificates for tests, made with the real `meridian certs`
+//! commands, plus what the CLI cannot make on purpose: an expired certificate.
+
+use crate::binary;
+use meridian_identity::tls::{control_plane_node, Credentials, Dialer, TlsFiles};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub const TRUST_DOMAIN: &str = "mesh.test";
+
+pub struct Pki {
+    pub ca_dir: PathBuf,
+    root: PathBuf,
+}
+
+fn run(args: &[&str]) {
+    let output = Command::new(binary("meridian"))
+        .args(args)
+        .output()
+        .expect("run meridian certs");
+    assert!(
+        output.status.success(),
+        "meridian {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl Pki {
+    /// A new CA in `root/NAME`.
+    pub fn new(root: &Path, name: &str) -> Pki {
+        let ca_dir = root.join(name);
+        run(&[
+            "certs",
+            "create-ca",
+            "--trust-domain",
+            TRUST_DOMAIN,
+            "--dir",
+            &ca_dir.display().to_string(),
+        ]);
+        Pki {
+            ca_dir,
+            root: root.to_path_buf(),
+        }
+    }
+
+    pub fn bundle(&self) -> PathBuf {
+        self.ca_dir.join("ca.pem")
+    }
+
+    /// Issues `who` (e.g. `["--admin", "alice"]`) as `root/FILE.pem` and `.key`.
+    pub fn issue(&self, file: &str, who: &[&str]) -> TlsFiles {
+        let out = self.root.join(file);
+        let mut args = vec![
+            "certs".to_string(),
+            "issue".into(),
+            "--ca-dir".into(),
+            self.ca_dir.display().to_string(),
+            "--out".into(),
+            out.display().to_string(),
+        ];
+        args.extend(who.iter().map(|a| a.to_string()));
+        run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        TlsFiles {
+            cert: out.with_extension("pem"),
+            key: out.with_extension("key"),
+            bundle: self.bundle(),
+        }
+    }
+
+    /// A certificate for `uri` signed by this CA that expired an hour ago.
+    pub fn expired(&self, file: &str, uri: &str) -> TlsFiles {
+        let read = |name: &str| std::fs::read_to_string(self.ca_dir.join(name)).expect("CA file");
+        let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")).expect("CA key");
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&read("ca.pem"), ca_key).expect("CA");
+        let mut params = rcgen::CertificateParams::default();
+        params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().expect("uri"))];
+        params.extended_key_usages = vec![
+            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        ];
+        let now = std::time::SystemTime::now();
+        params.not_before = (now - std::time::Duration::from_secs(7200)).into();
+        params.not_after = (now - std::time::Duration::from_secs(3600)).into();
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &issuer).expect("sign");
+        let out = self.root.join(file);
+        std::fs::write(out.with_extension("pem"), cert.pem()).expect("write cert");
+        std::fs::write(out.with_extension("key"), key.serialize_pem()).expect("write key");
+        TlsFiles {
+            cert: out.with_extension("pem"),
+            key: out.with_extension("key"),
+            bundle: self.bundle(),
+        }
+    }
+}
+
+/// The global flags that make a binary use `files`.
+pub fn tls_args(files: &TlsFiles) -> Vec<String> {
+    vec![
+        "--cert".into(),
+        files.cert.display().to_string(),
+        "--key".into(),
+        files.key.display().to_string(),
+        "--trust-bundle".into(),
+        files.bundle.display().to_string(),
+    ]
+}
+
+/// A dialer presenting `files`' certificate to control-plane nodes.
+pub fn dialer(files: &TlsFiles) -> Dialer {
+    let credentials = Credentials::from_files(files.clone()).expect("credentials");
+    Dialer::tls(&credentials, control_plane_node).expect("dialer")
+}
+
+/// A dialer with only the trust bundle: no client certificate.
+pub fn anonymous_dialer(bundle: &Path) -> Dialer {
+    let pem = std::fs::read_to_string(bundle).expect("bundle");
+    let credentials = Credentials::from_pem(&pem, None).expect("credentials");
+    Dialer::tls(&credentials, control_plane_node).expect("dialer")
+}

@@ -1,0 +1,479 @@
+//! Identity and mutual TLS end to end: a three-node control plane formed
+//! entirely over mTLS; callers without a valid certificate, or with one that
+//! does not allow what they ask, refused with a reason and nothing changed;
+//! bootstrap tokens that are single use and revocable.
+
+use meridian_identity::{ca, tls::TlsFiles};
+use meridian_proto::v1::{
+    admin_client::AdminClient, certificates_client::CertificatesClient,
+    federation_client::FederationClient, sync_request::Message, Hello, IssueRequest, ListRequest,
+    PutRequest, SyncRequest,
+};
+use meridian_tests::pki::{anonymous_dialer, dialer, tls_args, Pki, TRUST_DOMAIN};
+use meridian_tests::{
+    agreed_leader, cli_with, eventually, http,
+    node::{start_cluster_with, ServerNode, ServerOptions},
+};
+use std::time::Duration;
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+const MESH: &str = "kind: Cluster\nmetadata: {name: east}\nspec: {region: us-east-1}\n---\n\
+kind: Service\nmetadata: {name: web, namespace: shop}\nspec: {protocol: http, port: 8080}\n";
+
+fn args(files: &TlsFiles) -> Vec<String> {
+    tls_args(files)
+}
+
+fn cli_as(
+    files: &TlsFiles,
+    server: &str,
+    command: &[&str],
+    stdin: Option<&str>,
+) -> meridian_tests::CliRun {
+    let global = args(files);
+    let global: Vec<&str> = global.iter().map(String::as_str).collect();
+    cli_with(&global, server, command, stdin)
+}
+
+async fn admin(files: &TlsFiles, node: &ServerNode) -> AdminClient<tonic::transport::Channel> {
+    AdminClient::new(dialer(files).connect(&node.grpc).await.expect("connect"))
+}
+
+async fn list_code(client: &mut AdminClient<tonic::transport::Channel>) -> (Code, String) {
+    match client
+        .list(ListRequest {
+            kind: "Service".into(),
+            ..Default::default()
+        })
+        .await
+    {
+        Ok(_) => (Code::Ok, String::new()),
+        Err(status) => (status.code(), status.message().to_string()),
+    }
+}
+
+async fn put_code(client: &mut AdminClient<tonic::transport::Channel>) -> (Code, String) {
+    let manifest = r#"{"kind":"Service","metadata":{"name":"intruder","namespace":"shop"},"spec":{"protocol":"http","port":9}}"#;
+    match client
+        .put(PutRequest {
+            manifest_json: manifest.into(),
+            expected_revision: None,
+        })
+        .await
+    {
+        Ok(_) => (Code::Ok, String::new()),
+        Err(status) => (status.code(), status.message().to_string()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(root.path(), "ca");
+    let alice = pki.issue("alice", &["--admin", "alice"]);
+    let nodes = start_cluster_with(root.path(), 3, |id| {
+        let node = pki.issue(&format!("node-{id}-cert"), &["--node", &id.to_string()]);
+        ServerOptions {
+            global_args: args(&node),
+            extra_args: vec!["--ca-dir".into(), pki.ca_dir.display().to_string()],
+            dialer: dialer(&alice),
+            ..ServerOptions::default()
+        }
+    });
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+
+    // An admin writes through one node; Raft over mTLS carries it to all.
+    let applied = cli_as(&alice, &nodes[1].grpc, &["apply", "-f", "-"], Some(MESH));
+    assert!(applied.ok, "{}", applied.stderr);
+    for node in &nodes {
+        let listed = cli_as(&alice, &node.grpc, &["get", "services", "-o", "json"], None);
+        assert!(
+            listed.ok && listed.stdout.contains("\"web\""),
+            "{}",
+            listed.stderr
+        );
+    }
+    let before = cli_as(
+        &alice,
+        &nodes[0].grpc,
+        &["get", "services", "-o", "json"],
+        None,
+    )
+    .stdout;
+
+    // No certificate, another CA's, an expired one: UNAUTHENTICATED, with the reason.
+    let node = &nodes[0];
+    let mut anonymous = AdminClient::new(
+        anonymous_dialer(&pki.bundle())
+            .connect(&node.grpc)
+            .await
+            .expect("connect"),
+    );
+    let (code, message) = put_code(&mut anonymous).await;
+    assert_eq!(code, Code::Unauthenticated, "{message}");
+    assert!(message.contains("no client certificate"), "{message}");
+
+    let other = Pki::new(root.path(), "other-ca");
+    let mallory = other.issue("mallory", &["--admin", "mallory"]);
+    let mallory = TlsFiles {
+        bundle: pki.bundle(),
+        ..mallory
+    };
+    let (code, message) = put_code(&mut admin(&mallory, node).await).await;
+    assert_eq!(code, Code::Unauthenticated, "{message}");
+    assert!(
+        message.contains("not issued by a CA in the trust bundle"),
+        "{message}"
+    );
+
+    let expired = pki.expired("expired", &format!("spiffe://{TRUST_DOMAIN}/admin/old"));
+    let (code, message) = put_code(&mut admin(&expired, node).await).await;
+    assert_eq!(code, Code::Unauthenticated, "{message}");
+    assert!(message.contains("expired"), "{message}");
+
+    // Valid identities that may not do what they ask: PERMISSION_DENIED.
+    let viewer = pki.issue("bob", &["--viewer", "bob"]);
+    let mut bob = admin(&viewer, node).await;
+    assert_eq!(list_code(&mut bob).await.0, Code::Ok, "viewers read");
+    let (code, message) = put_code(&mut bob).await;
+    assert_eq!(code, Code::PermissionDenied, "{message}");
+    assert!(
+        message.contains("writes need an admin identity"),
+        "{message}"
+    );
+
+    let proxy = pki.issue("web-1", &["--proxy", "web-1", "--cluster", "east"]);
+    let (code, message) = list_code(&mut admin(&proxy, node).await).await;
+    assert_eq!(
+        code,
+        Code::PermissionDenied,
+        "a proxy may not read the admin API: {message}"
+    );
+
+    let agent = pki.issue("agent-east", &["--agent", "--cluster", "east"]);
+    let channel = dialer(&agent).connect(&node.grpc).await.expect("connect");
+    let hello = SyncRequest {
+        message: Some(Message::Hello(Hello {
+            cluster: "west".into(),
+            agent_id: "sneaky".into(),
+        })),
+    };
+    let refused = async {
+        let mut stream = FederationClient::new(channel)
+            .sync(tokio_stream::iter([hello]))
+            .await?
+            .into_inner();
+        stream.message().await
+    }
+    .await
+    .expect_err("an agent may not write another cluster's endpoints");
+    assert_eq!(
+        refused.code(),
+        Code::PermissionDenied,
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().contains("cluster 'west'"),
+        "{}",
+        refused.message()
+    );
+
+    // Nothing changed, and every refusal was counted.
+    let after = cli_as(
+        &alice,
+        &nodes[0].grpc,
+        &["get", "services", "-o", "json"],
+        None,
+    )
+    .stdout;
+    assert_eq!(before, after);
+    let (_, metrics) = http::get(&node.http, "/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains("meridian_grpc_refusals_total{service=\"meridian.v1.Admin\",code=\"Unauthenticated\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("meridian_grpc_refusals_total{service=\"meridian.v1.Admin\",code=\"PermissionDenied\"} 2"),
+        "{metrics}"
+    );
+
+    // Bootstrap tokens: created by admins only, single use, revocable.
+    let denied = cli_as(
+        &viewer,
+        &node.grpc,
+        &["tokens", "create", "--role", "proxy", "--cluster", "east"],
+        None,
+    );
+    assert!(
+        !denied.ok && denied.stderr.contains("PermissionDenied"),
+        "{}",
+        denied.stderr
+    );
+    let created = cli_as(
+        &alice,
+        &node.grpc,
+        &["tokens", "create", "--role", "proxy", "--cluster", "east"],
+        None,
+    );
+    assert!(created.ok, "{}", created.stderr);
+    let token = created.stdout.trim().to_string();
+    let issue = |token: String, csr: String| {
+        let bundle = pki.bundle();
+        let addr = nodes[2].grpc.clone();
+        async move {
+            let channel = anonymous_dialer(&bundle)
+                .connect(&addr)
+                .await
+                .expect("connect");
+            CertificatesClient::new(channel)
+                .issue(IssueRequest {
+                    csr_pem: csr,
+                    token,
+                    name: "web-9".into(),
+                })
+                .await
+        }
+    };
+    let (csr, key) = ca::csr().expect("csr");
+    let refused = issue(token.clone(), "not a CSR".into())
+        .await
+        .expect_err("bad CSR");
+    assert_eq!(
+        refused.code(),
+        Code::InvalidArgument,
+        "{}",
+        refused.message()
+    );
+    let issued = issue(token.clone(), csr.clone())
+        .await
+        .expect("the token is still unused after a malformed request")
+        .into_inner();
+    assert_eq!(
+        issued.spiffe_id,
+        format!("spiffe://{TRUST_DOMAIN}/cluster/east/proxy/web-9")
+    );
+    let leaf = meridian_identity::tls::Leaf::from_pem(
+        &issued.cert_pem,
+        &key,
+        &meridian_identity::tls::provider(),
+    )
+    .expect("the certificate fits the key");
+    let lifetime = leaf
+        .not_after
+        .duration_since(std::time::SystemTime::now())
+        .expect("valid");
+    assert!(
+        lifetime > Duration::from_secs(23 * 3600) && lifetime <= Duration::from_secs(24 * 3600)
+    );
+    let reused = issue(token, csr.clone()).await.expect_err("single use");
+    assert_eq!(reused.code(), Code::Unauthenticated);
+    assert!(reused.message().contains("used up"), "{}", reused.message());
+
+    let created = cli_as(
+        &alice,
+        &node.grpc,
+        &["tokens", "create", "--role", "proxy", "--cluster", "east"],
+        None,
+    );
+    let token = created.stdout.trim().to_string();
+    let id = token.split('.').next().expect("id").to_string();
+    let revoked = cli_as(&alice, &node.grpc, &["tokens", "revoke", &id], None);
+    assert!(revoked.ok, "{}", revoked.stderr);
+    let refused = issue(token, csr.clone()).await.expect_err("revoked");
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    assert!(
+        refused.message().contains("revoked"),
+        "{}",
+        refused.message()
+    );
+    let forged = issue(format!("{id}.{}", "0".repeat(64)), csr)
+        .await
+        .expect_err("forged");
+    assert_eq!(forged.code(), Code::Unauthenticated);
+
+    // A plaintext client gets nowhere near a TLS node.
+    let plaintext = meridian_tests::cli(&node.grpc, &["get", "services"], None);
+    assert!(!plaintext.ok);
+
+    eventually(
+        WAIT,
+        "the token uses to be visible to operators",
+        || async {
+            let listed = cli_as(&alice, &nodes[0].grpc, &["get", "tokens"], None);
+            (listed.ok && listed.stdout.contains("1/1") && listed.stdout.contains("true"))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+fn log_count(path: &std::path::Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+/// Proxies and agents enrol with tokens, then renew their short-lived
+/// certificates (and the node its own) under steady proxied load without a
+/// failed request or a dropped xDS or federation stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrolled_workloads_renew_under_load_without_a_failed_request() {
+    use meridian_tests::{agent::AgentProcess, proxy::ProxyProcess, upstream::Upstream};
+    let root = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(root.path(), "ca");
+    let alice = pki.issue("alice", &["--admin", "alice"]);
+    let node_files = pki.issue("node-1-cert", &["--node", "1"]);
+    let nodes = start_cluster_with(root.path(), 1, |_| ServerOptions {
+        global_args: args(&node_files),
+        extra_args: vec![
+            "--ca-dir".into(),
+            pki.ca_dir.display().to_string(),
+            "--cert-lifetime".into(),
+            "6s".into(),
+        ],
+        dialer: dialer(&alice),
+        ..ServerOptions::default()
+    });
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let cp = nodes[0].grpc.clone();
+    let port = meridian_tests::free_port();
+    let mesh = MESH.replace("port: 8080", &format!("port: {port}"));
+    assert!(cli_as(&alice, &cp, &["apply", "-f", "-"], Some(&mesh)).ok);
+
+    let token = |role: &str| {
+        let created = cli_as(
+            &alice,
+            &cp,
+            &["tokens", "create", "--role", role, "--cluster", "east"],
+            None,
+        );
+        assert!(created.ok, "{}", created.stderr);
+        created.stdout.trim().to_string()
+    };
+    // Each workload starts with only the trust bundle and a token.
+    let workload_files = |name: &str| {
+        let dir = root.path().join(name);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::copy(pki.bundle(), dir.join("bundle.pem")).expect("bundle");
+        vec![
+            "--cert".to_string(),
+            dir.join("cert.pem").display().to_string(),
+            "--key".into(),
+            dir.join("key.pem").display().to_string(),
+            "--trust-bundle".into(),
+            dir.join("bundle.pem").display().to_string(),
+        ]
+    };
+
+    let upstream = Upstream::start("v1").await;
+    let endpoints = root.path().join("endpoints.yaml");
+    std::fs::write(
+        &endpoints,
+        format!("- service: shop/web\n  endpoints: [{{address: 127.0.0.1, port: {}, health: healthy}}]\n", upstream.port),
+    )
+    .expect("endpoints file");
+    let mut agent_args = workload_files("agent");
+    agent_args.extend(["--token".into(), token("agent")]);
+    let agent_args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
+    let mut agent = AgentProcess::new(
+        root.path(),
+        "agent-east",
+        "east",
+        &[&cp],
+        &format!("file:{}", endpoints.display()),
+        &[],
+    )
+    .secure(&agent_args);
+    agent.start();
+
+    let mut proxy_args = workload_files("proxy");
+    proxy_args.extend(["--token".into(), token("proxy")]);
+    let proxy_args: Vec<&str> = proxy_args.iter().map(String::as_str).collect();
+    let mut proxy = ProxyProcess::new(root.path(), "web-1", "east", &[&cp]).secure(&proxy_args);
+    proxy.start();
+    let addr = format!("127.0.0.1:{port}");
+    eventually(WAIT, "the enrolled proxy to route web.shop", || async {
+        let (status, _) = http::get_host(&addr, "web.shop", "/").await?;
+        (status == 200).then_some(())
+    })
+    .await;
+
+    // Steady load across several renewals (every ~4 s) and a rotation of the
+    // node's own certificate on disk.
+    let load = {
+        let addr = addr.clone();
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0usize, Vec::new());
+            let until = tokio::time::Instant::now() + Duration::from_secs(14);
+            while tokio::time::Instant::now() < until {
+                match http::get_host(&addr, "web.shop", "/").await {
+                    Some((200, _)) => ok += 1,
+                    other => failed.push(format!("{other:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rotated = pki.issue("node-1-rotated", &["--node", "1"]);
+    std::fs::rename(&rotated.cert, &node_files.cert).expect("rotate cert");
+    std::fs::rename(&rotated.key, &node_files.key).expect("rotate key");
+    let (ok, failed) = load.await.expect("load");
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {failed:?}",
+        failed.len(),
+        ok + failed.len()
+    );
+    assert!(ok > 100, "only {ok} requests");
+
+    let proxy_log = root.path().join("web-1.log");
+    let agent_log = root.path().join("agent-east.log");
+    let node_log = root.path().join("node-1.log");
+    assert!(
+        log_count(&proxy_log, "renewed the certificate") >= 2,
+        "the proxy renewed"
+    );
+    assert!(
+        log_count(&agent_log, "renewed the certificate") >= 2,
+        "the agent renewed"
+    );
+    assert!(
+        log_count(&node_log, "reloaded TLS credentials") >= 1,
+        "the node reloaded its certificate"
+    );
+    assert_eq!(
+        log_count(&node_log, "xDS stream opened"),
+        1,
+        "the xDS stream was never dropped"
+    );
+    assert_eq!(
+        log_count(&node_log, "agent connected"),
+        1,
+        "the federation stream was never dropped"
+    );
+
+    // The renewed agent still streams changes.
+    let second = Upstream::start("v2").await;
+    let tmp = endpoints.with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        format!(
+            "- service: shop/web\n  endpoints: [{{address: 127.0.0.1, port: {}, health: healthy}}, {{address: 127.0.0.1, port: {}, health: healthy}}]\n",
+            upstream.port, second.port
+        ),
+    )
+    .expect("endpoints file");
+    std::fs::rename(&tmp, &endpoints).expect("rename");
+    eventually(WAIT, "the second endpoint to arrive", || async {
+        let listed = meridian_tests::endpoints_of(&nodes[0], "shop", "web", "east").await?;
+        (listed.len() == 2).then_some(())
+    })
+    .await;
+    drop((agent, proxy));
+}
