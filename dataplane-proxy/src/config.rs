@@ -95,6 +95,10 @@ pub struct ClusterConfig {
     pub outlier: Option<OutlierPolicy>,
     pub health_check: Option<HealthCheckConfig>,
     pub limits: Option<Limits>,
+    /// Mutual TLS to the proxies in front of the endpoints.
+    pub mesh_tls: Option<crate::transport::MeshTls>,
+    /// The member clusters the service admits (inbound), when restricted.
+    pub allowed_clusters: Option<Vec<String>>,
 }
 
 /// Circuit breakers, per cluster: requests, connections, and requests waiting for one.
@@ -406,6 +410,9 @@ impl Snapshot {
                         })
                         .unwrap_or_default(),
                     health_check: health_check(&cluster),
+                    mesh_tls: crate::transport::mesh_tls(&cluster)
+                        .map_err(|e| format!("cluster {name}: {e}"))?,
+                    allowed_clusters: crate::transport::allowed_clusters(&cluster),
                     limits: cluster
                         .circuit_breakers
                         .as_ref()
@@ -486,5 +493,24 @@ impl Snapshot {
                 vhosts.iter().find(|v| v.domains.iter().any(|d| d == bare))
             })?;
         vhost.routes.iter().find(|r| path.starts_with(&r.prefix))
+    }
+}
+
+/// A cluster with no endpoints, for tests of what reads its settings.
+#[cfg(test)]
+pub fn test_cluster(allowed_clusters: Option<Vec<String>>) -> ClusterConfig {
+    ClusterConfig {
+        policy: Policy::RoundRobin,
+        policy_name: "round_robin".into(),
+        connect_timeout: Duration::from_secs(1),
+        http2: false,
+        overprovisioning: 1.4,
+        localities: Vec::new(),
+        locality_names: Vec::new(),
+        outlier: None,
+        health_check: None,
+        limits: None,
+        mesh_tls: None,
+        allowed_clusters,
     }
 }

@@ -3,6 +3,7 @@
 //! route's timeout, and retry connect failures and (where the route says so)
 //! 5xx on idempotent requests, on another host.
 
+use crate::mesh_client::{MeshClients, MeshConnector};
 use crate::{config::HashOn, metrics::Metrics, runtime::Runtime};
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
@@ -18,12 +19,14 @@ pub const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Upstreams {
-    http1: Client<HttpConnector, ProxyBody>,
-    http2: Client<HttpConnector, ProxyBody>,
+    pub http1: Client<HttpConnector, ProxyBody>,
+    pub http2: Client<HttpConnector, ProxyBody>,
+    /// Service-to-service mTLS, when the proxy has a mesh certificate.
+    mesh: Option<MeshClients>,
 }
 
 impl Upstreams {
-    pub fn new() -> Self {
+    pub fn new(mesh: Option<MeshClients>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(2)));
@@ -33,6 +36,37 @@ impl Upstreams {
                 .pool_idle_timeout(Duration::from_secs(60))
                 .build(connector.clone()),
             http2: Client::builder(executor).http2_only(true).build(connector),
+            mesh,
+        }
+    }
+
+    /// The client for a cluster: mTLS where its transport settings say so.
+    fn for_cluster(
+        &self,
+        cluster: &crate::config::ClusterConfig,
+    ) -> Result<UpstreamClient<'_>, &'static str> {
+        match (&cluster.mesh_tls, &self.mesh, cluster.http2) {
+            (None, _, false) => Ok(UpstreamClient::Plain(&self.http1)),
+            (None, _, true) => Ok(UpstreamClient::Plain(&self.http2)),
+            (Some(_), Some(mesh), false) => Ok(UpstreamClient::Mesh(&mesh.http1)),
+            (Some(_), Some(mesh), true) => Ok(UpstreamClient::Mesh(&mesh.http2)),
+            (Some(_), None, _) => {
+                Err("the service requires mutual TLS and this proxy has no mesh certificate")
+            }
+        }
+    }
+}
+
+enum UpstreamClient<'a> {
+    Plain(&'a Client<HttpConnector, ProxyBody>),
+    Mesh(&'a Client<MeshConnector, ProxyBody>),
+}
+
+impl UpstreamClient<'_> {
+    fn request(&self, request: Request<ProxyBody>) -> hyper_util::client::legacy::ResponseFuture {
+        match self {
+            UpstreamClient::Plain(client) => client.request(request),
+            UpstreamClient::Mesh(client) => client.request(request),
         }
     }
 }
@@ -159,10 +193,12 @@ pub async fn handle(
         .and_then(|r| r.per_try_timeout)
         .or(route.timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
-    let client = if cluster_config.http2 {
-        &upstreams.http2
-    } else {
-        &upstreams.http1
+    let client = match upstreams.for_cluster(cluster_config) {
+        Ok(client) => client,
+        Err(reason) => {
+            metrics.count(&cluster, "", "no_mesh_identity");
+            return local_response(StatusCode::SERVICE_UNAVAILABLE, reason);
+        }
     };
     let path_and_query = parts
         .uri

@@ -7,17 +7,21 @@ mod breaker;
 mod config;
 mod forward;
 mod health_check;
+mod inbound;
+mod mesh_client;
 mod metrics;
 mod proxy;
 mod runtime;
 mod state;
 mod tls;
+mod transport;
 mod xds;
 
 use clap::Parser;
 use meridian_identity::enroll;
 use meridian_identity::spiffe::Identity;
-use meridian_identity::tls::{control_plane_node, require_loopback, Dialer, TlsFiles};
+use meridian_identity::tls::{control_plane_node, require_loopback, Credentials, Dialer, TlsFiles};
+use std::sync::Arc;
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 #[derive(Debug, Parser)]
@@ -78,12 +82,16 @@ struct Args {
     /// used when --cert holds no valid certificate yet.
     #[arg(long, env = "MERIDIAN_PROXY_TOKEN")]
     token: Option<String>,
+    /// Terminate service-to-service mTLS for a service in front of a local
+    /// application: `NAMESPACE/NAME@LISTEN_ADDR=APP_ADDR` (repeatable).
+    #[arg(long, env = "MERIDIAN_PROXY_INBOUND", value_delimiter = ',')]
+    inbound: Vec<inbound::Inbound>,
 }
 
 /// How the proxy dials the control plane: plaintext to loopback, or mutual
 /// TLS with its certificate (enrolled with the token if need be), renewed
 /// in the background without dropping the xDS stream.
-async fn dialer(args: &Args) -> anyhow::Result<Dialer> {
+async fn dialer(args: &Args) -> anyhow::Result<(Dialer, Option<Arc<Credentials>>)> {
     let files = TlsFiles::select(
         args.insecure,
         args.cert.clone(),
@@ -94,7 +102,7 @@ async fn dialer(args: &Args) -> anyhow::Result<Dialer> {
         for addr in &args.xds {
             require_loopback("--xds", addr)?;
         }
-        return Ok(Dialer::insecure());
+        return Ok((Dialer::insecure(), None));
     };
     let credentials =
         enroll::obtain(&files, args.token.as_deref(), &args.node_id, &args.xds).await?;
@@ -114,13 +122,13 @@ async fn dialer(args: &Args) -> anyhow::Result<Dialer> {
     credentials.spawn_reloader(std::time::Duration::from_secs(5));
     let dialer = Dialer::tls(&credentials, control_plane_node)?;
     enroll::spawn_renewal(
-        credentials,
+        credentials.clone(),
         dialer.clone(),
         args.xds.clone(),
         Some(files),
         std::time::Duration::from_secs(30),
     );
-    Ok(dialer)
+    Ok((dialer, Some(credentials)))
 }
 
 /// How long open connections may take to finish on shutdown.
@@ -163,8 +171,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         _ => None,
     };
-    let dialer = dialer(&args).await?;
-    let proxy = proxy::Proxy::new(args.outbound_bind, args.state_dir.clone(), tls);
+    let (dialer, credentials) = dialer(&args).await?;
+    let mesh = credentials
+        .as_ref()
+        .map(mesh_client::MeshClients::new)
+        .transpose()
+        .context("mesh mTLS client")?;
+    let proxy = proxy::Proxy::new(args.outbound_bind, args.state_dir.clone(), tls, mesh);
+    for inbound in args.inbound.clone() {
+        let Some(credentials) = credentials.clone() else {
+            anyhow::bail!("--inbound terminates mutual TLS: it needs the proxy's --cert, --key and --trust-bundle");
+        };
+        let listener = tokio::net::TcpListener::bind(inbound.listen)
+            .await
+            .with_context(|| format!("binding --inbound {}", inbound.listen))?;
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            let service = inbound.service.clone();
+            if let Err(error) = inbound::serve(proxy, inbound, listener, credentials).await {
+                tracing::error!(%service, %error, "the inbound listener stopped");
+            }
+        });
+    }
     let resources = proxy.restore();
     let admin = tokio::net::TcpListener::bind(&args.admin_addr)
         .await

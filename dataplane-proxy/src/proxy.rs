@@ -41,10 +41,11 @@ impl Proxy {
         bind: IpAddr,
         state_dir: PathBuf,
         tls: Option<tokio_rustls::TlsAcceptor>,
+        mesh: Option<crate::mesh_client::MeshClients>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Proxy {
             runtime: RwLock::new(None),
-            upstreams: Upstreams::new(),
+            upstreams: Upstreams::new(mesh),
             metrics: Metrics::default(),
             bind,
             state_dir,

@@ -477,3 +477,110 @@ async fn enrolled_workloads_renew_under_load_without_a_failed_request() {
     .await;
     drop((agent, proxy));
 }
+
+/// A raw HTTP/1.1 GET over TLS with `files`' certificate: the status code.
+async fn get_over_mtls(files: &TlsFiles, addr: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let credentials = meridian_identity::tls::Credentials::from_files(files.clone()).ok()?;
+    let config = meridian_identity::tls::client_config(
+        &credentials,
+        meridian_identity::tls::mesh_proxy,
+        &[b"http/1.1"],
+    )
+    .ok()?;
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from("proxy").ok()?;
+    let mut stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .ok()?;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: web.shop\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Service-to-service mTLS: the calling proxy originates it with its mesh
+/// certificate, the proxy in front of the application terminates it and
+/// admits only proxies of the clusters the service allows; a proxy of
+/// another cluster neither sees the service nor gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_carry_a_service_over_mtls_and_admit_only_allowed_clusters() {
+    use meridian_tests::{proxy::ProxyProcess, upstream::Upstream};
+    let root = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(root.path(), "ca");
+    let alice = pki.issue("alice", &["--admin", "alice"]);
+    let node_files = pki.issue("node-1-cert", &["--node", "1"]);
+    let nodes = start_cluster_with(root.path(), 1, |_| ServerOptions {
+        global_args: args(&node_files),
+        dialer: dialer(&alice),
+        ..ServerOptions::default()
+    });
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let cp = nodes[0].grpc.clone();
+
+    let app = Upstream::start("app").await;
+    let (web_port, public_port, inbound_port) = (
+        meridian_tests::free_port(),
+        meridian_tests::free_port(),
+        meridian_tests::free_port(),
+    );
+    let mesh = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: r}}\n---\n\
+         kind: Cluster\nmetadata: {{name: west}}\nspec: {{region: r}}\n---\n\
+         kind: Cluster\nmetadata: {{name: north}}\nspec: {{region: r}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\n\
+         spec: {{protocol: http, port: {web_port}, allowedClusters: [east, west], transport: {{mtls: true}}}}\n---\n\
+         kind: Service\nmetadata: {{name: public, namespace: shop}}\nspec: {{protocol: http, port: {public_port}}}\n---\n\
+         kind: Endpoints\nmetadata: {{name: web, namespace: shop, cluster: west}}\n\
+         spec: {{endpoints: [{{address: 127.0.0.1, port: {inbound_port}}}]}}\n---\n\
+         kind: Endpoints\nmetadata: {{name: public, namespace: shop, cluster: west}}\n\
+         spec: {{endpoints: [{{address: 127.0.0.1, port: {}}}]}}\n",
+        app.port
+    );
+    let applied = cli_as(&alice, &cp, &["apply", "-f", "-"], Some(&mesh));
+    assert!(applied.ok, "{}", applied.stderr);
+
+    let start = |name: &str, cluster: &str, bind: &str, extra: &[String]| {
+        let files = pki.issue(&format!("{name}-cert"), &["--proxy", name, "--cluster", cluster]);
+        let mut flags = args(&files);
+        flags.extend(["--outbound-bind".to_string(), bind.to_string()]);
+        flags.extend(extra.iter().cloned());
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let mut proxy = ProxyProcess::new(root.path(), name, cluster, &[&cp]).secure(&flags);
+        proxy.start();
+        (proxy, files)
+    };
+    let inbound = format!("shop/web@127.0.0.1:{inbound_port}=127.0.0.1:{}", app.port);
+    let (_server_side, _) = start("web-west", "west", "127.0.0.2", &["--inbound".into(), inbound]);
+    let (_client_side, _) = start("caller-east", "east", "127.0.0.1", &[]);
+    let (outsider, outsider_files) = start("caller-north", "north", "127.0.0.3", &[]);
+
+    // East's proxy reaches the application through west's proxy, over mTLS.
+    let addr = format!("127.0.0.1:{web_port}");
+    eventually(WAIT, "east to reach web.shop over mTLS", || async {
+        let (status, body) = http::get_host(&addr, "web.shop", "/").await?;
+        (status == 200 && body.contains("app")).then_some(())
+    })
+    .await;
+
+    // Plaintext to the inbound listener gets no answer; north's certificate
+    // gets a 403 naming the reason; north's proxy does not even see web.shop.
+    let inbound_addr = format!("127.0.0.1:{inbound_port}");
+    let plaintext = http::get_host(&inbound_addr, "web.shop", "/").await;
+    assert!(plaintext.as_ref().is_none_or(|(status, _)| *status != 200), "{plaintext:?}");
+    assert_eq!(get_over_mtls(&outsider_files, &inbound_addr).await, Some(403));
+    eventually(WAIT, "north's proxy to have its routes", || async {
+        let (_, dump) = http::get(&outsider.admin, "/config_dump").await?;
+        dump.contains("public.shop").then_some(dump)
+    })
+    .await;
+    let (_, dump) = http::get(&outsider.admin, "/config_dump").await.expect("dump");
+    assert!(!dump.contains("web.shop"), "north must not see web.shop");
+    let through_north = http::get_host(&format!("127.0.0.3:{web_port}"), "web.shop", "/").await;
+    assert!(through_north.is_none(), "north has no listener for web.shop");
+}

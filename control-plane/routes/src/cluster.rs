@@ -42,7 +42,7 @@ pub fn lb_policy(lb: LbPolicy) -> EnvoyLb {
     }
 }
 
-pub fn cluster(id: &crate::ServiceId, spec: &ServiceSpec) -> Cluster {
+pub fn cluster(id: &crate::ServiceId, spec: &ServiceSpec, trust_domain: Option<&str>) -> Cluster {
     let name = names::service(id);
     let connect_timeout = spec
         .timeout
@@ -63,6 +63,10 @@ pub fn cluster(id: &crate::ServiceId, spec: &ServiceSpec) -> Cluster {
             )),
             ..Default::default()
         }),
+        transport_socket: spec
+            .mtls()
+            .then(|| crate::transport::mesh_tls(trust_domain)),
+        metadata: crate::transport::metadata(spec),
         ..Default::default()
     };
     if let Some(od) = &spec.outlier_detection {

@@ -83,11 +83,21 @@ struct ServiceOutput {
 #[derive(Debug, Default)]
 pub struct Compiler {
     cache: HashMap<Origin, HashMap<ServiceId, Arc<ServiceOutput>>>,
+    /// The mesh's trust domain, which mutual TLS between proxies names;
+    /// without one (a plaintext control plane) services are not sent mTLS settings.
+    trust_domain: Option<String>,
     /// How many services were compiled (not taken from the cache) so far.
     pub compiled_services: u64,
 }
 
 impl Compiler {
+    pub fn new(trust_domain: Option<String>) -> Self {
+        Compiler {
+            trust_domain,
+            ..Default::default()
+        }
+    }
+
     pub fn compile(&mut self, state: &MeshState, proxy: &ProxyLocality) -> Compiled {
         let origin = origin(state, proxy);
         let previous = self.cache.remove(&origin).unwrap_or_default();
@@ -98,6 +108,9 @@ impl Compiler {
             let Spec::Service(spec) = &resource.spec else {
                 continue;
             };
+            if !reachable(state, &id, spec, &proxy.cluster) {
+                continue;
+            }
             let (fingerprint, revisions) = inputs(state, &id, resource);
             let output = match previous.get(&id) {
                 Some(cached) if cached.fingerprint == fingerprint => cached.clone(),
@@ -105,9 +118,9 @@ impl Compiler {
                     self.compiled_services += 1;
                     Arc::new(compile_service(
                         state,
-                        &id,
-                        spec,
+                        (&id, spec),
                         &origin,
+                        self.trust_domain.as_deref(),
                         fingerprint,
                         revisions,
                     ))
@@ -191,16 +204,38 @@ fn inputs(state: &MeshState, id: &ServiceId, service: &Resource) -> (u64, Revisi
     (version::digest(text.as_bytes()), revisions)
 }
 
+/// Whether proxies of `cluster` may reach the service: the service allows
+/// the cluster, and so does every backend of its traffic split.
+fn reachable(state: &MeshState, id: &ServiceId, spec: &ServiceSpec, cluster: &str) -> bool {
+    if !spec.allows_cluster(cluster) {
+        return false;
+    }
+    let Some(split) = state.split_for(id) else {
+        return true;
+    };
+    let Spec::TrafficSplit(split_spec) = &split.spec else {
+        return true;
+    };
+    let namespace = split.metadata.namespace.as_deref().unwrap_or_default();
+    split_spec.backends.iter().all(|b| {
+        let backend = ServiceId::parse(&b.service, namespace);
+        match state.service(&backend).map(|r| &r.spec) {
+            Some(Spec::Service(backend_spec)) => backend_spec.allows_cluster(cluster),
+            _ => true,
+        }
+    })
+}
+
 fn compile_service(
     state: &MeshState,
-    id: &ServiceId,
-    spec: &ServiceSpec,
+    (id, spec): (&ServiceId, &ServiceSpec),
     origin: &Origin,
+    trust_domain: Option<&str>,
     fingerprint: u64,
     revisions: Revisions,
 ) -> ServiceOutput {
     let name = names::service(id);
-    let cluster = cluster::cluster(id, spec);
+    let cluster = cluster::cluster(id, spec, trust_domain);
     let assignment = endpoints::load_assignment(state, id, origin);
     let mut resources = vec![
         (

@@ -14,6 +14,7 @@ pub mod names;
 mod proto;
 mod route;
 mod state;
+pub mod transport;
 mod version;
 
 pub use compile::{compile, Compiled, Compiler, ProxyLocality, XdsResource};

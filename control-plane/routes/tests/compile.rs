@@ -377,3 +377,62 @@ fn golden_example_mesh() {
         "compiled output differs from {path}; rerun with MERIDIAN_UPDATE_GOLDEN=1 if intended"
     );
 }
+
+const RESTRICTED_MESH: &str = "kind: Cluster\nmetadata: {name: east}\nspec: {region: r}\n---\n\
+kind: Cluster\nmetadata: {name: north}\nspec: {region: r}\n---\n\
+kind: Service\nmetadata: {name: web, namespace: shop}\n\
+spec: {protocol: http, port: 80, allowedClusters: [east], transport: {mtls: true}}\n---\n\
+kind: Service\nmetadata: {name: public, namespace: shop}\nspec: {protocol: http, port: 81}\n---\n\
+kind: Service\nmetadata: {name: front, namespace: shop}\nspec: {protocol: http, port: 82}\n---\n\
+kind: TrafficSplit\nmetadata: {name: front, namespace: shop}\n\
+spec: {service: front, backends: [{service: public, weight: 1}, {service: web, weight: 1}]}\n";
+
+fn names(compiled: &Compiled, type_url: &str) -> BTreeSet<String> {
+    compiled
+        .of_type(type_url)
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn proxies_see_only_the_services_their_cluster_may_reach() {
+    let state = MeshState::from_resources(with_revisions(
+        parse_manifests(RESTRICTED_MESH).expect("mesh"),
+    ));
+    let from = |cluster: &str| ProxyLocality {
+        cluster: cluster.into(),
+        ..Default::default()
+    };
+    let east = compile(&state, &from("east"));
+    assert!(names(&east, type_url::CLUSTER).contains("web.shop"));
+    assert!(names(&east, type_url::CLUSTER).contains("front.shop"));
+    let north = compile(&state, &from("north"));
+    let north_clusters = names(&north, type_url::CLUSTER);
+    assert!(north_clusters.contains("public.shop"), "{north_clusters:?}");
+    assert!(!north_clusters.contains("web.shop"), "web admits east only");
+    assert!(!north_clusters.contains("front.shop"), "front splits to web");
+    assert!(!names(&north, type_url::LISTENER).iter().any(|l| l.starts_with("web.shop")));
+}
+
+#[test]
+fn mtls_services_carry_the_mesh_transport_socket() {
+    let state = MeshState::from_resources(with_revisions(
+        parse_manifests(RESTRICTED_MESH).expect("mesh"),
+    ));
+    let east = ProxyLocality {
+        cluster: "east".into(),
+        ..Default::default()
+    };
+    let compiled = Compiler::new(Some("mesh.test".into())).compile(&state, &east);
+    let clusters: BTreeMap<String, Cluster> = decode(&compiled, type_url::CLUSTER);
+    let web = &clusters["web.shop"];
+    let socket = web.transport_socket.as_ref().expect("web is mTLS");
+    assert_eq!(socket.name, "envoy.transport_sockets.tls");
+    assert!(clusters["public.shop"].transport_socket.is_none());
+    assert!(web.metadata.is_some(), "allowed clusters travel with the cluster");
+    // A plaintext control plane still asks for mTLS: proxies without
+    // certificates then refuse the service rather than downgrade it.
+    let plaintext = compile(&state, &east);
+    let clusters: BTreeMap<String, Cluster> = decode(&plaintext, type_url::CLUSTER);
+    assert!(clusters["web.shop"].transport_socket.is_some());
+}

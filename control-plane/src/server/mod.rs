@@ -140,7 +140,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         config.cert_lifetime,
     );
     let incoming =
-        tls::incoming(grpc_listener, credentials.clone()).context("TLS server configuration")?;
+        tls::incoming(grpc_listener, credentials.clone(), tls::GRPC_ALPN).context("TLS server configuration")?;
     let grpc = tonic::transport::Server::builder()
         .layer(AuthzLayer::new(node.clone(), metrics.clone()))
         .add_service(health_service)
@@ -161,6 +161,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             mesh,
             proxies,
             metrics.clone(),
+            credentials.as_ref().and_then(|c| c.id()).map(|id| id.trust_domain),
         )))
         .add_service(
             RaftServer::new(RaftService::new(node.clone(), liveness.clone()))

@@ -42,12 +42,13 @@ impl XdsService {
         mesh: watch::Receiver<Arc<MeshSnapshot>>,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
+        trust_domain: Option<String>,
     ) -> Self {
         XdsService {
             node_id,
             metrics,
             mesh,
-            table: Arc::new(RouteTable::default()),
+            table: Arc::new(RouteTable::new(trust_domain)),
             registry,
         }
     }

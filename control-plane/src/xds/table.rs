@@ -5,7 +5,6 @@ use super::mesh::MeshSnapshot;
 use meridian_routes::{Compiled, Compiler, ProxyLocality};
 use std::{collections::HashMap, sync::Arc, sync::Mutex};
 
-#[derive(Default)]
 pub struct RouteTable {
     inner: Mutex<Inner>,
 }
@@ -17,6 +16,16 @@ struct Inner {
 }
 
 impl RouteTable {
+    /// A table compiling for the mesh `trust_domain` (None: plaintext control plane).
+    pub fn new(trust_domain: Option<String>) -> Self {
+        RouteTable {
+            inner: Mutex::new(Inner {
+                compiler: Compiler::new(trust_domain),
+                latest: HashMap::new(),
+            }),
+        }
+    }
+
     pub fn get(&self, snapshot: &MeshSnapshot, proxy: &ProxyLocality) -> Arc<Compiled> {
         let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((revision, compiled)) = inner.latest.get(proxy) {

@@ -25,6 +25,11 @@ pub fn control_plane_node(id: &SpiffeId) -> bool {
     matches!(id.identity, Identity::Node(_))
 }
 
+/// Servers that are mesh proxies (terminating service-to-service mTLS).
+pub fn mesh_proxy(id: &SpiffeId) -> bool {
+    matches!(id.identity, Identity::Proxy { .. })
+}
+
 /// Checks the server's chain against the bundle in force, and its SPIFFE ID
 /// (not its DNS name: mesh identities are SPIFFE IDs).
 #[derive(Debug)]
@@ -97,11 +102,12 @@ impl ResolvesClientCert for CurrentLeaf {
     }
 }
 
-/// TLS 1.3 only, h2 only, presenting the credentials' current certificate
-/// (none while bootstrapping).
+/// TLS 1.3 only, offering `alpn`, presenting the credentials' current
+/// certificate (none while bootstrapping).
 pub fn client_config(
     credentials: &Arc<Credentials>,
     accept: ServerCheck,
+    alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
     let mut config = ClientConfig::builder_with_provider(credentials.provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -111,7 +117,7 @@ pub fn client_config(
             accept,
         }))
         .with_client_cert_resolver(Arc::new(CurrentLeaf(credentials.clone())));
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // Full handshakes only, so the server always sees the current certificate.
     config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
@@ -163,7 +169,7 @@ impl Dialer {
         accept: ServerCheck,
     ) -> Result<Dialer, rustls::Error> {
         Ok(Dialer {
-            tls: Some(client_config(credentials, accept)?),
+            tls: Some(client_config(credentials, accept, super::GRPC_ALPN)?),
         })
     }
 

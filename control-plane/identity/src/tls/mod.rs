@@ -7,9 +7,9 @@ mod io;
 mod server;
 mod verify;
 
-pub use client::{client_config, control_plane_node, Dialer, ServerCheck};
+pub use client::{client_config, control_plane_node, mesh_proxy, Dialer, ServerCheck};
 pub use credentials::{provider, Bundle, Credentials, Leaf, Loaded, TlsError, TlsFiles};
-pub use server::{incoming, server_config, Conn, Peer, PeerIdentity};
+pub use server::{incoming, server_config, Conn, Peer, PeerIdentity, GRPC_ALPN};
 pub use verify::{verify_peer, Usage};
 
 /// Plaintext is for one machine only: `addr` (`HOST:PORT`) must resolve to

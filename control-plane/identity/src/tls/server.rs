@@ -45,7 +45,17 @@ pub struct Peer {
 
 pub struct Conn {
     io: Io<TlsStream<TcpStream>>,
-    peer: Peer,
+    pub peer: Peer,
+}
+
+impl Conn {
+    /// The protocol ALPN settled on, if any.
+    pub fn alpn(&self) -> Option<&[u8]> {
+        match &self.io {
+            Io::Tls(stream) => stream.get_ref().1.alpn_protocol(),
+            Io::Plain(_) => None,
+        }
+    }
 }
 
 impl tonic::transport::server::Connected for Conn {
@@ -158,14 +168,20 @@ impl ResolvesServerCert for CurrentLeaf {
     }
 }
 
-/// TLS 1.3 only, h2 only, with the credentials' current certificate.
-pub fn server_config(credentials: &Arc<Credentials>) -> Result<Arc<ServerConfig>, rustls::Error> {
+/// ALPN for gRPC: HTTP/2 only.
+pub const GRPC_ALPN: &[&[u8]] = &[b"h2"];
+
+/// TLS 1.3 only, offering `alpn`, with the credentials' current certificate.
+pub fn server_config(
+    credentials: &Arc<Credentials>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let provider = credentials.provider.clone();
     let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(DeferredClientAuth { provider }))
         .with_cert_resolver(Arc::new(CurrentLeaf(credentials.clone())));
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     // A resumed session would carry the certificate of its first handshake,
     // which may have expired since (or been renewed): every handshake is full.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
@@ -196,9 +212,13 @@ fn identify(credentials: &Credentials, stream: &TlsStream<TcpStream>) -> PeerIde
 pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<Credentials>>,
+    alpn: &[&[u8]],
 ) -> Result<tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>>, rustls::Error> {
     let acceptor = match &tls {
-        Some(credentials) => Some(tokio_rustls::TlsAcceptor::from(server_config(credentials)?)),
+        Some(credentials) => Some(tokio_rustls::TlsAcceptor::from(server_config(
+            credentials,
+            alpn,
+        )?)),
         None => None,
     };
     let (tx, rx) = tokio::sync::mpsc::channel(64);

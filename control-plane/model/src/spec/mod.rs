@@ -13,7 +13,7 @@ pub use endpoints::{Endpoint, EndpointsSpec, Health};
 pub use failover::{FailoverPolicySpec, DEFAULT_OVERPROVISIONING_FACTOR};
 pub use service::{
     CircuitBreaker, HealthCheck, HttpHealthCheck, LbPolicy, OutlierDetection, Protocol, RetryOn,
-    RetryPolicy, ServiceSpec, TcpHealthCheck,
+    RetryPolicy, ServiceSpec, TcpHealthCheck, Transport,
 };
 pub use split::{SplitBackend, TrafficSplitSpec};
 pub use token::{BootstrapTokenSpec, TokenRole};

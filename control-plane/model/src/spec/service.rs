@@ -23,6 +23,24 @@ pub struct ServiceSpec {
     pub circuit_breaker: Option<CircuitBreaker>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheck>,
+    /// The member clusters whose proxies may reach this service: only they
+    /// receive its routes, and only they are accepted by its inbound
+    /// listeners. Every cluster when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_clusters: Option<Vec<String>>,
+    /// How proxies carry the service's traffic between them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
+}
+
+/// Transport settings between proxies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Transport {
+    /// Mutual TLS with the proxies' mesh certificates: the calling proxy
+    /// originates it, the proxy in front of each endpoint terminates it.
+    #[serde(default)]
+    pub mtls: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +144,21 @@ pub struct TcpHealthCheck {}
 pub const MAX_RETRY_ATTEMPTS: u32 = 10;
 
 impl ServiceSpec {
+    /// Whether proxies of `cluster` may reach the service.
+    pub fn allows_cluster(&self, cluster: &str) -> bool {
+        self.allowed_clusters
+            .as_ref()
+            .is_none_or(|allowed| allowed.iter().any(|c| c == cluster))
+    }
+
+    pub fn mtls(&self) -> bool {
+        self.transport.is_some_and(|t| t.mtls)
+    }
+
     pub fn validate(&self) -> Result<(), ModelError> {
+        for (i, cluster) in self.allowed_clusters.iter().flatten().enumerate() {
+            crate::names::check_label(&format!("spec.allowedClusters[{i}]"), cluster)?;
+        }
         if self.port == 0 {
             return Err(ModelError::invalid(
                 "spec.port",

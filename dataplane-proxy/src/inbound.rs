@@ -1,0 +1,202 @@
+//! Terminating service-to-service mutual TLS: an inbound listener in front of
+//! a local application, for one service. It accepts mesh proxies of the
+//! clusters the service admits (as its routes say), and forwards their
+//! requests to the application with the caller's identity in
+//! `x-forwarded-client-cert`.
+
+use crate::config::ClusterConfig;
+use crate::forward::{local_response, ProxyBody};
+use crate::proxy::Proxy;
+use http_body_util::BodyExt;
+use hyper::{body::Incoming, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use meridian_identity::spiffe::{Identity, SpiffeId};
+use meridian_identity::tls::{incoming, Credentials, PeerIdentity};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_stream::StreamExt;
+
+/// `NAMESPACE/NAME@LISTEN_ADDR=APP_ADDR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// The service's cluster name, `NAME.NAMESPACE`.
+    pub service: String,
+    pub listen: SocketAddr,
+    pub app: SocketAddr,
+}
+
+impl std::str::FromStr for Inbound {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        let error = || format!("'{text}': expected NAMESPACE/NAME@LISTEN_ADDR=APP_ADDR");
+        let (service, addrs) = text.split_once('@').ok_or_else(error)?;
+        let (namespace, name) = service.split_once('/').ok_or_else(error)?;
+        let (listen, app) = addrs.split_once('=').ok_or_else(error)?;
+        if namespace.is_empty() || name.is_empty() {
+            return Err(error());
+        }
+        Ok(Inbound {
+            service: format!("{name}.{namespace}"),
+            listen: listen.parse().map_err(|_| error())?,
+            app: app.parse().map_err(|_| error())?,
+        })
+    }
+}
+
+/// The caller, if it is a mesh proxy of a cluster the service admits.
+pub fn admit(peer: &PeerIdentity, service: Option<&ClusterConfig>) -> Result<SpiffeId, String> {
+    let id = match peer {
+        PeerIdentity::Verified(id) => id,
+        PeerIdentity::Unverified(reason) => return Err(format!("mutual TLS required: {reason}")),
+        PeerIdentity::Plaintext => return Err("mutual TLS required".into()),
+    };
+    let Identity::Proxy { cluster, .. } = &id.identity else {
+        return Err(format!("{id} is not a mesh proxy"));
+    };
+    let Some(service) = service else {
+        return Err("this proxy has no routes for the service yet".into());
+    };
+    match &service.allowed_clusters {
+        Some(allowed) if !allowed.contains(cluster) => Err(format!(
+            "proxies of cluster '{cluster}' may not call this service"
+        )),
+        _ => Ok(id.clone()),
+    }
+}
+
+async fn handle(
+    proxy: Arc<Proxy>,
+    inbound: Arc<Inbound>,
+    peer: PeerIdentity,
+    own: Option<SpiffeId>,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    let runtime = proxy.current();
+    let service = runtime
+        .as_ref()
+        .and_then(|r| r.snapshot.clusters.get(&inbound.service));
+    let caller = match admit(&peer, service) {
+        Ok(caller) => caller,
+        Err(reason) => {
+            tracing::warn!(service = %inbound.service, %reason, "refused an inbound request");
+            proxy.metrics.count(&inbound.service, "", "inbound_refused");
+            return Ok(local_response(StatusCode::FORBIDDEN, &reason));
+        }
+    };
+    let (mut parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let Ok(uri) = format!("http://{}{path}", inbound.app).parse() else {
+        return Ok(local_response(StatusCode::BAD_REQUEST, "bad request path"));
+    };
+    parts.uri = uri;
+    let xfcc = match &own {
+        Some(own) => format!("By={own};URI={caller}"),
+        None => format!("URI={caller}"),
+    };
+    if let Ok(value) = hyper::header::HeaderValue::from_str(&xfcc) {
+        parts.headers.insert("x-forwarded-client-cert", value);
+    }
+    let http2 = service.is_some_and(|s| s.http2);
+    parts.version = if http2 {
+        hyper::Version::HTTP_2
+    } else {
+        hyper::Version::HTTP_11
+    };
+    let upstream = Request::from_parts(parts, body.boxed());
+    let client = if http2 {
+        &proxy.upstreams.http2
+    } else {
+        &proxy.upstreams.http1
+    };
+    match client.request(upstream).await {
+        Ok(response) => {
+            proxy.metrics.count(&inbound.service, "", "inbound_ok");
+            let (parts, body) = response.into_parts();
+            Ok(Response::from_parts(parts, body.boxed()))
+        }
+        Err(error) => {
+            tracing::debug!(service = %inbound.service, %error, "the application failed");
+            proxy.metrics.count(&inbound.service, "", "inbound_app_error");
+            Ok(local_response(StatusCode::BAD_GATEWAY, "the application did not answer"))
+        }
+    }
+}
+
+/// Serves `inbound` on `listener` until the process ends.
+pub async fn serve(
+    proxy: Arc<Proxy>,
+    inbound: Inbound,
+    listener: tokio::net::TcpListener,
+    credentials: Arc<Credentials>,
+) -> anyhow::Result<()> {
+    let own = credentials.id();
+    let mut connections = incoming(listener, Some(credentials), &[b"h2", b"http/1.1"])?;
+    let inbound = Arc::new(inbound);
+    tracing::info!(service = %inbound.service, listen = %inbound.listen, app = %inbound.app, "inbound mTLS listener");
+    while let Some(connection) = connections.next().await {
+        let Ok(connection) = connection else { continue };
+        let peer = connection.peer.identity.clone();
+        let (proxy, inbound, own) = (proxy.clone(), inbound.clone(), own.clone());
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                handle(
+                    proxy.clone(),
+                    inbound.clone(),
+                    peer.clone(),
+                    own.clone(),
+                    request,
+                )
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(connection), service)
+                .await;
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn proxy_of(cluster: &str) -> PeerIdentity {
+        PeerIdentity::Verified(
+            SpiffeId::new(
+                "mesh.test",
+                Identity::Proxy {
+                    cluster: cluster.into(),
+                    id: "p".into(),
+                },
+            )
+            .expect("id"),
+        )
+    }
+
+    #[test]
+    fn parses_the_flag() {
+        let inbound: Inbound = "shop/web@127.0.0.1:15006=127.0.0.1:8080".parse().expect("valid");
+        assert_eq!(inbound.service, "web.shop");
+        assert_eq!(inbound.app.port(), 8080);
+        for bad in ["web@1.2.3.4:1=1.2.3.4:2", "shop/web@x=1.2.3.4:2", "shop/web"] {
+            assert!(bad.parse::<Inbound>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn admits_only_proxies_of_allowed_clusters() {
+        let snapshot = crate::config::test_cluster(Some(vec!["east".into()]));
+        assert!(admit(&proxy_of("east"), Some(&snapshot)).is_ok());
+        let refused = admit(&proxy_of("north"), Some(&snapshot)).expect_err("north");
+        assert!(refused.contains("north"), "{refused}");
+        assert!(admit(&PeerIdentity::Unverified("no client certificate".into()), Some(&snapshot)).is_err());
+        assert!(admit(&proxy_of("east"), None).is_err());
+        let agent = PeerIdentity::Verified(
+            SpiffeId::new("mesh.test", Identity::Agent { cluster: "east".into() }).expect("id"),
+        );
+        assert!(admit(&agent, Some(&snapshot)).is_err());
+    }
+}
