@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use meridian_identity::spiffe::{Identity, SpiffeId};
-use meridian_identity::tls::{incoming, Credentials, PeerIdentity};
+use meridian_identity::tls::{incoming, Credentials, Peer, PeerIdentity};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_stream::StreamExt;
@@ -67,7 +67,7 @@ pub fn admit(peer: &PeerIdentity, service: Option<&ClusterConfig>) -> Result<Spi
 async fn handle(
     proxy: Arc<Proxy>,
     inbound: Arc<Inbound>,
-    peer: PeerIdentity,
+    peer: Peer,
     own: Option<SpiffeId>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, std::convert::Infallible> {
@@ -75,7 +75,7 @@ async fn handle(
     let service = runtime
         .as_ref()
         .and_then(|r| r.snapshot.clusters.get(&inbound.service));
-    let caller = match admit(&peer, service) {
+    let caller = match admit(&peer.identity_now(), service) {
         Ok(caller) => caller,
         Err(reason) => {
             tracing::warn!(service = %inbound.service, %reason, "refused an inbound request");
@@ -120,8 +120,13 @@ async fn handle(
         }
         Err(error) => {
             tracing::debug!(service = %inbound.service, %error, "the application failed");
-            proxy.metrics.count(&inbound.service, "", "inbound_app_error");
-            Ok(local_response(StatusCode::BAD_GATEWAY, "the application did not answer"))
+            proxy
+                .metrics
+                .count(&inbound.service, "", "inbound_app_error");
+            Ok(local_response(
+                StatusCode::BAD_GATEWAY,
+                "the application did not answer",
+            ))
         }
     }
 }
@@ -139,7 +144,7 @@ pub async fn serve(
     tracing::info!(service = %inbound.service, listen = %inbound.listen, app = %inbound.app, "inbound mTLS listener");
     while let Some(connection) = connections.next().await {
         let Ok(connection) = connection else { continue };
-        let peer = connection.peer.identity.clone();
+        let peer = connection.peer.clone();
         let (proxy, inbound, own) = (proxy.clone(), inbound.clone(), own.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
@@ -178,10 +183,16 @@ mod tests {
 
     #[test]
     fn parses_the_flag() {
-        let inbound: Inbound = "shop/web@127.0.0.1:15006=127.0.0.1:8080".parse().expect("valid");
+        let inbound: Inbound = "shop/web@127.0.0.1:15006=127.0.0.1:8080"
+            .parse()
+            .expect("valid");
         assert_eq!(inbound.service, "web.shop");
         assert_eq!(inbound.app.port(), 8080);
-        for bad in ["web@1.2.3.4:1=1.2.3.4:2", "shop/web@x=1.2.3.4:2", "shop/web"] {
+        for bad in [
+            "web@1.2.3.4:1=1.2.3.4:2",
+            "shop/web@x=1.2.3.4:2",
+            "shop/web",
+        ] {
             assert!(bad.parse::<Inbound>().is_err(), "{bad}");
         }
     }
@@ -192,10 +203,20 @@ mod tests {
         assert!(admit(&proxy_of("east"), Some(&snapshot)).is_ok());
         let refused = admit(&proxy_of("north"), Some(&snapshot)).expect_err("north");
         assert!(refused.contains("north"), "{refused}");
-        assert!(admit(&PeerIdentity::Unverified("no client certificate".into()), Some(&snapshot)).is_err());
+        assert!(admit(
+            &PeerIdentity::Unverified("no client certificate".into()),
+            Some(&snapshot)
+        )
+        .is_err());
         assert!(admit(&proxy_of("east"), None).is_err());
         let agent = PeerIdentity::Verified(
-            SpiffeId::new("mesh.test", Identity::Agent { cluster: "east".into() }).expect("id"),
+            SpiffeId::new(
+                "mesh.test",
+                Identity::Agent {
+                    cluster: "east".into(),
+                },
+            )
+            .expect("id"),
         );
         assert!(admit(&agent, Some(&snapshot)).is_err());
     }

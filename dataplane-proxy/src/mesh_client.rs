@@ -81,7 +81,9 @@ impl tower::Service<hyper::Uri> for MeshConnector {
                 TcpStream::connect((host.as_str(), port)),
             )
             .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+            .map_err(|_| {
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+            })??;
             tcp.set_nodelay(true)?;
             // The server's SPIFFE ID is verified, not its name.
             let name = ServerName::try_from(host.clone())
@@ -103,7 +105,11 @@ impl MeshClients {
     pub fn new(credentials: &Arc<Credentials>) -> Result<Self, rustls::Error> {
         let connector = |alpn: &[&[u8]]| -> Result<MeshConnector, rustls::Error> {
             Ok(MeshConnector {
-                tls: tokio_rustls::TlsConnector::from(client_config(credentials, mesh_proxy, alpn)?),
+                tls: tokio_rustls::TlsConnector::from(client_config(
+                    credentials,
+                    mesh_proxy,
+                    alpn,
+                )?),
             })
         };
         let executor = hyper_util::rt::TokioExecutor::new();

@@ -89,7 +89,8 @@ mod tests {
 
     #[test]
     fn reads_back_what_the_routes_compile() {
-        let service = spec("{protocol: http, port: 80, allowedClusters: [east], transport: {mtls: true}}");
+        let service =
+            spec("{protocol: http, port: 80, allowedClusters: [east], transport: {mtls: true}}");
         let cluster = Cluster {
             transport_socket: Some(meridian_routes::transport::mesh_tls(Some("mesh.test"))),
             metadata: meridian_routes::transport::metadata(&service),

@@ -289,10 +289,36 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
         "{}",
         refused.message()
     );
-    let forged = issue(format!("{id}.{}", "0".repeat(64)), csr)
+    let forged = issue(format!("{id}.{}", "0".repeat(64)), csr.clone())
         .await
         .expect_err("forged");
     assert_eq!(forged.code(), Code::Unauthenticated);
+    // A token bound to a name mints no other.
+    let bound = cli_as(
+        &alice,
+        &node.grpc,
+        &[
+            "tokens",
+            "create",
+            "--role",
+            "proxy",
+            "--cluster",
+            "east",
+            "--name",
+            "web-5",
+        ],
+        None,
+    );
+    assert!(bound.ok, "{}", bound.stderr);
+    let refused = issue(bound.stdout.trim().to_string(), csr)
+        .await
+        .expect_err("bound to another name");
+    assert_eq!(
+        refused.code(),
+        Code::PermissionDenied,
+        "{}",
+        refused.message()
+    );
 
     // A plaintext client gets nowhere near a TLS node.
     let plaintext = meridian_tests::cli(&node.grpc, &["get", "services"], None);
@@ -546,7 +572,10 @@ async fn proxies_carry_a_service_over_mtls_and_admit_only_allowed_clusters() {
     assert!(applied.ok, "{}", applied.stderr);
 
     let start = |name: &str, cluster: &str, bind: &str, extra: &[String]| {
-        let files = pki.issue(&format!("{name}-cert"), &["--proxy", name, "--cluster", cluster]);
+        let files = pki.issue(
+            &format!("{name}-cert"),
+            &["--proxy", name, "--cluster", cluster],
+        );
         let mut flags = args(&files);
         flags.extend(["--outbound-bind".to_string(), bind.to_string()]);
         flags.extend(extra.iter().cloned());
@@ -556,7 +585,12 @@ async fn proxies_carry_a_service_over_mtls_and_admit_only_allowed_clusters() {
         (proxy, files)
     };
     let inbound = format!("shop/web@127.0.0.1:{inbound_port}=127.0.0.1:{}", app.port);
-    let (_server_side, _) = start("web-west", "west", "127.0.0.2", &["--inbound".into(), inbound]);
+    let (_server_side, _) = start(
+        "web-west",
+        "west",
+        "127.0.0.2",
+        &["--inbound".into(), inbound],
+    );
     let (_client_side, _) = start("caller-east", "east", "127.0.0.1", &[]);
     let (outsider, outsider_files) = start("caller-north", "north", "127.0.0.3", &[]);
 
@@ -572,15 +606,26 @@ async fn proxies_carry_a_service_over_mtls_and_admit_only_allowed_clusters() {
     // gets a 403 naming the reason; north's proxy does not even see web.shop.
     let inbound_addr = format!("127.0.0.1:{inbound_port}");
     let plaintext = http::get_host(&inbound_addr, "web.shop", "/").await;
-    assert!(plaintext.as_ref().is_none_or(|(status, _)| *status != 200), "{plaintext:?}");
-    assert_eq!(get_over_mtls(&outsider_files, &inbound_addr).await, Some(403));
+    assert!(
+        plaintext.as_ref().is_none_or(|(status, _)| *status != 200),
+        "{plaintext:?}"
+    );
+    assert_eq!(
+        get_over_mtls(&outsider_files, &inbound_addr).await,
+        Some(403)
+    );
     eventually(WAIT, "north's proxy to have its routes", || async {
         let (_, dump) = http::get(&outsider.admin, "/config_dump").await?;
         dump.contains("public.shop").then_some(dump)
     })
     .await;
-    let (_, dump) = http::get(&outsider.admin, "/config_dump").await.expect("dump");
+    let (_, dump) = http::get(&outsider.admin, "/config_dump")
+        .await
+        .expect("dump");
     assert!(!dump.contains("web.shop"), "north must not see web.shop");
     let through_north = http::get_host(&format!("127.0.0.3:{web_port}"), "web.shop", "/").await;
-    assert!(through_north.is_none(), "north has no listener for web.shop");
+    assert!(
+        through_north.is_none(),
+        "north has no listener for web.shop"
+    );
 }

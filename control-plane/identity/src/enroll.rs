@@ -61,30 +61,53 @@ pub async fn request(
     })
 }
 
-/// Writes `contents` to `path` atomically; private files are 0600 from the start.
-pub fn write_atomically(path: &Path, contents: &str, private: bool) -> Result<(), EnrollError> {
+/// Writes `contents` to a new temporary file beside `path` (0600 from the
+/// start when `private`, else 0644), flushed to disk.
+fn write_temp(
+    path: &Path,
+    contents: &str,
+    private: bool,
+) -> Result<tempfile::NamedTempFile, EnrollError> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::PermissionsExt;
     let error = |e: std::io::Error| EnrollError::Write {
         path: path.display().to_string(),
         message: e.to_string(),
     };
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    options.mode(if private { 0o600 } else { 0o644 });
-    let mut file = options.open(&tmp).map_err(error)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // NamedTempFile creates a fresh file, 0600, never following a symlink.
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(error)?;
+    if !private {
+        file.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(error)?;
+    }
     file.write_all(contents.as_bytes()).map_err(error)?;
-    file.sync_all().map_err(error)?;
-    std::fs::rename(&tmp, path).map_err(error)
+    file.as_file().sync_all().map_err(error)?;
+    Ok(file)
 }
 
 impl Enrolled {
-    /// Saves the certificate, key and bundle where `files` say.
+    /// Saves the certificate, key and bundle where `files` say: all three
+    /// are written in full before any replaces the old one.
     pub fn save(&self, files: &TlsFiles) -> Result<(), EnrollError> {
-        write_atomically(&files.key, &self.key_pem, true)?;
-        write_atomically(&files.cert, &self.cert_pem, false)?;
-        write_atomically(&files.bundle, &self.bundle_pem, false)
+        let key = write_temp(&files.key, &self.key_pem, true)?;
+        let cert = write_temp(&files.cert, &self.cert_pem, false)?;
+        let bundle = write_temp(&files.bundle, &self.bundle_pem, false)?;
+        for (file, path) in [
+            (key, &files.key),
+            (cert, &files.cert),
+            (bundle, &files.bundle),
+        ] {
+            file.persist(path).map_err(|e| EnrollError::Write {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?;
+        }
+        Ok(())
     }
 
     /// Puts the certificate in force in `credentials`.
@@ -133,7 +156,18 @@ pub async fn obtain(
                 tracing::info!(addr = %addr, "enrolled with a bootstrap token");
                 return Ok(Credentials::from_files(files.clone())?);
             }
-            Err(EnrollError::Refused(status)) => return Err(EnrollError::Refused(status)),
+            // The token or the request is bad: another node would say the same.
+            Err(EnrollError::Refused(status))
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unauthenticated
+                        | tonic::Code::PermissionDenied
+                        | tonic::Code::InvalidArgument
+                ) =>
+            {
+                return Err(EnrollError::Refused(status))
+            }
+            // This node cannot issue (no CA) or is unavailable: try the next.
             Err(e) => last = Some(e),
         }
     }
@@ -160,9 +194,11 @@ pub fn spawn_renewal(
                 .as_ref()
                 .map(Leaf::renew_at)
                 .unwrap_or_else(SystemTime::now);
+            // At least a second between renewals, whatever the lifetime.
             let wait = due
                 .duration_since(SystemTime::now())
-                .unwrap_or(Duration::ZERO);
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_secs(1));
             tokio::time::sleep(wait).await;
             let mut renewed = false;
             for addr in &addrs {
@@ -185,6 +221,17 @@ pub fn spawn_renewal(
                 }
             }
             if !renewed {
+                let expired = credentials
+                    .current()
+                    .leaf
+                    .as_ref()
+                    .is_some_and(|l| l.not_after <= SystemTime::now());
+                if expired {
+                    tracing::error!(
+                        "the certificate has expired and could not be renewed: \
+                         restart with a new bootstrap token"
+                    );
+                }
                 tokio::time::sleep(retry).await;
             }
         }

@@ -4,7 +4,9 @@
 //! the cluster's metadata for the proxies that terminate it.
 
 use crate::proto;
-use envoy_types::pb::envoy::config::core::v3::{transport_socket::ConfigType, Metadata, TransportSocket};
+use envoy_types::pb::envoy::config::core::v3::{
+    transport_socket::ConfigType, Metadata, TransportSocket,
+};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     common_tls_context::ValidationContextType, subject_alt_name_matcher::SanType,
     CertificateValidationContext, CommonTlsContext, SubjectAltNameMatcher, UpstreamTlsContext,

@@ -410,8 +410,13 @@ fn proxies_see_only_the_services_their_cluster_may_reach() {
     let north_clusters = names(&north, type_url::CLUSTER);
     assert!(north_clusters.contains("public.shop"), "{north_clusters:?}");
     assert!(!north_clusters.contains("web.shop"), "web admits east only");
-    assert!(!north_clusters.contains("front.shop"), "front splits to web");
-    assert!(!names(&north, type_url::LISTENER).iter().any(|l| l.starts_with("web.shop")));
+    assert!(
+        !north_clusters.contains("front.shop"),
+        "front splits to web"
+    );
+    assert!(!names(&north, type_url::LISTENER)
+        .iter()
+        .any(|l| l.starts_with("web.shop")));
 }
 
 #[test]
@@ -429,7 +434,10 @@ fn mtls_services_carry_the_mesh_transport_socket() {
     let socket = web.transport_socket.as_ref().expect("web is mTLS");
     assert_eq!(socket.name, "envoy.transport_sockets.tls");
     assert!(clusters["public.shop"].transport_socket.is_none());
-    assert!(web.metadata.is_some(), "allowed clusters travel with the cluster");
+    assert!(
+        web.metadata.is_some(),
+        "allowed clusters travel with the cluster"
+    );
     // A plaintext control plane still asks for mTLS: proxies without
     // certificates then refuse the service rather than downgrade it.
     let plaintext = compile(&state, &east);

@@ -325,23 +325,16 @@ impl admin_server::Admin for AdminService {
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
         let request = request.into_inner();
-        let cluster = Some(request.cluster).filter(|c| !c.is_empty());
-        let result = tokens::create(
-            &self.node,
-            &request.role,
-            cluster,
-            request.ttl_seconds,
-            request.max_uses.max(1),
-        )
-        .await
-        .map(|(token, id, expires_at)| {
-            tracing::info!(%id, role = %request.role, "created a bootstrap token");
-            Response::new(pb::CreateTokenResponse {
-                token,
-                id,
-                expires_at_unix_seconds: expires_at,
-            })
-        });
+        let result = tokens::create(&self.node, &request)
+            .await
+            .map(|(token, id, expires_at)| {
+                tracing::info!(%id, role = %request.role, "created a bootstrap token");
+                Response::new(pb::CreateTokenResponse {
+                    token,
+                    id,
+                    expires_at_unix_seconds: expires_at,
+                })
+            });
         self.count("CreateToken", result)
     }
 

@@ -85,7 +85,7 @@ where
         let peer = request.extensions().get::<Peer>().cloned();
         let identity = peer
             .as_ref()
-            .map(|p| p.identity.clone())
+            .map(Peer::identity_now)
             .unwrap_or_else(|| PeerIdentity::Unverified("the connection is not identified".into()));
         let path = request.uri().path().to_string();
         match authorize(&path, &identity, |n| self.layer.is_member(n)) {

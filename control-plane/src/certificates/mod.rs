@@ -123,6 +123,13 @@ impl Certificates for CertificatesService {
             }
         } else {
             let redemption = tokens::check(&self.node, &request.token).await?;
+            if let Some(bound) = &redemption.spec.name {
+                if *bound != request.name {
+                    return Err(Status::permission_denied(format!(
+                        "the token is for the name '{bound}' only"
+                    )));
+                }
+            }
             let id = granted(
                 &self.trust_domain,
                 redemption.spec.role,
@@ -136,8 +143,14 @@ impl Certificates for CertificatesService {
             cert_pem: &ca_cert,
             key_pem: &ca_key,
         };
-        let cert_pem = ca::sign_csr(&signer, &request.csr_pem, &id, self.lifetime)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let cert_pem =
+            ca::sign_csr(&signer, &request.csr_pem, &id, self.lifetime).map_err(|e| match e {
+                ca::CaError::Invalid(reason) => Status::invalid_argument(reason),
+                other => {
+                    tracing::error!(error = %other, "signing with the CA");
+                    Status::internal("this node's CA cannot sign")
+                }
+            })?;
         if let Some(redemption) = redemption {
             redemption.redeem(&self.node).await?;
         }

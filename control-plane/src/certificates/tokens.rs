@@ -62,11 +62,12 @@ fn with_spec(resource: &Resource, spec: BootstrapTokenSpec) -> Resource {
 /// Creates a token; returns what to hand the user, its id and expiry.
 pub async fn create(
     node: &Node,
-    role: &str,
-    cluster: Option<String>,
-    ttl_seconds: u64,
-    max_uses: u32,
+    request: &meridian_proto::v1::CreateTokenRequest,
 ) -> Result<(String, String, u64), Status> {
+    let role = request.role.as_str();
+    let cluster = Some(request.cluster.clone()).filter(|c| !c.is_empty());
+    let name = Some(request.name.clone()).filter(|n| !n.is_empty());
+    let (ttl_seconds, max_uses) = (request.ttl_seconds, request.max_uses.max(1));
     let role: TokenRole = role.parse().map_err(Status::invalid_argument)?;
     if ttl_seconds == 0 {
         return Err(Status::invalid_argument("ttl must be positive"));
@@ -85,6 +86,7 @@ pub async fn create(
     let spec = BootstrapTokenSpec {
         role,
         cluster,
+        name,
         max_uses,
         used: 0,
         expires_at,

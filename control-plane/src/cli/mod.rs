@@ -7,7 +7,7 @@ mod tokens;
 
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
-use meridian_identity::tls::{control_plane_node, Credentials, Dialer, TlsFiles};
+use meridian_identity::tls::{control_plane_node, require_loopback, Credentials, Dialer, TlsFiles};
 use meridian_model::{parse_manifests, Kind};
 use meridian_proto::v1::{self as pb, admin_client::AdminClient};
 use std::io::Read;
@@ -158,8 +158,19 @@ fn key(
 
 pub async fn run(server: &str, tls: ClientTls, command: AdminCommand) -> anyhow::Result<()> {
     if let AdminCommand::Enroll(enroll) = command {
-        let bundle = tls.trust_bundle.filter(|_| !tls.insecure);
+        // A token must not travel in plaintext beyond this machine.
+        let bundle = match (tls.insecure, tls.trust_bundle) {
+            (true, _) => {
+                require_loopback("--server", server)?;
+                None
+            }
+            (false, Some(bundle)) => Some(bundle),
+            (false, None) => bail!("enroll needs --trust-bundle (or --insecure on loopback)"),
+        };
         return tokens::enroll(server, bundle.as_deref(), enroll).await;
+    }
+    if tls.insecure {
+        require_loopback("--server", server)?;
     }
     let dialer = dialer(TlsFiles::select(
         tls.insecure,

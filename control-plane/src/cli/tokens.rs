@@ -24,6 +24,9 @@ pub enum TokensCommand {
         /// How many certificates it may obtain (1: single use).
         #[arg(long, default_value_t = 1)]
         max_uses: u32,
+        /// The only name it may put in a certificate (a proxy's node id, an operator's name).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// Revoke a token by its id (`mrd-...`, the part before the dot).
     Revoke { id: String },
@@ -49,6 +52,7 @@ pub async fn run(mut client: AdminClient<Channel>, command: TokensCommand) -> an
             cluster,
             ttl,
             max_uses,
+            name,
         } => {
             let reply = client
                 .create_token(pb::CreateTokenRequest {
@@ -56,6 +60,7 @@ pub async fn run(mut client: AdminClient<Channel>, command: TokensCommand) -> an
                     cluster: cluster.unwrap_or_default(),
                     ttl_seconds: ttl.as_std().as_secs().max(1),
                     max_uses,
+                    name: name.unwrap_or_default(),
                 })
                 .await?
                 .into_inner();

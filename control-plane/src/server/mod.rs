@@ -139,8 +139,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         trust_domain(&config, credentials.as_ref()),
         config.cert_lifetime,
     );
-    let incoming =
-        tls::incoming(grpc_listener, credentials.clone(), tls::GRPC_ALPN).context("TLS server configuration")?;
+    let incoming = tls::incoming(grpc_listener, credentials.clone(), tls::GRPC_ALPN)
+        .context("TLS server configuration")?;
     let grpc = tonic::transport::Server::builder()
         .layer(AuthzLayer::new(node.clone(), metrics.clone()))
         .add_service(health_service)
@@ -161,7 +161,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             mesh,
             proxies,
             metrics.clone(),
-            credentials.as_ref().and_then(|c| c.id()).map(|id| id.trust_domain),
+            credentials
+                .as_ref()
+                .and_then(|c| c.id())
+                .map(|id| id.trust_domain),
         )))
         .add_service(
             RaftServer::new(RaftService::new(node.clone(), liveness.clone()))

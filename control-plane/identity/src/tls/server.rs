@@ -41,6 +41,25 @@ pub enum PeerIdentity {
 pub struct Peer {
     pub remote: Option<SocketAddr>,
     pub identity: PeerIdentity,
+    /// When the verified certificate expires: connections outlive it.
+    pub expires: Option<std::time::SystemTime>,
+}
+
+impl Peer {
+    /// Who the peer is now: a certificate that expired since the handshake
+    /// no longer counts.
+    pub fn identity_now(&self) -> PeerIdentity {
+        match (&self.identity, self.expires) {
+            (PeerIdentity::Verified(_), Some(expires))
+                if expires <= std::time::SystemTime::now() =>
+            {
+                PeerIdentity::Unverified(
+                    "the certificate has expired since the connection was made".into(),
+                )
+            }
+            (identity, _) => identity.clone(),
+        }
+    }
 }
 
 pub struct Conn {
@@ -189,8 +208,11 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// What the peer of a finished handshake proved.
-fn identify(credentials: &Credentials, stream: &TlsStream<TcpStream>) -> PeerIdentity {
+/// What the peer of a finished handshake proved, and until when.
+fn identify(
+    credentials: &Credentials,
+    stream: &TlsStream<TcpStream>,
+) -> (PeerIdentity, Option<std::time::SystemTime>) {
     let loaded = credentials.current();
     let own_domain = loaded.leaf.as_ref().map(|l| l.id.trust_domain.as_str());
     let chain = stream.get_ref().1.peer_certificates().unwrap_or(&[]);
@@ -201,8 +223,14 @@ fn identify(credentials: &Credentials, stream: &TlsStream<TcpStream>) -> PeerIde
         UnixTime::now(),
         Usage::Client,
     ) {
-        Ok(id) => PeerIdentity::Verified(id),
-        Err(reason) => PeerIdentity::Unverified(reason),
+        Ok(id) => {
+            let expires = chain
+                .first()
+                .and_then(|leaf| crate::x509::facts(leaf).ok())
+                .map(|f| f.not_after);
+            (PeerIdentity::Verified(id), expires)
+        }
+        Err(reason) => (PeerIdentity::Unverified(reason), None),
     }
 }
 
@@ -242,6 +270,7 @@ pub fn incoming(
                     peer: Peer {
                         remote: Some(remote),
                         identity: PeerIdentity::Plaintext,
+                        expires: None,
                     },
                 };
                 if tx.send(Ok(conn)).await.is_err() {
@@ -253,12 +282,13 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let identity = identify(&credentials, &stream);
+                        let (identity, expires) = identify(&credentials, &stream);
                         let conn = Conn {
                             io: Io::Tls(Box::new(stream)),
                             peer: Peer {
                                 remote: Some(remote),
                                 identity,
+                                expires,
                             },
                         };
                         let _ = tx.send(Ok(conn)).await;

@@ -36,6 +36,10 @@ pub struct BootstrapTokenSpec {
     /// The cluster a proxy or agent token is for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// The only name the token may put in a certificate (a proxy's node id,
+    /// an operator's name); any name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub max_uses: u32,
     #[serde(default)]
     pub used: u32,
@@ -58,6 +62,9 @@ impl BootstrapTokenSpec {
             }
             (_, Some(cluster)) => check_label("spec.cluster", cluster)?,
             _ => {}
+        }
+        if let Some(name) = &self.name {
+            check_label("spec.name", name)?;
         }
         if self.max_uses == 0 {
             return Err(ModelError::invalid("spec.maxUses", "must be at least 1"));
@@ -101,6 +108,7 @@ mod tests {
         BootstrapTokenSpec {
             role: TokenRole::Proxy,
             cluster: Some("east".into()),
+            name: None,
             max_uses: 1,
             used: 0,
             expires_at: 100,
