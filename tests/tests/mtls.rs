@@ -6,8 +6,8 @@
 use meridian_identity::{ca, tls::TlsFiles};
 use meridian_proto::v1::{
     admin_client::AdminClient, certificates_client::CertificatesClient,
-    federation_client::FederationClient, sync_request::Message, Hello, IssueRequest, ListRequest,
-    PutRequest, SyncRequest,
+    federation_client::FederationClient, raft_client::RaftClient, sync_request::Message, Hello,
+    IssueRequest, ListRequest, PutRequest, RaftPayload, SyncRequest,
 };
 use meridian_tests::pki::{anonymous_dialer, dialer, tls_args, Pki, TRUST_DOMAIN};
 use meridian_tests::{
@@ -22,17 +22,13 @@ const WAIT: Duration = Duration::from_secs(30);
 const MESH: &str = "kind: Cluster\nmetadata: {name: east}\nspec: {region: us-east-1}\n---\n\
 kind: Service\nmetadata: {name: web, namespace: shop}\nspec: {protocol: http, port: 8080}\n";
 
-fn args(files: &TlsFiles) -> Vec<String> {
-    tls_args(files)
-}
-
 fn cli_as(
     files: &TlsFiles,
     server: &str,
     command: &[&str],
     stdin: Option<&str>,
 ) -> meridian_tests::CliRun {
-    let global = args(files);
+    let global = tls_args(files);
     let global: Vec<&str> = global.iter().map(String::as_str).collect();
     cli_with(&global, server, command, stdin)
 }
@@ -76,7 +72,7 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
     let nodes = start_cluster_with(root.path(), 3, |id| {
         let node = pki.issue(&format!("node-{id}-cert"), &["--node", &id.to_string()]);
         ServerOptions {
-            global_args: args(&node),
+            global_args: tls_args(&node),
             extra_args: vec!["--ca-dir".into(), pki.ca_dir.display().to_string()],
             dialer: dialer(&alice),
             ..ServerOptions::default()
@@ -150,6 +146,30 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
         code,
         Code::PermissionDenied,
         "a proxy may not read the admin API: {message}"
+    );
+
+    // A node certificate of a node that is not a member may not speak Raft.
+    let stranger_node = pki.issue("node-9-cert", &["--node", "9"]);
+    let channel = dialer(&stranger_node)
+        .connect(&node.grpc)
+        .await
+        .expect("connect");
+    let refused = RaftClient::new(channel)
+        .vote(RaftPayload {
+            json: b"{}".to_vec(),
+        })
+        .await
+        .expect_err("not a member");
+    assert_eq!(
+        refused.code(),
+        Code::PermissionDenied,
+        "{}",
+        refused.message()
+    );
+    assert!(
+        refused.message().contains("member nodes"),
+        "{}",
+        refused.message()
     );
 
     let agent = pki.issue("agent-east", &["--agent", "--cluster", "east"]);
@@ -336,6 +356,27 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
     .await;
 }
 
+/// A one-node control plane over mTLS that issues certificates with `pki`,
+/// with a leader; its nodes, an admin's files and the node's files.
+async fn tls_control_plane(
+    root: &std::path::Path,
+    pki: &Pki,
+    extra: &[&str],
+) -> (Vec<ServerNode>, TlsFiles, TlsFiles) {
+    let alice = pki.issue("alice", &["--admin", "alice"]);
+    let node_files = pki.issue("node-1-cert", &["--node", "1"]);
+    let mut extra_args = vec!["--ca-dir".to_string(), pki.ca_dir.display().to_string()];
+    extra_args.extend(extra.iter().map(|a| a.to_string()));
+    let nodes = start_cluster_with(root, 1, |_| ServerOptions {
+        global_args: tls_args(&node_files),
+        extra_args: extra_args.clone(),
+        dialer: dialer(&alice),
+        ..ServerOptions::default()
+    });
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    (nodes, alice, node_files)
+}
+
 fn log_count(path: &std::path::Path, needle: &str) -> usize {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -351,20 +392,8 @@ async fn enrolled_workloads_renew_under_load_without_a_failed_request() {
     use meridian_tests::{agent::AgentProcess, proxy::ProxyProcess, upstream::Upstream};
     let root = tempfile::tempdir().expect("temp dir");
     let pki = Pki::new(root.path(), "ca");
-    let alice = pki.issue("alice", &["--admin", "alice"]);
-    let node_files = pki.issue("node-1-cert", &["--node", "1"]);
-    let nodes = start_cluster_with(root.path(), 1, |_| ServerOptions {
-        global_args: args(&node_files),
-        extra_args: vec![
-            "--ca-dir".into(),
-            pki.ca_dir.display().to_string(),
-            "--cert-lifetime".into(),
-            "6s".into(),
-        ],
-        dialer: dialer(&alice),
-        ..ServerOptions::default()
-    });
-    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let (nodes, alice, node_files) =
+        tls_control_plane(root.path(), &pki, &["--cert-lifetime", "6s"]).await;
     let cp = nodes[0].grpc.clone();
     let port = meridian_tests::free_port();
     let mesh = MESH.replace("port: 8080", &format!("port: {port}"));
@@ -539,14 +568,7 @@ async fn proxies_carry_a_service_over_mtls_and_admit_only_allowed_clusters() {
     use meridian_tests::{proxy::ProxyProcess, upstream::Upstream};
     let root = tempfile::tempdir().expect("temp dir");
     let pki = Pki::new(root.path(), "ca");
-    let alice = pki.issue("alice", &["--admin", "alice"]);
-    let node_files = pki.issue("node-1-cert", &["--node", "1"]);
-    let nodes = start_cluster_with(root.path(), 1, |_| ServerOptions {
-        global_args: args(&node_files),
-        dialer: dialer(&alice),
-        ..ServerOptions::default()
-    });
-    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let (nodes, alice, _) = tls_control_plane(root.path(), &pki, &[]).await;
     let cp = nodes[0].grpc.clone();
 
     let app = Upstream::start("app").await;
@@ -576,7 +598,7 @@ async fn proxies_carry_a_service_over_mtls_and_admit_only_allowed_clusters() {
             &format!("{name}-cert"),
             &["--proxy", name, "--cluster", cluster],
         );
-        let mut flags = args(&files);
+        let mut flags = tls_args(&files);
         flags.extend(["--outbound-bind".to_string(), bind.to_string()]);
         flags.extend(extra.iter().cloned());
         let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -628,4 +650,83 @@ async fn proxies_carry_a_service_over_mtls_and_admit_only_allowed_clusters() {
         through_north.is_none(),
         "north has no listener for web.shop"
     );
+}
+
+/// CA rotation as docs/identity.md describes it: a node whose trust bundle
+/// gains the new root accepts certificates from both CAs without a restart,
+/// then serves with a certificate of the new CA; a third CA stays out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_with_both_roots_rotates_the_ca_without_a_restart() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let old = Pki::new(root.path(), "ca");
+    let new = Pki::new(root.path(), "ca-new");
+    let old_root = std::fs::read_to_string(old.bundle()).expect("old root");
+    let new_root = std::fs::read_to_string(new.bundle()).expect("new root");
+    let both = root.path().join("both.pem");
+    std::fs::write(&both, format!("{old_root}{new_root}")).expect("both");
+    let node_bundle = root.path().join("node-bundle.pem");
+    std::fs::write(&node_bundle, &old_root).expect("node bundle");
+    let with_bundle = |files: TlsFiles, bundle: &std::path::Path| TlsFiles {
+        bundle: bundle.to_path_buf(),
+        ..files
+    };
+    let node_files = with_bundle(old.issue("node-1-cert", &["--node", "1"]), &node_bundle);
+    let alice = with_bundle(old.issue("alice", &["--admin", "alice"]), &both);
+    let carol = with_bundle(new.issue("carol", &["--admin", "carol"]), &both);
+    let nodes = start_cluster_with(root.path(), 1, |_| ServerOptions {
+        global_args: tls_args(&node_files),
+        dialer: dialer(&alice),
+        ..ServerOptions::default()
+    });
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let node = &nodes[0];
+    assert_eq!(list_code(&mut admin(&alice, node).await).await.0, Code::Ok);
+    let (code, message) = list_code(&mut admin(&carol, node).await).await;
+    assert_eq!(
+        code,
+        Code::Unauthenticated,
+        "the new CA is not trusted yet: {message}"
+    );
+
+    // Step 2: the node's bundle holds both roots; no restart.
+    let tmp = root.path().join("node-bundle.tmp");
+    std::fs::write(&tmp, format!("{old_root}{new_root}")).expect("write");
+    std::fs::rename(&tmp, &node_bundle).expect("rename");
+    eventually(WAIT, "the node to trust the new CA", || async {
+        (list_code(&mut admin(&carol, node).await).await.0 == Code::Ok).then_some(())
+    })
+    .await;
+    assert_eq!(
+        list_code(&mut admin(&alice, node).await).await.0,
+        Code::Ok,
+        "old still trusted"
+    );
+
+    // Step 3: the node serves with a certificate of the new CA.
+    let rotated = new.issue("node-1-new", &["--node", "1"]);
+    std::fs::rename(&rotated.key, &node_files.key).expect("key");
+    std::fs::rename(&rotated.cert, &node_files.cert).expect("cert");
+    let only_new = root.path().join("only-new.pem");
+    std::fs::write(&only_new, &new_root).expect("only new");
+    let carol_new_only = with_bundle(carol.clone(), &only_new);
+    eventually(
+        WAIT,
+        "the node to present the new CA's certificate",
+        || async {
+            let channel = dialer(&carol_new_only).connect(&node.grpc).await.ok()?;
+            AdminClient::new(channel)
+                .list(ListRequest {
+                    kind: "Service".into(),
+                    ..Default::default()
+                })
+                .await
+                .ok()
+        },
+    )
+    .await;
+
+    let third = Pki::new(root.path(), "ca-third");
+    let mallory = with_bundle(third.issue("mallory", &["--admin", "mallory"]), &both);
+    let (code, _) = list_code(&mut admin(&mallory, node).await).await;
+    assert_eq!(code, Code::Unauthenticated, "a third CA stays out");
 }
