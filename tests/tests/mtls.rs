@@ -340,6 +340,19 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
         refused.message()
     );
 
+    let (_, metrics) = http::get(&nodes[2].http, "/metrics")
+        .await
+        .expect("metrics");
+    for counted in [
+        "{service=\"meridian.v1.Certificates\",code=\"Unauthenticated\"} 3",
+        "{service=\"meridian.v1.Certificates\",code=\"PermissionDenied\"} 1",
+    ] {
+        assert!(
+            metrics.contains(&format!("meridian_grpc_refusals_total{counted}")),
+            "reused, revoked, forged and misnamed tokens are counted: {metrics}"
+        );
+    }
+
     // A plaintext client gets nowhere near a TLS node.
     let plaintext = meridian_tests::cli(&node.grpc, &["get", "services"], None);
     assert!(!plaintext.ok);

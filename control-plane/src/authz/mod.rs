@@ -4,4 +4,4 @@ mod layer;
 mod policy;
 
 pub use layer::{refused, AuthzLayer};
-pub use policy::{may_stream_endpoints, may_subscribe, Caller};
+pub use policy::{may_stream_endpoints, may_subscribe, Caller, Refusal};

@@ -4,7 +4,8 @@
 
 pub mod tokens;
 
-use crate::authz::Caller;
+use crate::authz::{refused, Caller, Refusal};
+use crate::metrics::Metrics;
 use crate::node::Node;
 use meridian_identity::spiffe::{Identity, SpiffeId};
 use meridian_identity::{ca, tls::Credentials};
@@ -18,9 +19,27 @@ use tonic::{Request, Response, Status};
 /// Where a node's CA lives: `ca.pem` and `ca.key`, re-read on every issue so
 /// that a rotated CA takes effect without a restart.
 #[derive(Debug, Clone)]
-pub struct CaDir(pub PathBuf);
+pub struct CaDir(PathBuf);
 
 impl CaDir {
+    /// The CA in `dir`, whose key must be readable by its owner only.
+    pub fn open(dir: PathBuf) -> anyhow::Result<CaDir> {
+        use std::os::unix::fs::PermissionsExt;
+        let key = dir.join("ca.key");
+        let mode = std::fs::metadata(&key)
+            .map_err(|e| anyhow::anyhow!("--ca-dir: {}: {e}", key.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "--ca-dir: {} is readable by others (mode {:o}); chmod 600 it",
+                key.display(),
+                mode & 0o777
+            );
+        }
+        Ok(CaDir(dir))
+    }
+
     fn read(&self) -> Result<(String, String), Status> {
         let read = |name: &str| {
             std::fs::read_to_string(self.0.join(name)).map_err(|e| {
@@ -34,6 +53,7 @@ impl CaDir {
 
 pub struct CertificatesService {
     node: Arc<Node>,
+    metrics: Arc<Metrics>,
     ca: Option<CaDir>,
     /// This node's credentials: their bundle is what clients are told to trust.
     credentials: Option<Arc<Credentials>>,
@@ -43,7 +63,7 @@ pub struct CertificatesService {
 
 impl CertificatesService {
     pub fn new(
-        node: Arc<Node>,
+        (node, metrics): (Arc<Node>, Arc<Metrics>),
         ca: Option<CaDir>,
         credentials: Option<Arc<Credentials>>,
         trust_domain: String,
@@ -51,6 +71,7 @@ impl CertificatesService {
     ) -> Self {
         CertificatesService {
             node,
+            metrics,
             ca,
             credentials,
             trust_domain,
@@ -93,6 +114,8 @@ fn granted(
         .map_err(|e| Status::invalid_argument(format!("name: {e}")))
 }
 
+const ISSUE_METHOD: &str = "/meridian.v1.Certificates/Issue";
+
 #[tonic::async_trait]
 impl Certificates for CertificatesService {
     async fn issue(
@@ -100,7 +123,29 @@ impl Certificates for CertificatesService {
         request: Request<IssueRequest>,
     ) -> Result<Response<IssueResponse>, Status> {
         let caller = request.extensions().get::<Caller>().cloned();
-        let request = request.into_inner();
+        let remote = request
+            .extensions()
+            .get::<meridian_identity::tls::Peer>()
+            .and_then(|p| p.remote);
+        let result = self.issue_certificate(caller, request.into_inner()).await;
+        // Refused tokens and identities are logged and counted like every refusal.
+        result.map(Response::new).map_err(|status| {
+            let refusal = match status.code() {
+                tonic::Code::Unauthenticated => Refusal::Unauthenticated(status.message().into()),
+                tonic::Code::PermissionDenied => Refusal::PermissionDenied(status.message().into()),
+                _ => return status,
+            };
+            refused(&self.metrics, ISSUE_METHOD, remote, &refusal)
+        })
+    }
+}
+
+impl CertificatesService {
+    async fn issue_certificate(
+        &self,
+        caller: Option<Caller>,
+        request: IssueRequest,
+    ) -> Result<IssueResponse, Status> {
         let Some(ca_dir) = &self.ca else {
             return Err(Status::failed_precondition(
                 "this node holds no CA (start it with --ca-dir) and cannot issue certificates",
@@ -160,7 +205,7 @@ impl Certificates for CertificatesService {
         };
         let not_after = std::time::SystemTime::now() + self.lifetime;
         tracing::info!(%id, renewal = request.token.is_empty(), "issued a certificate");
-        Ok(Response::new(IssueResponse {
+        Ok(IssueResponse {
             cert_pem,
             trust_bundle_pem,
             spiffe_id: id.to_string(),
@@ -168,6 +213,50 @@ impl Certificates for CertificatesService {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
                 .unwrap_or(0),
-        }))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn a_ca_key_readable_by_others_is_refused() {
+        let dir = tempfile::tempdir().expect("dir");
+        let key = dir.path().join("ca.key");
+        std::fs::write(&key, "key").expect("write");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let refused = CaDir::open(dir.path().to_path_buf()).expect_err("0644");
+        assert!(refused.to_string().contains("chmod 600"), "{refused}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        assert!(CaDir::open(dir.path().to_path_buf()).is_ok());
+        assert!(CaDir::open(dir.path().join("missing")).is_err());
+    }
+
+    #[test]
+    fn tokens_grant_the_identity_of_their_role() {
+        let proxy = granted(
+            "mesh.test",
+            TokenRole::Proxy,
+            Some("east".into()),
+            "web-1".into(),
+        )
+        .expect("proxy");
+        assert_eq!(
+            proxy.to_string(),
+            "spiffe://mesh.test/cluster/east/proxy/web-1"
+        );
+        let agent = granted(
+            "mesh.test",
+            TokenRole::Agent,
+            Some("east".into()),
+            String::new(),
+        )
+        .expect("agent");
+        assert_eq!(agent.to_string(), "spiffe://mesh.test/cluster/east/agent");
+        assert!(granted("mesh.test", TokenRole::Admin, None, String::new()).is_err());
+        assert!(granted("mesh.test", TokenRole::Viewer, None, "Not Valid".into()).is_err());
     }
 }

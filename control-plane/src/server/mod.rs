@@ -132,9 +132,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building gRPC reflection")?;
+    let ca = config.ca_dir.clone().map(CaDir::open).transpose()?;
     let certificates = CertificatesService::new(
-        node.clone(),
-        config.ca_dir.clone().map(CaDir),
+        (node.clone(), metrics.clone()),
+        ca,
         credentials.clone(),
         trust_domain(&config, credentials.as_ref()),
         config.cert_lifetime,
