@@ -31,11 +31,17 @@ fn list(hub: &EventHub, view: &DbView) -> (MeshState, u64, broadcast::Receiver<E
     let (resources, events) = hub.list_and_subscribe(|| {
         Kind::ALL
             .iter()
+            .filter(|k| is_routing_input(**k))
             .flat_map(|k| view.list(*k))
             .collect::<Vec<_>>()
     });
     let revision = resources.iter().map(|r| r.revision()).max().unwrap_or(0);
     (MeshState::from_resources(resources), revision, events)
+}
+
+/// Bootstrap tokens are no input to routes: their uses recompile nothing.
+fn is_routing_input(kind: Kind) -> bool {
+    kind != Kind::BootstrapToken
 }
 
 async fn run(
@@ -49,18 +55,20 @@ async fn run(
         (current.state.clone(), current.revision)
     };
     loop {
-        let mut relist = false;
+        let (mut relist, mut changed) = (false, false);
         let mut event = events.recv().await;
         // Fold every change already waiting into one snapshot.
         loop {
             match event {
-                Ok(Event::Change(change)) => {
+                Ok(Event::Change(change)) if is_routing_input(change.key.kind) => {
                     match change.resource {
                         Some(resource) => state.put(resource),
                         None => state.remove(&change.key),
                     }
                     revision = revision.max(change.revision);
+                    changed = true;
                 }
+                Ok(Event::Change(_)) => {}
                 Ok(Event::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => relist = true,
                 Err(broadcast::error::RecvError::Closed) => return,
             }
@@ -72,6 +80,9 @@ async fn run(
                 }
                 Err(broadcast::error::TryRecvError::Closed) => return,
             }
+        }
+        if !changed && !relist {
+            continue;
         }
         if relist {
             let (listed, listed_revision, subscribed) = list(&hub, &view);
