@@ -637,6 +637,16 @@ async fn proxies_carry_a_service_over_mtls_and_admit_only_allowed_clusters() {
     })
     .await;
 
+    // Operators see which identity each proxy proved.
+    let listed = cli_as(&alice, &cp, &["get", "proxies", "-o", "json"], None);
+    assert!(
+        listed
+            .stdout
+            .contains("spiffe://mesh.test/cluster/east/proxy/caller-east"),
+        "{}",
+        listed.stdout
+    );
+
     // Plaintext to the inbound listener gets no answer; north's certificate
     // gets a 403 naming the reason; north's proxy does not even see web.shop.
     let inbound_addr = format!("127.0.0.1:{inbound_port}");

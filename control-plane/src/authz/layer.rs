@@ -5,8 +5,27 @@
 use super::policy::{authorize, Caller, Refusal};
 use crate::{metrics::Metrics, node::Node};
 use meridian_identity::tls::{Peer, PeerIdentity};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+/// At most this many refusals a second are logged at warn level (a flood
+/// of them must not flood the log); all are counted.
+const REFUSALS_LOGGED_PER_SECOND: u64 = 20;
+
+/// Whether this refusal may be logged at warn level: a budget per second.
+fn within_log_budget() -> bool {
+    static SECOND: AtomicU64 = AtomicU64::new(0);
+    static LOGGED: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if SECOND.swap(now, Ordering::Relaxed) != now {
+        LOGGED.store(0, Ordering::Relaxed);
+    }
+    LOGGED.fetch_add(1, Ordering::Relaxed) < REFUSALS_LOGGED_PER_SECOND
+}
 
 /// Logs and counts a refusal; the status to answer with.
 pub fn refused(
@@ -16,14 +35,18 @@ pub fn refused(
     refusal: &Refusal,
 ) -> tonic::Status {
     let status = refusal.status();
-    tracing::warn!(
-        %method,
-        ?remote,
-        code = ?status.code(),
-        reason = status.message(),
-        "refused a gRPC call"
-    );
     metrics.count_refusal(method, status.code());
+    if within_log_budget() {
+        tracing::warn!(
+            %method,
+            ?remote,
+            code = ?status.code(),
+            reason = status.message(),
+            "refused a gRPC call"
+        );
+    } else {
+        tracing::debug!(%method, ?remote, reason = status.message(), "refused a gRPC call");
+    }
     status
 }
 

@@ -274,6 +274,7 @@ pub fn print_proxies(reply: &pb::ListProxiesResponse, format: Format) -> anyhow:
                     "zone": p.zone,
                     "controlPlaneNode": p.control_plane_node,
                     "protocol": p.protocol,
+                    "identity": p.identity,
                     "ackedVersions": p.acked_versions.iter().map(|(t, v)| (short_type(t).to_string(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
                     "lastNack": if p.last_nack_error.is_empty() { Value::Null } else {
                         json!({"type": short_type(&p.last_nack_type_url), "version": p.last_nack_version, "error": p.last_nack_error})

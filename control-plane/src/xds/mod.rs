@@ -120,6 +120,10 @@ impl StreamContext {
             zone: locality.zone,
             control_plane_node: self.node_id,
             protocol: protocol.to_string(),
+            identity: match &self.caller {
+                Caller::Verified(id) => id.to_string(),
+                _ => String::new(),
+            },
             connected_unix_seconds: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
