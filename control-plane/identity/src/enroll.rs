@@ -204,18 +204,18 @@ pub fn spawn_renewal(
             for addr in &addrs {
                 match request(&dialer, addr, None, "").await {
                     Ok(enrolled) => {
-                        let saved = match &files {
-                            Some(files) => enrolled.save(files),
-                            None => Ok(()),
-                        };
-                        match saved.and_then(|()| enrolled.install(&credentials)) {
-                            Ok(()) => {
-                                tracing::info!(%addr, "renewed the certificate");
-                                renewed = true;
-                                break;
-                            }
-                            Err(error) => tracing::warn!(%error, "renewal not installed"),
+                        // In force first: a file that cannot be written must
+                        // not cost the workload its renewed certificate.
+                        if let Err(error) = enrolled.install(&credentials) {
+                            tracing::warn!(%error, "renewal not installed");
+                            continue;
                         }
+                        if let Some(Err(error)) = files.as_ref().map(|f| enrolled.save(f)) {
+                            tracing::warn!(%error, "the renewed certificate is in force but not saved");
+                        }
+                        tracing::info!(%addr, "renewed the certificate");
+                        renewed = true;
+                        break;
                     }
                     Err(error) => tracing::warn!(%addr, %error, "renewing the certificate"),
                 }
