@@ -156,7 +156,20 @@ pub async fn sotw(
     previous: Option<Held>,
     nack: bool,
 ) -> Result<AdsClient, tonic::transport::Error> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok(sotw_on(channel, node, previous, nack).await)
+}
+
+/// [`sotw`] on a channel made elsewhere (over mTLS, say).
+pub async fn sotw_on(
+    channel: tonic::transport::Channel,
+    node: Node,
+    previous: Option<Held>,
+    nack: bool,
+) -> AdsClient {
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
     let previous = previous.unwrap_or_default();
     let mut subscribed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(64);
@@ -304,12 +317,20 @@ pub async fn sotw(
             }
         }
     });
-    Ok(AdsClient { held, task })
+    AdsClient { held, task }
 }
 
 /// A delta client that applies every increment.
 pub async fn delta(addr: &str, node: Node) -> Result<AdsClient, tonic::transport::Error> {
-    let mut client = AggregatedDiscoveryServiceClient::connect(format!("http://{addr}")).await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok(delta_on(channel, node).await)
+}
+
+/// [`delta`] on a channel made elsewhere (over mTLS, say).
+pub async fn delta_on(channel: tonic::transport::Channel, node: Node) -> AdsClient {
+    let mut client = AggregatedDiscoveryServiceClient::new(channel);
     let held = Arc::new(Mutex::new(Held::default()));
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
     for type_url in [CLUSTER, LISTENER] {
@@ -407,7 +428,7 @@ pub async fn delta(addr: &str, node: Node) -> Result<AdsClient, tonic::transport
             }
         }
     });
-    Ok(AdsClient { held, task })
+    AdsClient { held, task }
 }
 
 /// The name inside a state-of-the-world resource.

@@ -5,14 +5,23 @@
 //! change, and each node's RSS; then the full compile time for 100,000
 //! endpoints.
 //!
-//! `cargo run -p meridian-tests --bin meridian-xds-bench -- [CLIENTS] [ENDPOINTS]`
+//! `cargo run -p meridian-tests --bin meridian-xds-bench -- [CLIENTS] [ENDPOINTS] [--tls]`
 //! (uses the `meridian` binary beside it; MERIDIAN_BIN_DIR points elsewhere).
+//! With `--tls`, the control plane and every client speak mutual TLS, each
+//! client with its own proxy certificate.
 
+use meridian_identity::{
+    ca,
+    spiffe::{Identity, SpiffeId},
+    tls::{control_plane_node, Credentials, Dialer},
+};
 use meridian_model::{parse_manifests, Resource};
 use meridian_proto::v1::{ApplyRequest, PutRequest};
 use meridian_routes::{compile, MeshState, ProxyLocality};
 use meridian_tests::{
-    agreed_leader, start_cluster,
+    agreed_leader,
+    node::start_cluster_with,
+    pki::{dialer, tls_args, Pki, TRUST_DOMAIN},
     xds::{self, AdsClient, ENDPOINT},
     ServerNode, ServerOptions,
 };
@@ -97,9 +106,36 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-async fn run(node_count: u64, client_count: usize, endpoint_count: usize) {
+/// A dialer presenting a fresh certificate for proxy `id` of `cluster`.
+fn proxy_dialer(pki: &Pki, cluster: &str, id: &str) -> Dialer {
+    let read = |name: &str| std::fs::read_to_string(pki.ca_dir.join(name)).expect("CA file");
+    let (ca_cert, ca_key) = (read("ca.pem"), read("ca.key"));
+    let signer = ca::Signer {
+        cert_pem: &ca_cert,
+        key_pem: &ca_key,
+    };
+    let identity = Identity::Proxy {
+        cluster: cluster.into(),
+        id: id.into(),
+    };
+    let spiffe = SpiffeId::new(TRUST_DOMAIN, identity).expect("id");
+    let issued = ca::issue(&signer, &spiffe, &[], Duration::from_secs(3600)).expect("issue");
+    let credentials =
+        Credentials::from_pem(&ca_cert, Some((&issued.cert_pem, &issued.key_pem))).expect("creds");
+    Dialer::tls(&credentials, control_plane_node).expect("dialer")
+}
+
+async fn run(node_count: u64, client_count: usize, endpoint_count: usize, tls: bool) {
     let root = tempfile::tempdir().expect("temp dir");
-    let nodes = start_cluster(root.path(), node_count, ServerOptions::default());
+    let pki = tls.then(|| Pki::new(root.path(), "ca"));
+    let nodes = start_cluster_with(root.path(), node_count, |id| match &pki {
+        None => ServerOptions::default(),
+        Some(pki) => ServerOptions {
+            global_args: tls_args(&pki.issue(&format!("node-{id}"), &["--node", &id.to_string()])),
+            dialer: dialer(&pki.issue(&format!("admin-{id}"), &["--admin", "bench"])),
+            ..ServerOptions::default()
+        },
+    });
     agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
     let per_set = (endpoint_count / (SERVICES * CLUSTERS)).max(1);
     let mut manifests = clusters();
@@ -113,13 +149,21 @@ async fn run(node_count: u64, client_count: usize, endpoint_count: usize) {
     let mut clients: Vec<AdsClient> = Vec::with_capacity(client_count);
     for i in 0..client_count {
         let node = &nodes[i % nodes.len()];
-        let id = xds::node(&format!("bench-{i}"), &format!("c{}", i % CLUSTERS));
+        let (name, cluster) = (format!("bench-{i}"), format!("c{}", i % CLUSTERS));
+        let id = xds::node(&name, &cluster);
+        let channel = match &pki {
+            None => Dialer::insecure(),
+            Some(pki) => proxy_dialer(pki, &cluster, &name),
+        }
+        .connect(&node.grpc)
+        .await
+        .expect("connect");
         let client = if i % 2 == 0 {
-            xds::delta(&node.grpc, id).await
+            xds::delta_on(channel, id).await
         } else {
-            xds::sotw(&node.grpc, id, None, false).await
+            xds::sotw_on(channel, id, None, false).await
         };
-        clients.push(client.expect("connect"));
+        clients.push(client);
     }
     let full = |c: &AdsClient| {
         c.with(|h| h.resources.get(ENDPOINT).map(|m| m.len()).unwrap_or(0) >= SERVICES)
@@ -181,7 +225,8 @@ async fn run(node_count: u64, client_count: usize, endpoint_count: usize) {
         .map(|pid| format!("{} MiB", rss_kib(pid) / 1024))
         .collect();
     println!(
-        "| {node_count} | {client_count} | {} | {:.1} s | {:.1} ms | {:.1} ms | {} KiB | {} |",
+        "| {} | {node_count} | {client_count} | {} | {:.1} s | {:.1} ms | {:.1} ms | {} KiB | {} |",
+        if tls { "mTLS" } else { "plaintext" },
         per_set * SERVICES * CLUSTERS,
         first_view.as_secs_f64(),
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
@@ -217,13 +262,15 @@ fn compile_time(endpoint_count: usize) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let mut args = std::env::args().skip(1);
-    let clients: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1_000);
-    let endpoint_count: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(10_000);
-    println!("| nodes | clients | endpoints | full view | change→all ACK p50 | p99 | bytes/change | RSS |");
-    println!("|---|---|---|---|---|---|---|---|");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let tls = args.iter().any(|a| a == "--tls");
+    let mut numbers = args.iter().filter_map(|a| a.parse::<usize>().ok());
+    let clients = numbers.next().unwrap_or(1_000);
+    let endpoint_count = numbers.next().unwrap_or(10_000);
+    println!("| transport | nodes | clients | endpoints | full view | change→all ACK p50 | p99 | bytes/change | RSS |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for nodes in [1, 3] {
-        run(nodes, clients, endpoint_count).await;
+        run(nodes, clients, endpoint_count, tls).await;
     }
     let elapsed = compile_time(100_000);
     println!(
