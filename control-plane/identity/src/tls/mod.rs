@@ -28,3 +28,31 @@ pub fn require_loopback(flag: &str, addr: &str) -> Result<(), TlsError> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plaintext_reaches_loopback_only() {
+        assert!(require_loopback("--xds", "127.0.0.1:7400").is_ok());
+        assert!(require_loopback("--xds", "localhost:7400").is_ok());
+        let refused = require_loopback("--xds", "10.1.2.3:7400").expect_err("not loopback");
+        assert!(refused.to_string().contains("--xds"), "{refused}");
+        assert!(require_loopback("--xds", "no-port").is_err());
+    }
+
+    #[test]
+    fn tls_flags_are_all_or_nothing_and_exclude_insecure() {
+        let some = |p: &str| Some(std::path::PathBuf::from(p));
+        assert!(TlsFiles::select(true, None, None, None)
+            .expect("insecure")
+            .is_none());
+        assert!(TlsFiles::select(true, some("c"), None, None).is_err());
+        assert!(TlsFiles::select(false, some("c"), some("k"), None).is_err());
+        assert!(TlsFiles::select(false, None, None, None).is_err());
+        assert!(TlsFiles::select(false, some("c"), some("k"), some("b"))
+            .expect("tls")
+            .is_some());
+    }
+}
