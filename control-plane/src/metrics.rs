@@ -25,8 +25,15 @@ struct RefusalLabels {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdentityLabels {
+    identity: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    certificate_expiry: Family<IdentityLabels, Gauge>,
+    credentials: std::sync::OnceLock<std::sync::Arc<meridian_identity::tls::Credentials>>,
     admin_requests: Family<RequestLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     term: Gauge,
@@ -49,6 +56,12 @@ impl Default for Metrics {
             "admin_requests",
             "Admin API requests by method and gRPC status code",
             admin_requests.clone(),
+        );
+        let certificate_expiry = Family::<IdentityLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_expiry_seconds",
+            "Seconds until this node's certificate expires (absent over plaintext)",
+            certificate_expiry.clone(),
         );
         let refusals = Family::<RefusalLabels, Counter>::default();
         registry.register(
@@ -92,6 +105,8 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            certificate_expiry,
+            credentials: std::sync::OnceLock::new(),
             admin_requests,
             refusals,
             term,
@@ -148,8 +163,24 @@ impl Metrics {
             .inc();
     }
 
+    /// Reports the expiry of the certificate in `credentials` from now on.
+    pub fn track_certificate(
+        &self,
+        credentials: std::sync::Arc<meridian_identity::tls::Credentials>,
+    ) {
+        let _ = self.credentials.set(credentials);
+    }
+
     /// Refreshes the Raft gauges from the node and renders the text exposition.
     pub fn render(&self, node: &Node) -> String {
+        if let Some((id, seconds)) = self.credentials.get().and_then(|c| c.expiry()) {
+            self.certificate_expiry.clear();
+            self.certificate_expiry
+                .get_or_create(&IdentityLabels {
+                    identity: id.to_string(),
+                })
+                .set(seconds);
+        }
         let m = node.metrics();
         self.term.set(as_gauge(m.current_term));
         self.applied_index

@@ -178,6 +178,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .transpose()
         .context("mesh mTLS client")?;
     let proxy = proxy::Proxy::new(args.outbound_bind, args.state_dir.clone(), tls, mesh);
+    if let Some(credentials) = &credentials {
+        proxy.metrics.track_certificate(credentials.clone());
+    }
     for inbound in args.inbound.clone() {
         let Some(credentials) = credentials.clone() else {
             anyhow::bail!("--inbound terminates mutual TLS: it needs the proxy's --cert, --key and --trust-bundle");

@@ -5,6 +5,7 @@ use prometheus_client::{
     metrics::{
         counter::Counter,
         family::Family,
+        gauge::Gauge,
         histogram::{exponential_buckets, Histogram},
     },
     registry::Registry,
@@ -23,8 +24,15 @@ struct ClusterLabels {
     locality: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct IdentityLabels {
+    identity: String,
+}
+
 pub struct Metrics {
     registry: Registry,
+    certificate_expiry: Family<IdentityLabels, Gauge>,
+    credentials: std::sync::OnceLock<std::sync::Arc<meridian_identity::tls::Credentials>>,
     requests: Family<Labels, Counter>,
     latency: Family<ClusterLabels, Histogram>,
     ejections: Family<ClusterLabels, Counter>,
@@ -48,6 +56,12 @@ impl Default for Metrics {
             "Time to the upstream's response headers, retries included",
             latency.clone(),
         );
+        let certificate_expiry = Family::<IdentityLabels, Gauge>::default();
+        registry.register(
+            "tls_certificate_expiry_seconds",
+            "Seconds until the proxy's mesh certificate expires (absent without one)",
+            certificate_expiry.clone(),
+        );
         let ejections = Family::<ClusterLabels, Counter>::default();
         registry.register(
             "ejections",
@@ -56,6 +70,8 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            certificate_expiry,
+            credentials: std::sync::OnceLock::new(),
             requests,
             latency,
             ejections,
@@ -93,7 +109,23 @@ impl Metrics {
             .inc();
     }
 
+    /// Reports the expiry of the certificate in `credentials` from now on.
+    pub fn track_certificate(
+        &self,
+        credentials: std::sync::Arc<meridian_identity::tls::Credentials>,
+    ) {
+        let _ = self.credentials.set(credentials);
+    }
+
     pub fn render(&self) -> String {
+        if let Some((id, seconds)) = self.credentials.get().and_then(|c| c.expiry()) {
+            self.certificate_expiry.clear();
+            self.certificate_expiry
+                .get_or_create(&IdentityLabels {
+                    identity: id.to_string(),
+                })
+                .set(seconds);
+        }
         let mut text = String::new();
         let _ = encode(&mut text, &self.registry);
         text

@@ -526,6 +526,24 @@ async fn enrolled_workloads_renew_under_load_without_a_failed_request() {
         "the federation stream was never dropped"
     );
 
+    // Both report how long their certificates have left.
+    let (_, node_metrics) = http::get(&nodes[0].http, "/metrics")
+        .await
+        .expect("metrics");
+    assert!(
+        node_metrics.contains(
+            "meridian_tls_certificate_expiry_seconds{identity=\"spiffe://mesh.test/node/1\"}"
+        ),
+        "{node_metrics}"
+    );
+    let (_, proxy_metrics) = http::get(&proxy.admin, "/metrics").await.expect("metrics");
+    assert!(
+        proxy_metrics.contains(
+            "meridian_proxy_tls_certificate_expiry_seconds{identity=\"spiffe://mesh.test/cluster/east/proxy/web-1\"}"
+        ),
+        "{proxy_metrics}"
+    );
+
     // The renewed agent still streams changes.
     let second = Upstream::start("v2").await;
     let tmp = endpoints.with_extension("tmp");

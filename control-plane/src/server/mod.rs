@@ -112,6 +112,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let mesh = xds::mesh::follow(state.events(), state.view());
     let node = Arc::new(Node::new(config.node_id, raft.clone(), state, committed));
     let metrics = Arc::new(Metrics::default());
+    if let Some(credentials) = &credentials {
+        metrics.track_certificate(credentials.clone());
+    }
     let proxies = Arc::new(Registry::default());
     let liveness = Arc::new(Liveness::default());
 

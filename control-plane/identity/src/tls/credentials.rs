@@ -200,6 +200,19 @@ impl Credentials {
             .clone()
     }
 
+    /// Seconds until the certificate in force expires (negative once it has),
+    /// with the identity it names; None without a certificate.
+    pub fn expiry(&self) -> Option<(SpiffeId, i64)> {
+        let loaded = self.current();
+        let leaf = loaded.leaf.as_ref()?;
+        let now = SystemTime::now();
+        let seconds = match leaf.not_after.duration_since(now) {
+            Ok(left) => left.as_secs() as i64,
+            Err(past) => -(past.duration().as_secs() as i64),
+        };
+        Some((leaf.id.clone(), seconds))
+    }
+
     /// This workload's own identity, once it has a certificate.
     pub fn id(&self) -> Option<SpiffeId> {
         self.current().leaf.as_ref().map(|l| l.id.clone())
