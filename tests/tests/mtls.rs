@@ -771,3 +771,53 @@ async fn a_bundle_with_both_roots_rotates_the_ca_without_a_restart() {
     let (code, _) = list_code(&mut admin(&mallory, node).await).await;
     assert_eq!(code, Code::Unauthenticated, "a third CA stays out");
 }
+
+/// A node joins a running cluster over mTLS: added as a voter, it accepts
+/// the leader's Raft calls before it knows the membership, catches up, and
+/// serves the data; afterwards both nodes count it as a voter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_cluster_over_mtls() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(root.path(), "ca");
+    let (nodes, alice, _) = tls_control_plane(root.path(), &pki, &[]).await;
+    let applied = cli_as(&alice, &nodes[0].grpc, &["apply", "-f", "-"], Some(MESH));
+    assert!(applied.ok, "{}", applied.stderr);
+
+    let joining_files = pki.issue("node-2-cert", &["--node", "2"]);
+    let mut joining = ServerNode::new(
+        root.path(),
+        2,
+        ServerOptions {
+            global_args: tls_args(&joining_files),
+            dialer: dialer(&alice),
+            ..ServerOptions::default()
+        },
+    );
+    joining.start();
+    eventually(WAIT, "the new node to listen", || async {
+        joining.client().await.map(drop)
+    })
+    .await;
+    let added = cli_as(
+        &alice,
+        &nodes[0].grpc,
+        &["members", "add", "2", &joining.grpc, "--voter"],
+        None,
+    );
+    assert!(added.ok, "{}", added.stderr);
+    eventually(WAIT, "the new node to hold the services", || async {
+        let listed = cli_as(
+            &alice,
+            &joining.grpc,
+            &["get", "services", "--consistency", "stale", "-o", "json"],
+            None,
+        );
+        (listed.ok && listed.stdout.contains("\"web\"")).then_some(())
+    })
+    .await;
+    for node in [&nodes[0], &joining] {
+        let status = node.status().await.expect("status");
+        let voters = status.members.iter().filter(|m| m.role == "voter").count();
+        assert_eq!(voters, 2, "node {}: {:?}", node.id, status.members);
+    }
+}
