@@ -4,10 +4,11 @@
 use crate::{
     grpc_client,
     node::MembershipChange,
-    raft::{network::MAX_RAFT_MESSAGE, ApplyOutcome},
+    raft::{network::MAX_RAFT_MESSAGE, ApplyOutcome, NodeId},
 };
 use meridian_model::Command;
 use meridian_proto::v1::{raft_client::RaftClient, ProposeRequest, RaftPayload, ReadIndexRequest};
+use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -30,7 +31,7 @@ pub enum ForwardError {
     #[error("connecting to {addr}: {source}")]
     Connect {
         addr: String,
-        source: tonic::transport::Error,
+        source: crate::grpc_client::ChannelError,
     },
     #[error("{0}")]
     Status(#[from] tonic::Status),
@@ -40,11 +41,29 @@ pub enum ForwardError {
     Leader(String),
 }
 
-fn client(addr: &str) -> Result<RaftClient<Channel>, ForwardError> {
-    let channel = grpc_client::channel(addr).map_err(|source| ForwardError::Connect {
-        addr: addr.to_string(),
-        source,
-    })?;
+/// The leader, as a follower knows it.
+#[derive(Debug, Clone)]
+pub struct Leader {
+    pub id: NodeId,
+    pub addr: String,
+}
+
+impl Leader {
+    /// From openraft's forward-to-leader hint, when it names both.
+    pub fn from_hint(id: Option<NodeId>, node: Option<BasicNode>) -> Option<Leader> {
+        Some(Leader {
+            id: id?,
+            addr: node?.addr,
+        })
+    }
+}
+
+fn client(leader: &Leader) -> Result<RaftClient<Channel>, ForwardError> {
+    let channel =
+        grpc_client::channel(leader.id, &leader.addr).map_err(|source| ForwardError::Connect {
+            addr: leader.addr.clone(),
+            source,
+        })?;
     Ok(RaftClient::new(channel)
         .max_decoding_message_size(MAX_RAFT_MESSAGE)
         .max_encoding_message_size(MAX_RAFT_MESSAGE))
@@ -61,19 +80,22 @@ fn unwire<T>(wire: Wire<T>) -> Result<LeaderReply<T>, ForwardError> {
 }
 
 pub async fn propose(
-    addr: &str,
+    leader: &Leader,
     command: &Command,
 ) -> Result<LeaderReply<(u64, ApplyOutcome)>, ForwardError> {
     let command_json = serde_json::to_vec(command)?;
-    let reply = client(addr)?
+    let reply = client(leader)?
         .propose(request(ProposeRequest { command_json }))
         .await?
         .into_inner();
     unwire(serde_json::from_slice(&reply.result_json)?)
 }
 
-pub async fn read_index(addr: &str) -> Result<LeaderReply<u64>, ForwardError> {
-    match client(addr)?.read_index(request(ReadIndexRequest {})).await {
+pub async fn read_index(leader: &Leader) -> Result<LeaderReply<u64>, ForwardError> {
+    match client(leader)?
+        .read_index(request(ReadIndexRequest {}))
+        .await
+    {
         Ok(reply) => Ok(LeaderReply::Done(reply.into_inner().index)),
         Err(status) if status.code() == tonic::Code::FailedPrecondition => {
             Ok(LeaderReply::NotLeader)
@@ -83,11 +105,11 @@ pub async fn read_index(addr: &str) -> Result<LeaderReply<u64>, ForwardError> {
 }
 
 pub async fn change_membership(
-    addr: &str,
+    leader: &Leader,
     change: &MembershipChange,
 ) -> Result<LeaderReply<Result<(), String>>, ForwardError> {
     let json = serde_json::to_vec(change)?;
-    let reply = client(addr)?
+    let reply = client(leader)?
         .change_membership(request(RaftPayload { json }))
         .await?
         .into_inner();
@@ -95,9 +117,9 @@ pub async fn change_membership(
 }
 
 /// Tells the leader which clusters' agents stream to this node.
-pub async fn agent_heartbeat(addr: &str, clusters: &[String]) -> Result<(), ForwardError> {
+pub async fn agent_heartbeat(leader: &Leader, clusters: &[String]) -> Result<(), ForwardError> {
     let json = serde_json::to_vec(clusters)?;
-    client(addr)?
+    client(leader)?
         .agent_heartbeat(request(RaftPayload { json }))
         .await?;
     Ok(())

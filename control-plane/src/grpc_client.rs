@@ -1,28 +1,43 @@
-//! Outgoing gRPC channels to other control-plane nodes: one per address,
-//! shared, over the process's dialer (mutual TLS, or plaintext with
-//! `--insecure`), set once at start-up.
+//! Outgoing gRPC channels to other control-plane nodes: one per node and
+//! address, shared, over the process's dialer (mutual TLS, or plaintext with
+//! `--insecure`), set once at start-up. Over TLS the server must prove to be
+//! the very node dialled.
 
+use meridian_identity::spiffe::Identity;
 use meridian_identity::tls::Dialer;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use tonic::transport::Channel;
 
 static DIALER: OnceLock<Dialer> = OnceLock::new();
-static CHANNELS: OnceLock<Mutex<HashMap<String, Channel>>> = OnceLock::new();
+static CHANNELS: OnceLock<Mutex<HashMap<(u64, String), Channel>>> = OnceLock::new();
 
 /// Sets how this process dials its peers; the first call wins.
 pub fn init(dialer: Dialer) {
     let _ = DIALER.set(dialer);
 }
 
-/// A lazily connecting channel to `addr` (`HOST:PORT`); the first call connects.
-pub fn channel(addr: &str) -> Result<Channel, tonic::transport::Error> {
+/// A lazily connecting channel to node `node_id` at `addr` (`HOST:PORT`);
+/// the first call connects.
+pub fn channel(node_id: u64, addr: &str) -> Result<Channel, ChannelError> {
     let channels = CHANNELS.get_or_init(Default::default);
     let mut channels = channels.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(channel) = channels.get(addr) {
+    let key = (node_id, addr.to_string());
+    if let Some(channel) = channels.get(&key) {
         return Ok(channel.clone());
     }
-    let channel = DIALER.get_or_init(Dialer::insecure).channel(addr)?;
-    channels.insert(addr.to_string(), channel.clone());
+    let channel = DIALER
+        .get_or_init(Dialer::insecure)
+        .expecting(Identity::Node(node_id))?
+        .channel(addr)?;
+    channels.insert(key, channel.clone());
     Ok(channel)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error("{0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] rustls::Error),
 }

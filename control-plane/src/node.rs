@@ -3,7 +3,7 @@
 //! index) and membership changes.
 
 use crate::{
-    forward::{self, LeaderReply},
+    forward::{self, Leader, LeaderReply},
     raft::{state_machine::StateMachine, ApplyOutcome, NodeId, Raft},
 };
 use meridian_model::{Command, Rejection};
@@ -62,7 +62,7 @@ pub struct Node {
 pub enum Attempt<T> {
     Done(T),
     /// Not the leader; the hint names who is, if known.
-    NotLeader(Option<String>),
+    NotLeader(Option<Leader>),
 }
 
 impl Node {
@@ -96,12 +96,12 @@ impl Node {
                 Attempt::Done((index, outcome)) => return finish(index, outcome),
                 Attempt::NotLeader(hint) => hint,
             };
-            if let Some(addr) = hint {
-                match forward::propose(&addr, &command).await {
+            if let Some(leader) = hint {
+                match forward::propose(&leader, &command).await {
                     Ok(LeaderReply::Done((index, outcome))) => return finish(index, outcome),
                     Ok(LeaderReply::NotLeader) => {}
                     Err(e) => {
-                        tracing::debug!(leader = %addr, error = %e, "forwarding a write failed; retrying")
+                        tracing::debug!(leader = %leader.addr, error = %e, "forwarding a write failed; retrying")
                     }
                 }
             }
@@ -116,9 +116,9 @@ impl Node {
     ) -> Result<Attempt<(u64, ApplyOutcome)>, NodeError> {
         match self.raft.client_write(command).await {
             Ok(response) => Ok(Attempt::Done((response.log_id.index, response.data))),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Ok(Attempt::NotLeader(f.leader_node.map(|n| n.addr)))
-            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Ok(
+                Attempt::NotLeader(Leader::from_hint(f.leader_id, f.leader_node)),
+            ),
             Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
         }
     }
@@ -134,8 +134,8 @@ impl Node {
                 Attempt::Done(_) => return Ok(self.applied_index()),
                 Attempt::NotLeader(hint) => hint,
             };
-            if let Some(addr) = hint {
-                match forward::read_index(&addr).await {
+            if let Some(leader) = hint {
+                match forward::read_index(&leader).await {
                     Ok(LeaderReply::Done(index)) => {
                         let remaining = deadline.saturating_duration_since(Instant::now());
                         self.raft
@@ -151,7 +151,7 @@ impl Node {
                     }
                     Ok(LeaderReply::NotLeader) => {}
                     Err(e) => {
-                        tracing::debug!(leader = %addr, error = %e, "asking the leader for a read index failed")
+                        tracing::debug!(leader = %leader.addr, error = %e, "asking the leader for a read index failed")
                     }
                 }
             }
@@ -164,7 +164,8 @@ impl Node {
     pub async fn read_index_local(&self) -> Result<Attempt<u64>, NodeError> {
         let leader = self.metrics().current_leader;
         if leader != Some(self.id) {
-            return Ok(Attempt::NotLeader(leader.and_then(|l| self.addr_of(l))));
+            let hint = leader.and_then(|id| self.addr_of(id).map(|addr| Leader { id, addr }));
+            return Ok(Attempt::NotLeader(hint));
         }
         match tokio::time::timeout(LEADER_WAIT, self.raft.ensure_linearizable()).await {
             Ok(Ok(read_log_id)) => Ok(Attempt::Done(read_log_id.map(|l| l.index).unwrap_or(0))),
@@ -186,15 +187,15 @@ impl Node {
                 Attempt::Done(()) => return Ok(()),
                 Attempt::NotLeader(hint) => hint,
             };
-            if let Some(addr) = hint {
-                match forward::change_membership(&addr, &change).await {
+            if let Some(leader) = hint {
+                match forward::change_membership(&leader, &change).await {
                     Ok(LeaderReply::Done(Ok(()))) => return Ok(()),
                     Ok(LeaderReply::Done(Err(message))) => {
                         return Err(NodeError::InvalidMembership(message))
                     }
                     Ok(LeaderReply::NotLeader) => {}
                     Err(e) => {
-                        tracing::debug!(leader = %addr, error = %e, "forwarding a membership change failed")
+                        tracing::debug!(leader = %leader.addr, error = %e, "forwarding a membership change failed")
                     }
                 }
             }
@@ -264,9 +265,9 @@ impl Node {
         };
         match result {
             Ok(_) => Ok(Attempt::Done(())),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Ok(Attempt::NotLeader(f.leader_node.map(|n| n.addr)))
-            }
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Ok(
+                Attempt::NotLeader(Leader::from_hint(f.leader_id, f.leader_node)),
+            ),
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(NodeError::InvalidMembership(e.to_string()))
             }

@@ -3,7 +3,7 @@
 //! does not allow what they ask, refused with a reason and nothing changed;
 //! bootstrap tokens that are single use and revocable.
 
-use meridian_identity::{ca, tls::TlsFiles};
+use meridian_identity::{ca, spiffe::Identity, tls::TlsFiles};
 use meridian_proto::v1::{
     admin_client::AdminClient, certificates_client::CertificatesClient,
     federation_client::FederationClient, raft_client::RaftClient, sync_request::Message, Hello,
@@ -98,6 +98,15 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
         None,
     )
     .stdout;
+    // Nodes dial each other expecting the very node: node 1's address does not
+    // pass for node 2.
+    let expecting = |id| {
+        dialer(&alice)
+            .expecting(Identity::Node(id))
+            .expect("dialer")
+    };
+    assert!(expecting(1).connect(&nodes[0].grpc).await.is_ok());
+    assert!(expecting(2).connect(&nodes[0].grpc).await.is_err());
 
     // No certificate, another CA's, an expired one: UNAUTHENTICATED, with the reason.
     let node = &nodes[0];

@@ -308,7 +308,7 @@ impl admin_server::Admin for AdminService {
                 .into_iter()
                 .filter(|m| m.node_id != self.node.id);
             for peer in peers {
-                match proxies::list_remote(&peer.addr).await {
+                match proxies::list_remote(peer.node_id, &peer.addr).await {
                     Ok(remote) => response.proxies.extend(remote),
                     Err(e) => {
                         tracing::debug!(node = peer.node_id, error = %e, "listing a peer's proxies failed");

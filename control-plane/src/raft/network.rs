@@ -51,7 +51,8 @@ type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E
 impl PeerClient {
     fn client(&mut self) -> Result<RaftClient<Channel>, Unreachable> {
         if self.client.is_none() {
-            let channel = grpc_client::channel(&self.addr).map_err(|e| Unreachable::new(&e))?;
+            let channel =
+                grpc_client::channel(self.target, &self.addr).map_err(|e| Unreachable::new(&e))?;
             self.client = Some(
                 RaftClient::new(channel)
                     .max_decoding_message_size(MAX_RAFT_MESSAGE)

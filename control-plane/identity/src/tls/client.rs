@@ -30,12 +30,19 @@ pub fn mesh_proxy(id: &SpiffeId) -> bool {
     matches!(id.identity, Identity::Proxy { .. })
 }
 
+/// Which server a client accepts: any that passes a check, or exactly one.
+#[derive(Debug, Clone)]
+enum Accept {
+    Matching(ServerCheck),
+    Exactly(Identity),
+}
+
 /// Checks the server's chain against the bundle in force, and its SPIFFE ID
 /// (not its DNS name: mesh identities are SPIFFE IDs).
 #[derive(Debug)]
 struct ServerIdentity {
     credentials: Arc<Credentials>,
-    accept: ServerCheck,
+    accept: Accept,
 }
 
 impl ServerCertVerifier for ServerIdentity {
@@ -53,7 +60,11 @@ impl ServerCertVerifier for ServerIdentity {
         chain.extend(intermediates.iter().cloned());
         let id = verify_peer(&loaded.bundle, domain, &chain, now, Usage::Server)
             .map_err(|reason| rustls::Error::General(format!("server certificate: {reason}")))?;
-        if !(self.accept)(&id) {
+        let accepted = match &self.accept {
+            Accept::Matching(check) => check(&id),
+            Accept::Exactly(expected) => id.identity == *expected,
+        };
+        if !accepted {
             return Err(rustls::Error::General(format!(
                 "server certificate: {id} is not the server expected here"
             )));
@@ -109,6 +120,14 @@ pub fn client_config(
     accept: ServerCheck,
     alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, rustls::Error> {
+    config(credentials, Accept::Matching(accept), alpn)
+}
+
+fn config(
+    credentials: &Arc<Credentials>,
+    accept: Accept,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, rustls::Error> {
     let mut config = ClientConfig::builder_with_provider(credentials.provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
@@ -127,7 +146,7 @@ pub fn client_config(
 /// or mutual TLS. Cheap to clone; one per process.
 #[derive(Clone)]
 pub struct Dialer {
-    tls: Option<Arc<ClientConfig>>,
+    tls: Option<(Arc<Credentials>, Arc<ClientConfig>)>,
 }
 
 impl std::fmt::Debug for Dialer {
@@ -169,7 +188,24 @@ impl Dialer {
         accept: ServerCheck,
     ) -> Result<Dialer, rustls::Error> {
         Ok(Dialer {
-            tls: Some(client_config(credentials, accept, super::GRPC_ALPN)?),
+            tls: Some((
+                credentials.clone(),
+                client_config(credentials, accept, super::GRPC_ALPN)?,
+            )),
+        })
+    }
+
+    /// The same dialer, accepting only a server that proves to be `identity`
+    /// (plaintext stays plaintext).
+    pub fn expecting(&self, identity: Identity) -> Result<Dialer, rustls::Error> {
+        let Some((credentials, _)) = &self.tls else {
+            return Ok(self.clone());
+        };
+        Ok(Dialer {
+            tls: Some((
+                credentials.clone(),
+                config(credentials, Accept::Exactly(identity), super::GRPC_ALPN)?,
+            )),
         })
     }
 
@@ -194,7 +230,7 @@ impl Dialer {
     > + Send
            + Clone
            + 'static {
-        let tls = self.tls.clone();
+        let tls = self.tls.as_ref().map(|(_, config)| config.clone());
         tower::service_fn(move |uri: Uri| dial(tls.clone(), uri))
     }
 
