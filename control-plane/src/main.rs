@@ -16,6 +16,14 @@ mod server;
 mod xds;
 
 use clap::{Parser, Subcommand};
+
+/// The wall clock in Unix seconds (token expiry, certificate lifetimes, proxies' connect times).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
 use meridian_identity::tls::TlsFiles;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -6,7 +6,7 @@ use crate::{
     forward::{self, Leader, LeaderReply},
     raft::{state_machine::StateMachine, ApplyOutcome, NodeId, Raft},
 };
-use meridian_model::{Command, Rejection};
+use meridian_model::{plan, Command, Rejection};
 use openraft::{
     error::{ClientWriteError, RaftError},
     BasicNode, ChangeMembers, RaftMetrics,
@@ -85,6 +85,14 @@ impl Node {
 
     pub fn applied_index(&self) -> u64 {
         self.metrics().last_applied.map(|l| l.index).unwrap_or(0)
+    }
+
+    /// Validates `command` against this replica, then proposes it. The
+    /// pre-check fails fast without a Raft round trip; the apply on every
+    /// replica checks again against the state the entry actually meets.
+    pub async fn submit(&self, command: Command) -> Result<(u64, Vec<u64>), NodeError> {
+        plan(&self.state.view(), &command, 0)?;
+        self.write(command).await
     }
 
     /// Proposes `command`, here if this node leads, else through the leader.

@@ -16,7 +16,7 @@ use crate::{
 use convert::{
     consistency, delete_from_pb, key_from_pb, members, parse_kind, put_from_pb, resource_to_pb,
 };
-use meridian_model::{plan, Command, Kind, Resource, ResourceKey, StateView};
+use meridian_model::{Command, Kind, Resource, ResourceKey, StateView};
 use meridian_proto::v1::{self as pb, admin_server};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -53,15 +53,11 @@ impl AdminService {
         }
     }
 
-    /// Validates `command` against this replica, then proposes it. The
-    /// pre-check fails fast without a Raft round trip; the apply on every
-    /// replica checks again against the state the entry actually meets.
     async fn submit(&self, command: Command) -> Result<pb::ApplyResponse, Status> {
         if command.ops.is_empty() {
             return Err(Status::invalid_argument("nothing to apply"));
         }
-        plan(&self.node.state.view(), &command, 0).map_err(|r| node_error(r.into()))?;
-        let (index, revisions) = self.node.write(command).await.map_err(node_error)?;
+        let (index, revisions) = self.node.submit(command).await.map_err(node_error)?;
         Ok(pb::ApplyResponse { index, revisions })
     }
 

@@ -17,10 +17,7 @@ const REFUSALS_LOGGED_PER_SECOND: u64 = 20;
 fn within_log_budget() -> bool {
     static SECOND: AtomicU64 = AtomicU64::new(0);
     static LOGGED: AtomicU64 = AtomicU64::new(0);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let now = crate::unix_now();
     if SECOND.swap(now, Ordering::Relaxed) != now {
         LOGGED.store(0, Ordering::Relaxed);
     }

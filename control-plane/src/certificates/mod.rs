@@ -203,16 +203,12 @@ impl CertificatesService {
             Some(credentials) => credentials.current().bundle.pem.clone(),
             None => ca_cert,
         };
-        let not_after = std::time::SystemTime::now() + self.lifetime;
         tracing::info!(%id, renewal = request.token.is_empty(), "issued a certificate");
         Ok(IssueResponse {
             cert_pem,
             trust_bundle_pem,
             spiffe_id: id.to_string(),
-            not_after_unix_seconds: not_after
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            not_after_unix_seconds: crate::unix_now() + self.lifetime.as_secs(),
         })
     }
 }

@@ -5,15 +5,8 @@ use crate::admin::node_error;
 use crate::node::{Consistency, Node};
 use meridian_identity::token;
 use meridian_model::spec::{BootstrapTokenSpec, TokenRole};
-use meridian_model::{plan, Command, Kind, Metadata, Op, Resource, ResourceKey, Spec, StateView};
+use meridian_model::{Command, Kind, Metadata, Op, Resource, ResourceKey, Spec, StateView};
 use tonic::Status;
-
-pub fn now_unix() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
 
 fn token_key(id: &str) -> Result<ResourceKey, Status> {
     ResourceKey::new(Kind::BootstrapToken, None, id, None)
@@ -27,8 +20,7 @@ async fn write(node: &Node, resource: Resource, expected_revision: u64) -> Resul
             expected_revision: Some(expected_revision),
         }],
     };
-    plan(&node.state.view(), &command, 0).map_err(|r| node_error(r.into()))?;
-    let (index, _) = node.write(command).await.map_err(node_error)?;
+    let (index, _) = node.submit(command).await.map_err(node_error)?;
     Ok(index)
 }
 
@@ -82,7 +74,7 @@ pub async fn create(
         }
     }
     let new = token::generate().map_err(Status::internal)?;
-    let expires_at = now_unix().saturating_add(ttl_seconds);
+    let expires_at = crate::unix_now().saturating_add(ttl_seconds);
     let spec = BootstrapTokenSpec {
         role,
         cluster,
@@ -126,7 +118,7 @@ pub async fn check(node: &Node, presented: &str) -> Result<Redemption, Status> {
     if !token::same_hash(&hash, &spec.secret_sha256) {
         return Err(Status::unauthenticated("the token is not known"));
     }
-    if let Some(reason) = spec.refusal(now_unix()) {
+    if let Some(reason) = spec.refusal(crate::unix_now()) {
         return Err(Status::unauthenticated(reason));
     }
     Ok(Redemption { resource, spec })

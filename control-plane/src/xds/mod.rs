@@ -124,10 +124,7 @@ impl StreamContext {
                 Caller::Verified(id) => id.to_string(),
                 _ => String::new(),
             },
-            connected_unix_seconds: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            connected_unix_seconds: crate::unix_now(),
             ..Default::default()
         });
         tracing::info!(node = %node.id, protocol, "xDS stream opened");
