@@ -137,24 +137,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a call refused by authentication or authorization.
-    pub fn count_refusal(&self, path: &str, code: tonic::Code) {
-        // Only known services become labels: callers choose the path.
-        const KNOWN: [&str; 8] = [
-            "meridian.v1.Admin",
-            "meridian.v1.Raft",
-            "meridian.v1.Federation",
-            "meridian.v1.Certificates",
-            "envoy.service.discovery.v3.AggregatedDiscoveryService",
-            "grpc.health.v1.Health",
-            "grpc.reflection.v1.ServerReflection",
-            "grpc.reflection.v1alpha.ServerReflection",
-        ];
-        let requested = path.trim_start_matches('/').split('/').next();
-        let service = KNOWN
-            .into_iter()
-            .find(|k| Some(*k) == requested)
-            .unwrap_or("unknown");
+    /// Counts a call to `service` refused by authentication or authorization.
+    pub fn count_refusal(&self, service: &str, code: tonic::Code) {
         self.refusals
             .get_or_create(&RefusalLabels {
                 service: service.to_string(),

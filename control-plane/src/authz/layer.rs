@@ -2,7 +2,7 @@
 //! by its method and the caller's certificate, hands the [`Caller`] to the
 //! service, and answers refusals itself (logged and counted).
 
-use super::policy::{authorize, Caller, Refusal};
+use super::policy::{authorize, known_service, Caller, Refusal};
 use crate::{metrics::Metrics, node::Node};
 use meridian_identity::tls::{Peer, PeerIdentity};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,7 +32,8 @@ pub fn refused(
     refusal: &Refusal,
 ) -> tonic::Status {
     let status = refusal.status();
-    metrics.count_refusal(method, status.code());
+    let service = known_service(method).unwrap_or("unknown");
+    metrics.count_refusal(service, status.code());
     if within_log_budget() {
         tracing::warn!(
             %method,
@@ -45,6 +46,16 @@ pub fn refused(
         tracing::debug!(%method, ?remote, reason = status.message(), "refused a gRPC call");
     }
     status
+}
+
+/// Who made `request`, as the layer let it through; unauthenticated if the
+/// layer did not see it (fail closed).
+pub fn caller_of<T>(request: &tonic::Request<T>) -> Caller {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .unwrap_or_else(|| Caller::Unauthenticated("the call was not authorized".into()))
 }
 
 #[derive(Clone)]

@@ -3,5 +3,5 @@
 mod layer;
 mod policy;
 
-pub use layer::{refused, AuthzLayer};
+pub use layer::{caller_of, refused, AuthzLayer};
 pub use policy::{may_stream_endpoints, may_subscribe, Caller, Refusal};

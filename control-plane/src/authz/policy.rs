@@ -62,21 +62,41 @@ const ADMIN_READS: [&str; 6] = [
     "ListProxies",
 ];
 
+/// Every service this server answers, and what it requires; admin methods
+/// other than [`ADMIN_READS`] are writes.
+const SERVICES: [(&str, Access); 8] = [
+    ("meridian.v1.Admin", Access::Write),
+    ("meridian.v1.Certificates", Access::Bootstrap),
+    ("meridian.v1.Raft", Access::Raft),
+    ("meridian.v1.Federation", Access::Federation),
+    (
+        "envoy.service.discovery.v3.AggregatedDiscoveryService",
+        Access::Xds,
+    ),
+    ("grpc.health.v1.Health", Access::AnyIdentity),
+    ("grpc.reflection.v1.ServerReflection", Access::Read),
+    ("grpc.reflection.v1alpha.ServerReflection", Access::Read),
+];
+
+/// The entry of `path`'s service, if this server answers it.
+fn entry(path: &str) -> Option<&'static (&'static str, Access)> {
+    let service = path.trim_start_matches('/').split('/').next()?;
+    SERVICES.iter().find(|(known, _)| *known == service)
+}
+
+/// The service of a gRPC path, if this server answers it (callers choose
+/// paths, so only these become metric labels).
+pub fn known_service(path: &str) -> Option<&'static str> {
+    entry(path).map(|(service, _)| *service)
+}
+
 fn access(path: &str) -> Access {
-    let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
-        return Access::Unknown;
-    };
-    match service {
-        "meridian.v1.Admin" if ADMIN_READS.contains(&method) => Access::Read,
-        "meridian.v1.Admin" => Access::Write,
-        "meridian.v1.Certificates" => Access::Bootstrap,
-        "meridian.v1.Raft" => Access::Raft,
-        "meridian.v1.Federation" => Access::Federation,
-        "envoy.service.discovery.v3.AggregatedDiscoveryService" => Access::Xds,
-        "grpc.health.v1.Health" => Access::AnyIdentity,
-        "grpc.reflection.v1.ServerReflection" | "grpc.reflection.v1alpha.ServerReflection" => {
+    let method = path.trim_start_matches('/').split_once('/').map(|(_, m)| m);
+    match (entry(path), method) {
+        (Some(("meridian.v1.Admin", _)), Some(method)) if ADMIN_READS.contains(&method) => {
             Access::Read
         }
+        (Some((_, access)), Some(_)) => *access,
         _ => Access::Unknown,
     }
 }

@@ -4,7 +4,7 @@
 
 pub mod tokens;
 
-use crate::authz::{refused, Caller, Refusal};
+use crate::authz::{caller_of, refused, Caller, Refusal};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use meridian_identity::spiffe::{Identity, SpiffeId};
@@ -122,7 +122,7 @@ impl Certificates for CertificatesService {
         &self,
         request: Request<IssueRequest>,
     ) -> Result<Response<IssueResponse>, Status> {
-        let caller = request.extensions().get::<Caller>().cloned();
+        let caller = caller_of(&request);
         let remote = request
             .extensions()
             .get::<meridian_identity::tls::Peer>()
@@ -143,7 +143,7 @@ impl Certificates for CertificatesService {
 impl CertificatesService {
     async fn issue_certificate(
         &self,
-        caller: Option<Caller>,
+        caller: Caller,
         request: IssueRequest,
     ) -> Result<IssueResponse, Status> {
         let Some(ca_dir) = &self.ca else {
@@ -154,13 +154,13 @@ impl CertificatesService {
         let (redemption, id) = if request.token.is_empty() {
             // Renewal: the caller's valid certificate speaks for the new one.
             match caller {
-                Some(Caller::Verified(id)) => (None, id),
-                Some(Caller::Unauthenticated(reason)) => {
+                Caller::Verified(id) => (None, id),
+                Caller::Unauthenticated(reason) => {
                     return Err(Status::unauthenticated(format!(
                         "no bootstrap token, and no valid client certificate to renew: {reason}"
                     )))
                 }
-                _ => {
+                Caller::Anyone => {
                     return Err(Status::unauthenticated(
                         "no bootstrap token, and no client certificate to renew",
                     ))

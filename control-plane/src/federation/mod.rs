@@ -4,7 +4,7 @@
 
 pub mod liveness;
 
-use crate::authz::{may_stream_endpoints, refused, Caller};
+use crate::authz::{caller_of, may_stream_endpoints, refused, Caller};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeError};
 use liveness::Liveness;
@@ -208,11 +208,7 @@ impl Federation for FederationService {
             self.liveness.clone(),
             self.metrics.clone(),
         );
-        let caller = request
-            .extensions()
-            .get::<Caller>()
-            .cloned()
-            .unwrap_or_else(|| Caller::Unauthenticated("the call was not authorized".into()));
+        let caller = caller_of(&request);
         tokio::spawn(async move {
             if let Err(status) = serve(service, caller, request.into_inner(), tx.clone()).await {
                 tracing::warn!(code = ?status.code(), message = status.message(), "federation stream refused");

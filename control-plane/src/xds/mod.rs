@@ -8,7 +8,7 @@ pub mod registry;
 mod sotw;
 mod table;
 
-use crate::authz::{may_subscribe, refused, Caller};
+use crate::authz::{caller_of, may_subscribe, refused, Caller};
 use crate::metrics::Metrics;
 use envoy_types::pb::envoy::{
     config::core::v3::Node as XdsNode,
@@ -60,11 +60,7 @@ impl XdsService {
             table: self.table.clone(),
             registry: self.registry.clone(),
             registration: None,
-            caller: request
-                .extensions()
-                .get::<Caller>()
-                .cloned()
-                .unwrap_or_else(|| Caller::Unauthenticated("the call was not authorized".into())),
+            caller: caller_of(request),
             metrics: self.metrics.clone(),
         }
     }
