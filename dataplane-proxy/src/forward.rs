@@ -19,8 +19,8 @@ pub const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct Upstreams {
-    pub http1: Client<HttpConnector, ProxyBody>,
-    pub http2: Client<HttpConnector, ProxyBody>,
+    http1: Client<HttpConnector, ProxyBody>,
+    http2: Client<HttpConnector, ProxyBody>,
     /// Service-to-service mTLS, when the proxy has a mesh certificate.
     mesh: Option<MeshClients>,
 }
@@ -40,14 +40,22 @@ impl Upstreams {
         }
     }
 
+    /// The plaintext client, HTTP/2 or HTTP/1.1.
+    pub fn plain(&self, http2: bool) -> &Client<HttpConnector, ProxyBody> {
+        if http2 {
+            &self.http2
+        } else {
+            &self.http1
+        }
+    }
+
     /// The client for a cluster: mTLS where its transport settings say so.
     fn for_cluster(
         &self,
         cluster: &crate::config::ClusterConfig,
     ) -> Result<UpstreamClient<'_>, &'static str> {
         match (&cluster.mesh_tls, &self.mesh, cluster.http2) {
-            (None, _, false) => Ok(UpstreamClient::Plain(&self.http1)),
-            (None, _, true) => Ok(UpstreamClient::Plain(&self.http2)),
+            (None, _, http2) => Ok(UpstreamClient::Plain(self.plain(http2))),
             (Some(_), Some(mesh), false) => Ok(UpstreamClient::Mesh(&mesh.http1)),
             (Some(_), Some(mesh), true) => Ok(UpstreamClient::Mesh(&mesh.http2)),
             (Some(_), None, _) => {
@@ -132,7 +140,10 @@ pub async fn handle(
             "the route has no weighted cluster",
         );
     };
-    let Some(cluster_config) = runtime.snapshot.clusters.get(&cluster) else {
+    let (Some(cluster_config), Some(breaker)) = (
+        runtime.snapshot.clusters.get(&cluster),
+        runtime.breaker(&cluster),
+    ) else {
         return local_response(
             StatusCode::SERVICE_UNAVAILABLE,
             &format!("unknown cluster {cluster}"),
@@ -149,7 +160,7 @@ pub async fn handle(
         ),
     });
     tracing::debug!(%cluster, %peer, "request");
-    let Some(_admitted) = runtime.breaker(&cluster).and_then(|b| b.admit()) else {
+    let Some(_admitted) = breaker.admit() else {
         metrics.count(&cluster, "", "overflow");
         let mut response = local_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -221,7 +232,7 @@ pub async fn handle(
         let per_try = per_try.min(remaining);
         if attempt > 0 {
             // The retry budget: retries may be at most a fifth of the cluster's requests in flight.
-            match runtime.breaker(&cluster).and_then(|b| b.admit_retry()) {
+            match breaker.admit_retry() {
                 Some(guard) => _retry = Some(guard),
                 None => {
                     metrics.count(&cluster, "", "retry_budget_exhausted");
@@ -236,11 +247,7 @@ pub async fn handle(
         };
         let locality = runtime.locality(&cluster, &host);
         // A connection to the cluster, waiting as a pending request if all are busy.
-        let connection = match runtime.breaker(&cluster) {
-            Some(breaker) => breaker.connection(per_try).await,
-            None => Ok(None),
-        };
-        let Ok(_connection) = connection else {
+        let Ok(_connection) = breaker.connection(per_try).await else {
             metrics.count(&cluster, locality, "overflow");
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,

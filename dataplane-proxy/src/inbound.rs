@@ -4,14 +4,13 @@
 //! requests to the application with the caller's identity in
 //! `x-forwarded-client-cert`.
 
-use crate::config::ClusterConfig;
 use crate::forward::{local_response, ProxyBody};
 use crate::proxy::Proxy;
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use meridian_identity::spiffe::{Identity, SpiffeId};
-use meridian_identity::tls::{incoming, Credentials, Peer, PeerIdentity};
+use meridian_identity::spiffe::SpiffeId;
+use meridian_identity::tls::{incoming, Credentials, Peer};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_stream::StreamExt;
@@ -43,27 +42,6 @@ impl std::str::FromStr for Inbound {
     }
 }
 
-/// The caller, if it is a mesh proxy of a cluster the service admits.
-pub fn admit(peer: &PeerIdentity, service: Option<&ClusterConfig>) -> Result<SpiffeId, String> {
-    let id = match peer {
-        PeerIdentity::Verified(id) => id,
-        PeerIdentity::Unverified(reason) => return Err(format!("mutual TLS required: {reason}")),
-        PeerIdentity::Plaintext => return Err("mutual TLS required".into()),
-    };
-    let Identity::Proxy { cluster, .. } = &id.identity else {
-        return Err(format!("{id} is not a mesh proxy"));
-    };
-    let Some(service) = service else {
-        return Err("this proxy has no routes for the service yet".into());
-    };
-    match &service.allowed_clusters {
-        Some(allowed) if !allowed.contains(cluster) => Err(format!(
-            "proxies of cluster '{cluster}' may not call this service"
-        )),
-        _ => Ok(id.clone()),
-    }
-}
-
 async fn handle(
     proxy: Arc<Proxy>,
     inbound: Arc<Inbound>,
@@ -75,7 +53,7 @@ async fn handle(
     let service = runtime
         .as_ref()
         .and_then(|r| r.snapshot.clusters.get(&inbound.service));
-    let caller = match admit(&peer.identity_now(), service) {
+    let caller = match crate::transport::admit(&peer.identity_now(), service) {
         Ok(caller) => caller,
         Err(reason) => {
             tracing::warn!(service = %inbound.service, %reason, "refused an inbound request");
@@ -107,12 +85,7 @@ async fn handle(
         hyper::Version::HTTP_11
     };
     let upstream = Request::from_parts(parts, body.boxed());
-    let client = if http2 {
-        &proxy.upstreams.http2
-    } else {
-        &proxy.upstreams.http1
-    };
-    match client.request(upstream).await {
+    match proxy.upstreams.plain(http2).request(upstream).await {
         Ok(response) => {
             proxy.metrics.count(&inbound.service, "", "inbound_ok");
             let (parts, body) = response.into_parts();
@@ -168,19 +141,6 @@ pub async fn serve(
 mod tests {
     use super::*;
 
-    fn proxy_of(cluster: &str) -> PeerIdentity {
-        PeerIdentity::Verified(
-            SpiffeId::new(
-                "mesh.test",
-                Identity::Proxy {
-                    cluster: cluster.into(),
-                    id: "p".into(),
-                },
-            )
-            .expect("id"),
-        )
-    }
-
     #[test]
     fn parses_the_flag() {
         let inbound: Inbound = "shop/web@127.0.0.1:15006=127.0.0.1:8080"
@@ -195,29 +155,5 @@ mod tests {
         ] {
             assert!(bad.parse::<Inbound>().is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn admits_only_proxies_of_allowed_clusters() {
-        let snapshot = crate::config::test_cluster(Some(vec!["east".into()]));
-        assert!(admit(&proxy_of("east"), Some(&snapshot)).is_ok());
-        let refused = admit(&proxy_of("north"), Some(&snapshot)).expect_err("north");
-        assert!(refused.contains("north"), "{refused}");
-        assert!(admit(
-            &PeerIdentity::Unverified("no client certificate".into()),
-            Some(&snapshot)
-        )
-        .is_err());
-        assert!(admit(&proxy_of("east"), None).is_err());
-        let agent = PeerIdentity::Verified(
-            SpiffeId::new(
-                "mesh.test",
-                Identity::Agent {
-                    cluster: "east".into(),
-                },
-            )
-            .expect("id"),
-        );
-        assert!(admit(&agent, Some(&snapshot)).is_err());
     }
 }

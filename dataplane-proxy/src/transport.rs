@@ -1,7 +1,8 @@
 //! Service-to-service transport settings as the routes deliver them: mutual
 //! TLS to the proxies in front of a cluster's endpoints, and the member
-//! clusters whose proxies the service admits. Pure: xDS in, settings out.
+//! clusters whose proxies the service admits (and whom that admits). Pure.
 
+use crate::config::ClusterConfig;
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
@@ -10,6 +11,8 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
 };
 use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::google::protobuf::value::Kind;
+use meridian_identity::spiffe::{Identity, SpiffeId};
+use meridian_identity::tls::PeerIdentity;
 use meridian_routes::transport::{ALLOWED_CLUSTERS, METADATA_NAMESPACE, TLS_TRANSPORT_SOCKET};
 use prost::Message;
 use serde::Serialize;
@@ -55,6 +58,27 @@ pub fn mesh_tls(cluster: &Cluster) -> Result<Option<MeshTls>, String> {
     }
 }
 
+/// The caller, if it is a mesh proxy of a cluster the service admits.
+pub fn admit(peer: &PeerIdentity, service: Option<&ClusterConfig>) -> Result<SpiffeId, String> {
+    let id = match peer {
+        PeerIdentity::Verified(id) => id,
+        PeerIdentity::Unverified(reason) => return Err(format!("mutual TLS required: {reason}")),
+        PeerIdentity::Plaintext => return Err("mutual TLS required".into()),
+    };
+    let Identity::Proxy { cluster, .. } = &id.identity else {
+        return Err(format!("{id} is not a mesh proxy"));
+    };
+    let Some(service) = service else {
+        return Err("this proxy has no routes for the service yet".into());
+    };
+    match &service.allowed_clusters {
+        Some(allowed) if !allowed.contains(cluster) => Err(format!(
+            "proxies of cluster '{cluster}' may not call this service"
+        )),
+        _ => Ok(id.clone()),
+    }
+}
+
 /// The member clusters admitted by the service, if it restricts them.
 pub fn allowed_clusters(cluster: &Cluster) -> Option<Vec<String>> {
     let fields = &cluster
@@ -82,6 +106,19 @@ mod tests {
     use super::*;
     use envoy_types::pb::envoy::config::core::v3::TransportSocket;
     use meridian_model::spec::ServiceSpec;
+
+    fn proxy_of(cluster: &str) -> PeerIdentity {
+        PeerIdentity::Verified(
+            SpiffeId::new(
+                "mesh.test",
+                Identity::Proxy {
+                    cluster: cluster.into(),
+                    id: "p".into(),
+                },
+            )
+            .expect("id"),
+        )
+    }
 
     fn spec(yaml: &str) -> ServiceSpec {
         serde_yaml::from_str(yaml).expect("spec")
@@ -117,5 +154,29 @@ mod tests {
             ..Default::default()
         };
         assert!(mesh_tls(&cluster).is_err());
+    }
+
+    #[test]
+    fn admits_only_proxies_of_allowed_clusters() {
+        let snapshot = crate::config::test_cluster(Some(vec!["east".into()]));
+        assert!(admit(&proxy_of("east"), Some(&snapshot)).is_ok());
+        let refused = admit(&proxy_of("north"), Some(&snapshot)).expect_err("north");
+        assert!(refused.contains("north"), "{refused}");
+        assert!(admit(
+            &PeerIdentity::Unverified("no client certificate".into()),
+            Some(&snapshot)
+        )
+        .is_err());
+        assert!(admit(&proxy_of("east"), None).is_err());
+        let agent = PeerIdentity::Verified(
+            SpiffeId::new(
+                "mesh.test",
+                Identity::Agent {
+                    cluster: "east".into(),
+                },
+            )
+            .expect("id"),
+        );
+        assert!(admit(&agent, Some(&snapshot)).is_err());
     }
 }
