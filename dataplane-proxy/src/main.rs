@@ -20,7 +20,7 @@ mod xds;
 use clap::Parser;
 use meridian_identity::enroll;
 use meridian_identity::spiffe::Identity;
-use meridian_identity::tls::{control_plane_node, require_loopback, Credentials, Dialer, TlsFiles};
+use meridian_identity::tls::{Credentials, Dialer, TlsFiles};
 use std::sync::Arc;
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
@@ -88,9 +88,8 @@ struct Args {
     inbound: Vec<inbound::Inbound>,
 }
 
-/// How the proxy dials the control plane: plaintext to loopback, or mutual
-/// TLS with its certificate (enrolled with the token if need be), renewed
-/// in the background without dropping the xDS stream.
+/// How the proxy dials the control plane (see [`enroll::workload_dialer`]),
+/// and its mesh credentials, if any.
 async fn dialer(args: &Args) -> anyhow::Result<(Dialer, Option<Arc<Credentials>>)> {
     let files = TlsFiles::select(
         args.insecure,
@@ -98,37 +97,18 @@ async fn dialer(args: &Args) -> anyhow::Result<(Dialer, Option<Arc<Credentials>>
         args.key.clone(),
         args.trust_bundle.clone(),
     )?;
-    let Some(files) = files else {
-        for addr in &args.xds {
-            require_loopback("--xds", addr)?;
-        }
-        return Ok((Dialer::insecure(), None));
+    let workload = enroll::Workload {
+        files,
+        token: args.token.as_deref(),
+        name: &args.node_id,
+        identity: Identity::Proxy {
+            cluster: args.cluster.clone(),
+            id: args.node_id.clone(),
+        },
+        control_planes: &args.xds,
+        flag: "--xds",
     };
-    let credentials =
-        enroll::obtain(&files, args.token.as_deref(), &args.node_id, &args.xds).await?;
-    let expected = Identity::Proxy {
-        cluster: args.cluster.clone(),
-        id: args.node_id.clone(),
-    };
-    match credentials.id() {
-        Some(id) if id.identity == expected => {}
-        other => anyhow::bail!(
-            "the certificate names {}, not proxy {} of cluster {}",
-            other.map(|id| id.to_string()).unwrap_or_default(),
-            args.node_id,
-            args.cluster
-        ),
-    }
-    credentials.spawn_reloader(std::time::Duration::from_secs(5));
-    let dialer = Dialer::tls(&credentials, control_plane_node)?;
-    enroll::spawn_renewal(
-        credentials.clone(),
-        dialer.clone(),
-        args.xds.clone(),
-        Some(files),
-        std::time::Duration::from_secs(30),
-    );
-    Ok((dialer, Some(credentials)))
+    Ok(enroll::workload_dialer(workload).await?)
 }
 
 /// How long open connections may take to finish on shutdown.

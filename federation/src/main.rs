@@ -8,10 +8,9 @@ use meridian_federation::{
 };
 use meridian_identity::enroll;
 use meridian_identity::spiffe::Identity;
-use meridian_identity::tls::{control_plane_node, require_loopback, Dialer, TlsFiles};
+use meridian_identity::tls::{Dialer, TlsFiles};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -68,9 +67,7 @@ struct Args {
     token: Option<String>,
 }
 
-/// The dialer for the control plane: plaintext to loopback, or mutual TLS
-/// with a certificate from disk or enrolled with the token, renewed in the
-/// background.
+/// The dialer for the control plane (see [`enroll::workload_dialer`]).
 async fn dialer(args: &Args) -> Result<Dialer, String> {
     let files = TlsFiles::select(
         args.insecure,
@@ -79,37 +76,19 @@ async fn dialer(args: &Args) -> Result<Dialer, String> {
         args.trust_bundle.clone(),
     )
     .map_err(|e| e.to_string())?;
-    let Some(files) = files else {
-        for addr in &args.control_plane {
-            require_loopback("--control-plane", addr).map_err(|e| e.to_string())?;
-        }
-        return Ok(Dialer::insecure());
+    let workload = enroll::Workload {
+        files,
+        token: args.token.as_deref(),
+        name: "",
+        identity: Identity::Agent {
+            cluster: args.cluster.clone(),
+        },
+        control_planes: &args.control_plane,
+        flag: "--control-plane",
     };
-    let credentials = enroll::obtain(&files, args.token.as_deref(), "", &args.control_plane)
+    let (dialer, _) = enroll::workload_dialer(workload)
         .await
         .map_err(|e| e.to_string())?;
-    let expected = Identity::Agent {
-        cluster: args.cluster.clone(),
-    };
-    match credentials.id() {
-        Some(id) if id.identity == expected => {}
-        other => {
-            return Err(format!(
-                "the certificate names {}, not the agent of cluster {}",
-                other.map(|id| id.to_string()).unwrap_or_default(),
-                args.cluster
-            ))
-        }
-    }
-    credentials.spawn_reloader(Duration::from_secs(5));
-    let dialer = Dialer::tls(&credentials, control_plane_node).map_err(|e| e.to_string())?;
-    enroll::spawn_renewal(
-        credentials,
-        dialer.clone(),
-        args.control_plane.clone(),
-        Some(files),
-        Duration::from_secs(30),
-    );
     Ok(dialer)
 }
 

@@ -3,7 +3,10 @@
 //! one. The new certificate is swapped in place, so open streams carry on.
 
 use crate::ca;
-use crate::tls::{Bundle, Credentials, Dialer, Leaf, TlsError, TlsFiles};
+use crate::spiffe::Identity;
+use crate::tls::{
+    control_plane_node, require_loopback, Bundle, Credentials, Dialer, Leaf, TlsError, TlsFiles,
+};
 use meridian_proto::v1::{certificates_client::CertificatesClient, IssueRequest};
 use std::path::Path;
 use std::sync::Arc;
@@ -114,39 +117,31 @@ impl Enrolled {
     pub fn install(&self, credentials: &Credentials) -> Result<(), EnrollError> {
         let leaf = Leaf::from_pem(&self.cert_pem, &self.key_pem, &crate::tls::provider())?;
         let bundle = Bundle::from_pem(&self.bundle_pem)?;
-        credentials.install(leaf, Some(bundle));
+        credentials.install(leaf, bundle);
         Ok(())
     }
 }
 
 /// Credentials for a proxy or agent: from `files` if they hold a certificate
 /// still valid, else enrolled with `token` against one of `addrs` and saved.
-pub async fn obtain(
+async fn obtain(
     files: &TlsFiles,
     token: Option<&str>,
     name: &str,
     addrs: &[String],
 ) -> Result<Arc<Credentials>, EnrollError> {
-    if let Ok(credentials) = Credentials::from_files(files.clone()) {
-        let valid = credentials
-            .current()
-            .leaf
-            .as_ref()
-            .is_some_and(|l| l.not_after > SystemTime::now());
-        if valid || token.is_none() {
-            return Ok(credentials);
+    let existing = Credentials::from_files(files.clone());
+    let token = match (existing, token) {
+        (Ok(credentials), _) if credentials.expiry().is_some_and(|(_, left)| left > 0) => {
+            return Ok(credentials)
         }
-    }
-    let Some(token) = token else {
         // Nothing usable and no token: say what is wrong with the files.
-        return Ok(Credentials::from_files(files.clone())?);
+        (existing, None) => return Ok(existing?),
+        (_, Some(token)) => token,
     };
-    let bundle = std::fs::read_to_string(&files.bundle).map_err(|e| TlsError::File {
-        path: files.bundle.display().to_string(),
-        reason: e.to_string(),
-    })?;
+    let bundle = crate::tls::read(&files.bundle)?;
     let bootstrap = Credentials::from_pem(&bundle, None)?;
-    let dialer = Dialer::tls(&bootstrap, crate::tls::control_plane_node)
+    let dialer = Dialer::tls(&bootstrap, control_plane_node)
         .map_err(|e| TlsError::Invalid(e.to_string()))?;
     let mut last = None;
     for addr in addrs {
@@ -177,9 +172,62 @@ pub async fn obtain(
     }))
 }
 
+/// How a proxy or agent reaches the control plane.
+pub struct Workload<'a> {
+    /// Its certificate, key and bundle; None with `--insecure`.
+    pub files: Option<TlsFiles>,
+    pub token: Option<&'a str>,
+    /// The name a token puts in the certificate (a proxy's node id).
+    pub name: &'a str,
+    /// Who the certificate must name.
+    pub identity: Identity,
+    pub control_planes: &'a [String],
+    /// The flag that lists the control planes, for errors.
+    pub flag: &'a str,
+}
+
+/// How often a workload's certificate files are checked for changes, and
+/// how long a failed renewal waits before the next try.
+const RELOAD: Duration = Duration::from_secs(5);
+const RENEWAL_RETRY: Duration = Duration::from_secs(30);
+
+/// The workload's dialer: plaintext to loopback control planes, or mutual
+/// TLS with a certificate from disk or enrolled with the token, re-read when
+/// its files change and renewed in the background without dropping streams.
+/// Also the credentials, for the workload's other TLS uses.
+pub async fn workload_dialer(
+    workload: Workload<'_>,
+) -> Result<(Dialer, Option<Arc<Credentials>>), EnrollError> {
+    let Some(files) = workload.files else {
+        for addr in workload.control_planes {
+            require_loopback(workload.flag, addr)?;
+        }
+        return Ok((Dialer::insecure(), None));
+    };
+    let credentials = obtain(
+        &files,
+        workload.token,
+        workload.name,
+        workload.control_planes,
+    )
+    .await?;
+    credentials.expect_identity(&workload.identity)?;
+    credentials.spawn_reloader(RELOAD);
+    let dialer = Dialer::tls(&credentials, control_plane_node)
+        .map_err(|e| TlsError::Invalid(e.to_string()))?;
+    spawn_renewal(
+        credentials.clone(),
+        dialer.clone(),
+        workload.control_planes.to_vec(),
+        Some(files),
+        RENEWAL_RETRY,
+    );
+    Ok((dialer, Some(credentials)))
+}
+
 /// Renews the certificate at two thirds of its lifetime, for as long as the
 /// process runs; on failure retries every `retry` until it succeeds.
-pub fn spawn_renewal(
+fn spawn_renewal(
     credentials: Arc<Credentials>,
     dialer: Dialer,
     addrs: Vec<String>,

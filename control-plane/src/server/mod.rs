@@ -58,14 +58,9 @@ fn credentials(config: &ServerConfig) -> anyhow::Result<(Option<Arc<Credentials>
         return Ok((None, Dialer::insecure()));
     };
     let credentials = Credentials::from_files(files.clone()).context("loading TLS credentials")?;
-    match credentials.id() {
-        Some(id) if id.identity == Identity::Node(config.node_id) => {}
-        other => anyhow::bail!(
-            "--cert names {}, not node {}",
-            other.map(|id| id.to_string()).unwrap_or_default(),
-            config.node_id
-        ),
-    }
+    credentials
+        .expect_identity(&Identity::Node(config.node_id))
+        .context("--cert")?;
     credentials.spawn_reloader(CREDENTIALS_RELOAD);
     let dialer =
         Dialer::tls(&credentials, control_plane_node).context("TLS client configuration")?;

@@ -3,7 +3,7 @@
 //! rotation swap them in place; live connections keep the credentials they
 //! were made with, new handshakes use the new ones.
 
-use crate::spiffe::SpiffeId;
+use crate::spiffe::{Identity, SpiffeId};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer, TrustAnchor};
 use rustls::sign::CertifiedKey;
@@ -156,7 +156,7 @@ impl Leaf {
     }
 }
 
-fn read(path: &Path) -> Result<String, TlsError> {
+pub(crate) fn read(path: &Path) -> Result<String, TlsError> {
     std::fs::read_to_string(path).map_err(|e| file_error(path, e))
 }
 
@@ -213,20 +213,31 @@ impl Credentials {
         Some((leaf.id.clone(), seconds))
     }
 
+    /// Refuses a certificate that does not name `expected` (in its own trust domain).
+    pub fn expect_identity(&self, expected: &Identity) -> Result<(), TlsError> {
+        match self.id() {
+            Some(id) if id.identity == *expected => Ok(()),
+            Some(id) => Err(TlsError::Invalid(format!(
+                "the certificate names {id}, not {}",
+                SpiffeId {
+                    trust_domain: id.trust_domain.clone(),
+                    identity: expected.clone(),
+                }
+            ))),
+            None => Err(TlsError::Invalid("no certificate is in force".into())),
+        }
+    }
+
     /// This workload's own identity, once it has a certificate.
     pub fn id(&self) -> Option<SpiffeId> {
         self.current().leaf.as_ref().map(|l| l.id.clone())
     }
 
-    /// Puts a new certificate (and bundle) in force, e.g. after a renewal.
-    pub fn install(&self, leaf: Leaf, bundle: Option<Bundle>) {
-        let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
-        let bundle = bundle
-            .map(Arc::new)
-            .unwrap_or_else(|| current.bundle.clone());
-        *current = Arc::new(Loaded {
+    /// Puts a new certificate and bundle in force, e.g. after a renewal.
+    pub fn install(&self, leaf: Leaf, bundle: Bundle) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(Loaded {
             leaf: Some(leaf),
-            bundle,
+            bundle: Arc::new(bundle),
         });
     }
 
