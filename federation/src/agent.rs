@@ -130,7 +130,7 @@ async fn session(
         Err(e) => {
             return AgentError::Connect {
                 addr: addr.to_string(),
-                message: format!("{e:?}"),
+                message: e.to_string(),
             }
         }
     };

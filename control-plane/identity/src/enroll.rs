@@ -46,7 +46,7 @@ pub async fn request(
         .await
         .map_err(|e| EnrollError::Connect {
             addr: addr.to_string(),
-            message: format!("{e:?}"),
+            message: e.to_string(),
         })?;
     let reply = CertificatesClient::new(channel)
         .issue(IssueRequest {

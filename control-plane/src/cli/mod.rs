@@ -128,18 +128,8 @@ async fn connect(server: &str, dialer: &Dialer) -> anyhow::Result<AdminClient<Ch
     let channel = dialer
         .connect(server)
         .await
-        .map_err(|e| anyhow::anyhow!("{}", tls_reason(&e)))
         .with_context(|| format!("cannot reach the control plane at {server}"))?;
     Ok(AdminClient::new(channel))
-}
-
-/// The innermost cause of a connection error (a refused certificate, say).
-fn tls_reason(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 fn key(

@@ -55,7 +55,7 @@ async fn connect(config: &XdsConfig, server: &str) -> Result<tonic::transport::C
         .dialer
         .connect(server)
         .await
-        .map_err(|e| Ended::Failed(format!("{e:?}")))
+        .map_err(failed)
 }
 
 fn failed(e: impl std::fmt::Display) -> Ended {

@@ -240,9 +240,32 @@ impl Dialer {
     }
 
     /// A channel to `addr`, connected now.
-    pub async fn connect(&self, addr: &str) -> Result<Channel, tonic::transport::Error> {
-        Self::endpoint(addr)?
+    pub async fn connect(&self, addr: &str) -> Result<Channel, DialError> {
+        Ok(Self::endpoint(addr)?
             .connect_with_connector(self.connector())
-            .await
+            .await?)
     }
 }
+
+/// A failed connection, said with its innermost cause (a refused
+/// certificate, say), which tonic's own message leaves out.
+#[derive(Debug)]
+pub struct DialError(tonic::transport::Error);
+
+impl From<tonic::transport::Error> for DialError {
+    fn from(error: tonic::transport::Error) -> Self {
+        DialError(error)
+    }
+}
+
+impl std::fmt::Display for DialError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut cause: &dyn std::error::Error = &self.0;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        write!(f, "{}: {cause}", self.0)
+    }
+}
+
+impl std::error::Error for DialError {}
