@@ -2,6 +2,7 @@
 //! commands, plus what the CLI cannot make on purpose: an expired certificate.
 
 use crate::binary;
+use meridian_identity::ca_dir::CaDir;
 use meridian_identity::tls::{control_plane_node, Credentials, Dialer, TlsFiles};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,8 +44,12 @@ impl Pki {
         }
     }
 
+    pub fn files(&self) -> CaDir {
+        CaDir::new(&self.ca_dir)
+    }
+
     pub fn bundle(&self) -> PathBuf {
-        self.ca_dir.join("ca.pem")
+        self.files().cert_path()
     }
 
     /// Issues `who` (e.g. `["--admin", "alice"]`) as `root/FILE.pem` and `.key`.
@@ -69,9 +74,9 @@ impl Pki {
 
     /// A certificate for `uri` signed by this CA that expired an hour ago.
     pub fn expired(&self, file: &str, uri: &str) -> TlsFiles {
-        let read = |name: &str| std::fs::read_to_string(self.ca_dir.join(name)).expect("CA file");
-        let ca_key = rcgen::KeyPair::from_pem(&read("ca.key")).expect("CA key");
-        let issuer = rcgen::Issuer::from_ca_cert_pem(&read("ca.pem"), ca_key).expect("CA");
+        let ca = self.files().read().expect("CA files");
+        let ca_key = rcgen::KeyPair::from_pem(&ca.key).expect("CA key");
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&ca.cert, ca_key).expect("CA");
         let mut params = rcgen::CertificateParams::default();
         params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into().expect("uri"))];
         params.extended_key_usages = vec![

@@ -2,6 +2,7 @@
 //! them, and the mutual TLS every gRPC connection runs over.
 
 pub mod ca;
+pub mod ca_dir;
 pub mod enroll;
 pub mod spiffe;
 pub mod tls;

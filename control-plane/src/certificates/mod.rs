@@ -8,7 +8,7 @@ use crate::authz::{caller_of, refused, Caller, Refusal};
 use crate::metrics::Metrics;
 use crate::node::Node;
 use meridian_identity::spiffe::{Identity, SpiffeId};
-use meridian_identity::{ca, tls::Credentials};
+use meridian_identity::{ca, ca_dir::CaDir, tls::Credentials};
 use meridian_model::spec::TokenRole;
 use meridian_proto::v1::{certificates_server::Certificates, IssueRequest, IssueResponse};
 use std::path::PathBuf;
@@ -16,39 +16,24 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};
 
-/// Where a node's CA lives: `ca.pem` and `ca.key`, re-read on every issue so
-/// that a rotated CA takes effect without a restart.
-#[derive(Debug, Clone)]
-pub struct CaDir(PathBuf);
+/// The CA of a node started with `--ca-dir`, whose key must be readable by
+/// its owner only; re-read at every issue, so a rotated CA takes effect
+/// without a restart.
+pub fn open_ca(dir: PathBuf) -> anyhow::Result<CaDir> {
+    let ca = CaDir::new(dir);
+    ca.check_key_is_private()
+        .map_err(|e| anyhow::anyhow!("--ca-dir: {e}"))?;
+    Ok(ca)
+}
 
-impl CaDir {
-    /// The CA in `dir`, whose key must be readable by its owner only.
-    pub fn open(dir: PathBuf) -> anyhow::Result<CaDir> {
-        use std::os::unix::fs::PermissionsExt;
-        let key = dir.join("ca.key");
-        let mode = std::fs::metadata(&key)
-            .map_err(|e| anyhow::anyhow!("--ca-dir: {}: {e}", key.display()))?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
-            anyhow::bail!(
-                "--ca-dir: {} is readable by others (mode {:o}); chmod 600 it",
-                key.display(),
-                mode & 0o777
-            );
-        }
-        Ok(CaDir(dir))
-    }
-
-    fn read(&self) -> Result<(String, String), Status> {
-        let read = |name: &str| {
-            std::fs::read_to_string(self.0.join(name)).map_err(|e| {
-                tracing::error!(path = %self.0.join(name).display(), error = %e, "reading the CA");
-                Status::internal("this node cannot read its CA")
-            })
-        };
-        Ok((read("ca.pem")?, read("ca.key")?))
-    }
+/// The trust domain certificates are issued in: this node's own, or with
+/// `--insecure` the CA directory's.
+fn trust_domain(ca: Option<&CaDir>, credentials: Option<&Arc<Credentials>>) -> String {
+    credentials
+        .and_then(|c| c.id())
+        .map(|id| id.trust_domain)
+        .or_else(|| ca.and_then(|ca| ca.trust_domain().ok()))
+        .unwrap_or_else(|| "meridian.local".into())
 }
 
 pub struct CertificatesService {
@@ -66,15 +51,14 @@ impl CertificatesService {
         (node, metrics): (Arc<Node>, Arc<Metrics>),
         ca: Option<CaDir>,
         credentials: Option<Arc<Credentials>>,
-        trust_domain: String,
         lifetime: Duration,
     ) -> Self {
         CertificatesService {
             node,
             metrics,
+            trust_domain: trust_domain(ca.as_ref(), credentials.as_ref()),
             ca,
             credentials,
-            trust_domain,
             lifetime,
         }
     }
@@ -183,25 +167,25 @@ impl CertificatesService {
             )?;
             (Some(redemption), id)
         };
-        let (ca_cert, ca_key) = ca_dir.read()?;
-        let signer = ca::Signer {
-            cert_pem: &ca_cert,
-            key_pem: &ca_key,
-        };
-        let cert_pem =
-            ca::sign_csr(&signer, &request.csr_pem, &id, self.lifetime).map_err(|e| match e {
+        let ca = ca_dir.read().map_err(|e| {
+            tracing::error!(error = %e, "reading the CA");
+            Status::internal("this node cannot read its CA")
+        })?;
+        let cert_pem = ca::sign_csr(&ca.signer(), &request.csr_pem, &id, self.lifetime).map_err(
+            |e| match e {
                 ca::CaError::Invalid(reason) => Status::invalid_argument(reason),
                 other => {
                     tracing::error!(error = %other, "signing with the CA");
                     Status::internal("this node's CA cannot sign")
                 }
-            })?;
+            },
+        )?;
         if let Some(redemption) = redemption {
             redemption.redeem(&self.node).await?;
         }
         let trust_bundle_pem = match &self.credentials {
             Some(credentials) => credentials.current().bundle.pem.clone(),
-            None => ca_cert,
+            None => ca.cert,
         };
         tracing::info!(%id, renewal = request.token.is_empty(), "issued a certificate");
         Ok(IssueResponse {
@@ -224,11 +208,11 @@ mod tests {
         let key = dir.path().join("ca.key");
         std::fs::write(&key, "key").expect("write");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let refused = CaDir::open(dir.path().to_path_buf()).expect_err("0644");
+        let refused = open_ca(dir.path().to_path_buf()).expect_err("0644");
         assert!(refused.to_string().contains("chmod 600"), "{refused}");
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-        assert!(CaDir::open(dir.path().to_path_buf()).is_ok());
-        assert!(CaDir::open(dir.path().join("missing")).is_err());
+        assert!(open_ca(dir.path().to_path_buf()).is_ok());
+        assert!(open_ca(dir.path().join("missing")).is_err());
     }
 
     #[test]

@@ -6,13 +6,10 @@ use anyhow::{bail, Context};
 use clap::Subcommand;
 use meridian_identity::{
     ca,
+    ca_dir::CaDir,
     spiffe::{Identity, SpiffeId},
 };
 use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path, time::Duration};
-
-const CA_CERT: &str = "ca.pem";
-const CA_KEY: &str = "ca.key";
-const TRUST_DOMAIN: &str = "trust-domain";
 
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
@@ -84,9 +81,14 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
         } => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             let ca = ca::create_ca(&trust_domain, days(d))?;
-            write_new(&dir.join(CA_KEY), &ca.key_pem, true)?;
-            write_new(&dir.join(CA_CERT), &ca.cert_pem, false)?;
-            write_new(&dir.join(TRUST_DOMAIN), &format!("{trust_domain}\n"), false)?;
+            let files = CaDir::new(&dir);
+            write_new(&files.key_path(), &ca.key_pem, true)?;
+            write_new(&files.cert_path(), &ca.cert_pem, false)?;
+            write_new(
+                &files.trust_domain_path(),
+                &format!("{trust_domain}\n"),
+                false,
+            )?;
             println!("created the CA for {trust_domain} in {}", dir.display());
         }
         CertsCommand::Issue {
@@ -101,11 +103,8 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
             days: d,
             out,
         } => {
-            let read = |name: &str| {
-                std::fs::read_to_string(ca_dir.join(name))
-                    .with_context(|| format!("reading {}", ca_dir.join(name).display()))
-            };
-            let trust_domain = read(TRUST_DOMAIN)?.trim().to_string();
+            let ca_dir = CaDir::new(ca_dir);
+            let trust_domain = ca_dir.trust_domain()?;
             let identity = match (node, proxy, agent, admin, viewer, cluster) {
                 (Some(id), None, false, None, None, _) => Identity::Node(id),
                 (None, Some(id), false, None, None, Some(cluster)) => Identity::Proxy { cluster, id },
@@ -115,12 +114,7 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
                 _ => bail!("say who the certificate is for: --node N, --proxy ID --cluster C, --agent --cluster C, --admin NAME or --viewer NAME"),
             };
             let id = SpiffeId::new(&trust_domain, identity).map_err(anyhow::Error::msg)?;
-            let (ca_cert, ca_key) = (read(CA_CERT)?, read(CA_KEY)?);
-            let signer = ca::Signer {
-                cert_pem: &ca_cert,
-                key_pem: &ca_key,
-            };
-            let issued = ca::issue(&signer, &id, &dns, days(d))?;
+            let issued = ca::issue(&ca_dir.read()?.signer(), &id, &dns, days(d))?;
             let key_path = out.with_extension("key");
             let cert_path = out.with_extension("pem");
             write_new(&key_path, &issued.key_pem, true)?;

@@ -6,7 +6,7 @@ pub mod config;
 use crate::{
     admin::AdminService,
     authz::AuthzLayer,
-    certificates::{CaDir, CertificatesService},
+    certificates::{open_ca, CertificatesService},
     federation::{self, liveness::Liveness, FederationService},
     grpc_client, http,
     metrics::Metrics,
@@ -67,20 +67,6 @@ fn credentials(config: &ServerConfig) -> anyhow::Result<(Option<Arc<Credentials>
     Ok((Some(credentials), dialer))
 }
 
-/// The trust domain certificates are issued in: this node's own, or with
-/// `--insecure` the CA directory's.
-fn trust_domain(config: &ServerConfig, credentials: Option<&Arc<Credentials>>) -> String {
-    if let Some(id) = credentials.and_then(|c| c.id()) {
-        return id.trust_domain;
-    }
-    config
-        .ca_dir
-        .as_ref()
-        .and_then(|dir| std::fs::read_to_string(dir.join("trust-domain")).ok())
-        .map(|d| d.trim().to_string())
-        .unwrap_or_else(|| "meridian.local".into())
-}
-
 /// How often certificate, key and trust bundle files are checked for changes.
 const CREDENTIALS_RELOAD: std::time::Duration = std::time::Duration::from_secs(2);
 
@@ -130,12 +116,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .context("building gRPC reflection")?;
-    let ca = config.ca_dir.clone().map(CaDir::open).transpose()?;
+    let ca = config.ca_dir.clone().map(open_ca).transpose()?;
     let certificates = CertificatesService::new(
         (node.clone(), metrics.clone()),
         ca,
         credentials.clone(),
-        trust_domain(&config, credentials.as_ref()),
         config.cert_lifetime,
     );
     let incoming = tls::incoming(grpc_listener, credentials.clone(), tls::GRPC_ALPN)

@@ -51,11 +51,7 @@ impl From<tonic::Status> for Ended {
 
 /// A channel to a control plane.
 async fn connect(config: &XdsConfig, server: &str) -> Result<tonic::transport::Channel, Ended> {
-    config
-        .dialer
-        .connect(server)
-        .await
-        .map_err(failed)
+    config.dialer.connect(server).await.map_err(failed)
 }
 
 fn failed(e: impl std::fmt::Display) -> Ended {

@@ -108,20 +108,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 /// A dialer presenting a fresh certificate for proxy `id` of `cluster`.
 fn proxy_dialer(pki: &Pki, cluster: &str, id: &str) -> Dialer {
-    let read = |name: &str| std::fs::read_to_string(pki.ca_dir.join(name)).expect("CA file");
-    let (ca_cert, ca_key) = (read("ca.pem"), read("ca.key"));
-    let signer = ca::Signer {
-        cert_pem: &ca_cert,
-        key_pem: &ca_key,
-    };
+    let ca = pki.files().read().expect("CA files");
     let identity = Identity::Proxy {
         cluster: cluster.into(),
         id: id.into(),
     };
     let spiffe = SpiffeId::new(TRUST_DOMAIN, identity).expect("id");
-    let issued = ca::issue(&signer, &spiffe, &[], Duration::from_secs(3600)).expect("issue");
+    let issued = ca::issue(&ca.signer(), &spiffe, &[], Duration::from_secs(3600)).expect("issue");
     let credentials =
-        Credentials::from_pem(&ca_cert, Some((&issued.cert_pem, &issued.key_pem))).expect("creds");
+        Credentials::from_pem(&ca.cert, Some((&issued.cert_pem, &issued.key_pem))).expect("creds");
     Dialer::tls(&credentials, control_plane_node).expect("dialer")
 }
 
