@@ -1,6 +1,7 @@
 //! Prometheus metrics of a control-plane node.
 
 use crate::node::Node;
+use meridian_identity::expiry::ExpiryGauge;
 use meridian_model::{Kind, StateView};
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
@@ -25,15 +26,9 @@ struct RefusalLabels {
     code: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct IdentityLabels {
-    identity: String,
-}
-
 pub struct Metrics {
     registry: Registry,
-    certificate_expiry: Family<IdentityLabels, Gauge>,
-    credentials: std::sync::OnceLock<std::sync::Arc<meridian_identity::tls::Credentials>>,
+    pub certificate_expiry: ExpiryGauge,
     admin_requests: Family<RequestLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     term: Gauge,
@@ -57,11 +52,9 @@ impl Default for Metrics {
             "Admin API requests by method and gRPC status code",
             admin_requests.clone(),
         );
-        let certificate_expiry = Family::<IdentityLabels, Gauge>::default();
-        registry.register(
-            "tls_certificate_expiry_seconds",
+        let certificate_expiry = ExpiryGauge::register(
+            &mut registry,
             "Seconds until this node's certificate expires (absent over plaintext)",
-            certificate_expiry.clone(),
         );
         let refusals = Family::<RefusalLabels, Counter>::default();
         registry.register(
@@ -106,7 +99,6 @@ impl Default for Metrics {
         Metrics {
             registry,
             certificate_expiry,
-            credentials: std::sync::OnceLock::new(),
             admin_requests,
             refusals,
             term,
@@ -147,24 +139,9 @@ impl Metrics {
             .inc();
     }
 
-    /// Reports the expiry of the certificate in `credentials` from now on.
-    pub fn track_certificate(
-        &self,
-        credentials: std::sync::Arc<meridian_identity::tls::Credentials>,
-    ) {
-        let _ = self.credentials.set(credentials);
-    }
-
     /// Refreshes the Raft gauges from the node and renders the text exposition.
     pub fn render(&self, node: &Node) -> String {
-        if let Some((id, seconds)) = self.credentials.get().and_then(|c| c.expiry()) {
-            self.certificate_expiry.clear();
-            self.certificate_expiry
-                .get_or_create(&IdentityLabels {
-                    identity: id.to_string(),
-                })
-                .set(seconds);
-        }
+        self.certificate_expiry.refresh();
         let m = node.metrics();
         self.term.set(as_gauge(m.current_term));
         self.applied_index

@@ -159,7 +159,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .context("mesh mTLS client")?;
     let proxy = proxy::Proxy::new(args.outbound_bind, args.state_dir.clone(), tls, mesh);
     if let Some(credentials) = &credentials {
-        proxy.metrics.track_certificate(credentials.clone());
+        proxy.metrics.certificate_expiry.track(credentials.clone());
     }
     for inbound in args.inbound.clone() {
         let Some(credentials) = credentials.clone() else {

@@ -1,11 +1,11 @@
 //! The proxy's Prometheus metrics.
 
+use meridian_identity::expiry::ExpiryGauge;
 use prometheus_client::{
     encoding::{text::encode, EncodeLabelSet},
     metrics::{
         counter::Counter,
         family::Family,
-        gauge::Gauge,
         histogram::{exponential_buckets, Histogram},
     },
     registry::Registry,
@@ -24,15 +24,9 @@ struct ClusterLabels {
     locality: String,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct IdentityLabels {
-    identity: String,
-}
-
 pub struct Metrics {
     registry: Registry,
-    certificate_expiry: Family<IdentityLabels, Gauge>,
-    credentials: std::sync::OnceLock<std::sync::Arc<meridian_identity::tls::Credentials>>,
+    pub certificate_expiry: ExpiryGauge,
     requests: Family<Labels, Counter>,
     latency: Family<ClusterLabels, Histogram>,
     ejections: Family<ClusterLabels, Counter>,
@@ -56,11 +50,9 @@ impl Default for Metrics {
             "Time to the upstream's response headers, retries included",
             latency.clone(),
         );
-        let certificate_expiry = Family::<IdentityLabels, Gauge>::default();
-        registry.register(
-            "tls_certificate_expiry_seconds",
+        let certificate_expiry = ExpiryGauge::register(
+            &mut registry,
             "Seconds until the proxy's mesh certificate expires (absent without one)",
-            certificate_expiry.clone(),
         );
         let ejections = Family::<ClusterLabels, Counter>::default();
         registry.register(
@@ -71,7 +63,6 @@ impl Default for Metrics {
         Metrics {
             registry,
             certificate_expiry,
-            credentials: std::sync::OnceLock::new(),
             requests,
             latency,
             ejections,
@@ -109,23 +100,8 @@ impl Metrics {
             .inc();
     }
 
-    /// Reports the expiry of the certificate in `credentials` from now on.
-    pub fn track_certificate(
-        &self,
-        credentials: std::sync::Arc<meridian_identity::tls::Credentials>,
-    ) {
-        let _ = self.credentials.set(credentials);
-    }
-
     pub fn render(&self) -> String {
-        if let Some((id, seconds)) = self.credentials.get().and_then(|c| c.expiry()) {
-            self.certificate_expiry.clear();
-            self.certificate_expiry
-                .get_or_create(&IdentityLabels {
-                    identity: id.to_string(),
-                })
-                .set(seconds);
-        }
+        self.certificate_expiry.refresh();
         let mut text = String::new();
         let _ = encode(&mut text, &self.registry);
         text

@@ -4,6 +4,7 @@
 pub mod ca;
 pub mod ca_dir;
 pub mod enroll;
+pub mod expiry;
 pub mod spiffe;
 pub mod tls;
 pub mod token;

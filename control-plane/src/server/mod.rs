@@ -94,7 +94,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let node = Arc::new(Node::new(config.node_id, raft.clone(), state, committed));
     let metrics = Arc::new(Metrics::default());
     if let Some(credentials) = &credentials {
-        metrics.track_certificate(credentials.clone());
+        metrics.certificate_expiry.track(credentials.clone());
     }
     let proxies = Arc::new(Registry::default());
     let liveness = Arc::new(Liveness::default());
