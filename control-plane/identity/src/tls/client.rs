@@ -4,7 +4,7 @@
 use super::credentials::Credentials;
 use super::io::Io;
 use super::server::CurrentLeaf;
-use super::verify::{verify_peer, Usage};
+use super::verify::{verify_peer, Signatures, Usage};
 use crate::spiffe::{Identity, SpiffeId};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -77,7 +77,7 @@ impl ServerCertVerifier for ServerIdentity {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not accepted".into()))
+        Signatures(&self.credentials.provider).tls12()
     }
     fn verify_tls13_signature(
         &self,
@@ -85,18 +85,10 @@ impl ServerCertVerifier for ServerIdentity {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.credentials.provider.signature_verification_algorithms,
-        )
+        Signatures(&self.credentials.provider).tls13(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.credentials
-            .provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        Signatures(&self.credentials.provider).schemes()
     }
 }
 

@@ -160,6 +160,14 @@ pub(crate) fn read(path: &Path) -> Result<String, TlsError> {
     std::fs::read_to_string(path).map_err(|e| file_error(path, e))
 }
 
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("id", &self.id().map(|i| i.to_string()))
+            .finish()
+    }
+}
+
 impl Credentials {
     /// Credentials from files, re-read by [`Credentials::reload`].
     pub fn from_files(files: TlsFiles) -> Result<Arc<Credentials>, TlsError> {

@@ -9,7 +9,7 @@
 
 use super::credentials::Credentials;
 use super::io::Io;
-use super::verify::{verify_peer, Usage};
+use super::verify::{verify_peer, Signatures, Usage};
 use crate::spiffe::SpiffeId;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -147,7 +147,7 @@ impl ClientCertVerifier for DeferredClientAuth {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 is not accepted".into()))
+        Signatures(&self.provider).tls12()
     }
     fn verify_tls13_signature(
         &self,
@@ -155,31 +155,16 @@ impl ClientCertVerifier for DeferredClientAuth {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        Signatures(&self.provider).tls13(message, cert, dss)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        Signatures(&self.provider).schemes()
     }
 }
 
 /// Presents whatever certificate is in force at the time of the handshake.
 #[derive(Debug)]
 pub(crate) struct CurrentLeaf(pub(crate) Arc<Credentials>);
-
-impl std::fmt::Debug for Credentials {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("id", &self.id().map(|i| i.to_string()))
-            .finish()
-    }
-}
 
 impl ResolvesServerCert for CurrentLeaf {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {

@@ -3,7 +3,10 @@
 
 use super::credentials::Bundle;
 use crate::spiffe::SpiffeId;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Usage {
@@ -63,4 +66,32 @@ pub fn verify_peer(
         }
     }
     Ok(id)
+}
+
+/// The handshake signature checks both ends share: TLS 1.3 only, with the
+/// provider's algorithms.
+pub(crate) struct Signatures<'a>(pub &'a CryptoProvider);
+
+impl Signatures<'_> {
+    pub fn tls12(&self) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not accepted".into()))
+    }
+
+    pub fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    pub fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
