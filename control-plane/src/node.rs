@@ -172,8 +172,7 @@ impl Node {
     pub async fn read_index_local(&self) -> Result<Attempt<u64>, NodeError> {
         let leader = self.metrics().current_leader;
         if leader != Some(self.id) {
-            let hint = leader.and_then(|id| self.addr_of(id).map(|addr| Leader { id, addr }));
-            return Ok(Attempt::NotLeader(hint));
+            return Ok(Attempt::NotLeader(self.leader()));
         }
         match tokio::time::timeout(LEADER_WAIT, self.raft.ensure_linearizable()).await {
             Ok(Ok(read_log_id)) => Ok(Attempt::Done(read_log_id.map(|l| l.index).unwrap_or(0))),
@@ -283,12 +282,12 @@ impl Node {
         }
     }
 
-    fn addr_of(&self, id: NodeId) -> Option<String> {
-        self.metrics()
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|n| n.addr.clone())
+    /// The current leader and its address, if known.
+    pub fn leader(&self) -> Option<Leader> {
+        let metrics = self.metrics();
+        let id = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&id).cloned();
+        Leader::from_hint(Some(id), node)
     }
 }
 

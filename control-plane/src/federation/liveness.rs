@@ -115,15 +115,7 @@ pub async fn run(node: Arc<Node>, liveness: Arc<Liveness>, grace: Duration) {
         let metrics = node.metrics();
         if metrics.current_leader != Some(node.id) {
             leader_since = None;
-            let leader = metrics.current_leader.and_then(|id| {
-                let node = metrics
-                    .membership_config
-                    .membership()
-                    .get_node(&id)
-                    .cloned();
-                forward::Leader::from_hint(Some(id), node)
-            });
-            if let Some(leader) = leader {
+            if let Some(leader) = node.leader() {
                 if let Err(e) = forward::agent_heartbeat(&leader, &local).await {
                     tracing::debug!(error = %e, "agent heartbeat to the leader failed");
                 }
