@@ -286,7 +286,11 @@ impl Node {
     pub fn leader(&self) -> Option<Leader> {
         let metrics = self.metrics();
         let id = metrics.current_leader?;
-        let node = metrics.membership_config.membership().get_node(&id).cloned();
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned();
         Leader::from_hint(Some(id), node)
     }
 }

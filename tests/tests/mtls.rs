@@ -33,6 +33,12 @@ fn cli_as(
     cli_with(&global, server, command, stdin)
 }
 
+/// Asserts that `status` is `code` and gives `reason` in its message.
+fn assert_refused(status: &tonic::Status, code: Code, reason: &str) {
+    assert_eq!(status.code(), code, "{}", status.message());
+    assert!(status.message().contains(reason), "{}", status.message());
+}
+
 async fn admin(files: &TlsFiles, node: &ServerNode) -> AdminClient<tonic::transport::Channel> {
     AdminClient::new(dialer(files).connect(&node.grpc).await.expect("connect"))
 }
@@ -169,17 +175,7 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
         })
         .await
         .expect_err("not a member");
-    assert_eq!(
-        refused.code(),
-        Code::PermissionDenied,
-        "{}",
-        refused.message()
-    );
-    assert!(
-        refused.message().contains("member nodes"),
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, Code::PermissionDenied, "member nodes");
 
     let agent = pki.issue("agent-east", &["--agent", "--cluster", "east"]);
     let channel = dialer(&agent).connect(&node.grpc).await.expect("connect");
@@ -198,17 +194,7 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
     }
     .await
     .expect_err("an agent may not write another cluster's endpoints");
-    assert_eq!(
-        refused.code(),
-        Code::PermissionDenied,
-        "{}",
-        refused.message()
-    );
-    assert!(
-        refused.message().contains("cluster 'west'"),
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, Code::PermissionDenied, "cluster 'west'");
 
     // Nothing changed, and every refusal was counted.
     let after = cli_as(
@@ -270,12 +256,7 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
     let refused = issue(token.clone(), "not a CSR".into())
         .await
         .expect_err("bad CSR");
-    assert_eq!(
-        refused.code(),
-        Code::InvalidArgument,
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, Code::InvalidArgument, "");
     let issued = issue(token.clone(), csr.clone())
         .await
         .expect("the token is still unused after a malformed request")
@@ -298,8 +279,7 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
         lifetime > Duration::from_secs(23 * 3600) && lifetime <= Duration::from_secs(24 * 3600)
     );
     let reused = issue(token, csr.clone()).await.expect_err("single use");
-    assert_eq!(reused.code(), Code::Unauthenticated);
-    assert!(reused.message().contains("used up"), "{}", reused.message());
+    assert_refused(&reused, Code::Unauthenticated, "used up");
 
     let created = cli_as(
         &alice,
@@ -312,16 +292,11 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
     let revoked = cli_as(&alice, &node.grpc, &["tokens", "revoke", &id], None);
     assert!(revoked.ok, "{}", revoked.stderr);
     let refused = issue(token, csr.clone()).await.expect_err("revoked");
-    assert_eq!(refused.code(), Code::Unauthenticated);
-    assert!(
-        refused.message().contains("revoked"),
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, Code::Unauthenticated, "revoked");
     let forged = issue(format!("{id}.{}", "0".repeat(64)), csr.clone())
         .await
         .expect_err("forged");
-    assert_eq!(forged.code(), Code::Unauthenticated);
+    assert_refused(&forged, Code::Unauthenticated, "");
     // A token bound to a name mints no other.
     let bound = cli_as(
         &alice,
@@ -342,12 +317,7 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
     let refused = issue(bound.stdout.trim().to_string(), csr)
         .await
         .expect_err("bound to another name");
-    assert_eq!(
-        refused.code(),
-        Code::PermissionDenied,
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, Code::PermissionDenied, "");
 
     let (_, metrics) = http::get(&nodes[2].http, "/metrics")
         .await
