@@ -92,6 +92,11 @@ pub fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> 
     response
 }
 
+/// The request's path and query, `/` when it has none.
+pub fn path_and_query(uri: &hyper::Uri) -> &str {
+    uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
+}
+
 fn idempotent(method: &hyper::Method) -> bool {
     matches!(
         *method,
@@ -211,11 +216,7 @@ pub async fn handle(
             return local_response(StatusCode::SERVICE_UNAVAILABLE, reason);
         }
     };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+    let path_and_query = path_and_query(&parts.uri);
     let started = std::time::Instant::now();
     let mut last_failed: Option<String> = None;
     let mut _retry: Option<crate::breaker::InFlight<'_>> = None;

@@ -4,7 +4,7 @@
 //! requests to the application with the caller's identity in
 //! `x-forwarded-client-cert`.
 
-use crate::forward::{local_response, ProxyBody};
+use crate::forward::{local_response, path_and_query, ProxyBody};
 use crate::proxy::Proxy;
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, Request, Response, StatusCode};
@@ -62,12 +62,8 @@ async fn handle(
         }
     };
     let (mut parts, body) = request.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    let Ok(uri) = format!("http://{}{path}", inbound.app).parse() else {
+    let target = format!("http://{}{}", inbound.app, path_and_query(&parts.uri));
+    let Ok(uri) = target.parse() else {
         return Ok(local_response(StatusCode::BAD_REQUEST, "bad request path"));
     };
     parts.uri = uri;
