@@ -48,7 +48,8 @@ pub struct CertificatesService {
 
 impl CertificatesService {
     pub fn new(
-        (node, metrics): (Arc<Node>, Arc<Metrics>),
+        node: Arc<Node>,
+        metrics: Arc<Metrics>,
         ca: Option<CaDir>,
         credentials: Option<Arc<Credentials>>,
         lifetime: Duration,

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status as RpcStatus, Streaming};
 
+#[derive(Clone)]
 pub struct FederationService {
     node: Arc<Node>,
     liveness: Arc<Liveness>,
@@ -131,12 +132,16 @@ async fn hello(requests: &mut Streaming<SyncRequest>) -> Result<Hello, RpcStatus
 }
 
 async fn serve(
-    service: (Arc<Node>, Arc<Liveness>, Arc<Metrics>),
+    service: FederationService,
     caller: Caller,
     mut requests: Streaming<SyncRequest>,
     tx: mpsc::Sender<Result<SyncResponse, RpcStatus>>,
 ) -> Result<(), RpcStatus> {
-    let (node, liveness, metrics) = service;
+    let FederationService {
+        node,
+        liveness,
+        metrics,
+    } = service;
     let hello = hello(&mut requests).await?;
     may_stream_endpoints(&caller, &hello.cluster)
         .map_err(|refusal| refused(&metrics, SYNC_METHOD, None, &refusal))?;
@@ -203,11 +208,7 @@ impl Federation for FederationService {
         request: Request<Streaming<SyncRequest>>,
     ) -> Result<Response<Self::SyncStream>, RpcStatus> {
         let (tx, rx) = mpsc::channel(16);
-        let service = (
-            self.node.clone(),
-            self.liveness.clone(),
-            self.metrics.clone(),
-        );
+        let service = self.clone();
         let caller = caller_of(&request);
         tokio::spawn(async move {
             if let Err(status) = serve(service, caller, request.into_inner(), tx.clone()).await {

@@ -118,7 +118,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .context("building gRPC reflection")?;
     let ca = config.ca_dir.clone().map(open_ca).transpose()?;
     let certificates = CertificatesService::new(
-        (node.clone(), metrics.clone()),
+        node.clone(),
+        metrics.clone(),
         ca,
         credentials.clone(),
         config.cert_lifetime,
