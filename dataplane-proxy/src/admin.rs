@@ -35,14 +35,6 @@ async fn config_dump(State(proxy): State<Arc<Proxy>>) -> Json<Value> {
 }
 
 async fn clusters(State(proxy): State<Arc<Proxy>>) -> Json<Value> {
-    let hosts = proxy
-        .current()
-        .map(|r| r.hosts())
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(cluster, address, priority, healthy, weight)| {
-            json!({"cluster": cluster, "address": address, "priority": priority, "healthy": healthy, "weight": weight})
-        })
-        .collect::<Vec<_>>();
+    let hosts = proxy.current().map(|r| r.hosts()).unwrap_or_default();
     Json(json!({ "hosts": hosts }))
 }

@@ -24,6 +24,12 @@ pub struct InFlight<'a> {
     counter: &'a AtomicU32,
 }
 
+/// Retries always allowed in flight, however few requests are: enough that
+/// every request caught on a tier that just died can move on (Linkerd's
+/// retry budget has the same floor, ten, per second). Envoy's three let the
+/// fourth concurrent request of a dead tier fail.
+const MIN_RETRY_CONCURRENCY: u32 = 10;
+
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.counter.fetch_sub(1, Ordering::Relaxed);
@@ -61,9 +67,10 @@ impl Breaker {
     }
 
     /// Admits a retry unless retries in flight already reach the budget:
-    /// a fifth of the requests in flight, and at least three.
+    /// a fifth of the requests in flight, and at least
+    /// `MIN_RETRY_CONCURRENCY`.
     pub fn admit_retry(&self) -> Option<InFlight<'_>> {
-        let budget = (self.active.load(Ordering::Relaxed) / 5).max(3);
+        let budget = (self.active.load(Ordering::Relaxed) / 5).max(MIN_RETRY_CONCURRENCY);
         let (admitted, previous) = InFlight::enter(&self.retries);
         (previous < budget).then_some(admitted)
     }

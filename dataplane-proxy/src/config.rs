@@ -4,7 +4,7 @@
 
 use envoy_types::pb::envoy::{
     config::{
-        cluster::v3::{cluster::LbPolicy, Cluster},
+        cluster::v3::{cluster::LbPolicy, Cluster, OutlierDetection},
         core::v3::{address, socket_address::PortSpecifier, HealthStatus},
         endpoint::v3::{lb_endpoint::HostIdentifier, ClusterLoadAssignment},
         listener::v3::{filter::ConfigType, Listener},
@@ -69,8 +69,37 @@ pub struct Route {
 pub struct Retry {
     pub attempts: u32,
     pub per_try_timeout: Option<Duration>,
+    /// Retry any 5xx response.
     pub on_5xx: bool,
+    /// Retry 502, 503 and 504.
+    pub on_gateway_error: bool,
+    /// Try another host when a connection cannot be made.
     pub on_connect_failure: bool,
+    /// Retry when the connection is reset or closed before a response arrives.
+    pub on_reset: bool,
+}
+
+impl Retry {
+    /// Envoy's `retry_on`: `5xx` and `gateway-error` take in connect failures and resets.
+    fn parse(attempts: u32, per_try_timeout: Option<Duration>, retry_on: &str) -> Self {
+        let on = |name: &str| retry_on.split(',').any(|o| o.trim() == name);
+        let on_5xx = on("5xx");
+        let on_gateway_error = on_5xx || on("gateway-error");
+        Retry {
+            attempts,
+            per_try_timeout,
+            on_5xx,
+            on_gateway_error,
+            on_connect_failure: on_gateway_error || on("connect-failure"),
+            on_reset: on_gateway_error || on("reset"),
+        }
+    }
+
+    /// Whether a response with this status is retried.
+    pub fn on_status(&self, status: u16) -> bool {
+        (self.on_5xx && (500..600).contains(&status))
+            || (self.on_gateway_error && matches!(status, 502..=504))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -142,6 +171,27 @@ fn health_check(cluster: &Cluster) -> Option<HealthCheckConfig> {
         healthy_threshold: hc.healthy_threshold.as_ref().map(|v| v.value).unwrap_or(2),
         http_path,
     })
+}
+
+/// The outlier policy of a cluster: Envoy's gateway-failure detector when
+/// the 5xx one is turned off (Meridian's default), else the 5xx one.
+fn outlier_policy(od: &OutlierDetection) -> OutlierPolicy {
+    let value = |v: Option<&envoy_types::pb::google::protobuf::UInt32Value>| v.map(|v| v.value);
+    let gateway_only = value(od.enforcing_consecutive_5xx.as_ref()) == Some(0)
+        && od.consecutive_gateway_failure.is_some();
+    let consecutive = if gateway_only {
+        value(od.consecutive_gateway_failure.as_ref())
+    } else {
+        value(od.consecutive_5xx.as_ref())
+    };
+    OutlierPolicy {
+        consecutive_failures: consecutive.unwrap_or(5).max(1),
+        base_ejection: duration(od.base_ejection_time.as_ref()).unwrap_or(Duration::from_secs(30)),
+        max_ejection_percent: value(od.max_ejection_percent.as_ref())
+            .unwrap_or(10)
+            .min(100),
+        any_5xx: !gateway_only,
+    }
 }
 
 fn decode<M: Message + Default>(type_url: &str, name: &str, bytes: &[u8]) -> Result<M, String> {
@@ -257,17 +307,12 @@ fn routes(config: &RouteConfiguration) -> Result<Vec<VirtualHost>, String> {
                             ))
                         }
                     };
-                    let retry = action.retry_policy.as_ref().map(|p| Retry {
-                        attempts: p.num_retries.as_ref().map(|n| n.value).unwrap_or(1),
-                        per_try_timeout: duration(p.per_try_timeout.as_ref()),
-                        on_5xx: p
-                            .retry_on
-                            .split(',')
-                            .any(|o| o == "5xx" || o == "gateway-error"),
-                        on_connect_failure: p
-                            .retry_on
-                            .split(',')
-                            .any(|o| matches!(o, "connect-failure" | "reset" | "5xx")),
+                    let retry = action.retry_policy.as_ref().map(|p| {
+                        Retry::parse(
+                            p.num_retries.as_ref().map(|n| n.value).unwrap_or(1),
+                            duration(p.per_try_timeout.as_ref()),
+                            &p.retry_on,
+                        )
                     });
                     let hash = action
                         .hash_policy
@@ -430,22 +475,7 @@ impl Snapshot {
                                 .map(|v| v.value)
                                 .unwrap_or(1024),
                         }),
-                    outlier: cluster.outlier_detection.as_ref().map(|od| OutlierPolicy {
-                        consecutive_failures: od
-                            .consecutive_5xx
-                            .as_ref()
-                            .map(|v| v.value)
-                            .unwrap_or(5)
-                            .max(1),
-                        base_ejection: duration(od.base_ejection_time.as_ref())
-                            .unwrap_or(Duration::from_secs(30)),
-                        max_ejection_percent: od
-                            .max_ejection_percent
-                            .as_ref()
-                            .map(|v| v.value)
-                            .unwrap_or(10)
-                            .min(100),
-                    }),
+                    outlier: cluster.outlier_detection.as_ref().map(outlier_policy),
                 },
             );
         }

@@ -1,7 +1,8 @@
 //! One request through the proxy: route by authority and path, choose a
 //! cluster by weight and a host by the cluster's policy, forward with the
-//! route's timeout, and retry connect failures and (where the route says so)
-//! 5xx on idempotent requests, on another host.
+//! route's timeout, and retry what the route's retry policy names (by
+//! default connect failures and resets) on idempotent requests, on a host
+//! not tried yet and then on the next priority.
 
 use crate::mesh_client::{MeshClients, MeshConnector};
 use crate::{config::HashOn, metrics::Metrics, runtime::Runtime};
@@ -9,7 +10,7 @@ use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use meridian_balance::hash64;
+use meridian_balance::{hash64, HostId, Outcome};
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -178,18 +179,19 @@ pub async fn handle(
         return response;
     };
     let (parts, body) = request.into_parts();
+    // Only a request that may be sent twice is retried: an idempotent
+    // method, or one that carries an Idempotency-Key; never a gRPC stream.
     let grpc = parts
         .headers
         .get(hyper::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let retries = match &route.retry {
-        Some(retry) if idempotent(&parts.method) && !grpc => retry.attempts,
-        _ => 0,
-    };
+    let replayable =
+        (idempotent(&parts.method) || parts.headers.contains_key("idempotency-key")) && !grpc;
+    let retry = route.retry.as_ref().filter(|_| replayable);
     // A body is buffered only when a retry may have to send it again;
     // otherwise (and always for gRPC) it streams through, trailers and all.
     let mut streamed = None;
-    let buffered = if retries > 0 {
+    let buffered = if retry.is_some() {
         match Limited::new(body, MAX_REQUEST_BODY).collect().await {
             Ok(collected) => collected.to_bytes(),
             Err(_) => {
@@ -203,9 +205,7 @@ pub async fn handle(
         streamed = Some(body);
         Bytes::new()
     };
-    let per_try = route
-        .retry
-        .as_ref()
+    let per_try = retry
         .and_then(|r| r.per_try_timeout)
         .or(route.timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
@@ -218,20 +218,29 @@ pub async fn handle(
     };
     let path_and_query = path_and_query(&parts.uri);
     let started = std::time::Instant::now();
-    let mut last_failed: Option<String> = None;
+    // The hosts this request failed on: a retry goes elsewhere, and to the
+    // next priority once the current one has none left.
+    let mut failed: Vec<HostId> = Vec::new();
+    // Retries the route's `attempts` bound: after a response it retries or
+    // a per-try timeout. A connection that fails without a response (refused,
+    // reset, closed before the head: what a dying endpoint does, and cheap
+    // to try past) moves on to a host not tried yet without using one up, as
+    // nginx's proxy_next_upstream does: each host at most once per request,
+    // within the route's timeout and the retry budget.
+    let mut retried = 0;
     let mut _retry: Option<crate::breaker::InFlight<'_>> = None;
-    let mut outcome = local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+    let mut outcome = None;
     // The route's timeout bounds the whole request, retries included; each
     // try is also bounded by the retry policy's per-try timeout.
     let deadline = started + route.timeout.unwrap_or(DEFAULT_TIMEOUT);
-    for attempt in 0..=retries {
+    loop {
         let remaining = deadline.saturating_duration_since(std::time::Instant::now());
         if remaining.is_zero() {
             metrics.count(&cluster, "", "timeout");
             return local_response(StatusCode::GATEWAY_TIMEOUT, "the route's timeout ran out");
         }
         let per_try = per_try.min(remaining);
-        if attempt > 0 {
+        if !failed.is_empty() {
             // The retry budget: retries may be at most a fifth of the cluster's requests in flight.
             match breaker.admit_retry() {
                 Some(guard) => _retry = Some(guard),
@@ -241,10 +250,11 @@ pub async fn handle(
                 }
             }
         }
-        let Some((host, _in_flight)) = runtime.pick_host(&cluster, hash, last_failed.as_deref())
-        else {
-            metrics.count(&cluster, "", "no_healthy_upstream");
-            return local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream");
+        let Some((id, host, _in_flight)) = runtime.pick_host(&cluster, hash, &failed) else {
+            if failed.is_empty() {
+                metrics.count(&cluster, "", "no_healthy_upstream");
+            }
+            break;
         };
         let locality = runtime.locality(&cluster, &host);
         // A connection to the cluster, waiting as a pending request if all are busy.
@@ -283,16 +293,18 @@ pub async fn handle(
             return local_response(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
         };
         tracing::debug!(%cluster, %host, "forwarding");
-        match tokio::time::timeout(per_try, client.request(upstream)).await {
+        let result = tokio::time::timeout(per_try, client.request(upstream)).await;
+        let (reported, retryable, uses_a_retry) = match result {
             Ok(Ok(response)) => {
+                let status = response.status().as_u16();
                 metrics.observe(&cluster, locality, started.elapsed().as_secs_f64());
-                if runtime.report(&cluster, &host, response.status().is_server_error()) {
+                if runtime.report(&cluster, &host, Outcome::Status(status)) {
                     metrics.ejected(&cluster, locality);
                 }
-                let retry_5xx = route.retry.as_ref().is_some_and(|r| r.on_5xx);
-                if response.status().is_server_error() && retry_5xx && attempt < retries {
+                if retry.is_some_and(|r| r.on_status(status)) && retried < retry_attempts(retry) {
                     metrics.count(&cluster, locality, "retry_5xx");
-                    last_failed = Some(host);
+                    failed.push(id);
+                    retried += 1;
                     continue;
                 }
                 metrics.count(
@@ -308,29 +320,60 @@ pub async fn handle(
                 return Response::from_parts(parts, body.boxed());
             }
             Ok(Err(e)) => {
-                if runtime.report(&cluster, &host, true) {
-                    metrics.ejected(&cluster, locality);
-                }
                 tracing::debug!(%cluster, %host, error = %e, "upstream request failed");
                 metrics.count(&cluster, locality, "upstream_error");
-                outcome =
-                    local_response(StatusCode::BAD_GATEWAY, &format!("upstream {host} failed"));
-                if !route.retry.as_ref().is_some_and(|r| r.on_connect_failure) {
-                    break;
-                }
+                outcome = Some(local_response(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("upstream {host} failed"),
+                ));
+                let outcome = if refused(&e) {
+                    Outcome::Refused
+                } else {
+                    Outcome::Failed
+                };
+                let retryable = if e.is_connect() {
+                    retry.is_some_and(|r| r.on_connect_failure)
+                } else {
+                    retry.is_some_and(|r| r.on_reset)
+                };
+                (outcome, retryable, false)
             }
             Err(_) => {
-                if runtime.report(&cluster, &host, true) {
-                    metrics.ejected(&cluster, locality);
-                }
                 metrics.count(&cluster, locality, "timeout");
-                outcome = local_response(
+                outcome = Some(local_response(
                     StatusCode::GATEWAY_TIMEOUT,
                     &format!("upstream {host} timed out"),
-                );
+                ));
+                (Outcome::Failed, retry.is_some_and(|r| r.on_reset), true)
             }
+        };
+        if runtime.report(&cluster, &host, reported) {
+            metrics.ejected(&cluster, locality);
         }
-        last_failed = Some(host);
+        if !retryable || (uses_a_retry && retried >= retry_attempts(retry)) {
+            break;
+        }
+        if uses_a_retry {
+            retried += 1;
+        }
+        failed.push(id);
     }
     outcome
+        .unwrap_or_else(|| local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"))
+}
+
+fn retry_attempts(retry: Option<&crate::config::Retry>) -> u32 {
+    retry.map_or(0, |r| r.attempts)
+}
+
+/// Whether the upstream refused the connection (nothing listens there).
+fn refused(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = cause.source();
+    }
+    false
 }

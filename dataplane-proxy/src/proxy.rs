@@ -11,6 +11,7 @@ use crate::{
 };
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use meridian_balance::Outcome;
 use std::{
     collections::HashMap,
     convert::Infallible,
@@ -271,11 +272,10 @@ async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
                 return;
             };
             let hash = meridian_balance::hash64(peer.ip().to_string().as_bytes());
-            // Try a few hosts; a connect failure moves on to another.
-            let mut last_failed: Option<String> = None;
+            // A connect failure moves on to a host not tried yet.
+            let mut failed = Vec::new();
             for _ in 0..3 {
-                let Some((host, _in_flight)) =
-                    runtime.pick_host(&cluster, Some(hash), last_failed.as_deref())
+                let Some((id, host, _in_flight)) = runtime.pick_host(&cluster, Some(hash), &failed)
                 else {
                     proxy.metrics.count(&cluster, "", "no_healthy_upstream");
                     return;
@@ -287,7 +287,7 @@ async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
                 .await;
                 match connect {
                     Ok(Ok(mut outbound)) => {
-                        runtime.report(&cluster, &host, false);
+                        runtime.report(&cluster, &host, Outcome::Status(200));
                         proxy.metrics.count(
                             &cluster,
                             runtime.locality(&cluster, &host),
@@ -296,14 +296,20 @@ async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         return;
                     }
-                    _ => {
-                        runtime.report(&cluster, &host, true);
+                    failure => {
+                        let outcome = match failure {
+                            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                                Outcome::Refused
+                            }
+                            _ => Outcome::Failed,
+                        };
+                        runtime.report(&cluster, &host, outcome);
                         proxy.metrics.count(
                             &cluster,
                             runtime.locality(&cluster, &host),
                             "upstream_error",
                         );
-                        last_failed = Some(host);
+                        failed.push(id);
                     }
                 }
             }

@@ -1,10 +1,11 @@
 //! What serves requests: the current configuration, a balancer per cluster,
-//! in-flight counts for least request, and request counters. Replaced
-//! wholesale when a new configuration is accepted.
+//! in-flight counts for least request, and request counters. Rebuilt when a
+//! new configuration is accepted; circuit breakers and outlier ejections
+//! carry over for the clusters and hosts that are still there.
 
 use crate::breaker::{Breaker, InFlight};
 use crate::config::{Route, Snapshot};
-use meridian_balance::{hash64, Balancer, HostId, OutlierTracker, PickContext, Verdict};
+use meridian_balance::{hash64, Balancer, HostId, Outcome, OutlierTracker, PickContext, Verdict};
 use std::time::Instant;
 use std::{
     collections::HashMap,
@@ -53,11 +54,21 @@ impl Runtime {
             .clusters
             .iter()
             .filter_map(|(name, c)| {
-                let hosts = c.localities.iter().map(|l| l.hosts.len()).sum();
-                Some((
-                    name.clone(),
-                    Mutex::new(OutlierTracker::new(c.outlier?, hosts)),
-                ))
+                let policy = c.outlier?;
+                let hosts: Vec<&str> = c
+                    .localities
+                    .iter()
+                    .flat_map(|l| &l.hosts)
+                    .map(|h| h.address.as_str())
+                    .collect();
+                let tracker = match previous.and_then(|p| p.outliers.get(name)) {
+                    Some(old) => old
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .carry_over(policy, &hosts),
+                    None => OutlierTracker::new(policy, hosts.len()),
+                };
+                Some((name.clone(), Mutex::new(tracker)))
             })
             .collect();
         let in_flight = snapshot
@@ -113,7 +124,30 @@ impl Runtime {
                 (name.clone(), Breaker::for_limits(c.limits, previous))
             })
             .collect();
+        runtime.hold_out_carried_ejections();
         runtime
+    }
+
+    /// Takes the hosts that a carried-over outlier tracker still ejects out of rotation.
+    fn hold_out_carried_ejections(&self) {
+        for (cluster, config) in &self.snapshot.clusters {
+            let Some(tracker) = self.outliers.get(cluster) else {
+                continue;
+            };
+            let ejected: Vec<&str> = {
+                let tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
+                config
+                    .localities
+                    .iter()
+                    .flat_map(|l| &l.hosts)
+                    .map(|h| h.address.as_str())
+                    .filter(|a| tracker.is_ejected(a))
+                    .collect()
+            };
+            for address in ejected {
+                self.hold_out(cluster, address, |flags| flags.0 = true);
+            }
+        }
     }
 
     /// The cluster's circuit breakers.
@@ -144,37 +178,29 @@ impl Runtime {
         None
     }
 
-    /// A host of the cluster (its address), counted in flight until the guard drops.
+    /// A host of the cluster (its id and address), counted in flight until
+    /// the guard drops; none of `avoid`, the hosts this request already
+    /// failed on, while another is left.
     pub fn pick_host(
         &self,
         cluster: &str,
         hash: Option<u64>,
-        avoid: Option<&str>,
-    ) -> Option<(String, InFlight<'_>)> {
+        avoid: &[HostId],
+    ) -> Option<(HostId, String, InFlight<'_>)> {
         self.readmit_expired(cluster);
         let balancer = self.balancers.get(cluster)?;
         let counters = self.in_flight.get(cluster)?;
         let counter = |id: HostId| counters.get(id.locality).and_then(|l| l.get(id.host));
         let loads = |id: HostId| counter(id).map(|c| c.load(Ordering::Relaxed)).unwrap_or(0);
         let mut balancer = balancer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut chosen = None;
-        // A retry tries another host when there is one.
-        for _ in 0..3 {
-            let ctx = PickContext {
-                random: [self.next_random(), self.next_random(), self.next_random()],
-                hash,
-                in_flight: &loads,
-            };
-            let id = balancer.pick(&ctx)?;
-            let address = balancer.host(id)?.address.clone();
-            let is_avoided = avoid == Some(address.as_str());
-            chosen = Some((address, id));
-            if !is_avoided || hash.is_some() {
-                break;
-            }
-        }
-        let (address, id) = chosen?;
-        Some((address, InFlight::enter(counter(id)?).0))
+        let ctx = PickContext {
+            random: [self.next_random(), self.next_random(), self.next_random()],
+            hash,
+            in_flight: &loads,
+        };
+        let id = balancer.pick_avoiding(&ctx, avoid)?;
+        let address = balancer.host(id)?.address.clone();
+        Some((id, address, InFlight::enter(counter(id)?).0))
     }
 
     /// The host's locality, `region/zone/sub_zone`.
@@ -187,19 +213,19 @@ impl Runtime {
     }
 
     /// Records a request's outcome at a host, ejecting it if it keeps
-    /// failing; true when this outcome ejected it.
-    pub fn report(&self, cluster: &str, address: &str, failed: bool) -> bool {
+    /// failing (or refuses connections); true when this outcome ejected it.
+    pub fn report(&self, cluster: &str, address: &str, outcome: Outcome) -> bool {
         let Some(tracker) = self.outliers.get(cluster) else {
             return false;
         };
         let verdict = tracker.lock().unwrap_or_else(|p| p.into_inner()).record(
             address,
-            failed,
+            outcome,
             Instant::now(),
         );
         match verdict {
             Some(verdict) => {
-                tracing::info!(%cluster, ?verdict, "outlier detection");
+                tracing::info!(%cluster, ?verdict, ?outcome, "outlier detection");
                 self.act(cluster, verdict);
                 true
             }
@@ -270,24 +296,48 @@ impl Runtime {
         }
     }
 
-    /// Hosts per cluster with health, for /clusters.
-    pub fn hosts(&self) -> Vec<(String, String, u32, bool, u32)> {
+    /// Every host of every cluster with its health, for /clusters.
+    pub fn hosts(&self) -> Vec<HostRow> {
+        let held = self
+            .held_out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut rows = Vec::new();
         for (cluster, balancer) in &self.balancers {
             let balancer = balancer.lock().unwrap_or_else(|p| p.into_inner());
             for locality in balancer.localities() {
                 for host in &locality.hosts {
-                    rows.push((
-                        cluster.clone(),
-                        host.address.clone(),
-                        locality.priority,
-                        host.healthy,
-                        host.weight,
-                    ));
+                    let (ejected, failing_checks) = held
+                        .get(&(cluster.clone(), host.address.clone()))
+                        .copied()
+                        .unwrap_or_default();
+                    rows.push(HostRow {
+                        cluster: cluster.clone(),
+                        address: host.address.clone(),
+                        priority: locality.priority,
+                        healthy: host.healthy,
+                        weight: host.weight,
+                        ejected,
+                        failing_checks,
+                    });
                 }
             }
         }
-        rows.sort();
+        rows.sort_by(|a, b| (&a.cluster, &a.address).cmp(&(&b.cluster, &b.address)));
         rows
     }
+}
+
+/// One host as /clusters shows it: `healthy` is whether it takes traffic;
+/// `ejected` and `failing_checks` say why not, beyond the control plane's word.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct HostRow {
+    pub cluster: String,
+    pub address: String,
+    pub priority: u32,
+    pub healthy: bool,
+    pub weight: u32,
+    pub ejected: bool,
+    pub failing_checks: bool,
 }

@@ -4,8 +4,10 @@ Started by tests/tests/grpc_interop.rs with GRPC_XDS_BOOTSTRAP pointing at a
 control-plane node. Starts real gRPC test servers on 127.0.0.1, registers them
 with `meridian apply`, dials xds:///NAME.NAMESPACE targets and checks that
 calls follow a TrafficSplit's weights and fail over to the next priority
-when the first priority's endpoints are marked unhealthy. Prints one JSON
-summary line; exits non-zero with the reason on failure.
+when the first priority's endpoints are marked unhealthy, and, with no
+retry or outlier settings on the service, when they die (their servers
+stop): no call fails. Prints one JSON summary line; exits non-zero with the
+reason on failure.
 
 usage: grpc_xds_client.py MERIDIAN_BIN SERVER_ADDR
 """
@@ -118,14 +120,30 @@ def main():
     if set(shares) - {"v1", "v2"} or not 0.68 <= v2_share <= 0.82:
         raise SystemExit(f"split 1:3 should give v2 75% (+/- 7%), got {dict(shares)}")
 
+    # The local endpoints die with nothing told to the control plane: the
+    # client moves to the next priority and the route's default retry policy
+    # (UNAVAILABLE for gRPC services) covers the calls caught in between.
+    until("checkout.shop in us-east-1a", lambda: call(checkout).startswith("east-"))
+    for name in ["east-1", "east-2"]:
+        servers[name][0].stop(0)
+    died = Counter()
+    for _ in range(40):
+        try:
+            died[call(checkout)] += 1
+        except grpc.RpcError as e:
+            died[f"failed: {e.code()}"] += 1
+    if set(died) != {"west-1"}:
+        raise SystemExit(f"with us-east-1a dead every call should reach west-1, got {dict(died)}")
+
     print(json.dumps({
         "priority0": dict(local),
         "failover": dict(failed_over),
         "split": dict(shares),
         "v2_share": round(v2_share, 3),
+        "dead_priority0": dict(died),
     }))
     for s, _ in servers.values():
-        s.stop(0)
+        s.stop(0)  # stopping a stopped server is harmless
 
 
 if __name__ == "__main__":

@@ -92,3 +92,72 @@ pub async fn get(client: &HttpClient, addr: &str, host: &str, path: &str) -> Opt
     let body = response.into_body().collect().await.ok()?.to_bytes();
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
+
+/// How long the proxy tests wait for a condition.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// An `Endpoints` manifest for web.shop in `cluster`: each (port on
+/// 127.0.0.1, weight, health) in `zone`.
+pub fn endpoints(cluster: &str, zone: &str, eps: &[(u16, u32, &str)]) -> String {
+    let items: Vec<String> = eps
+        .iter()
+        .map(|(port, weight, health)| format!("{{address: 127.0.0.1, port: {port}, weight: {weight}, zone: {zone}, health: {health}}}"))
+        .collect();
+    format!("kind: Endpoints\nmetadata: {{name: web, namespace: shop, cluster: {cluster}}}\nspec: {{endpoints: [{}]}}\n", items.join(", "))
+}
+
+/// A one-node control plane, with a leader.
+pub async fn control_plane(root: &Path) -> Vec<crate::ServerNode> {
+    let nodes = crate::start_cluster(root, 1, crate::ServerOptions::default());
+    crate::agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    nodes
+}
+
+/// Applies `mesh`, starts a proxy in cluster east, and waits until it routes
+/// web.shop on `port`; returns the proxy and its address.
+pub async fn routed_proxy(
+    root: &Path,
+    cp: &str,
+    name: &str,
+    mesh: &str,
+    port: u16,
+) -> (ProxyProcess, String) {
+    let applied = crate::cli(cp, &["apply", "-f", "-"], Some(mesh));
+    assert!(applied.ok, "{}", applied.stderr);
+    let mut proxy = ProxyProcess::new(root, name, "east", &[cp]);
+    proxy.start();
+    let addr = format!("127.0.0.1:{port}");
+    wait_routed(&addr).await;
+    (proxy, addr)
+}
+
+/// Waits until the proxy at `addr` routes web.shop.
+pub async fn wait_routed(addr: &str) {
+    crate::eventually(WAIT, "the proxy to route web.shop", || async {
+        let (status, _) = crate::http::get_host(addr, "web.shop", "/").await?;
+        (status == 200).then_some(())
+    })
+    .await;
+}
+
+/// Sends `count` sequential GETs to web.shop: how many each upstream
+/// answered, and `HTTP CODE: BODY` for each other answer.
+pub async fn spread(
+    client: &HttpClient,
+    addr: &str,
+    count: usize,
+) -> std::collections::HashMap<String, usize> {
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..count {
+        let (status, body) = get(client, addr, "web.shop", "/")
+            .await
+            .expect("a response");
+        let key = if status == 200 {
+            body
+        } else {
+            format!("HTTP {status}: {body}")
+        };
+        *counts.entry(key).or_insert(0) += 1;
+    }
+    counts
+}

@@ -79,3 +79,89 @@ impl Drop for Upstream {
         }
     }
 }
+
+/// An upstream as a process of its own (`meridian-test-upstream`), so that
+/// a test can kill it with SIGKILL as a real endpoint dies, and start it
+/// again on the same port.
+pub struct UpstreamProcess {
+    pub name: String,
+    pub port: u16,
+    process: crate::process::Process,
+}
+
+impl UpstreamProcess {
+    pub async fn start(root: &std::path::Path, name: &str) -> Self {
+        let port = crate::free_port();
+        let mut upstream = UpstreamProcess {
+            name: name.to_string(),
+            port,
+            process: crate::process::Process::new(
+                "meridian-test-upstream",
+                vec![name.to_string(), port.to_string()],
+                root.join(format!("upstream-{name}.log")),
+                "info",
+            ),
+        };
+        upstream.restart().await;
+        upstream
+    }
+
+    /// Starts the process (again) and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.process.start();
+        let addr = format!("127.0.0.1:{}", self.port);
+        crate::eventually(
+            std::time::Duration::from_secs(10),
+            "the upstream to answer",
+            || async { crate::http::get(&addr, "/").await.map(|_| ()) },
+        )
+        .await;
+    }
+
+    /// Whether the upstream has received a request with this method.
+    pub fn received(&self, method: &str) -> bool {
+        self.process
+            .log_tail(1_000)
+            .contains(&format!("request {method} "))
+    }
+
+    /// SIGKILL: connections in flight are reset, new ones refused.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+}
+
+/// A port where connection attempts hang, as at an endpoint whose host is
+/// gone from the network: a listener that never accepts, with its one-slot
+/// accept queue already full, so the kernel drops further SYNs.
+pub struct Blackhole {
+    pub port: u16,
+    _listener: tokio::net::TcpListener,
+    _queued: Vec<tokio::net::TcpStream>,
+}
+
+impl Blackhole {
+    pub async fn start() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        let listener = socket.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("the blackhole's address");
+        let mut queued = Vec::new();
+        for _ in 0..2 {
+            let connect = tokio::net::TcpStream::connect(addr);
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(std::time::Duration::from_millis(200), connect).await
+            {
+                queued.push(stream);
+            }
+        }
+        assert!(!queued.is_empty(), "the accept queue holds a connection");
+        Blackhole {
+            port: addr.port(),
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+}

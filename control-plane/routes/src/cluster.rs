@@ -25,7 +25,9 @@ use envoy_types::pb::envoy::{
         HttpProtocolOptions,
     },
 };
-use meridian_model::spec::{LbPolicy, Protocol, ServiceSpec};
+use meridian_model::spec::{
+    Detector, LbPolicy, OutlierDetection as OutlierSpec, OutlierSettings, Protocol, ServiceSpec,
+};
 
 /// How long a proxy waits to connect to an endpoint, unless the service's timeout is shorter.
 const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -40,6 +42,28 @@ pub fn lb_policy(lb: LbPolicy) -> EnvoyLb {
         LbPolicy::IpHash | LbPolicy::RingHash => EnvoyLb::RingHash,
         LbPolicy::Maglev => EnvoyLb::Maglev,
     }
+}
+
+/// Envoy's outlier detection for the settings in force. The default
+/// detector counts gateway errors (connect failures and resets among them)
+/// and turns Envoy's own 5xx detector off, so an application's 500s do not
+/// eject a host that is up.
+fn outlier_detection(settings: &OutlierSettings) -> OutlierDetection {
+    let mut od = OutlierDetection {
+        interval: Some(proto::duration(settings.interval)),
+        base_ejection_time: Some(proto::duration(settings.base_ejection_time)),
+        max_ejection_percent: Some(proto::u32_value(settings.max_ejection_percent)),
+        ..Default::default()
+    };
+    match settings.detector {
+        Detector::Consecutive5xx(n) => od.consecutive_5xx = Some(proto::u32_value(n)),
+        Detector::ConsecutiveGatewayErrors(n) => {
+            od.consecutive_gateway_failure = Some(proto::u32_value(n));
+            od.enforcing_consecutive_gateway_failure = Some(proto::u32_value(100));
+            od.enforcing_consecutive_5xx = Some(proto::u32_value(0));
+        }
+    }
+    od
 }
 
 pub fn cluster(id: &crate::ServiceId, spec: &ServiceSpec, trust_domain: Option<&str>) -> Cluster {
@@ -69,15 +93,8 @@ pub fn cluster(id: &crate::ServiceId, spec: &ServiceSpec, trust_domain: Option<&
         metadata: crate::transport::metadata(spec),
         ..Default::default()
     };
-    if let Some(od) = &spec.outlier_detection {
-        cluster.outlier_detection = Some(OutlierDetection {
-            consecutive_5xx: Some(proto::u32_value(od.consecutive_5xx)),
-            interval: Some(proto::duration(od.interval.as_std())),
-            base_ejection_time: Some(proto::duration(od.base_ejection_time.as_std())),
-            max_ejection_percent: Some(proto::u32_value(od.max_ejection_percent)),
-            ..Default::default()
-        });
-    }
+    cluster.outlier_detection =
+        OutlierSpec::settings(spec.outlier_detection.as_ref()).map(|od| outlier_detection(&od));
     if let Some(cb) = &spec.circuit_breaker {
         cluster.circuit_breakers = Some(CircuitBreakers {
             thresholds: vec![Thresholds {

@@ -13,8 +13,15 @@ use envoy_types::pb::envoy::config::route::v3::{
     weighted_cluster::ClusterWeight,
     RetryPolicy, Route, RouteAction, RouteConfiguration, RouteMatch, VirtualHost, WeightedCluster,
 };
+use envoy_types::pb::envoy::{
+    config::route::v3::retry_policy::{self, RetryHostPredicate, RetryPriority},
+    extensions::retry::{
+        host::previous_hosts::v3::PreviousHostsPredicate,
+        priority::previous_priorities::v3::PreviousPrioritiesConfig,
+    },
+};
 use meridian_model::{
-    spec::{RetryOn, ServiceSpec},
+    spec::{Protocol, RetryOn, RetryPolicy as ModelRetryPolicy, ServiceSpec},
     Spec,
 };
 
@@ -34,6 +41,45 @@ fn retry_on(on: &[RetryOn]) -> String {
     } else {
         names.join(",")
     }
+}
+
+/// The service's retries, or the default one retry on connect failure and
+/// reset; `attempts: 0` means none. A retry goes to a host not yet tried
+/// and, once every host of a priority has failed, to the next priority.
+fn retry_policy(spec: &ServiceSpec) -> Option<RetryPolicy> {
+    let policy = spec
+        .retries
+        .clone()
+        .unwrap_or_else(ModelRetryPolicy::default_policy);
+    if policy.attempts == 0 {
+        return None;
+    }
+    let mut retry_on = retry_on(&policy.on);
+    if spec.protocol == Protocol::Grpc && policy.on.is_empty() {
+        // Proxyless gRPC clients retry by status; UNAVAILABLE is what a dead endpoint gives.
+        retry_on.push_str(",unavailable");
+    }
+    Some(RetryPolicy {
+        retry_on,
+        num_retries: Some(proto::u32_value(policy.attempts)),
+        per_try_timeout: policy.per_try_timeout.map(|t| proto::duration(t.as_std())),
+        retry_host_predicate: vec![RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".to_string(),
+            config_type: Some(retry_policy::retry_host_predicate::ConfigType::TypedConfig(
+                proto::any(&PreviousHostsPredicate::default()),
+            )),
+        }],
+        host_selection_retry_max_attempts: 5,
+        retry_priority: Some(RetryPriority {
+            name: "envoy.retry_priorities.previous_priorities".to_string(),
+            config_type: Some(retry_policy::retry_priority::ConfigType::TypedConfig(
+                proto::any(&PreviousPrioritiesConfig {
+                    update_frequency: 1,
+                }),
+            )),
+        }),
+        ..Default::default()
+    })
 }
 
 fn hash_policy(spec: &ServiceSpec) -> Vec<HashPolicy> {
@@ -87,12 +133,7 @@ fn action(state: &MeshState, id: &ServiceId, spec: &ServiceSpec) -> RouteAction 
     RouteAction {
         cluster_specifier: Some(cluster_specifier),
         timeout: spec.timeout.map(|t| proto::duration(t.as_std())),
-        retry_policy: spec.retries.as_ref().map(|r| RetryPolicy {
-            retry_on: retry_on(&r.on),
-            num_retries: Some(proto::u32_value(r.attempts)),
-            per_try_timeout: r.per_try_timeout.map(|t| proto::duration(t.as_std())),
-            ..Default::default()
-        }),
+        retry_policy: retry_policy(spec),
         hash_policy: hash_policy(spec),
         ..Default::default()
     }

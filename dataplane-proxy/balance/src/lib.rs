@@ -17,6 +17,6 @@ mod ring;
 
 pub use hash::hash64;
 pub use health::{HealthTracker, Thresholds};
-pub use outlier::{OutlierPolicy, OutlierTracker, Verdict};
+pub use outlier::{Outcome, OutlierPolicy, OutlierTracker, Verdict};
 pub use pick::{Balancer, Host, HostId, Locality, PickContext, Policy};
 pub use priority::priority_loads;

@@ -1,7 +1,9 @@
-//! Passive outlier detection, after Envoy's: a host that fails (5xx or
-//! connect failure) this many times in a row is ejected for the base
-//! ejection time times the number of times it has been ejected, unless that
-//! would eject more than the maximum share of the cluster. Time is passed
+//! Passive outlier detection, after Envoy's: a host that fails (a 5xx, or
+//! only a gateway error, by the policy; a connect failure or reset always)
+//! this many times in a row is ejected for the base ejection time times the
+//! number of times it has been ejected, unless that would eject more than
+//! the maximum share of the cluster or its last host. A host that refuses
+//! connections is ejected at once: nothing listens there. Time is passed
 //! in, so the logic is pure.
 
 use std::{collections::HashMap, time::Duration, time::Instant};
@@ -11,9 +13,33 @@ pub struct OutlierPolicy {
     pub consecutive_failures: u32,
     pub base_ejection: Duration,
     pub max_ejection_percent: u32,
+    /// Count every 5xx as a failure, not only gateway errors (502, 503, 504).
+    pub any_5xx: bool,
 }
 
-#[derive(Debug, Default)]
+/// How one request to a host ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A response with this status.
+    Status(u16),
+    /// The connection failed, was reset or closed before a response, or timed out.
+    Failed,
+    /// The host refused the connection.
+    Refused,
+}
+
+impl OutlierPolicy {
+    /// Whether the outcome counts against the host.
+    pub fn is_failure(&self, outcome: Outcome) -> bool {
+        match outcome {
+            Outcome::Status(status) if self.any_5xx => (500..600).contains(&status),
+            Outcome::Status(status) => matches!(status, 502..=504),
+            Outcome::Failed | Outcome::Refused => true,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone)]
 struct HostState {
     consecutive: u32,
     ejections: u32,
@@ -43,6 +69,23 @@ impl OutlierTracker {
         }
     }
 
+    /// A tracker for the cluster's next configuration that keeps this one's
+    /// ejections and counts, for the hosts that are still there.
+    pub fn carry_over(&self, policy: OutlierPolicy, hosts: &[&str]) -> Self {
+        OutlierTracker {
+            policy,
+            hosts: hosts
+                .iter()
+                .filter_map(|h| Some((h.to_string(), self.hosts.get(*h)?.clone())))
+                .collect(),
+            host_count: hosts.len(),
+        }
+    }
+
+    pub fn policy(&self) -> OutlierPolicy {
+        self.policy
+    }
+
     fn ejected(&self) -> usize {
         self.hosts
             .values()
@@ -50,20 +93,28 @@ impl OutlierTracker {
             .count()
     }
 
+    /// Whether the host is ejected now.
+    pub fn is_ejected(&self, host: &str) -> bool {
+        self.hosts
+            .get(host)
+            .is_some_and(|h| h.ejected_until.is_some())
+    }
+
     /// Records one request's outcome at `host`.
-    pub fn record(&mut self, host: &str, failed: bool, now: Instant) -> Option<Verdict> {
-        let max = self.host_count * self.policy.max_ejection_percent as usize / 100;
+    pub fn record(&mut self, host: &str, outcome: Outcome, now: Instant) -> Option<Verdict> {
+        let max = (self.host_count * self.policy.max_ejection_percent as usize / 100)
+            .min(self.host_count.saturating_sub(1));
         let ejected = self.ejected();
+        let failed = self.policy.is_failure(outcome);
         let state = self.hosts.entry(host.to_string()).or_default();
         if !failed {
             state.consecutive = 0;
             return None;
         }
         state.consecutive += 1;
-        if state.consecutive < self.policy.consecutive_failures
-            || state.ejected_until.is_some()
-            || ejected >= max
-        {
+        let enough =
+            outcome == Outcome::Refused || state.consecutive >= self.policy.consecutive_failures;
+        if !enough || state.ejected_until.is_some() || ejected >= max {
             return None;
         }
         state.consecutive = 0;
@@ -90,25 +141,76 @@ impl OutlierTracker {
 mod tests {
     use super::*;
 
+    const FAIL: Outcome = Outcome::Status(500);
+    const OK: Outcome = Outcome::Status(200);
+
+    fn gateway_policy() -> OutlierPolicy {
+        OutlierPolicy {
+            consecutive_failures: 3,
+            base_ejection: Duration::from_secs(5),
+            max_ejection_percent: 100,
+            any_5xx: false,
+        }
+    }
+
+    #[test]
+    fn the_gateway_detector_ignores_application_errors() {
+        let policy = gateway_policy();
+        assert!(!policy.is_failure(Outcome::Status(500)));
+        assert!(policy.is_failure(Outcome::Status(503)));
+        assert!(policy.is_failure(Outcome::Failed));
+        assert!(!policy.is_failure(Outcome::Status(404)));
+    }
+
+    #[test]
+    fn a_refused_connection_ejects_at_once_but_never_the_last_host() {
+        let mut tracker = OutlierTracker::new(gateway_policy(), 3);
+        let now = Instant::now();
+        assert_eq!(
+            tracker.record("a", Outcome::Refused, now),
+            Some(Verdict::Eject("a".into()))
+        );
+        assert_eq!(
+            tracker.record("b", Outcome::Refused, now),
+            Some(Verdict::Eject("b".into()))
+        );
+        // 100% may be ejected, but one host always stays to take traffic.
+        assert_eq!(tracker.record("c", Outcome::Refused, now), None);
+        assert!(tracker.is_ejected("a") && !tracker.is_ejected("c"));
+    }
+
+    #[test]
+    fn carry_over_keeps_ejections_of_hosts_still_there() {
+        let mut tracker = OutlierTracker::new(gateway_policy(), 3);
+        let now = Instant::now();
+        tracker.record("a", Outcome::Refused, now);
+        tracker.record("b", Outcome::Failed, now);
+        let next = tracker.carry_over(gateway_policy(), &["a", "c"]);
+        assert!(next.is_ejected("a"));
+        assert_eq!(next.host_count, 2);
+        assert!(!next.hosts.contains_key("b"));
+    }
+
     #[test]
     fn ejects_backs_off_and_respects_the_maximum() {
         let policy = OutlierPolicy {
             consecutive_failures: 3,
             base_ejection: Duration::from_secs(10),
             max_ejection_percent: 50,
+            any_5xx: true,
         };
         let mut tracker = OutlierTracker::new(policy, 4);
         let t0 = Instant::now();
-        assert_eq!(tracker.record("a", true, t0), None);
+        assert_eq!(tracker.record("a", FAIL, t0), None);
         assert_eq!(
-            tracker.record("a", false, t0),
+            tracker.record("a", OK, t0),
             None,
             "a success resets the count"
         );
-        tracker.record("a", true, t0);
-        tracker.record("a", true, t0);
+        tracker.record("a", FAIL, t0);
+        tracker.record("a", FAIL, t0);
         assert_eq!(
-            tracker.record("a", true, t0),
+            tracker.record("a", FAIL, t0),
             Some(Verdict::Eject("a".into()))
         );
         assert!(tracker.expire(t0 + Duration::from_secs(9)).is_empty());
@@ -119,14 +221,14 @@ mod tests {
         // Ejected again: twice as long.
         let t1 = t0 + Duration::from_secs(20);
         for _ in 0..3 {
-            tracker.record("a", true, t1);
+            tracker.record("a", FAIL, t1);
         }
         assert!(tracker.expire(t1 + Duration::from_secs(19)).is_empty());
         assert_eq!(tracker.expire(t1 + Duration::from_secs(20)).len(), 1);
         // At most 50% of 4 hosts: two, not three.
         for host in ["b", "c", "d"] {
             for _ in 0..3 {
-                tracker.record(host, true, t1);
+                tracker.record(host, FAIL, t1);
             }
         }
         assert_eq!(tracker.ejected(), 2);

@@ -243,12 +243,7 @@ impl Balancer {
 
     /// Chooses a host, or `None` when no host is healthy.
     pub fn pick(&mut self, ctx: &PickContext<'_>) -> Option<HostId> {
-        let percent = (ctx.random[0] % 10_000) as f64 / 100.0;
-        let mut cumulative = 0.0;
-        let priority = self.loads.iter().position(|load| {
-            cumulative += load;
-            *load > 0.0 && percent < cumulative
-        })?;
+        let priority = choose_priority(&self.loads, ctx.random[0])?;
         let level = &mut self.levels[priority];
         if let Some((table, ids)) = &level.table {
             let hash = ctx.hash.unwrap_or(ctx.random[1]);
@@ -304,6 +299,51 @@ impl Balancer {
         };
         Some(HostId { locality: l, host })
     }
+
+    /// A host for a retry: as `pick`, but none of `avoid` (the hosts this
+    /// request already failed on), so a retry goes to another host of the
+    /// same priority while one is left, and spills to the next priority as
+    /// the current one runs out: Envoy's previous_hosts and
+    /// previous_priorities retry plugins in one. Weighted random within the
+    /// priority; the hash policies rehash too, since the hashed host failed.
+    pub fn pick_avoiding(&mut self, ctx: &PickContext<'_>, avoid: &[HostId]) -> Option<HostId> {
+        if avoid.is_empty() {
+            return self.pick(ctx);
+        }
+        let usable = |id: HostId, host: &Host| host.healthy && !avoid.contains(&id);
+        let mut levels = vec![(0u64, 0u64); self.levels.len()];
+        let mut candidates: Vec<(HostId, u32, u64)> = Vec::new();
+        for (id, host) in self.hosts() {
+            let locality = &self.localities[id.locality];
+            let weight = u64::from(host.weight);
+            let level = &mut levels[locality.priority as usize];
+            level.1 += weight;
+            if usable(id, host) && weight > 0 {
+                level.0 += weight;
+                candidates.push((
+                    id,
+                    locality.priority,
+                    weight * u64::from(locality.weight.max(1)),
+                ));
+            }
+        }
+        let loads = priority_loads(&levels, self.overprovisioning);
+        let priority = choose_priority(&loads, ctx.random[0])? as u32;
+        candidates.retain(|(_, p, _)| *p == priority);
+        let weights: Vec<u64> = candidates.iter().map(|(_, _, w)| *w).collect();
+        let chosen = weighted_random(&weights, ctx.random[1])?;
+        Some(candidates[chosen].0)
+    }
+}
+
+/// The priority a uniform random number falls in, by the priorities' loads (percent).
+fn choose_priority(loads: &[f64], random: u64) -> Option<usize> {
+    let percent = (random % 10_000) as f64 / 100.0;
+    let mut cumulative = 0.0;
+    loads.iter().position(|load| {
+        cumulative += load;
+        *load > 0.0 && percent < cumulative
+    })
 }
 
 #[cfg(test)]
@@ -432,6 +472,55 @@ mod tests {
                 in_flight: &|_| 0
             })
             .is_none());
+    }
+
+    #[test]
+    fn a_retry_avoids_failed_hosts_then_moves_to_the_next_priority() {
+        let mut localities = one_locality(vec![host(1, 1), host(2, 1)]);
+        localities.push(Locality {
+            priority: 1,
+            weight: 1,
+            hosts: vec![host(9, 1)],
+        });
+        for policy in [Policy::RoundRobin, Policy::LeastRequest, Policy::RingHash] {
+            let mut balancer = Balancer::new(policy, localities.clone(), 1.4);
+            let first = HostId {
+                locality: 0,
+                host: 0,
+            };
+            let second = HostId {
+                locality: 0,
+                host: 1,
+            };
+            let mut rng = Rng(11);
+            for _ in 0..200 {
+                let ctx = PickContext {
+                    random: rng.three(),
+                    hash: Some(42),
+                    in_flight: &|_| 0,
+                };
+                let retry = balancer.pick_avoiding(&ctx, &[first]).expect("a host");
+                assert_ne!(retry, first, "{policy:?}");
+                let last = balancer
+                    .pick_avoiding(&ctx, &[first, second])
+                    .expect("the next priority");
+                assert_eq!(last.locality, 1, "{policy:?}");
+            }
+            let ctx = PickContext {
+                random: [1, 2, 3],
+                hash: None,
+                in_flight: &|_| 0,
+            };
+            let everything = [
+                first,
+                second,
+                HostId {
+                    locality: 1,
+                    host: 0,
+                },
+            ];
+            assert_eq!(balancer.pick_avoiding(&ctx, &everything), None);
+        }
     }
 
     fn hash_assignment(policy: Policy, hosts: Vec<Host>, clients: u64) -> Vec<String> {

@@ -4,6 +4,7 @@
 mod cluster;
 mod endpoints;
 mod failover;
+mod resilience;
 mod service;
 mod split;
 mod token;
@@ -11,9 +12,10 @@ mod token;
 pub use cluster::ClusterSpec;
 pub use endpoints::{Endpoint, EndpointsSpec, Health};
 pub use failover::{FailoverPolicySpec, DEFAULT_OVERPROVISIONING_FACTOR};
+pub use resilience::{Detector, OutlierDetection, OutlierSettings, RetryOn, RetryPolicy};
 pub use service::{
-    CircuitBreaker, HealthCheck, HttpHealthCheck, LbPolicy, OutlierDetection, Protocol, RetryOn,
-    RetryPolicy, ServiceSpec, TcpHealthCheck, Transport,
+    CircuitBreaker, HealthCheck, HttpHealthCheck, LbPolicy, Protocol, ServiceSpec, TcpHealthCheck,
+    Transport,
 };
 pub use split::{SplitBackend, TrafficSplitSpec};
 pub use token::{BootstrapTokenSpec, TokenRole};

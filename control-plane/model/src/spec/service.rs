@@ -1,5 +1,6 @@
 //! `Service`: protocol, port, load balancing and resilience settings of one service.
 
+use super::resilience::{OutlierDetection, RetryPolicy};
 use crate::{Duration, ModelError};
 use serde::{Deserialize, Serialize};
 
@@ -76,40 +77,6 @@ impl LbPolicy {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub per_try_timeout: Option<Duration>,
-    #[serde(default)]
-    pub on: Vec<RetryOn>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RetryOn {
-    #[serde(rename = "connect-failure")]
-    ConnectFailure,
-    #[serde(rename = "reset")]
-    Reset,
-    #[serde(rename = "5xx")]
-    Server5xx,
-    #[serde(rename = "gateway-error")]
-    GatewayError,
-    #[serde(rename = "retriable-4xx")]
-    Retriable4xx,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct OutlierDetection {
-    #[serde(rename = "consecutive5xx")]
-    pub consecutive_5xx: u32,
-    pub interval: Duration,
-    pub base_ejection_time: Duration,
-    pub max_ejection_percent: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreaker {
     pub max_connections: u32,
     pub max_pending_requests: u32,
@@ -140,9 +107,6 @@ pub struct HttpHealthCheck {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TcpHealthCheck {}
 
-/// Retries beyond this are a configuration mistake, not resilience.
-pub const MAX_RETRY_ATTEMPTS: u32 = 10;
-
 impl ServiceSpec {
     /// Whether proxies of `cluster` may reach the service.
     pub fn allows_cluster(&self, cluster: &str) -> bool {
@@ -167,29 +131,10 @@ impl ServiceSpec {
         }
         self.validate_hash()?;
         if let Some(retries) = &self.retries {
-            if retries.attempts > MAX_RETRY_ATTEMPTS {
-                return Err(ModelError::invalid(
-                    "spec.retries.attempts",
-                    format!(
-                        "{} exceeds the maximum of {MAX_RETRY_ATTEMPTS}",
-                        retries.attempts
-                    ),
-                ));
-            }
+            retries.validate()?;
         }
         if let Some(od) = &self.outlier_detection {
-            if od.max_ejection_percent > 100 {
-                return Err(ModelError::invalid(
-                    "spec.outlierDetection.maxEjectionPercent",
-                    format!("{} is more than 100", od.max_ejection_percent),
-                ));
-            }
-            if od.interval.as_std().is_zero() {
-                return Err(ModelError::invalid(
-                    "spec.outlierDetection.interval",
-                    "must be positive",
-                ));
-            }
+            od.validate()?;
         }
         if let Some(hc) = &self.health_check {
             self.validate_health_check(hc)?;
