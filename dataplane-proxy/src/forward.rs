@@ -326,8 +326,8 @@ pub async fn handle(
                     StatusCode::BAD_GATEWAY,
                     &format!("upstream {host} failed"),
                 ));
-                let outcome = if refused(&e) {
-                    Outcome::Refused
+                let outcome = if e.is_connect() {
+                    Outcome::Unreachable
                 } else {
                     Outcome::Failed
                 };
@@ -364,16 +364,4 @@ pub async fn handle(
 
 fn retry_attempts(retry: Option<&crate::config::Retry>) -> u32 {
     retry.map_or(0, |r| r.attempts)
-}
-
-/// Whether the upstream refused the connection (nothing listens there).
-fn refused(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::ConnectionRefused;
-        }
-        source = cause.source();
-    }
-    false
 }

@@ -296,14 +296,8 @@ async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         return;
                     }
-                    failure => {
-                        let outcome = match failure {
-                            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                                Outcome::Refused
-                            }
-                            _ => Outcome::Failed,
-                        };
-                        runtime.report(&cluster, &host, outcome);
+                    Ok(Err(_)) | Err(_) => {
+                        runtime.report(&cluster, &host, Outcome::Unreachable);
                         proxy.metrics.count(
                             &cluster,
                             runtime.locality(&cluster, &host),

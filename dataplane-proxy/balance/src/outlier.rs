@@ -1,9 +1,10 @@
 //! Passive outlier detection, after Envoy's: a host that fails (a 5xx, or
-//! only a gateway error, by the policy; a connect failure or reset always)
+//! only a gateway error, by the policy; a reset or timeout always)
 //! this many times in a row is ejected for the base ejection time times the
 //! number of times it has been ejected, unless that would eject more than
-//! the maximum share of the cluster or its last host. A host that refuses
-//! connections is ejected at once: nothing listens there. Time is passed
+//! the maximum share of the cluster or its last host. A host that cannot be
+//! connected to (refused, or no answer within the connect timeout) is
+//! ejected at once: nothing is listening there, or nothing is there. Time is passed
 //! in, so the logic is pure.
 
 use std::{collections::HashMap, time::Duration, time::Instant};
@@ -22,10 +23,10 @@ pub struct OutlierPolicy {
 pub enum Outcome {
     /// A response with this status.
     Status(u16),
-    /// The connection failed, was reset or closed before a response, or timed out.
+    /// The connection was reset or closed before a response, or the try timed out.
     Failed,
-    /// The host refused the connection.
-    Refused,
+    /// No connection could be made: refused, or no answer in time.
+    Unreachable,
 }
 
 impl OutlierPolicy {
@@ -34,7 +35,7 @@ impl OutlierPolicy {
         match outcome {
             Outcome::Status(status) if self.any_5xx => (500..600).contains(&status),
             Outcome::Status(status) => matches!(status, 502..=504),
-            Outcome::Failed | Outcome::Refused => true,
+            Outcome::Failed | Outcome::Unreachable => true,
         }
     }
 }
@@ -112,8 +113,8 @@ impl OutlierTracker {
             return None;
         }
         state.consecutive += 1;
-        let enough =
-            outcome == Outcome::Refused || state.consecutive >= self.policy.consecutive_failures;
+        let enough = outcome == Outcome::Unreachable
+            || state.consecutive >= self.policy.consecutive_failures;
         if !enough || state.ejected_until.is_some() || ejected >= max {
             return None;
         }
@@ -163,19 +164,19 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_connection_ejects_at_once_but_never_the_last_host() {
+    fn an_unreachable_host_is_ejected_at_once_but_never_the_last_one() {
         let mut tracker = OutlierTracker::new(gateway_policy(), 3);
         let now = Instant::now();
         assert_eq!(
-            tracker.record("a", Outcome::Refused, now),
+            tracker.record("a", Outcome::Unreachable, now),
             Some(Verdict::Eject("a".into()))
         );
         assert_eq!(
-            tracker.record("b", Outcome::Refused, now),
+            tracker.record("b", Outcome::Unreachable, now),
             Some(Verdict::Eject("b".into()))
         );
         // 100% may be ejected, but one host always stays to take traffic.
-        assert_eq!(tracker.record("c", Outcome::Refused, now), None);
+        assert_eq!(tracker.record("c", Outcome::Unreachable, now), None);
         assert!(tracker.is_ejected("a") && !tracker.is_ejected("c"));
     }
 
@@ -183,7 +184,7 @@ mod tests {
     fn carry_over_keeps_ejections_of_hosts_still_there() {
         let mut tracker = OutlierTracker::new(gateway_policy(), 3);
         let now = Instant::now();
-        tracker.record("a", Outcome::Refused, now);
+        tracker.record("a", Outcome::Unreachable, now);
         tracker.record("b", Outcome::Failed, now);
         let next = tracker.carry_over(gateway_policy(), &["a", "c"]);
         assert!(next.is_ejected("a"));
