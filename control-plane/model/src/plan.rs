@@ -2,6 +2,7 @@
 //! deterministically what a batch of writes changes, or why it changes nothing.
 
 use crate::{
+    nesting::check_split_nesting,
     references::{check_delete, check_references},
     Kind, Rejection, RejectionCode, Resource, ResourceKey, Status,
 };
@@ -98,6 +99,7 @@ fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Reject
             let current = overlay.get(&key);
             check_expected(&key, current.as_ref(), *expected_revision)?;
             check_references(overlay, resource)?;
+            check_split_nesting(overlay, resource)?;
             if let Some(current) = current.as_ref().filter(|c| c.same_content(resource)) {
                 return Ok(current.revision());
             }
@@ -279,6 +281,18 @@ mod tests {
             "{}",
             err.message
         );
+        assert!(state.0.is_empty());
+    }
+
+    #[test]
+    fn a_batch_that_makes_splits_loop_is_refused_whole() {
+        let mut state = MemState::default();
+        let back = "kind: TrafficSplit\nmetadata: {name: v1, namespace: shop}\nspec: {service: v1, backends: [{service: checkout, weight: 1}]}\n";
+        let err = state
+            .apply(&puts(&format!("{SERVICES}---\n{SPLIT}---\n{back}")), 5)
+            .expect_err("a cycle");
+        assert_eq!(err.code, RejectionCode::InvalidArgument);
+        assert!(err.message.contains("cycle"), "{}", err.message);
         assert!(state.0.is_empty());
     }
 

@@ -195,7 +195,9 @@ fn inputs(state: &MeshState, id: &ServiceId, service: &Resource) -> (u64, Revisi
     if let Some(policy) = state.failover_for(id) {
         endpoints = endpoints.max(note(policy));
     }
-    let split = state.split_for(id).map(|s| note(s)).unwrap_or(0);
+    let split = crate::split::flatten(state, id)
+        .map(|f| f.splits.into_iter().map(|s| note(s)).max().unwrap_or(0))
+        .unwrap_or(0);
     let revisions = Revisions {
         service: service.revision(),
         endpoints,
@@ -205,24 +207,18 @@ fn inputs(state: &MeshState, id: &ServiceId, service: &Resource) -> (u64, Revisi
 }
 
 /// Whether proxies of `cluster` may reach the service: the service allows
-/// the cluster, and so does every backend of its traffic split.
+/// the cluster, and so does every service its split sends to or through.
 fn reachable(state: &MeshState, id: &ServiceId, spec: &ServiceSpec, cluster: &str) -> bool {
     if !spec.allows_cluster(cluster) {
         return false;
     }
-    let Some(split) = state.split_for(id) else {
+    let Some(split) = crate::split::flatten(state, id) else {
         return true;
     };
-    let Spec::TrafficSplit(split_spec) = &split.spec else {
-        return true;
-    };
-    let namespace = split.metadata.namespace.as_deref().unwrap_or_default();
-    split_spec.backends.iter().all(|b| {
-        let backend = ServiceId::parse(&b.service, namespace);
-        match state.service(&backend).map(|r| &r.spec) {
-            Some(Spec::Service(backend_spec)) => backend_spec.allows_cluster(cluster),
-            _ => true,
-        }
+    let mut services = split.backends.iter().map(|(s, _)| s).chain(&split.via);
+    services.all(|backend| match state.service(backend).map(|r| &r.spec) {
+        Some(Spec::Service(backend_spec)) => backend_spec.allows_cluster(cluster),
+        _ => true,
     })
 }
 

@@ -13,6 +13,7 @@ mod listener;
 pub mod names;
 mod proto;
 mod route;
+mod split;
 mod state;
 pub mod transport;
 mod version;

@@ -20,10 +20,7 @@ use envoy_types::pb::envoy::{
         priority::previous_priorities::v3::PreviousPrioritiesConfig,
     },
 };
-use meridian_model::{
-    spec::{Protocol, RetryOn, RetryPolicy as ModelRetryPolicy, ServiceSpec},
-    Spec,
-};
+use meridian_model::spec::{Protocol, RetryOn, RetryPolicy as ModelRetryPolicy, ServiceSpec};
 
 fn retry_on(on: &[RetryOn]) -> String {
     let names: Vec<&str> = on
@@ -103,23 +100,17 @@ fn hash_policy(spec: &ServiceSpec) -> Vec<HashPolicy> {
     }]
 }
 
-/// The route action for a service: its own cluster, or the weighted clusters of its split.
+/// The route action for a service: its own cluster, or the weighted
+/// clusters of its split, nested splits flattened.
 fn action(state: &MeshState, id: &ServiceId, spec: &ServiceSpec) -> RouteAction {
-    let split = state.split_for(id).and_then(|r| match &r.spec {
-        Spec::TrafficSplit(s) => {
-            Some((s.clone(), r.metadata.namespace.clone().unwrap_or_default()))
-        }
-        _ => None,
-    });
-    let cluster_specifier = match split {
-        Some((split, namespace)) => {
+    let cluster_specifier = match crate::split::flatten(state, id) {
+        Some(split) => {
             let clusters = split
                 .backends
                 .iter()
-                .filter(|b| b.weight > 0)
-                .map(|b| ClusterWeight {
-                    name: names::service(&ServiceId::parse(&b.service, &namespace)),
-                    weight: Some(proto::u32_value(b.weight)),
+                .map(|(backend, weight)| ClusterWeight {
+                    name: names::service(backend),
+                    weight: Some(proto::u32_value(*weight)),
                     ..Default::default()
                 })
                 .collect();

@@ -444,3 +444,107 @@ fn mtls_services_carry_the_mesh_transport_socket() {
     let clusters: BTreeMap<String, Cluster> = decode(&plaintext, type_url::CLUSTER);
     assert!(clusters["web.shop"].transport_socket.is_some());
 }
+
+const NESTED_MESH: &str = "kind: Cluster\nmetadata: {name: east}\nspec: {region: r}\n---\n\
+kind: Cluster\nmetadata: {name: north}\nspec: {region: r}\n---\n\
+kind: Service\nmetadata: {name: top, namespace: shop}\nspec: {protocol: http, port: 80}\n---\n\
+kind: Service\nmetadata: {name: mid, namespace: shop}\nspec: {protocol: http, port: 80, allowedClusters: [east]}\n---\n\
+kind: Service\nmetadata: {name: other, namespace: shop}\nspec: {protocol: http, port: 80}\n---\n\
+kind: Service\nmetadata: {name: leaf1, namespace: shop}\nspec: {protocol: http, port: 80}\n---\n\
+kind: Service\nmetadata: {name: leaf2, namespace: shop}\nspec: {protocol: http, port: 80}\n---\n\
+kind: TrafficSplit\nmetadata: {name: top, namespace: shop}\n\
+spec: {service: top, backends: [{service: mid, weight: 1}, {service: other, weight: 1}]}\n---\n\
+kind: TrafficSplit\nmetadata: {name: mid, namespace: shop}\n\
+spec: {service: mid, backends: [{service: leaf1, weight: 3}, {service: leaf2, weight: 3}]}\n";
+
+/// The weighted clusters of `service`'s route in a compiled output.
+fn weighted(compiled: &Compiled, service: &str) -> BTreeMap<String, u32> {
+    let routes: BTreeMap<String, RouteConfiguration> = decode(compiled, type_url::ROUTE);
+    let action = routes[service].virtual_hosts[0].routes[0]
+        .action
+        .clone()
+        .expect("action");
+    let Action::Route(action) = action else {
+        panic!("a route action");
+    };
+    match action.cluster_specifier.expect("specifier") {
+        ClusterSpecifier::WeightedClusters(w) => w
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), c.weight.as_ref().map_or(0, |w| w.value)))
+            .collect(),
+        other => panic!("weighted clusters expected, got {other:?}"),
+    }
+}
+
+#[test]
+fn nested_splits_are_flattened_with_weights_multiplied() {
+    let state =
+        MeshState::from_resources(with_revisions(parse_manifests(NESTED_MESH).expect("mesh")));
+    let east = compile(
+        &state,
+        &ProxyLocality {
+            cluster: "east".into(),
+            ..Default::default()
+        },
+    );
+    // top goes half to other and a quarter to each leaf, never to mid's own (empty) cluster.
+    assert_eq!(
+        weighted(&east, "top.shop"),
+        BTreeMap::from([
+            ("other.shop".to_string(), 500_000),
+            ("leaf1.shop".to_string(), 250_000),
+            ("leaf2.shop".to_string(), 250_000),
+        ])
+    );
+    // A split of leaves only keeps the weights as written.
+    assert_eq!(
+        weighted(&east, "mid.shop"),
+        BTreeMap::from([("leaf1.shop".to_string(), 3), ("leaf2.shop".to_string(), 3)])
+    );
+    // mid admits east only, so a proxy in north reaches neither mid nor top through it.
+    let north = compile(
+        &state,
+        &ProxyLocality {
+            cluster: "north".into(),
+            ..Default::default()
+        },
+    );
+    let clusters = names(&north, type_url::CLUSTER);
+    assert!(!clusters.contains("top.shop"), "{clusters:?}");
+    assert!(clusters.contains("leaf1.shop"), "{clusters:?}");
+}
+
+#[test]
+fn a_change_to_a_nested_split_recompiles_the_outer_route() {
+    let mut resources = with_revisions(parse_manifests(NESTED_MESH).expect("mesh"));
+    let east = ProxyLocality {
+        cluster: "east".into(),
+        ..Default::default()
+    };
+    let mut compiler = Compiler::default();
+    let before = compiler.compile(&MeshState::from_resources(resources.clone()), &east);
+    let mid = resources
+        .iter_mut()
+        .find(|r| r.metadata.name == "mid" && r.kind() == meridian_model::Kind::TrafficSplit)
+        .expect("mid's split");
+    *mid = parse_manifests(
+        "kind: TrafficSplit\nmetadata: {name: mid, namespace: shop}\n\
+         spec: {service: mid, backends: [{service: leaf1, weight: 1}]}\n",
+    )
+    .expect("split")
+    .remove(0);
+    mid.metadata.revision = Some(99);
+    let after = compiler.compile(&MeshState::from_resources(resources), &east);
+    assert_ne!(
+        before.get(type_url::ROUTE, "top.shop").map(|r| &r.version),
+        after.get(type_url::ROUTE, "top.shop").map(|r| &r.version)
+    );
+    assert_eq!(
+        weighted(&after, "top.shop"),
+        BTreeMap::from([
+            ("other.shop".to_string(), 500_000),
+            ("leaf1.shop".to_string(), 500_000),
+        ])
+    );
+}
