@@ -15,8 +15,18 @@ struct TypeState {
     subscription: Subscription,
     /// What the client holds (as far as we know): name to version.
     known: BTreeMap<String, String>,
-    /// Nonces of responses not yet answered, with the system version they carried.
-    pending: BTreeMap<String, String>,
+    /// Responses not yet answered, by nonce.
+    pending: BTreeMap<String, Sent>,
+}
+
+/// One response as the stream remembers it until the client answers.
+#[derive(Debug)]
+struct Sent {
+    system_version: String,
+    /// Each resource it sent (with its version) or removed (`None`), and
+    /// the version the client held before: restored if the client refuses
+    /// the response, so a NACKed resource is not counted as held.
+    changes: Vec<(String, Option<String>, Option<String>)>,
 }
 
 #[derive(Debug, Default)]
@@ -38,20 +48,26 @@ impl DeltaStream {
         let state = self.types.entry(request.type_url.clone()).or_default();
         let mut feedback = None;
         if !request.response_nonce.is_empty() {
-            if let Some(version) = state.pending.remove(&request.response_nonce) {
+            if let Some(sent) = state.pending.remove(&request.response_nonce) {
                 feedback = Some(match &request.error_detail {
-                    Some(error) => Feedback::Nack {
-                        type_url: request.type_url.clone(),
-                        version,
-                        error: error.message.clone(),
-                    },
+                    Some(error) => {
+                        state.forget(sent.changes);
+                        Feedback::Nack {
+                            type_url: request.type_url.clone(),
+                            version: sent.system_version,
+                            error: error.message.clone(),
+                        }
+                    }
                     None => Feedback::Ack {
                         type_url: request.type_url.clone(),
-                        version,
+                        version: sent.system_version,
                     },
                 });
             }
         }
+        let refused = matches!(feedback, Some(Feedback::Nack { .. }));
+        let resubscribed = !request.resource_names_subscribe.is_empty()
+            || !request.resource_names_unsubscribe.is_empty();
         if first {
             state.known = request
                 .initial_resource_versions
@@ -85,6 +101,10 @@ impl DeltaStream {
                 state.known.remove(name);
             }
         }
+        if refused && !first && !resubscribed {
+            // What was refused goes out again with the next change, not in a loop now.
+            return (None, feedback);
+        }
         let type_url = request.type_url.clone();
         (self.respond(&type_url, compiled, first), feedback)
     }
@@ -112,12 +132,14 @@ impl DeltaStream {
         let empty = BTreeMap::new();
         let current = compiled.of_type(type_url).unwrap_or(&empty);
         let mut resources = Vec::new();
+        let mut changes = Vec::new();
         for (name, resource) in current
             .iter()
             .filter(|(name, _)| state.subscription.wants(name))
         {
             if state.known.get(name) != Some(&resource.version) {
-                state.known.insert(name.clone(), resource.version.clone());
+                let previous = state.known.insert(name.clone(), resource.version.clone());
+                changes.push((name.clone(), Some(resource.version.clone()), previous));
                 resources.push(Resource {
                     name: name.clone(),
                     version: resource.version.clone(),
@@ -133,15 +155,19 @@ impl DeltaStream {
             .cloned()
             .collect();
         for name in &removed {
-            state.known.remove(name);
+            changes.push((name.clone(), None, state.known.remove(name)));
         }
         if resources.is_empty() && removed.is_empty() && !always {
             return None;
         }
         let nonce = self.nonces.next();
-        state
-            .pending
-            .insert(nonce.clone(), self.system_version.clone());
+        state.pending.insert(
+            nonce.clone(),
+            Sent {
+                system_version: self.system_version.clone(),
+                changes,
+            },
+        );
         Some(DeltaDiscoveryResponse {
             system_version_info: self.system_version.clone(),
             resources,
@@ -150,6 +176,22 @@ impl DeltaStream {
             nonce,
             ..Default::default()
         })
+    }
+}
+
+impl TypeState {
+    /// Takes back what a refused response sent or removed: the client holds
+    /// what it held before, unless a later response changed the resource.
+    fn forget(&mut self, changes: Vec<(String, Option<String>, Option<String>)>) {
+        for (name, sent, previous) in changes {
+            if self.known.get(&name) != sent.as_ref() {
+                continue;
+            }
+            match previous {
+                Some(version) => self.known.insert(name, version),
+                None => self.known.remove(&name),
+            };
+        }
     }
 }
 
@@ -187,7 +229,7 @@ impl AdsProtocol for DeltaStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::protocol::fixtures::compiled;
+    use crate::xds::protocol::fixtures::{compiled, compiled_at};
     use meridian_routes::type_url;
 
     fn request(type_url: &str, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
@@ -242,6 +284,36 @@ mod tests {
         assert!(update[0]
             .removed_resources
             .contains(&"checkout.shop:8080".to_string()));
+    }
+
+    #[test]
+    fn a_nacked_resource_is_not_held_and_goes_out_with_the_next_change() {
+        let names = ["checkout.shop", "cart.shop"];
+        let mut stream = DeltaStream::default();
+        let v1 = compiled_at(8080, 1, 1);
+        let (first, _) = stream.handle_request(request(type_url::ROUTE, &names, ""), &v1, "1");
+        let first = first.expect("initial");
+        assert_eq!(first.resources.len(), 2);
+        stream.handle_request(request(type_url::ROUTE, &[], &first.nonce), &v1, "1");
+
+        let v2 = compiled_at(8080, 2, 1);
+        let pushed = stream.handle_update(&v2, "2");
+        assert_eq!(pushed[0].resources.len(), 1, "only checkout changed");
+        let mut nack = request(type_url::ROUTE, &[], &pushed[0].nonce);
+        nack.error_detail = Some(envoy_types::pb::google::rpc::Status {
+            code: 3,
+            message: "unknown cluster".into(),
+            ..Default::default()
+        });
+        let (resent, feedback) = stream.handle_request(nack, &v2, "2");
+        assert!(resent.is_none(), "no NACK loop");
+        assert!(matches!(feedback, Some(Feedback::Nack { .. })));
+
+        // Only cart changes next; checkout's refused routes go out again with it.
+        let next = stream.handle_update(&compiled_at(8080, 2, 2), "3");
+        let mut sent: Vec<&str> = next[0].resources.iter().map(|r| r.name.as_str()).collect();
+        sent.sort();
+        assert_eq!(sent, ["cart.shop", "checkout.shop"]);
     }
 
     #[test]

@@ -71,6 +71,11 @@ pub mod fixtures {
 
     /// The mesh with `checkout`'s port set to `port` (so tests can make a change) at `revision`; the rest at 1.
     pub fn compiled(port: u16, revision: u64) -> Compiled {
+        compiled_at(port, revision, 1)
+    }
+
+    /// As `compiled`, with `cart` at `cart_revision`.
+    pub fn compiled_at(port: u16, revision: u64, cart_revision: u64) -> Compiled {
         let text = format!(
             "kind: Cluster\nmetadata: {{name: c1}}\nspec: {{region: r1, zone: z1}}\n---\nkind: Service\nmetadata: {{name: checkout, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\nkind: Service\nmetadata: {{name: cart, namespace: shop}}\nspec: {{protocol: grpc, port: 9000}}\n---\nkind: Endpoints\nmetadata: {{name: checkout, namespace: shop, cluster: c1}}\nspec: {{endpoints: [{{address: 10.0.0.1, port: 80}}]}}\n"
         );
@@ -78,10 +83,10 @@ pub mod fixtures {
             .expect("valid")
             .into_iter()
             .map(|mut r| {
-                r.metadata.revision = Some(if r.metadata.name == "checkout" {
-                    revision
-                } else {
-                    1
+                r.metadata.revision = Some(match r.metadata.name.as_str() {
+                    "checkout" => revision,
+                    "cart" => cart_revision,
+                    _ => 1,
                 });
                 r
             });

@@ -18,9 +18,13 @@ struct TypeState {
     sent: Option<(String, String)>,
     /// A version the client refused; not sent again.
     nacked: Option<String>,
-    /// Per resource, the version last sent: for RDS and EDS, an update
-    /// carries only what changed (the protocol lets these types omit the rest).
+    /// Per resource, the versions the last response carried (in full).
     sent_resources: BTreeMap<String, String>,
+    /// Per resource, the versions the client holds: those of the last
+    /// response it ACKed. For RDS and EDS an update carries only what
+    /// differs from these (the protocol lets these types omit the rest), so
+    /// a resource in a NACKed response goes out again with the next one.
+    held: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -50,10 +54,13 @@ impl SotwStream {
                                 error: error.message.clone(),
                             }
                         }
-                        None => Feedback::Ack {
-                            type_url: request.type_url.clone(),
-                            version: request.version_info.clone(),
-                        },
+                        None => {
+                            state.held = state.sent_resources.clone();
+                            Feedback::Ack {
+                                type_url: request.type_url.clone(),
+                                version: request.version_info.clone(),
+                            }
+                        }
                     });
                 }
                 // A response to an older response of ours: superseded, ignore it.
@@ -75,10 +82,12 @@ impl SotwStream {
         state.subscription = subscription;
         if first {
             // A client that reconnects already holding the current version needs nothing.
-            let (version, _) = contents(&request.type_url, &state.subscription, compiled);
+            let (version, chosen) = contents(&request.type_url, &state.subscription, compiled);
             if !request.version_info.is_empty() && request.version_info == version {
                 let nonce = self.nonces.next();
                 state.sent = Some((version.clone(), nonce));
+                state.sent_resources = versions(&chosen);
+                state.held = state.sent_resources.clone();
                 return (
                     None,
                     Some(Feedback::Ack {
@@ -120,13 +129,10 @@ impl SotwStream {
         let partial = !force && !type_url::is_full_state(type_url);
         let resources = chosen
             .iter()
-            .filter(|r| !partial || state.sent_resources.get(&r.name) != Some(&r.version))
+            .filter(|r| !partial || state.held.get(&r.name) != Some(&r.version))
             .map(|r| r.resource.clone())
             .collect();
-        state.sent_resources = chosen
-            .iter()
-            .map(|r| (r.name.clone(), r.version.clone()))
-            .collect();
+        state.sent_resources = versions(&chosen);
         let nonce = self.nonces.next();
         state.sent = Some((version.clone(), nonce.clone()));
         Some(DiscoveryResponse {
@@ -166,6 +172,14 @@ impl AdsProtocol for SotwStream {
     }
 }
 
+/// Each resource's version, by name.
+fn versions(resources: &[&XdsResource]) -> BTreeMap<String, String> {
+    resources
+        .iter()
+        .map(|r| (r.name.clone(), r.version.clone()))
+        .collect()
+}
+
 /// The version and resources a subscription gets. Unknown types get nothing:
 /// the server has no resources of that type.
 fn contents<'a>(
@@ -187,7 +201,7 @@ fn contents<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::protocol::fixtures::compiled;
+    use crate::xds::protocol::fixtures::{compiled, compiled_at};
     use envoy_types::pb::google::rpc::Status as RpcStatus;
 
     fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
@@ -252,6 +266,43 @@ mod tests {
             stream.handle_update(&compiled(8082, 3)).len(),
             1,
             "a newer version goes out"
+        );
+    }
+
+    #[test]
+    fn a_resource_in_a_nacked_update_goes_out_again_with_the_next() {
+        let names = ["checkout.shop", "cart.shop"];
+        let mut stream = SotwStream::default();
+        let v1 = compiled_at(8080, 1, 1);
+        let (first, _) = stream.handle_request(request(type_url::ROUTE, &names, "", ""), &v1);
+        let first = first.expect("initial");
+        stream.handle_request(
+            request(type_url::ROUTE, &names, &first.version_info, &first.nonce),
+            &v1,
+        );
+        // checkout's routes change, and the client refuses them.
+        let pushed = stream.handle_update(&compiled_at(8080, 2, 1));
+        assert_eq!(pushed[0].resources.len(), 1, "only checkout changed");
+        let mut nack = request(
+            type_url::ROUTE,
+            &names,
+            &first.version_info,
+            &pushed[0].nonce,
+        );
+        nack.error_detail = Some(RpcStatus {
+            code: 3,
+            message: "unknown cluster".into(),
+            ..Default::default()
+        });
+        stream.handle_request(nack, &compiled_at(8080, 2, 1));
+        // Then only cart changes: the client still holds checkout's old
+        // routes, so checkout's new ones go out too.
+        let next = stream.handle_update(&compiled_at(8080, 2, 2));
+        assert_eq!(next.len(), 1);
+        assert_eq!(
+            next[0].resources.len(),
+            2,
+            "checkout (refused before) and cart"
         );
     }
 
