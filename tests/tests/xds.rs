@@ -245,6 +245,31 @@ async fn bad_clients_disturb_nobody_else() {
         .expect("answered")
         .expect("a response");
     assert!(answer.resources.is_empty());
+    // Asking for ever more types ends that stream, and only that one: a
+    // client cannot grow its node's memory without bound.
+    tokio::spawn(async move {
+        for i in 0..20 {
+            let more = DiscoveryRequest {
+                type_url: format!("type.googleapis.com/example.Made{i}"),
+                ..Default::default()
+            };
+            if tx.send(more).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut ended = None;
+    for _ in 0..30 {
+        match unknown.message().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => break,
+            Err(status) => {
+                ended = Some(status.code());
+                break;
+            }
+        }
+    }
+    assert_eq!(ended, Some(tonic::Code::ResourceExhausted));
 
     // The refusing client's NACK is recorded, and it is not sent the refused version again.
     eventually(WAIT, "the NACK to be recorded", || async {

@@ -25,6 +25,26 @@ pub struct ProxyLocality {
     pub zone: String,
 }
 
+impl ProxyLocality {
+    /// The locality of a proxy in `cluster` (its verified member cluster)
+    /// that claims `zone`: region and zone come from the `Cluster`
+    /// resource, and the claim is taken only for what the resource leaves
+    /// open (the zone of a cluster that spans zones, or everything of a
+    /// cluster the mesh does not know yet), so a proxy cannot place itself
+    /// in another region.
+    pub fn of(state: &MeshState, cluster: &str, region: &str, zone: &str) -> Self {
+        let (known_region, known_zone) = match state.cluster(cluster).map(|c| &c.spec) {
+            Some(Spec::Cluster(c)) => (Some(c.region.clone()), c.zone.clone()),
+            _ => (None, None),
+        };
+        ProxyLocality {
+            cluster: cluster.to_string(),
+            region: known_region.unwrap_or_else(|| region.to_string()),
+            zone: known_zone.unwrap_or_else(|| zone.to_string()),
+        }
+    }
+}
+
 /// One compiled resource, ready to send.
 #[derive(Debug, Clone, PartialEq)]
 pub struct XdsResource {
@@ -140,6 +160,22 @@ impl Compiler {
         }
         self.cache.insert(origin, current);
         compiled
+    }
+}
+
+impl Compiler {
+    /// Drops the cached output of every origin but those of `live`, the
+    /// localities still served, so memory follows the proxies connected
+    /// now rather than every locality ever claimed.
+    pub fn retain(&mut self, state: &MeshState, live: &[ProxyLocality]) {
+        let keep: std::collections::HashSet<Origin> =
+            live.iter().map(|proxy| origin(state, proxy)).collect();
+        self.cache.retain(|origin, _| keep.contains(origin));
+    }
+
+    /// How many origins have cached output.
+    pub fn cached_origins(&self) -> usize {
+        self.cache.len()
     }
 }
 

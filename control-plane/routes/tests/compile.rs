@@ -548,3 +548,28 @@ fn a_change_to_a_nested_split_recompiles_the_outer_route() {
         ])
     );
 }
+
+#[test]
+fn a_proxy_cannot_place_itself_in_another_region() {
+    let state = MeshState::from_resources(with_revisions(
+        parse_manifests(
+            "kind: Cluster\nmetadata: {name: east}\nspec: {region: us-east-1, zone: us-east-1a}\n---\n\
+             kind: Cluster\nmetadata: {name: spread}\nspec: {region: us-west-2}\n",
+        )
+        .expect("clusters"),
+    ));
+    let east = ProxyLocality::of(&state, "east", "eu-west-1", "eu-west-1b");
+    assert_eq!(
+        (east.region.as_str(), east.zone.as_str()),
+        ("us-east-1", "us-east-1a")
+    );
+    // A cluster that spans zones leaves the zone to the proxy, not the region.
+    let spread = ProxyLocality::of(&state, "spread", "eu-west-1", "us-west-2c");
+    assert_eq!(
+        (spread.region.as_str(), spread.zone.as_str()),
+        ("us-west-2", "us-west-2c")
+    );
+    // A cluster the mesh does not know yet: the claim is all there is.
+    let unknown = ProxyLocality::of(&state, "new", "r", "z");
+    assert_eq!((unknown.region.as_str(), unknown.zone.as_str()), ("r", "z"));
+}

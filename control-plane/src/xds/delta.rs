@@ -224,6 +224,14 @@ impl AdsProtocol for DeltaStream {
     ) -> Vec<DeltaDiscoveryResponse> {
         self.handle_update(compiled, system_version)
     }
+    fn subscribed(&self) -> (usize, usize) {
+        let names = self
+            .types
+            .values()
+            .map(|t| t.subscription.names.len())
+            .sum();
+        (self.types.len(), names)
+    }
 }
 
 #[cfg(test)]

@@ -17,12 +17,20 @@ pub struct MeshSnapshot {
     pub state: MeshState,
     /// The revision of the last change this snapshot contains; grows with every change.
     pub revision: u64,
+    /// Counts the snapshots published: unlike the revision, never the same
+    /// for two different states (a relist may publish a revision that the
+    /// next change then carries too), so compiled output is keyed by it.
+    pub generation: u64,
 }
 
 /// Starts following the state machine; the receiver always holds the latest snapshot.
 pub fn follow(hub: Arc<EventHub>, view: DbView) -> watch::Receiver<Arc<MeshSnapshot>> {
     let (state, revision, events) = list(&hub, &view);
-    let (tx, rx) = watch::channel(Arc::new(MeshSnapshot { state, revision }));
+    let (tx, rx) = watch::channel(Arc::new(MeshSnapshot {
+        state,
+        revision,
+        generation: 0,
+    }));
     tokio::spawn(run(hub, view, tx, events));
     rx
 }
@@ -50,9 +58,9 @@ async fn run(
     tx: watch::Sender<Arc<MeshSnapshot>>,
     mut events: broadcast::Receiver<Event>,
 ) {
-    let (mut state, mut revision) = {
+    let (mut state, mut revision, mut generation) = {
         let current = tx.borrow();
-        (current.state.clone(), current.revision)
+        (current.state.clone(), current.revision, current.generation)
     };
     loop {
         let (mut relist, mut changed) = (false, false);
@@ -91,10 +99,12 @@ async fn run(
             revision = revision.max(listed_revision) + 1;
             events = subscribed;
         }
+        generation += 1;
         if tx
             .send(Arc::new(MeshSnapshot {
                 state: state.clone(),
                 revision,
+                generation,
             }))
             .is_err()
         {

@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::{
 use meridian_proto::v1::Proxy;
 use meridian_routes::ProxyLocality;
 use mesh::MeshSnapshot;
-use protocol::{AdsProtocol, Feedback, MAX_NAMES_PER_REQUEST};
+use protocol::{check_subscriptions, AdsProtocol, Feedback, MAX_NAMES_PER_REQUEST};
 use registry::Registry;
 use std::{pin::Pin, sync::Arc};
 use table::RouteTable;
@@ -104,16 +104,18 @@ impl StreamContext {
                 &refusal,
             )
         })?;
-        let proxy = ProxyLocality {
-            cluster: cluster.clone(),
-            region: locality.region.clone(),
-            zone: locality.zone.clone(),
-        };
+        let proxy = ProxyLocality::of(
+            &self.mesh.borrow().state,
+            &cluster,
+            &locality.region,
+            &locality.zone,
+        );
+        self.table.acquire(&proxy);
         let id = self.registry.register(Proxy {
             node_id: node.id.clone(),
             cluster,
-            region: locality.region,
-            zone: locality.zone,
+            region: proxy.region.clone(),
+            zone: proxy.zone.clone(),
             control_plane_node: self.node_id,
             protocol: protocol.to_string(),
             identity: match &self.caller {
@@ -165,8 +167,9 @@ impl StreamContext {
 
 impl Drop for StreamContext {
     fn drop(&mut self) {
-        if let Some((id, _)) = &self.registration {
+        if let Some((id, proxy)) = &self.registration {
             self.registry.remove(*id);
+            self.table.release(proxy, &self.mesh.borrow());
         }
     }
 }
@@ -197,6 +200,8 @@ async fn run_stream<P: AdsProtocol>(
                 let (compiled, version) = ctx.compiled();
                 let (response, feedback) = stream.on_request(request, &compiled, &version);
                 ctx.record(feedback);
+                let (types, names) = stream.subscribed();
+                check_subscriptions(types, names).map_err(Status::resource_exhausted)?;
                 response.into_iter().collect()
             }
             changed = ctx.mesh.changed() => {

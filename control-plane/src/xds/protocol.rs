@@ -21,10 +21,33 @@ pub trait AdsProtocol: Default + Send + 'static {
         system_version: &str,
     ) -> (Option<Self::Response>, Option<Feedback>);
     fn on_update(&mut self, compiled: &Compiled, system_version: &str) -> Vec<Self::Response>;
+    /// What the stream holds state for: (type URLs, names subscribed across them).
+    fn subscribed(&self) -> (usize, usize);
 }
 
 /// The most names one request may subscribe to; more is refused as malformed.
 pub const MAX_NAMES_PER_REQUEST: usize = 10_000;
+/// The most type URLs one stream may ask for (four are Meridian's; an Envoy
+/// may ask for a few more, which get empty answers).
+pub const MAX_TYPES_PER_STREAM: usize = 16;
+/// The most names one stream may hold subscribed, across its requests.
+pub const MAX_NAMES_PER_STREAM: usize = 100_000;
+
+/// Refuses a stream whose subscriptions outgrow the limits, so one client
+/// cannot grow its node's memory without bound.
+pub fn check_subscriptions(types: usize, names: usize) -> Result<(), String> {
+    if types > MAX_TYPES_PER_STREAM {
+        return Err(format!(
+            "a stream may ask for at most {MAX_TYPES_PER_STREAM} resource types, this one asked for {types}"
+        ));
+    }
+    if names > MAX_NAMES_PER_STREAM {
+        return Err(format!(
+            "a stream may subscribe to at most {MAX_NAMES_PER_STREAM} resources, this one subscribed to {names}"
+        ));
+    }
+    Ok(())
+}
 
 /// What a client's request said about earlier responses.
 #[derive(Debug, Clone, PartialEq)]

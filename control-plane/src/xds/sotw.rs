@@ -170,6 +170,14 @@ impl AdsProtocol for SotwStream {
     fn on_update(&mut self, compiled: &Compiled, _system_version: &str) -> Vec<DiscoveryResponse> {
         self.handle_update(compiled)
     }
+    fn subscribed(&self) -> (usize, usize) {
+        let names = self
+            .types
+            .values()
+            .map(|t| t.subscription.names.len())
+            .sum();
+        (self.types.len(), names)
+    }
 }
 
 /// Each resource's version, by name.
