@@ -24,10 +24,7 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, time::Duration};
 
-pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
+pub use meridian_proto::xds::type_url::{CLUSTER, ENDPOINT, LISTENER, ROUTE};
 
 /// The resources held: type URL → name → (version, encoded message).
 pub type Resources = BTreeMap<String, BTreeMap<String, (String, Vec<u8>)>>;

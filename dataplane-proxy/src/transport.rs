@@ -13,7 +13,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
 use envoy_types::pb::google::protobuf::value::Kind;
 use meridian_identity::spiffe::{Identity, SpiffeId};
 use meridian_identity::tls::PeerIdentity;
-use meridian_routes::transport::{ALLOWED_CLUSTERS, METADATA_NAMESPACE, TLS_TRANSPORT_SOCKET};
+use meridian_proto::xds::{ALLOWED_CLUSTERS, METADATA_NAMESPACE, TLS_TRANSPORT_SOCKET};
 use prost::Message;
 use serde::Serialize;
 

@@ -1,7 +1,10 @@
 //! Meridian's wire contract: the admin API and the Raft transport, generated
-//! with tonic. xDS types come from a maintained crate, not from here.
+//! with tonic, and the xDS conventions shared by the compiler and the proxy.
+//! xDS types come from a maintained crate, not from here.
 
 #![allow(clippy::all)]
+
+pub mod xds;
 
 pub mod v1 {
     tonic::include_proto!("meridian.v1");

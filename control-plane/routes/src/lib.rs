@@ -22,17 +22,4 @@ pub use compile::{compile, Compiled, Compiler, ProxyLocality, XdsResource};
 pub use state::{MeshState, ServiceId};
 pub use version::set_version;
 
-/// xDS type URLs, in the order a client should apply them (CDS before EDS, LDS before RDS).
-pub mod type_url {
-    pub const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
-    pub const ENDPOINT: &str = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment";
-    pub const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
-    pub const ROUTE: &str = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration";
-    pub const ALL: [&str; 4] = [CLUSTER, ENDPOINT, LISTENER, ROUTE];
-
-    /// Types whose state-of-the-world responses must carry every resource
-    /// (a missing one means deleted); for the others, only what was asked.
-    pub fn is_full_state(type_url: &str) -> bool {
-        type_url == CLUSTER || type_url == LISTENER
-    }
-}
+pub use meridian_proto::xds::type_url;

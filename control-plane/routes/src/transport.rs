@@ -15,10 +15,7 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{string_matcher::MatchPattern, 
 use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value};
 use meridian_model::spec::ServiceSpec;
 
-pub const TLS_TRANSPORT_SOCKET: &str = "envoy.transport_sockets.tls";
-/// The cluster metadata namespace Meridian's own settings live under.
-pub const METADATA_NAMESPACE: &str = "meridian.io";
-pub const ALLOWED_CLUSTERS: &str = "allowedClusters";
+pub use meridian_proto::xds::{ALLOWED_CLUSTERS, METADATA_NAMESPACE, TLS_TRANSPORT_SOCKET};
 
 /// Mutual TLS to the proxies of `trust_domain`: the server's certificate
 /// must name `spiffe://TRUST_DOMAIN/cluster/...`. A plaintext control plane
