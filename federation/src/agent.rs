@@ -4,7 +4,7 @@
 //! moving to the next control-plane node on failure.
 
 use crate::{diff, Delta, Source, SourceUpdate, View};
-use meridian_identity::tls::Dialer;
+use meridian_identity::{backoff::Backoff, tls::Dialer};
 use meridian_proto::v1::{
     federation_client::FederationClient, sync_request::Message, Batch, EndpointSet, Hello,
     ServiceName as PbName, SourceStatus, SyncRequest, SyncResponse,
@@ -16,7 +16,6 @@ use tonic::Streaming;
 
 /// How long a batch may wait for its acknowledgement before the agent reconnects.
 const ACK_TIMEOUT: Duration = Duration::from_secs(30);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -64,16 +63,21 @@ pub async fn run(config: AgentConfig, source: Box<dyn Source>) -> AgentError {
         }
     });
 
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     for addr in config.control_planes.iter().cycle() {
-        match session(&config, addr, view_rx.clone(), error_rx.clone()).await {
+        match session(
+            &config,
+            addr,
+            view_rx.clone(),
+            error_rx.clone(),
+            &mut backoff,
+        )
+        .await
+        {
             AgentError::SourceGone => return AgentError::SourceGone,
-            e => {
-                tracing::warn!(control_plane = %addr, error = %e, retry_in = ?backoff, "federation stream ended")
-            }
+            e => tracing::warn!(control_plane = %addr, error = %e, "federation stream ended"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
+        backoff.wait().await;
     }
     AgentError::Closed
 }
@@ -124,6 +128,7 @@ async fn session(
     addr: &str,
     mut views: watch::Receiver<Option<View>>,
     mut errors: watch::Receiver<Option<String>>,
+    backoff: &mut Backoff,
 ) -> AgentError {
     let channel = match config.dialer.connect(addr).await {
         Ok(channel) => channel,
@@ -168,14 +173,18 @@ async fn session(
                 return AgentError::Closed;
             }
             match await_ack(&mut responses, seq).await {
-                Ok(index) => tracing::info!(
-                    seq,
-                    index,
-                    upserts = delta.upserts.len(),
-                    removals = delta.removals.len(),
-                    full,
-                    "batch committed"
-                ),
+                Ok(index) => {
+                    // A committed batch: the stream works, a later failure starts the backoff over.
+                    backoff.reset();
+                    tracing::info!(
+                        seq,
+                        index,
+                        upserts = delta.upserts.len(),
+                        removals = delta.removals.len(),
+                        full,
+                        "batch committed"
+                    )
+                }
                 Err(e) => return e,
             }
             acked = current;

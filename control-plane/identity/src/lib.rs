@@ -1,6 +1,7 @@
 //! The mesh's identities: SPIFFE IDs, the certificate authority that issues
 //! them, and the mutual TLS every gRPC connection runs over.
 
+pub mod backoff;
 pub mod ca;
 pub mod ca_dir;
 pub mod enroll;

@@ -9,6 +9,7 @@ use envoy_types::pb::{
     },
     google::rpc::Status as RpcStatus,
 };
+use meridian_identity::backoff::Backoff;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -36,6 +37,7 @@ pub(super) async fn run_session(
     server: &str,
     resources: &mut Resources,
     apply: &dyn Apply,
+    backoff: &mut Backoff,
 ) -> Result<(), Ended> {
     let channel = connect(config, server).await?;
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(16);
@@ -78,6 +80,8 @@ pub(super) async fn run_session(
         .into_inner();
     tracing::info!(%server, "xDS stream open");
     while let Some(response) = responses.message().await? {
+        // The server answers: the stream works, so a later failure starts the backoff over.
+        backoff.reset();
         let candidate = merged(resources, &response);
         let (ack, followups) = match check(&candidate, &response.type_url) {
             Ok(snapshot) => {

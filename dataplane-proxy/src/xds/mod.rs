@@ -10,10 +10,8 @@ mod sotw;
 
 use crate::config::{ListenerKind, Resources, Snapshot, ENDPOINT, ROUTE};
 use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    time::Duration,
-};
+use meridian_identity::backoff::Backoff;
+use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone)]
 pub struct XdsConfig {
@@ -92,13 +90,13 @@ fn check(candidate: &Resources, type_url: &str) -> Result<Snapshot, String> {
 }
 
 pub async fn run(config: XdsConfig, mut resources: Resources, apply: &dyn Apply) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     let mut sotw_only = std::collections::HashSet::new();
     for server in config.servers.iter().cycle() {
         let session = if sotw_only.contains(server) {
-            sotw::run_session(&config, server, &mut resources, apply).await
+            sotw::run_session(&config, server, &mut resources, apply, &mut backoff).await
         } else {
-            delta::run_session(&config, server, &mut resources, apply).await
+            delta::run_session(&config, server, &mut resources, apply, &mut backoff).await
         };
         let ended = session.err().unwrap_or(Ended::Closed);
         match ended {
@@ -113,7 +111,6 @@ pub async fn run(config: XdsConfig, mut resources: Resources, apply: &dyn Apply)
                 tracing::warn!(%server, error = %e, "xDS stream failed; keeping the last good configuration")
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff.wait().await;
     }
 }

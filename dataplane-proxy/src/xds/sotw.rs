@@ -17,6 +17,7 @@ use envoy_types::pb::{
     },
     google::{protobuf::Any, rpc::Status as RpcStatus},
 };
+use meridian_identity::backoff::Backoff;
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
@@ -73,6 +74,7 @@ pub(super) async fn run_session(
     server: &str,
     resources: &mut Resources,
     apply: &dyn Apply,
+    backoff: &mut Backoff,
 ) -> Result<(), Ended> {
     let channel = connect(config, server).await?;
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
@@ -93,6 +95,8 @@ pub(super) async fn run_session(
         .into_inner();
     tracing::info!(%server, "xDS stream open (state of the world)");
     while let Some(response) = responses.message().await? {
+        // The server answers: the stream works, so a later failure starts the backoff over.
+        backoff.reset();
         let type_url = response.type_url.clone();
         let names = subscribed
             .get(type_url.as_str())
