@@ -48,21 +48,15 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::time::Instant;
 
-    #[tokio::test(start_paused = true)]
-    async fn doubles_to_the_maximum_and_starts_over_after_a_good_stream() {
+    // The delays themselves, not sleeps: paused time would need tokio's
+    // test-util, a second build of every crate that uses tokio in the tests.
+    #[test]
+    fn doubles_to_the_maximum_and_starts_over_after_a_good_stream() {
         let mut backoff = Backoff::default();
-        let mut waited = Vec::new();
-        for _ in 0..8 {
-            let started = Instant::now();
-            backoff.wait().await;
-            waited.push(started.elapsed().as_millis());
-        }
-        assert_eq!(waited, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        let delays: Vec<u128> = (0..8).map(|_| backoff.next_delay().as_millis()).collect();
+        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
         backoff.reset();
-        let started = Instant::now();
-        backoff.wait().await;
-        assert_eq!(started.elapsed(), Duration::from_millis(100));
+        assert_eq!(backoff.next_delay(), Duration::from_millis(100));
     }
 }
