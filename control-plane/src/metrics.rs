@@ -41,6 +41,8 @@ pub struct Metrics {
     voters: Gauge,
     cluster_stale: Family<ClusterLabels, Gauge>,
     cluster_source_error: Family<ClusterLabels, Gauge>,
+    cluster_invalid_endpoints: Family<ClusterLabels, Gauge>,
+    invalid_endpoints: Family<ClusterLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -96,6 +98,18 @@ impl Default for Metrics {
             "1 if the cluster's discovery source reports an error (its last good view is kept)",
             cluster_source_error.clone(),
         );
+        let cluster_invalid_endpoints = Family::<ClusterLabels, Gauge>::default();
+        registry.register(
+            "cluster_invalid_endpoints",
+            "Endpoints left out of the cluster agent's last batch as invalid (the rest were taken)",
+            cluster_invalid_endpoints.clone(),
+        );
+        let invalid_endpoints = Family::<ClusterLabels, Counter>::default();
+        registry.register(
+            "federation_invalid_endpoints",
+            "Endpoints left out of agents' batches on this node as invalid",
+            invalid_endpoints.clone(),
+        );
         Metrics {
             registry,
             certificate_expiry,
@@ -111,6 +125,8 @@ impl Default for Metrics {
             voters,
             cluster_stale,
             cluster_source_error,
+            cluster_invalid_endpoints,
+            invalid_endpoints,
         }
     }
 }
@@ -120,6 +136,15 @@ fn as_gauge(value: u64) -> i64 {
 }
 
 impl Metrics {
+    /// Endpoints an agent of `cluster` (a verified, existing cluster) reported invalid.
+    pub fn count_invalid_endpoints(&self, cluster: &str, count: usize) {
+        self.invalid_endpoints
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.to_string(),
+            })
+            .inc_by(count as u64);
+    }
+
     pub fn count_admin_request(&self, method: &str, code: tonic::Code) {
         self.admin_requests
             .get_or_create(&RequestLabels {
@@ -159,6 +184,7 @@ impl Metrics {
         ));
         self.cluster_stale.clear();
         self.cluster_source_error.clear();
+        self.cluster_invalid_endpoints.clear();
         for cluster in node.state.view().list(Kind::Cluster) {
             let labels = ClusterLabels {
                 cluster: cluster.metadata.name.clone(),
@@ -170,6 +196,9 @@ impl Metrics {
             self.cluster_source_error
                 .get_or_create(&labels)
                 .set(i64::from(status.source_error.is_some()));
+            self.cluster_invalid_endpoints
+                .get_or_create(&labels)
+                .set(i64::from(status.invalid_endpoints));
         }
         let mut text = String::new();
         if let Err(e) = encode(&mut text, &self.registry) {

@@ -164,6 +164,43 @@ async fn kubernetes_endpoints_follow_the_api_server() {
         .collect();
     assert_eq!(zones, vec!["us-east-1a", "us-east-1b"]);
 
+    // An endpoint the mesh cannot take (a zone that is no DNS label) is left
+    // out and reported; the healthy rest of the batch is taken, and the
+    // stream goes on.
+    east_api.put(Kind::Service, objects::service("shop", "legacy", true));
+    east_api.put(
+        Kind::EndpointSlice,
+        objects::slice(
+            "shop",
+            "legacy-1",
+            "legacy",
+            &[
+                ("10.2.5.1", true, false, Some("us-east-1a"), None),
+                ("10.2.5.2", true, false, Some("Rack_A"), None),
+            ],
+        ),
+    );
+    eventually(WAIT, "legacy's valid endpoint", || async {
+        let e = endpoints_of(node, "shop", "legacy", "k8s-east").await?;
+        (e == strings(&["10.2.5.1:8080 healthy"])).then_some(())
+    })
+    .await;
+    let status = cluster_status(&node.grpc, "k8s-east").expect("k8s-east");
+    assert_eq!(status["invalidEndpoints"], 1, "{status}");
+    assert!(
+        status["invalidEndpointReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("shop/legacy") && r.contains("zone")),
+        "{status}"
+    );
+    let (_, metrics) = meridian_tests::http::get(&node.http, "/metrics")
+        .await
+        .expect("metrics");
+    assert!(
+        metrics.contains("meridian_cluster_invalid_endpoints{cluster=\"k8s-east\"} 1"),
+        "{metrics}"
+    );
+
     // A pod added; a readiness flip; a terminating pod drains; a pod removed.
     let slice = |eps: &[objects::Ep<'_>]| objects::slice("shop", "checkout-1", "checkout", eps);
     east_api.put(

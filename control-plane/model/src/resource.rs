@@ -34,6 +34,18 @@ pub struct Status {
     /// The agent's discovery source is failing; its last good view is kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_error: Option<String>,
+    /// Endpoints of the agent's last batch that were invalid on their own
+    /// (an address that is no IP, a zone that is no label) and were left
+    /// out; the rest were taken.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub invalid_endpoints: u32,
+    /// Why the first of them was left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid_endpoint_reason: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, PartialEq)]

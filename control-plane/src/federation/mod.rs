@@ -2,13 +2,15 @@
 //! batch becomes one Raft entry; a full snapshot also removes what the
 //! cluster no longer has. Liveness of agents drives the clusters' `stale` mark.
 
+mod batch;
 pub mod liveness;
 
 use crate::authz::{caller_of, may_stream_endpoints, refused, Caller};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeError};
+use batch::{endpoint_sets, truncated, MAX_REASON_LEN};
 use liveness::Liveness;
-use meridian_model::{Command, Kind, Manifest, Op, Resource, ResourceKey, StateView, Status};
+use meridian_model::{Command, Kind, Op, ResourceKey, StateView, Status};
 use meridian_proto::v1::{
     federation_server::Federation, sync_request::Message, Batch, Hello, SyncRequest, SyncResponse,
 };
@@ -49,12 +51,20 @@ fn node_error(e: NodeError) -> RpcStatus {
     }
 }
 
+/// The longest agent id a hello may carry; it is kept in replicated state.
+const MAX_AGENT_ID_LEN: usize = 128;
+/// How much of a source's error text is kept in replicated state.
+const MAX_SOURCE_ERROR_LEN: usize = 512;
+
 /// The agent's stream, after its hello.
 struct Session {
     node: Arc<Node>,
+    metrics: Arc<Metrics>,
     cluster: String,
     agent_id: String,
     source_error: Option<String>,
+    /// Endpoints the last batch left out, and why the first was.
+    invalid: (u32, Option<String>),
 }
 
 impl Session {
@@ -63,34 +73,32 @@ impl Session {
             stale: false,
             agent: Some(self.agent_id.clone()),
             source_error: self.source_error.clone(),
+            invalid_endpoints: self.invalid.0,
+            invalid_endpoint_reason: self.invalid.1.clone(),
         }
     }
 
     /// The command a batch becomes.
-    fn command(&self, batch: Batch) -> Result<Command, RpcStatus> {
-        let mut ops = Vec::new();
-        let mut kept = BTreeSet::new();
-        for set in batch.upserts {
-            let manifest = Manifest {
-                kind: Kind::Endpoints.to_string(),
-                metadata: serde_json::json!({"name": set.name, "namespace": set.namespace, "cluster": self.cluster}),
-                spec: serde_json::from_str(&set.spec_json).map_err(|e| {
-                    RpcStatus::invalid_argument(format!(
-                        "{}/{}: malformed spec: {e}",
-                        set.namespace, set.name
-                    ))
-                })?,
-                status: serde_json::Value::Null,
-            };
-            let resource = Resource::from_manifest(manifest).map_err(|e| {
-                RpcStatus::invalid_argument(format!("{}/{}: {e}", set.namespace, set.name))
-            })?;
-            kept.insert(resource.key());
-            ops.push(Op::Put {
+    fn command(&mut self, batch: Batch) -> Result<Command, RpcStatus> {
+        let sets = endpoint_sets(&self.cluster, batch.upserts);
+        if !sets.left_out.is_empty() {
+            tracing::warn!(cluster = %self.cluster, left_out = sets.left_out.len(), first = %sets.left_out[0], "invalid endpoints left out of a batch");
+            self.metrics
+                .count_invalid_endpoints(&self.cluster, sets.left_out.len());
+        }
+        self.invalid = (
+            u32::try_from(sets.left_out.len()).unwrap_or(u32::MAX),
+            sets.left_out.first().map(|r| truncated(r, MAX_REASON_LEN)),
+        );
+        let kept: BTreeSet<ResourceKey> = sets.named.into_iter().collect();
+        let mut ops: Vec<Op> = sets
+            .resources
+            .into_iter()
+            .map(|resource| Op::Put {
                 resource: Box::new(resource),
                 expected_revision: None,
-            });
-        }
+            })
+            .collect();
         let mut removals: Vec<ResourceKey> = batch
             .removals
             .iter()
@@ -143,6 +151,12 @@ async fn serve(
         metrics,
     } = service;
     let hello = hello(&mut requests).await?;
+    if hello.agent_id.len() > MAX_AGENT_ID_LEN {
+        return Err(RpcStatus::invalid_argument(format!(
+            "hello.agent_id is {} bytes; at most {MAX_AGENT_ID_LEN}",
+            hello.agent_id.len()
+        )));
+    }
     may_stream_endpoints(&caller, &hello.cluster)
         .map_err(|refusal| refused(&metrics, SYNC_METHOD, None, &refusal))?;
     let cluster_key = ResourceKey::new(Kind::Cluster, None, &hello.cluster, None)
@@ -157,9 +171,11 @@ async fn serve(
     tracing::info!(cluster = %hello.cluster, agent = %hello.agent_id, "agent connected");
     let mut session = Session {
         node,
+        metrics,
         cluster: hello.cluster,
         agent_id: hello.agent_id,
         source_error: None,
+        invalid: (0, None),
     };
     while let Some(request) = requests.message().await? {
         match request.message {
@@ -179,7 +195,14 @@ async fn serve(
                 }
             }
             Some(Message::SourceStatus(status)) => {
-                session.source_error = Some(status.error).filter(|e| !e.is_empty());
+                let error = Some(status.error)
+                    .filter(|e| !e.is_empty())
+                    .map(|e| truncated(&e, MAX_SOURCE_ERROR_LEN));
+                if error == session.source_error {
+                    // Nothing new: not worth a Raft entry.
+                    continue;
+                }
+                session.source_error = error;
                 let command = Command {
                     ops: vec![Op::SetStatus {
                         cluster: session.cluster.clone(),

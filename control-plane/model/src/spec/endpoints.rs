@@ -50,32 +50,43 @@ impl Health {
 /// Upper bound on one endpoint's weight, as in Envoy (uint32 sum must not overflow).
 pub const MAX_ENDPOINT_WEIGHT: u32 = 1_000_000;
 
+impl Endpoint {
+    /// Checks the endpoint on its own; `field` names its fields in errors.
+    fn check(&self, field: &dyn Fn(&str) -> String) -> Result<IpAddr, ModelError> {
+        let ip: IpAddr = self.address.parse().map_err(|_| {
+            ModelError::invalid(
+                field("address"),
+                format!("'{}' is not an IP address", self.address),
+            )
+        })?;
+        if self.port == 0 {
+            return Err(ModelError::invalid(
+                field("port"),
+                "must be between 1 and 65535",
+            ));
+        }
+        if self.weight > MAX_ENDPOINT_WEIGHT {
+            return Err(ModelError::invalid(
+                field("weight"),
+                format!(
+                    "{} exceeds the maximum of {MAX_ENDPOINT_WEIGHT}",
+                    self.weight
+                ),
+            ));
+        }
+        if let Some(zone) = &self.zone {
+            check_label(&field("zone"), zone)?;
+        }
+        Ok(ip)
+    }
+}
+
 impl EndpointsSpec {
     pub fn validate(&self) -> Result<(), ModelError> {
         let mut seen = BTreeSet::new();
         for (i, ep) in self.endpoints.iter().enumerate() {
             let field = |f: &str| format!("spec.endpoints[{i}].{f}");
-            let ip: IpAddr = ep.address.parse().map_err(|_| {
-                ModelError::invalid(
-                    field("address"),
-                    format!("'{}' is not an IP address", ep.address),
-                )
-            })?;
-            if ep.port == 0 {
-                return Err(ModelError::invalid(
-                    field("port"),
-                    "must be between 1 and 65535",
-                ));
-            }
-            if ep.weight > MAX_ENDPOINT_WEIGHT {
-                return Err(ModelError::invalid(
-                    field("weight"),
-                    format!("{} exceeds the maximum of {MAX_ENDPOINT_WEIGHT}", ep.weight),
-                ));
-            }
-            if let Some(zone) = &ep.zone {
-                check_label(&field("zone"), zone)?;
-            }
+            let ip = ep.check(&field)?;
             if !seen.insert((ip, ep.port)) {
                 return Err(ModelError::invalid(
                     field("address"),
@@ -90,6 +101,30 @@ impl EndpointsSpec {
             ));
         }
         Ok(())
+    }
+
+    /// The set without the endpoints that are invalid on their own or
+    /// repeat an earlier one, and why each was left out: what a discovery
+    /// source reported is taken as far as it holds, so one bad endpoint
+    /// does not keep the healthy rest out.
+    pub fn without_invalid(self) -> (EndpointsSpec, Vec<String>) {
+        let mut seen = BTreeSet::new();
+        let mut reasons = Vec::new();
+        let mut kept = Vec::new();
+        for (i, ep) in self.endpoints.into_iter().enumerate() {
+            let field = |f: &str| format!("spec.endpoints[{i}].{f}");
+            match ep.check(&field) {
+                Ok(ip) if seen.insert((ip, ep.port)) => kept.push(ep),
+                Ok(_) => reasons.push(format!(
+                    "{}: {}:{} is listed twice",
+                    field("address"),
+                    ep.address,
+                    ep.port
+                )),
+                Err(e) => reasons.push(e.to_string()),
+            }
+        }
+        (EndpointsSpec { endpoints: kept }, reasons)
     }
 }
 
@@ -122,6 +157,27 @@ mod tests {
             let err = EndpointsSpec { endpoints }.validate().expect_err(field);
             assert!(err.to_string().contains(field), "{err} should name {field}");
         }
+    }
+
+    #[test]
+    fn without_invalid_keeps_the_valid_rest() {
+        let mut zoned = ep("10.0.0.2", 80, 1);
+        zoned.zone = Some("Rack_A".into());
+        let spec = EndpointsSpec {
+            endpoints: vec![
+                ep("10.0.0.1", 80, 1),
+                zoned,
+                ep("web-0.shop.svc", 80, 1),
+                ep("10.0.0.1", 80, 2),
+                ep("10.0.0.3", 80, 1),
+            ],
+        };
+        let (kept, reasons) = spec.without_invalid();
+        let addresses: Vec<&str> = kept.endpoints.iter().map(|e| e.address.as_str()).collect();
+        assert_eq!(addresses, ["10.0.0.1", "10.0.0.3"]);
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].contains("spec.endpoints[1].zone"), "{reasons:?}");
+        assert!(kept.validate().is_ok());
     }
 
     #[test]
