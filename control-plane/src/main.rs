@@ -35,7 +35,8 @@ use std::process::ExitCode;
     about = "Meridian: a multi-cluster service-mesh control plane"
 )]
 struct Cli {
-    /// The control-plane node to talk to (CLI commands).
+    /// The control-plane nodes to talk to (CLI commands), `HOST:PORT[,HOST:PORT...]`:
+    /// the first that answers is used.
     #[arg(
         long,
         global = true,

@@ -105,15 +105,40 @@ impl Node {
                 Attempt::NotLeader(hint) => hint,
             };
             if let Some(leader) = hint {
-                match forward::propose(&leader, &command).await {
-                    Ok(LeaderReply::Done((index, outcome))) => return finish(index, outcome),
-                    Ok(LeaderReply::NotLeader) => {}
-                    Err(e) => {
+                // A leader that stops answering (paused, partitioned) would
+                // hold the write for the whole forwarding timeout although
+                // a new leader is elected in a second or two; an admin write
+                // is declarative, so it goes to the new one as soon as this
+                // replica learns of it.
+                let forwarded = tokio::select! {
+                    reply = forward::propose(&leader, &command) => Some(reply),
+                    () = self.leader_replaced(leader.id) => None,
+                };
+                match forwarded {
+                    Some(Ok(LeaderReply::Done((index, outcome)))) => return finish(index, outcome),
+                    Some(Ok(LeaderReply::NotLeader)) => {}
+                    Some(Err(e)) => {
                         tracing::debug!(leader = %leader.addr, error = %e, "forwarding a write failed; retrying")
+                    }
+                    None => {
+                        tracing::info!(leader = %leader.addr, "the leader changed while a write was forwarded to it; sending it to the new one")
                     }
                 }
             }
             wait_or_give_up(deadline, "no leader accepted the write").await?;
+        }
+    }
+
+    /// Resolves once this replica knows a leader other than `old`.
+    async fn leader_replaced(&self, old: NodeId) {
+        let mut metrics = self.raft.metrics();
+        let replaced = metrics
+            .wait_for(|m| m.current_leader.is_some_and(|l| l != old))
+            .await
+            .is_ok();
+        if !replaced {
+            // Raft is shutting down: nothing will change any more.
+            std::future::pending::<()>().await;
         }
     }
 

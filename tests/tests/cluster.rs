@@ -243,3 +243,56 @@ fn follower_of(nodes: &[ServerNode], leader: u64) -> &ServerNode {
         .find(|n| n.id != leader && n.is_running())
         .expect("a running follower")
 }
+
+/// Sends `signal` (STOP, CONT) to a node's process.
+fn signal(node: &ServerNode, signal: &str) {
+    let pid = node.pid().expect("a running node").to_string();
+    let sent = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success(), "kill -{signal} {pid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_through_a_follower_reaches_the_new_leader_when_the_old_one_is_paused() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut nodes = start_cluster(root.path(), 3, ServerOptions::default());
+    let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let follower = nodes.iter().find(|n| n.id != leader).expect("a follower");
+    let follower_addr = follower.grpc.clone();
+    assert!(put_cluster(follower, "before").await.is_some());
+
+    // The leader stops answering, its connections open: a forwarded write
+    // used to wait out the whole forwarding timeout and fail.
+    let paused = nodes.iter().find(|n| n.id == leader).expect("the leader");
+    signal(paused, "STOP");
+    let written = cli(
+        &follower.grpc,
+        &["apply", "-f", "-"],
+        Some("kind: Cluster\nmetadata: {name: during}\nspec: {region: us-east-1}\n"),
+    );
+    signal(paused, "CONT");
+    assert!(written.ok, "{}", written.stderr);
+    let others: Vec<&ServerNode> = nodes.iter().filter(|n| n.id != leader).collect();
+    let new_leader = agreed_leader(&others).await;
+    assert_ne!(new_leader, leader);
+    // The old leader comes back as a follower and catches up.
+    eventually(WAIT, "the old leader to hold the write", || async {
+        has_cluster(paused, "during", Consistency::Stale)
+            .await?
+            .then_some(())
+    })
+    .await;
+
+    // The CLI goes on to the next node it lists when the first is down.
+    let old = nodes
+        .iter_mut()
+        .find(|n| n.id == leader)
+        .expect("old leader");
+    old.kill();
+    let servers = format!("{},{follower_addr}", old.grpc);
+    let listed = cli(&servers, &["get", "clusters", "during"], None);
+    assert!(listed.ok, "{}", listed.stderr);
+    assert!(listed.stdout.contains("during"), "{}", listed.stdout);
+}

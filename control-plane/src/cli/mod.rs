@@ -124,12 +124,29 @@ fn dialer(tls: Option<TlsFiles>) -> anyhow::Result<Dialer> {
     }
 }
 
+/// The nodes `--server` lists, in order.
+fn servers(server: &str) -> impl Iterator<Item = &str> {
+    server.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+/// A client of the first listed node that answers, so the CLI goes on
+/// working when the node it would have used is down.
 async fn connect(server: &str, dialer: &Dialer) -> anyhow::Result<AdminClient<Channel>> {
-    let channel = dialer
-        .connect(server)
-        .await
-        .with_context(|| format!("cannot reach the control plane at {server}"))?;
-    Ok(AdminClient::new(channel))
+    let mut failures = Vec::new();
+    for addr in servers(server) {
+        match dialer.connect(addr).await {
+            Ok(channel) => return Ok(AdminClient::new(channel)),
+            Err(e) => failures.push(format!("{addr}: {e}")),
+        }
+    }
+    match failures.len() {
+        0 => bail!("--server names no control-plane node"),
+        1 => bail!("cannot reach the control plane at {}", failures[0]),
+        _ => bail!(
+            "cannot reach any control-plane node: {}",
+            failures.join("; ")
+        ),
+    }
 }
 
 fn key(
@@ -151,16 +168,21 @@ pub async fn run(server: &str, tls: ClientTls, command: AdminCommand) -> anyhow:
         // A token must not travel in plaintext beyond this machine.
         let bundle = match (tls.insecure, tls.trust_bundle) {
             (true, _) => {
-                require_loopback("--server", server)?;
+                for addr in servers(server) {
+                    require_loopback("--server", addr)?;
+                }
                 None
             }
             (false, Some(bundle)) => Some(bundle),
             (false, None) => bail!("enroll needs --trust-bundle (or --insecure on loopback)"),
         };
-        return tokens::enroll(server, bundle.as_deref(), enroll).await;
+        let first = servers(server).next().unwrap_or(server);
+        return tokens::enroll(first, bundle.as_deref(), enroll).await;
     }
     if tls.insecure {
-        require_loopback("--server", server)?;
+        for addr in servers(server) {
+            require_loopback("--server", addr)?;
+        }
     }
     let dialer = dialer(TlsFiles::select(
         tls.insecure,
