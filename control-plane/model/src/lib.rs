@@ -5,6 +5,7 @@
 //! Everything here is pure: no I/O, no async, no storage engine. The control
 //! plane's state machine asks [`plan`] what to write and carries it out.
 
+mod agent;
 mod duration;
 mod error;
 mod key;

@@ -2,6 +2,7 @@
 //! deterministically what a batch of writes changes, or why it changes nothing.
 
 use crate::{
+    agent,
     nesting::check_split_nesting,
     references::{check_delete, check_references},
     Kind, Rejection, RejectionCode, Resource, ResourceKey, Status,
@@ -31,8 +32,26 @@ pub enum Op {
         #[serde(default)]
         ignore_missing: bool,
     },
-    /// Replaces a cluster's observed status; nothing else about it changes.
+    /// Replaces a cluster's observed status; nothing else about it changes,
+    /// nor do the agent session and batch the status records.
     SetStatus { cluster: String, status: Status },
+    /// An agent's stream starts: the cluster's status names the agent and a
+    /// new session, numbered by this entry's index.
+    StartAgentSession { cluster: String, agent: String },
+    /// Fences the rest of the command: refused unless `session` is the
+    /// cluster's current agent session and `seq` (a batch's number, if
+    /// given) follows the last batch applied from it.
+    AgentFence {
+        cluster: String,
+        session: u64,
+        seq: Option<u64>,
+    },
+    /// A full snapshot: every `Endpoints` of `cluster` not in `keep` is
+    /// deleted, decided against the state this entry meets.
+    PruneEndpoints {
+        cluster: String,
+        keep: Vec<ResourceKey>,
+    },
 }
 
 /// The payload of one Raft log entry: a batch of writes applied all or nothing.
@@ -140,12 +159,39 @@ fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Reject
             let mut stored = overlay.get(&key).ok_or_else(|| {
                 Rejection::new(RejectionCode::NotFound, format!("{key} not found"))
             })?;
-            if stored.status.as_ref() == Some(status) {
+            let current = stored.status.clone().unwrap_or_default();
+            let status = Status {
+                session: current.session,
+                seq: current.seq,
+                ..status.clone()
+            };
+            if stored.status.as_ref() == Some(&status) {
                 return Ok(stored.revision());
             }
-            stored.status = Some(status.clone());
+            stored.status = Some(status);
             stored.metadata.revision = Some(index);
             overlay.changes.insert(key, Some(stored));
+            Ok(index)
+        }
+        Op::StartAgentSession { cluster, agent } => {
+            let (key, stored) = agent::start_session(overlay, cluster, agent, index)?;
+            overlay.changes.insert(key, Some(stored));
+            Ok(index)
+        }
+        Op::AgentFence {
+            cluster,
+            session,
+            seq,
+        } => {
+            if let Some((key, stored)) = agent::fence(overlay, cluster, *session, *seq, index)? {
+                overlay.changes.insert(key, Some(stored));
+            }
+            Ok(index)
+        }
+        Op::PruneEndpoints { cluster, keep } => {
+            for key in agent::pruned(overlay, cluster, keep) {
+                overlay.changes.insert(key, None);
+            }
             Ok(index)
         }
     }
@@ -294,6 +340,92 @@ mod tests {
         assert_eq!(err.code, RejectionCode::InvalidArgument);
         assert!(err.message.contains("cycle"), "{}", err.message);
         assert!(state.0.is_empty());
+    }
+
+    const C1: &str = "kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1}\n";
+
+    fn endpoints_put(name: &str) -> Op {
+        let text = format!("kind: Endpoints\nmetadata: {{name: {name}, namespace: shop, cluster: c1}}\nspec: {{endpoints: [{{address: 10.0.0.1, port: 80}}]}}\n");
+        puts(&text).ops.remove(0)
+    }
+
+    fn endpoints_key(name: &str) -> ResourceKey {
+        ResourceKey::new(Kind::Endpoints, Some("shop"), name, Some("c1")).expect("key")
+    }
+
+    #[test]
+    fn a_full_snapshot_prunes_what_the_state_holds_when_it_is_applied() {
+        let mut state = MemState::default();
+        state.apply(&puts(C1), 1).expect("cluster");
+        state
+            .apply(
+                &Command {
+                    ops: vec![endpoints_put("x")],
+                },
+                2,
+            )
+            .expect("x");
+        // The node that built the snapshot had not applied x yet: the entry removes it all the same.
+        let snapshot = Command {
+            ops: vec![
+                endpoints_put("y"),
+                Op::PruneEndpoints {
+                    cluster: "c1".into(),
+                    keep: vec![endpoints_key("y")],
+                },
+            ],
+        };
+        state.apply(&snapshot, 3).expect("snapshot");
+        assert!(state.get(&endpoints_key("x")).is_none());
+        assert!(state.get(&endpoints_key("y")).is_some());
+    }
+
+    #[test]
+    fn a_batch_of_a_replaced_session_or_out_of_order_changes_nothing() {
+        let mut state = MemState::default();
+        state.apply(&puts(C1), 1).expect("cluster");
+        let start = Command {
+            ops: vec![Op::StartAgentSession {
+                cluster: "c1".into(),
+                agent: "agent-1".into(),
+            }],
+        };
+        assert_eq!(state.apply(&start, 2).expect("session"), vec![2]);
+        let batch = |session: u64, seq: u64, name: &str| Command {
+            ops: vec![
+                Op::AgentFence {
+                    cluster: "c1".into(),
+                    session,
+                    seq: Some(seq),
+                },
+                endpoints_put(name),
+            ],
+        };
+        state.apply(&batch(2, 1, "a"), 3).expect("first batch");
+        // The agent reconnects to another node: a new session begins.
+        state.apply(&start, 4).expect("second session");
+        // A batch of the old session, retried during an election, lands late.
+        let late = state.apply(&batch(2, 2, "late"), 5).expect_err("replaced");
+        assert_eq!(late.code, RejectionCode::Aborted);
+        assert!(state.get(&endpoints_key("late")).is_none());
+        state.apply(&batch(4, 2, "b"), 6).expect("new session");
+        let reordered = state.apply(&batch(4, 1, "c"), 7).expect_err("out of order");
+        assert_eq!(reordered.code, RejectionCode::Aborted);
+        assert!(state.get(&endpoints_key("c")).is_none());
+        // A status write (liveness, say) keeps the session and its last batch.
+        let stale = Command {
+            ops: vec![Op::SetStatus {
+                cluster: "c1".into(),
+                status: Status {
+                    stale: true,
+                    ..Status::default()
+                },
+            }],
+        };
+        state.apply(&stale, 8).expect("status");
+        let key = ResourceKey::new(Kind::Cluster, None, "c1", None).expect("key");
+        let status = state.get(&key).and_then(|c| c.status).expect("status");
+        assert_eq!((status.session, status.seq, status.stale), (4, 2, true));
     }
 
     #[test]

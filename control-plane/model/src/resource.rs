@@ -42,10 +42,16 @@ pub struct Status {
     /// Why the first of them was left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invalid_endpoint_reason: Option<String>,
+    /// The agent's current session: the log index of the entry that began it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub session: u64,
+    /// The last batch applied from that session.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub seq: u64,
 }
 
-fn is_zero(n: &u32) -> bool {
-    *n == 0
+fn is_zero<N: Default + PartialEq>(n: &N) -> bool {
+    *n == N::default()
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,6 +1,8 @@
 //! The federation API: agents stream their cluster's endpoint sets here. Each
-//! batch becomes one Raft entry; a full snapshot also removes what the
-//! cluster no longer has. Liveness of agents drives the clusters' `stale` mark.
+//! stream is an agent session, begun by a Raft entry of its own; each batch
+//! becomes one Raft entry, fenced by the session and its number, and a full
+//! snapshot also removes what the cluster no longer has, decided when the
+//! entry is applied. Liveness of agents drives the clusters' `stale` mark.
 
 mod batch;
 pub mod liveness;
@@ -14,7 +16,7 @@ use meridian_model::{Command, Kind, Op, ResourceKey, StateView, Status};
 use meridian_proto::v1::{
     federation_server::Federation, sync_request::Message, Batch, Hello, SyncRequest, SyncResponse,
 };
-use std::{collections::BTreeSet, pin::Pin, sync::Arc};
+use std::{pin::Pin, sync::Arc};
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream};
 use tonic::{Request, Response, Status as RpcStatus, Streaming};
@@ -62,6 +64,8 @@ struct Session {
     metrics: Arc<Metrics>,
     cluster: String,
     agent_id: String,
+    /// The session this stream is: the log index of the entry that began it.
+    session: u64,
     source_error: Option<String>,
     /// Endpoints the last batch left out, and why the first was.
     invalid: (u32, Option<String>),
@@ -75,6 +79,17 @@ impl Session {
             source_error: self.source_error.clone(),
             invalid_endpoints: self.invalid.0,
             invalid_endpoint_reason: self.invalid.1.clone(),
+            ..Status::default()
+        }
+    }
+
+    /// The op that makes the rest of a command apply only while this
+    /// session is the cluster's current one (and, for a batch, in order).
+    fn fence(&self, seq: Option<u64>) -> Op {
+        Op::AgentFence {
+            cluster: self.cluster.clone(),
+            session: self.session,
+            seq,
         }
     }
 
@@ -90,36 +105,29 @@ impl Session {
             u32::try_from(sets.left_out.len()).unwrap_or(u32::MAX),
             sets.left_out.first().map(|r| truncated(r, MAX_REASON_LEN)),
         );
-        let kept: BTreeSet<ResourceKey> = sets.named.into_iter().collect();
-        let mut ops: Vec<Op> = sets
-            .resources
-            .into_iter()
-            .map(|resource| Op::Put {
-                resource: Box::new(resource),
-                expected_revision: None,
-            })
-            .collect();
-        let mut removals: Vec<ResourceKey> = batch
+        let mut ops = vec![self.fence(Some(batch.seq))];
+        ops.extend(sets.resources.into_iter().map(|resource| Op::Put {
+            resource: Box::new(resource),
+            expected_revision: None,
+        }));
+        let removals: Vec<ResourceKey> = batch
             .removals
             .iter()
             .map(|n| endpoints_key(&self.cluster, &n.namespace, &n.name))
             .collect::<Result<_, _>>()?;
-        if batch.full_snapshot {
-            let stale_sets = self
-                .node
-                .state
-                .view()
-                .list(Kind::Endpoints)
-                .into_iter()
-                .map(|r| r.key())
-                .filter(|k| k.cluster == self.cluster && !kept.contains(k));
-            removals.extend(stale_sets);
-        }
         ops.extend(removals.into_iter().map(|key| Op::Delete {
             key,
             expected_revision: None,
             ignore_missing: true,
         }));
+        if batch.full_snapshot {
+            // Decided when applied: this node's copy may not hold yet what
+            // an earlier batch, acknowledged by another node, created.
+            ops.push(Op::PruneEndpoints {
+                cluster: self.cluster.clone(),
+                keep: sets.named,
+            });
+        }
         ops.push(Op::SetStatus {
             cluster: self.cluster.clone(),
             status: self.status(),
@@ -168,12 +176,20 @@ async fn serve(
         )));
     }
     let _connected = liveness.connect(&hello.cluster);
-    tracing::info!(cluster = %hello.cluster, agent = %hello.agent_id, "agent connected");
+    let start = Command {
+        ops: vec![Op::StartAgentSession {
+            cluster: hello.cluster.clone(),
+            agent: hello.agent_id.clone(),
+        }],
+    };
+    let (session_id, _) = node.write(start).await.map_err(node_error)?;
+    tracing::info!(cluster = %hello.cluster, agent = %hello.agent_id, session = session_id, "agent connected");
     let mut session = Session {
         node,
         metrics,
         cluster: hello.cluster,
         agent_id: hello.agent_id,
+        session: session_id,
         source_error: None,
         invalid: (0, None),
     };
@@ -204,10 +220,13 @@ async fn serve(
                 }
                 session.source_error = error;
                 let command = Command {
-                    ops: vec![Op::SetStatus {
-                        cluster: session.cluster.clone(),
-                        status: session.status(),
-                    }],
+                    ops: vec![
+                        session.fence(None),
+                        Op::SetStatus {
+                            cluster: session.cluster.clone(),
+                            status: session.status(),
+                        },
+                    ],
                 };
                 session.node.write(command).await.map_err(node_error)?;
             }
