@@ -7,7 +7,7 @@ mod watch;
 pub use convert::{node_error, state_name};
 
 use crate::certificates::tokens;
-use crate::raft::state_machine::DbView;
+use crate::raft::view::DbView;
 use crate::{
     metrics::Metrics,
     node::{MembershipChange, Node},

@@ -3,7 +3,7 @@
 
 use super::convert::{key_to_pb, resource_to_pb};
 use crate::events::{Change, ChangeType, Event, EventHub};
-use crate::raft::state_machine::DbView;
+use crate::raft::view::DbView;
 use meridian_model::{Kind, Resource, StateView};
 use meridian_proto::v1::{watch_event::EventType, WatchEvent};
 use std::sync::Arc;

@@ -9,6 +9,7 @@ pub mod network;
 pub mod state_machine;
 pub mod store;
 pub mod transport;
+pub mod view;
 
 use meridian_model::{Command, Rejection};
 use serde::{Deserialize, Serialize};

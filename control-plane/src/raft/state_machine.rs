@@ -2,12 +2,13 @@
 //! and membership, and the current snapshot. Deciding what a command changes
 //! is `meridian_model::plan`; this module only carries it out.
 
+use super::view::DbView;
 use super::{
     store::{cf, read_err, sync_writes, write_err, CF_RESOURCES, CF_SM_META},
     ApplyOutcome, LogId, Membership, StorageError, TypeConfig,
 };
 use crate::events::{Change, ChangeType, EventHub};
-use meridian_model::{plan, Kind, Resource, ResourceKey, StateView, Write};
+use meridian_model::{plan, Command, Rejection, Resource, Write};
 use openraft::{
     storage::{RaftStateMachine, Snapshot},
     EntryPayload, ErrorSubject, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
@@ -53,8 +54,21 @@ impl StateMachine {
 
     /// A read view of what this replica has applied.
     pub fn view(&self) -> DbView {
-        DbView {
-            db: self.db.clone(),
+        DbView::new(self.db.clone())
+    }
+
+    /// Plans `command` at `index` against what this replica has applied. A
+    /// read that failed while planning is a storage error (fatal for this
+    /// node), never a plan made as if the object were absent.
+    fn plan(&self, command: &Command, index: u64) -> Result<Planned, StorageError> {
+        let view = self.view();
+        let planned = plan(&view, command, index);
+        match view.failure() {
+            Some(failure) => Err(read_err(
+                ErrorSubject::StateMachine,
+                std::io::Error::other(failure),
+            )),
+            None => Ok(planned),
         }
     }
 
@@ -63,15 +77,17 @@ impl StateMachine {
         writes: Vec<Write>,
         revision: u64,
         batch: &mut WriteBatch,
-    ) -> Vec<Change> {
+    ) -> Result<Vec<Change>, StorageError> {
         let resources = cf(&self.db, CF_RESOURCES);
         writes
             .into_iter()
             .map(|write| match write {
                 Write::Put { resource, created } => {
                     let key = resource.key();
-                    batch.put_cf(resources, key.encode(), encode_resource(&resource));
-                    Change {
+                    let json = serde_json::to_vec(&resource)
+                        .map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+                    batch.put_cf(resources, key.encode(), json);
+                    Ok(Change {
                         revision,
                         change: if created {
                             ChangeType::Added
@@ -80,25 +96,24 @@ impl StateMachine {
                         },
                         key,
                         resource: Some(*resource),
-                    }
+                    })
                 }
                 Write::Delete(key) => {
                     batch.delete_cf(resources, key.encode());
-                    Change {
+                    Ok(Change {
                         revision,
                         change: ChangeType::Deleted,
                         key,
                         resource: None,
-                    }
+                    })
                 }
             })
             .collect()
     }
 }
 
-fn encode_resource(resource: &Resource) -> String {
-    serde_json::to_string(resource).unwrap_or_default()
-}
+/// What planning a command gives: the writes and revisions, or its refusal.
+type Planned = Result<(Vec<Write>, Vec<u64>), Rejection>;
 
 fn read_json<T: for<'de> Deserialize<'de>>(db: &DB, key: &[u8]) -> Result<Option<T>, StorageError> {
     let bytes = db
@@ -147,9 +162,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut changes = Vec::new();
             let outcome = match entry.payload {
                 EntryPayload::Blank => Ok(Vec::new()),
-                EntryPayload::Normal(command) => match plan(&self.view(), &command, index) {
+                EntryPayload::Normal(command) => match self.plan(&command, index)? {
                     Ok((writes, revisions)) => {
-                        changes = self.apply_writes(writes, index, &mut batch);
+                        changes = self.apply_writes(writes, index, &mut batch)?;
                         Ok(revisions)
                     }
                     Err(rejection) => Err(rejection),
@@ -274,41 +289,38 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     }
 }
 
-/// Reads resources straight from RocksDB.
-pub struct DbView {
-    db: Arc<DB>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_model::{parse_manifests, Kind, Op, ResourceKey};
 
-impl StateView for DbView {
-    fn get(&self, key: &ResourceKey) -> Option<Resource> {
-        match self.db.get_cf(cf(&self.db, CF_RESOURCES), key.encode()) {
-            Ok(Some(bytes)) => decode_resource(&bytes),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::error!(%key, error = %e, "reading a resource failed");
-                None
-            }
-        }
+    #[test]
+    fn a_failed_read_while_planning_is_a_storage_error_not_an_absent_object() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = super::super::store::open(dir.path()).expect("rocksdb");
+        let machine = StateMachine::new(db.clone()).expect("state machine");
+        // The cluster the endpoints need is stored, but its value is corrupt:
+        // planning must not go on as if it were absent ("unknown cluster"),
+        // which would make this replica differ from the others for good.
+        let key = ResourceKey::new(Kind::Cluster, None, "c1", None).expect("key");
+        db.put_cf(cf(&db, CF_RESOURCES), key.encode(), b"{not json")
+            .expect("put");
+        let endpoints = parse_manifests(
+            "kind: Endpoints\nmetadata: {name: web, namespace: shop, cluster: c1}\nspec: {endpoints: []}\n",
+        )
+        .expect("manifest")
+        .remove(0);
+        let command = Command {
+            ops: vec![Op::Put {
+                resource: Box::new(endpoints),
+                expected_revision: None,
+            }],
+        };
+        assert!(machine.plan(&command, 5).is_err());
+        // A sound state plans as before.
+        db.delete_cf(cf(&db, CF_RESOURCES), key.encode())
+            .expect("delete");
+        let refused = machine.plan(&command, 6).expect("no storage error");
+        assert!(refused.is_err(), "unknown cluster, refused by the model");
     }
-
-    fn list(&self, kind: Kind) -> Vec<Resource> {
-        self.list_prefix(&ResourceKey::prefix(kind, None))
-    }
-}
-
-impl DbView {
-    pub fn list_prefix(&self, prefix: &[u8]) -> Vec<Resource> {
-        self.db
-            .prefix_iterator_cf(cf(&self.db, CF_RESOURCES), prefix)
-            .map_while(|item| item.ok())
-            .take_while(|(key, _)| key.starts_with(prefix))
-            .filter_map(|(_, value)| decode_resource(&value))
-            .collect()
-    }
-}
-
-fn decode_resource(bytes: &[u8]) -> Option<Resource> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| tracing::error!(error = %e, "a stored resource does not parse"))
-        .ok()
 }

@@ -4,7 +4,7 @@
 
 use crate::{
     events::{Event, EventHub},
-    raft::state_machine::DbView,
+    raft::view::DbView,
 };
 use meridian_model::{Kind, StateView};
 use meridian_routes::MeshState;
