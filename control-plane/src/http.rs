@@ -21,6 +21,13 @@ pub fn router(node: Arc<Node>, metrics: Arc<Metrics>) -> Router {
 /// Ready when a leader is known and this replica has applied all it knows to be committed.
 async fn readyz(State(state): State<AppState>) -> (StatusCode, String) {
     let m = state.node.metrics();
+    if let Err(fatal) = &m.running_state {
+        // openraft keeps its last leader after stopping; a stopped node is not ready.
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("raft stopped: {fatal}\n"),
+        );
+    }
     let applied = m.last_applied.map(|l| l.index).unwrap_or(0);
     let committed = state.node.committed_index();
     match m.current_leader {

@@ -113,6 +113,16 @@ impl ServerNode {
         self.process.is_running()
     }
 
+    /// Whether the process has exited by itself (reaping it if so).
+    pub fn exited(&mut self) -> bool {
+        self.process.exited()
+    }
+
+    /// The last `lines` of the node's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        self.process.log_tail(lines)
+    }
+
     pub async fn client(&self) -> Option<AdminClient<Channel>> {
         let channel = self.options.dialer.connect(&self.grpc).await.ok()?;
         Some(AdminClient::new(channel))

@@ -192,7 +192,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         });
     }
 
-    shutdown_signal().await;
+    if let Some(fatal) = tokio::select! {
+        () = shutdown_signal() => None,
+        fatal = raft_stopped(&raft) => Some(fatal),
+    } {
+        // Its storage failed: this node cannot apply what the others do. It
+        // exits rather than serve frozen routes, so proxies and agents move
+        // to a healthy node and a supervisor can restart it.
+        anyhow::bail!("raft stopped on a fatal error, exiting: {fatal}");
+    }
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     if let Err(e) = raft.shutdown().await {
@@ -222,6 +230,23 @@ async fn found_cluster(raft: &Raft, members: &BTreeMap<u64, String>) -> anyhow::
         Err(e) => return Err(anyhow::anyhow!("initialising the cluster: {e}")),
     }
     Ok(())
+}
+
+/// Resolves with the error once Raft has stopped on a fatal error.
+async fn raft_stopped(raft: &Raft) -> String {
+    let mut metrics = raft.metrics();
+    let stopped = metrics
+        .wait_for(|m| m.running_state.is_err())
+        .await
+        .map(|m| match &m.running_state {
+            Err(fatal) => fatal.to_string(),
+            Ok(()) => String::new(),
+        });
+    match stopped {
+        Ok(fatal) => fatal,
+        // The metrics are gone only when Raft is: stopped all the same.
+        Err(_) => "raft is gone".to_string(),
+    }
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {
