@@ -26,6 +26,9 @@ const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
 pub struct StateMachine {
     db: Arc<DB>,
     events: Arc<EventHub>,
+    /// Held while a snapshot is stored (built or installed), so a build
+    /// that finishes late cannot replace a newer installed snapshot.
+    snapshots: Arc<std::sync::Mutex<()>>,
 }
 
 /// What a snapshot holds: the whole state at one log id.
@@ -45,7 +48,30 @@ impl StateMachine {
         Ok(StateMachine {
             db,
             events: Arc::new(EventHub::new(applied)),
+            snapshots: Arc::new(std::sync::Mutex::new(())),
         })
+    }
+
+    /// Stores a snapshot this node built, unless the one stored is as new
+    /// or newer (installed from the leader while this one was being built).
+    fn store_built_snapshot(
+        &self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        bytes: &[u8],
+    ) -> Result<bool, StorageError> {
+        let _serial = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+        let stored =
+            read_json::<SnapshotMeta<u64, openraft::BasicNode>>(&self.db, KEY_SNAPSHOT_META)?;
+        if stored.is_some_and(|s| s.last_log_id >= meta.last_log_id) {
+            return Ok(false);
+        }
+        let mut batch = WriteBatch::default();
+        put_json(&self.db, &mut batch, KEY_SNAPSHOT_META, meta)?;
+        batch.put_cf(cf(&self.db, CF_SM_META), KEY_SNAPSHOT_DATA, bytes);
+        self.db
+            .write_opt(batch, &sync_writes())
+            .map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        Ok(true)
     }
 
     pub fn events(&self) -> Arc<EventHub> {
@@ -216,25 +242,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         put_json(&self.db, &mut batch, KEY_MEMBERSHIP, &meta.last_membership)?;
         put_json(&self.db, &mut batch, KEY_SNAPSHOT_META, meta)?;
         batch.put_cf(cf(&self.db, CF_SM_META), KEY_SNAPSHOT_DATA, &bytes);
-        self.db
-            .write_opt(batch, &sync_writes())
-            .map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        {
+            let _serial = self.snapshots.lock().unwrap_or_else(|p| p.into_inner());
+            self.db
+                .write_opt(batch, &sync_writes())
+                .map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        }
         self.events
             .reset(meta.last_log_id.map(|l| l.index).unwrap_or(0));
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        // Metadata and data from one RocksDB snapshot: never one snapshot's
+        // metadata with another's data.
+        let point = self.db.snapshot();
+        let read = |key: &[u8]| {
+            point
+                .get_cf(cf(&self.db, CF_SM_META), key)
+                .map_err(|e| read_err(ErrorSubject::StateMachine, e))
+        };
         let Some(meta) =
-            read_json::<SnapshotMeta<u64, openraft::BasicNode>>(&self.db, KEY_SNAPSHOT_META)?
+            parse_json::<SnapshotMeta<u64, openraft::BasicNode>>(read(KEY_SNAPSHOT_META)?)?
         else {
             return Ok(None);
         };
-        let data = self
-            .db
-            .get_cf(cf(&self.db, CF_SM_META), KEY_SNAPSHOT_DATA)
-            .map_err(|e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?
-            .unwrap_or_default();
+        let data = read(KEY_SNAPSHOT_DATA)?.unwrap_or_default();
         Ok(Some(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -276,12 +309,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             last_membership: membership,
             snapshot_id: format!("{}-{nanos}", last_applied.map(|l| l.index).unwrap_or(0)),
         };
-        let mut batch = WriteBatch::default();
-        put_json(&self.db, &mut batch, KEY_SNAPSHOT_META, &meta)?;
-        batch.put_cf(cf(&self.db, CF_SM_META), KEY_SNAPSHOT_DATA, &bytes);
-        self.db
-            .write_opt(batch, &sync_writes())
-            .map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        if !self.store_built_snapshot(&meta, &bytes)? {
+            tracing::info!(snapshot = %meta.snapshot_id, "a newer snapshot was installed meanwhile; keeping it");
+        }
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(bytes)),
@@ -293,6 +323,45 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 mod tests {
     use super::*;
     use meridian_model::{parse_manifests, Kind, Op, ResourceKey};
+
+    #[test]
+    fn a_snapshot_built_late_does_not_replace_a_newer_one() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = super::super::store::open(dir.path()).expect("rocksdb");
+        let machine = StateMachine::new(db.clone()).expect("state machine");
+        let meta = |index: u64| SnapshotMeta {
+            last_log_id: Some(openraft::LogId::new(
+                openraft::CommittedLeaderId::new(1, 1),
+                index,
+            )),
+            last_membership: Membership::default(),
+            snapshot_id: format!("{index}"),
+        };
+        // Installed from the leader at 10 while this node was building one at 5.
+        assert!(machine
+            .store_built_snapshot(&meta(10), b"ten")
+            .expect("store"));
+        assert!(!machine
+            .store_built_snapshot(&meta(5), b"five")
+            .expect("store"));
+        let current = stored_snapshot(&machine);
+        assert_eq!(current, Some(("10".to_string(), b"ten".to_vec())));
+        assert!(machine
+            .store_built_snapshot(&meta(12), b"twelve")
+            .expect("store"));
+    }
+
+    /// The stored snapshot's id and data.
+    fn stored_snapshot(machine: &StateMachine) -> Option<(String, Vec<u8>)> {
+        let mut machine = machine.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime
+            .block_on(machine.get_current_snapshot())
+            .expect("read")
+            .map(|s| (s.meta.snapshot_id, s.snapshot.into_inner()))
+    }
 
     #[test]
     fn a_failed_read_while_planning_is_a_storage_error_not_an_absent_object() {
