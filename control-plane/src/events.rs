@@ -19,6 +19,8 @@ pub struct Change {
     pub key: ResourceKey,
     /// The object after the change; `None` for deletions.
     pub resource: Option<Resource>,
+    /// About how many bytes the change holds (its stored encoding), to bound the history.
+    pub size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -28,8 +30,10 @@ pub enum Event {
     Reset,
 }
 
-/// How many recent changes a watch can resume from.
+/// How many recent changes a watch can resume from, at most ...
 const HISTORY: usize = 10_000;
+/// ... and how many bytes of them: large objects keep fewer.
+const HISTORY_BYTES: usize = 64 << 20;
 
 pub struct EventHub {
     inner: Mutex<History>,
@@ -38,6 +42,8 @@ pub struct EventHub {
 
 struct History {
     changes: VecDeque<Change>,
+    /// The sum of the changes' sizes.
+    bytes: usize,
     /// Changes at or below this revision are no longer in `changes`.
     compacted: u64,
 }
@@ -54,6 +60,7 @@ impl EventHub {
         EventHub {
             inner: Mutex::new(History {
                 changes: VecDeque::new(),
+                bytes: 0,
                 compacted: applied,
             }),
             live,
@@ -72,11 +79,14 @@ impl EventHub {
         let mut history = self.lock();
         write()?;
         for change in changes {
+            history.bytes += change.size;
             history.changes.push_back(change.clone());
-            if history.changes.len() > HISTORY {
-                if let Some(old) = history.changes.pop_front() {
-                    history.compacted = old.revision;
-                }
+            while history.changes.len() > HISTORY || history.bytes > HISTORY_BYTES {
+                let Some(old) = history.changes.pop_front() else {
+                    break;
+                };
+                history.bytes -= old.size;
+                history.compacted = old.revision;
             }
             let _ = self.live.send(Event::Change(Box::new(change)));
         }
@@ -86,6 +96,7 @@ impl EventHub {
     pub fn reset(&self, applied: u64) {
         let mut history = self.lock();
         history.changes.clear();
+        history.bytes = 0;
         history.compacted = applied;
         let _ = self.live.send(Event::Reset);
     }
@@ -122,5 +133,35 @@ impl EventHub {
         self.inner
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_model::Kind;
+
+    fn change(revision: u64, size: usize) -> Change {
+        Change {
+            revision,
+            change: ChangeType::Added,
+            key: ResourceKey::new(Kind::Cluster, None, &format!("c{revision}"), None).expect("key"),
+            resource: None,
+            size,
+        }
+    }
+
+    #[test]
+    fn the_history_is_bounded_by_bytes_as_well_as_count() {
+        let hub = EventHub::new(0);
+        // Three changes of 30 MiB each: only the last two fit in 64 MiB.
+        for revision in 1..=3 {
+            hub.commit(|| Ok::<(), ()>(()), vec![change(revision, 30 << 20)])
+                .expect("commit");
+        }
+        assert!(hub.resume(0).is_none(), "revision 1 was compacted away");
+        let resume = hub.resume(1).expect("from 1");
+        let revisions: Vec<u64> = resume.backlog.iter().map(|c| c.revision).collect();
+        assert_eq!(revisions, [2, 3]);
     }
 }

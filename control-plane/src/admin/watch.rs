@@ -33,6 +33,8 @@ pub fn start(
                 change: ChangeType::Added,
                 key: resource.key(),
                 resource: Some(resource),
+                // Sent to this watcher only, never kept in the history.
+                size: 0,
             })
             .collect();
         (added, live)

@@ -6,6 +6,7 @@
 
 mod batch;
 pub mod liveness;
+mod pacing;
 
 use crate::authz::{caller_of, may_stream_endpoints, refused, Caller};
 use crate::metrics::Metrics;
@@ -16,6 +17,7 @@ use meridian_model::{Command, Kind, Op, ResourceKey, StateView, Status};
 use meridian_proto::v1::{
     federation_server::Federation, sync_request::Message, Batch, Hello, SyncRequest, SyncResponse,
 };
+use pacing::{StatusPacer, STATUS_INTERVAL};
 use std::{pin::Pin, sync::Arc};
 use tokio::sync::mpsc;
 use tokio_stream::{wrappers::ReceiverStream, Stream};
@@ -83,6 +85,21 @@ impl Session {
         }
     }
 
+    /// Writes the session's status (its source error) on its own.
+    async fn write_status(&self) -> Result<(), RpcStatus> {
+        let command = Command {
+            ops: vec![
+                self.fence(None),
+                Op::SetStatus {
+                    cluster: self.cluster.clone(),
+                    status: self.status(),
+                },
+            ],
+        };
+        self.node.write(command).await.map_err(node_error)?;
+        Ok(())
+    }
+
     /// The op that makes the rest of a command apply only while this
     /// session is the cluster's current one (and, for a batch, in order).
     fn fence(&self, seq: Option<u64>) -> Op {
@@ -133,6 +150,14 @@ impl Session {
             status: self.status(),
         });
         Ok(Command { ops })
+    }
+}
+
+/// Resolves at `deadline`, or never without one.
+async fn until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -193,12 +218,24 @@ async fn serve(
         source_error: None,
         invalid: (0, None),
     };
-    while let Some(request) = requests.message().await? {
+    let mut pacer = StatusPacer::new(STATUS_INTERVAL);
+    loop {
+        let request = tokio::select! {
+            request = requests.message() => request?,
+            () = until(pacer.due()) => {
+                session.write_status().await?;
+                pacer.written(std::time::Instant::now());
+                continue;
+            }
+        };
+        let Some(request) = request else { break };
         match request.message {
             Some(Message::Batch(batch)) => {
                 let seq = batch.seq;
                 let command = session.command(batch)?;
                 let (index, _) = session.node.write(command).await.map_err(node_error)?;
+                // The batch carried the status too.
+                pacer.written(std::time::Instant::now());
                 if tx
                     .send(Ok(SyncResponse {
                         acked_seq: seq,
@@ -219,16 +256,9 @@ async fn serve(
                     continue;
                 }
                 session.source_error = error;
-                let command = Command {
-                    ops: vec![
-                        session.fence(None),
-                        Op::SetStatus {
-                            cluster: session.cluster.clone(),
-                            status: session.status(),
-                        },
-                    ],
-                };
-                session.node.write(command).await.map_err(node_error)?;
+                if pacer.offer(std::time::Instant::now()) {
+                    session.write_status().await?;
+                }
             }
             Some(Message::Hello(_)) | None => {
                 return Err(RpcStatus::invalid_argument(

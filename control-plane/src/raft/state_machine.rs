@@ -112,8 +112,10 @@ impl StateMachine {
                     let key = resource.key();
                     let json = serde_json::to_vec(&resource)
                         .map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+                    let size = json.len();
                     batch.put_cf(resources, key.encode(), json);
                     Ok(Change {
+                        size,
                         revision,
                         change: if created {
                             ChangeType::Added
@@ -127,6 +129,7 @@ impl StateMachine {
                 Write::Delete(key) => {
                     batch.delete_cf(resources, key.encode());
                     Ok(Change {
+                        size: key.encode().len(),
                         revision,
                         change: ChangeType::Deleted,
                         key,
