@@ -7,6 +7,7 @@ pub mod fake_xds;
 pub mod http;
 pub mod http_sd;
 pub mod kube_api;
+pub mod linearizability;
 pub mod node;
 pub mod pki;
 pub mod process;
@@ -44,12 +45,37 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
-/// An unused TCP port on 127.0.0.1.
+/// An unused TCP port on 127.0.0.1, for a server a test starts.
+///
+/// Taken below the kernel's ephemeral range: a port from that range (what
+/// binding port 0 gives) can be taken by any outgoing connection's source
+/// port between this check and the server binding it, and the server then
+/// fails with "address in use". Each port is handed out once per process.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("an ephemeral port")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000, ephemeral_low.max(12_000));
+    // Test binaries run one after another; start each at its own place anyway.
+    let _ = NEXT.compare_exchange(
+        0,
+        std::process::id() % (high - low),
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..(high - low) {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % (high - low);
+        let Ok(port) = u16::try_from(low + offset) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range ({low}..{high})")
 }
 
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
