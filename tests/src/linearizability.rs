@@ -25,13 +25,20 @@ pub struct Operation {
     pub completed: Option<u64>,
 }
 
-/// Why a history is not linearizable.
+/// Why a key's history is not accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Anomaly {
     pub key: String,
     /// How many operations on that key the search could not order.
     pub operations: usize,
+    /// No order exists (`false`: the search gave up, undecided).
+    pub proven: bool,
 }
+
+/// How many states the search of one key may explore before it gives up:
+/// a history that is not linearizable can take exponentially long to
+/// refute, and a test must end.
+const MAX_STATES: usize = 1_000_000;
 
 /// Checks every key's history; the keys that are not linearizable.
 pub fn check(history: &[Operation]) -> Vec<Anomaly> {
@@ -45,10 +52,13 @@ pub fn check(history: &[Operation]) -> Vec<Anomaly> {
     }
     by_key
         .into_iter()
-        .filter(|(_, ops)| !register_is_linearizable(ops))
-        .map(|(key, ops)| Anomaly {
-            key: key.to_string(),
-            operations: ops.len(),
+        .filter_map(|(key, ops)| {
+            let verdict = register_is_linearizable(&ops);
+            (verdict != Some(true)).then(|| Anomaly {
+                key: key.to_string(),
+                operations: ops.len(),
+                proven: verdict == Some(false),
+            })
         })
         .collect()
 }
@@ -56,64 +66,72 @@ pub fn check(history: &[Operation]) -> Vec<Anomaly> {
 /// One register's history: is there an order of its operations, each
 /// placed between its invocation and completion, in which every read sees
 /// the latest write before it? Writes without an answer may be left out.
-fn register_is_linearizable(ops: &[&Operation]) -> bool {
-    let mut search = Search {
-        ops,
-        done: vec![false; ops.len()],
-        seen: HashSet::new(),
-    };
-    search.from(None)
-}
-
-struct Search<'a> {
-    ops: &'a [&'a Operation],
-    /// Which operations are placed so far.
-    done: Vec<bool>,
-    /// (placed, value) states already explored without success.
-    seen: HashSet<(Vec<bool>, Option<String>)>,
-}
-
-impl Search<'_> {
-    fn from(&mut self, value: Option<String>) -> bool {
-        // Done when every operation that completed is placed.
-        if self
-            .ops
-            .iter()
-            .zip(&self.done)
-            .all(|(op, done)| *done || op.completed.is_none())
-        {
-            return true;
+/// A depth-first search with an explicit stack (histories run to thousands
+/// of operations), remembering the states already explored. `None` when
+/// it explored `MAX_STATES` states without deciding.
+fn register_is_linearizable(ops: &[&Operation]) -> Option<bool> {
+    let words = ops.len().div_ceil(64);
+    let mut placed = vec![0u64; words];
+    let is_placed = |placed: &[u64], i: usize| placed[i / 64] & (1 << (i % 64)) != 0;
+    let flip = |placed: &mut [u64], i: usize| placed[i / 64] ^= 1 << (i % 64);
+    let must_place = ops.iter().filter(|op| op.completed.is_some()).count();
+    let mut placed_count = 0;
+    let mut value: Option<String> = None;
+    let mut seen: HashSet<(Vec<u64>, Option<String>)> = HashSet::new();
+    // Each level: the operation placed there and the value before it.
+    let mut stack: Vec<(usize, Option<String>)> = Vec::new();
+    // The next candidate to try at the current level; 0 when first arriving.
+    let mut next = 0;
+    loop {
+        if placed_count == must_place {
+            return Some(true);
         }
-        if !self.seen.insert((self.done.clone(), value.clone())) {
-            return false;
+        if seen.len() > MAX_STATES {
+            return None;
         }
-        // Only an operation invoked before every pending one completed can go next.
-        let horizon = self
-            .ops
-            .iter()
-            .zip(&self.done)
-            .filter(|(_, done)| !**done)
-            .filter_map(|(op, _)| op.completed)
-            .min()
-            .unwrap_or(u64::MAX);
-        for i in 0..self.ops.len() {
-            if self.done[i] || self.ops[i].invoked > horizon {
-                continue;
-            }
-            let next = match &self.ops[i].kind {
-                Kind::Write(v) => Some(Some(v.clone())),
-                Kind::Read(seen) if *seen == value => Some(value.clone()),
-                Kind::Read(_) => None,
-            };
-            if let Some(next) = next {
-                self.done[i] = true;
-                if self.from(next) {
-                    return true;
+        let arrived = next == 0;
+        let fresh = !arrived || seen.insert((placed.clone(), value.clone()));
+        let mut chosen = None;
+        if fresh {
+            // Only an operation invoked before every unplaced one completed can go next.
+            let horizon = (0..ops.len())
+                .filter(|&i| !is_placed(&placed, i))
+                .filter_map(|i| ops[i].completed)
+                .min()
+                .unwrap_or(u64::MAX);
+            chosen = (next..ops.len()).find_map(|i| {
+                if is_placed(&placed, i) || ops[i].invoked > horizon {
+                    return None;
                 }
-                self.done[i] = false;
+                match &ops[i].kind {
+                    Kind::Write(v) => Some((i, Some(v.clone()))),
+                    Kind::Read(seen) if *seen == value => Some((i, value.clone())),
+                    Kind::Read(_) => None,
+                }
+            });
+        }
+        match chosen {
+            Some((i, after)) => {
+                flip(&mut placed, i);
+                if ops[i].completed.is_some() {
+                    placed_count += 1;
+                }
+                stack.push((i, std::mem::replace(&mut value, after)));
+                next = 0;
+            }
+            None => {
+                // Back up one level and try its next candidate.
+                let Some((i, before)) = stack.pop() else {
+                    return Some(false);
+                };
+                flip(&mut placed, i);
+                if ops[i].completed.is_some() {
+                    placed_count -= 1;
+                }
+                value = before;
+                next = i + 1;
             }
         }
-        false
     }
 }
 
