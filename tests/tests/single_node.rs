@@ -341,3 +341,20 @@ async fn insecure_server_refuses_non_loopback_addresses() {
         "a refused start must not create state"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_insecure_cluster_adds_no_member_beyond_loopback() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = meridian_tests::start_cluster(root.path(), 1, ServerOptions::default());
+    meridian_tests::agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let added = cli(
+        &nodes[0].grpc,
+        &["members", "add", "2", "10.1.2.3:7400"],
+        None,
+    );
+    assert!(!added.ok, "{}", added.stdout);
+    assert!(added.stderr.contains("loopback"), "{}", added.stderr);
+    let listed = cli(&nodes[0].grpc, &["members", "list"], None);
+    assert!(listed.ok, "{}", listed.stderr);
+    assert!(!listed.stdout.contains("10.1.2.3"), "{}", listed.stdout);
+}

@@ -42,13 +42,21 @@ pub struct AdminService {
     node: Arc<Node>,
     metrics: Arc<Metrics>,
     proxies: Arc<Registry>,
+    /// `--insecure`: members may only be added on loopback addresses.
+    plaintext: bool,
 }
 
 impl AdminService {
-    pub fn new(node: Arc<Node>, metrics: Arc<Metrics>, proxies: Arc<Registry>) -> Self {
+    pub fn new(
+        node: Arc<Node>,
+        metrics: Arc<Metrics>,
+        proxies: Arc<Registry>,
+        plaintext: bool,
+    ) -> Self {
         AdminService {
             node,
             metrics,
+            plaintext,
             proxies,
         }
     }
@@ -238,11 +246,8 @@ impl admin_server::Admin for AdminService {
         request: Request<pb::AddLearnerRequest>,
     ) -> Result<Response<pb::MembershipResponse>, Status> {
         let request = request.into_inner();
-        if let Err(e) = crate::server::config::check_peer_addr(&request.addr) {
-            return self.count(
-                "AddLearner",
-                Err(Status::invalid_argument(format!("addr: {e}"))),
-            );
+        if let Err(e) = crate::server::config::check_member_addr(&request.addr, self.plaintext) {
+            return self.count("AddLearner", Err(Status::invalid_argument(e.to_string())));
         }
         let change = MembershipChange::AddLearner {
             node_id: request.node_id,

@@ -161,6 +161,16 @@ fn resolve(flag: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| invalid(format!("{flag}: '{addr}' resolves to no address")))
 }
 
+/// The address of a member being added: `HOST:PORT`, and with a plaintext
+/// control plane a loopback one, as for the founding members.
+pub fn check_member_addr(addr: &str, plaintext: bool) -> Result<(), ConfigError> {
+    if plaintext {
+        require_loopback("addr", &resolve("addr", addr)?)
+    } else {
+        check_peer_addr(addr).map_err(|e| invalid(format!("addr: {e}")))
+    }
+}
+
 /// `HOST:PORT` with a non-zero port.
 pub fn check_peer_addr(addr: &str) -> Result<(), String> {
     let (host, port) = addr

@@ -135,6 +135,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             node.clone(),
             metrics.clone(),
             proxies.clone(),
+            config.tls.is_none(),
         )))
         .add_service(FederationServer::new(FederationService::new(
             node.clone(),
