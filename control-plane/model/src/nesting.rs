@@ -87,21 +87,10 @@ fn depth(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse_manifests;
+    use crate::{parse_manifests, plan::tests::MemState};
 
-    struct View(Vec<Resource>);
-
-    impl StateView for View {
-        fn get(&self, key: &crate::ResourceKey) -> Option<Resource> {
-            self.0.iter().find(|r| r.key() == *key).cloned()
-        }
-        fn list(&self, kind: Kind) -> Vec<Resource> {
-            self.0
-                .iter()
-                .filter(|r| r.kind() == kind)
-                .cloned()
-                .collect()
-        }
+    fn state_of(splits: Vec<Resource>) -> MemState {
+        MemState(splits.into_iter().map(|r| (r.key(), r)).collect())
     }
 
     fn split(target: &str, backends: &[&str]) -> Resource {
@@ -118,10 +107,10 @@ mod tests {
 
     #[test]
     fn nesting_is_allowed_cycles_and_depth_are_not() {
-        let view = View(vec![split("mid", &["leaf1", "leaf2"])]);
+        let view = state_of(vec![split("mid", &["leaf1", "leaf2"])]);
         assert!(check_split_nesting(&view, &split("top", &["mid", "other"])).is_ok());
 
-        let view = View(vec![
+        let view = state_of(vec![
             split("top", &["mid", "other"]),
             split("mid", &["leaf"]),
         ]);
@@ -129,7 +118,7 @@ mod tests {
         assert!(err.to_string().contains("cycle"), "{err}");
         assert_eq!(err.code, RejectionCode::InvalidArgument);
 
-        let chain = View(vec![
+        let chain = state_of(vec![
             split("s1", &["s2"]),
             split("s2", &["s3"]),
             split("s3", &["s4"]),
@@ -137,7 +126,7 @@ mod tests {
         assert!(check_split_nesting(&chain, &split("s4", &["leaf"])).is_ok());
         let err = check_split_nesting(&chain, &split("s4", &["s5"]))
             .and_then(|_| {
-                let deeper = View(vec![
+                let deeper = state_of(vec![
                     split("s1", &["s2"]),
                     split("s2", &["s3"]),
                     split("s3", &["s4"]),

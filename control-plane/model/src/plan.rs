@@ -251,13 +251,13 @@ impl StateView for Overlay<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::parse_manifests;
 
     /// A state held in memory, for tests.
     #[derive(Default)]
-    struct MemState(BTreeMap<ResourceKey, Resource>);
+    pub(crate) struct MemState(pub(crate) BTreeMap<ResourceKey, Resource>);
 
     impl StateView for MemState {
         fn get(&self, key: &ResourceKey) -> Option<Resource> {

@@ -2,7 +2,7 @@
 //! removals are named, and a client that reconnects with the versions it
 //! holds (`initial_resource_versions`) gets only what differs.
 
-use super::protocol::{AdsProtocol, Feedback, Nonces, Subscription};
+use super::protocol::{footprint, AdsProtocol, Feedback, Nonces, Subscription};
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
@@ -224,13 +224,9 @@ impl AdsProtocol for DeltaStream {
     ) -> Vec<DeltaDiscoveryResponse> {
         self.handle_update(compiled, system_version)
     }
+
     fn subscribed(&self) -> (usize, usize) {
-        let names = self
-            .types
-            .values()
-            .map(|t| t.subscription.names.len())
-            .sum();
-        (self.types.len(), names)
+        footprint(self.types.values().map(|t| &t.subscription))
     }
 }
 

@@ -33,6 +33,15 @@ pub const MAX_TYPES_PER_STREAM: usize = 16;
 /// The most names one stream may hold subscribed, across its requests.
 pub const MAX_NAMES_PER_STREAM: usize = 100_000;
 
+/// How many types a stream holds state for, and how many names it
+/// subscribes to across them.
+pub fn footprint<'a>(
+    subscriptions: impl ExactSizeIterator<Item = &'a Subscription>,
+) -> (usize, usize) {
+    let types = subscriptions.len();
+    (types, subscriptions.map(|s| s.names.len()).sum())
+}
+
 /// Refuses a stream whose subscriptions outgrow the limits, so one client
 /// cannot grow its node's memory without bound.
 pub fn check_subscriptions(types: usize, names: usize) -> Result<(), String> {

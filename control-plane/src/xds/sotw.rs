@@ -3,7 +3,7 @@
 //! ACK/NACK, wildcard and named subscriptions, stale nonces ignored, no
 //! resend of a NACKed version, no push on reconnect when nothing changed.
 
-use super::protocol::{AdsProtocol, Feedback, Nonces, Subscription};
+use super::protocol::{footprint, AdsProtocol, Feedback, Nonces, Subscription};
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
@@ -170,13 +170,9 @@ impl AdsProtocol for SotwStream {
     fn on_update(&mut self, compiled: &Compiled, _system_version: &str) -> Vec<DiscoveryResponse> {
         self.handle_update(compiled)
     }
+
     fn subscribed(&self) -> (usize, usize) {
-        let names = self
-            .types
-            .values()
-            .map(|t| t.subscription.names.len())
-            .sum();
-        (self.types.len(), names)
+        footprint(self.types.values().map(|t| &t.subscription))
     }
 }
 
