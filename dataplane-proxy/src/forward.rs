@@ -134,7 +134,9 @@ pub async fn handle(
         .unwrap_or_default();
     let path = request.uri().path().to_string();
     let Some(route) = runtime.snapshot.route(port, &authority, &path) else {
-        metrics.count(&authority, "", "no_route");
+        // Counted without the authority: labels come from the configuration,
+        // never from a request's Host header.
+        metrics.count("", "", "no_route");
         return local_response(
             StatusCode::NOT_FOUND,
             &format!("no route for {authority}{path}"),

@@ -283,6 +283,18 @@ async fn garbage_on_a_listener_closes_only_that_connection() {
     }
     let (code, _) = http::get(&proxy.admin, "/ready").await.expect("admin");
     assert_eq!(code, 200);
+
+    // Requests for hosts the proxy does not know are counted, but a Host
+    // header never becomes a metric label (a client could grow them without bound).
+    for i in 0..20 {
+        let (status, _) = http::get_host(&addr, &format!("nowhere-{i}.example"), "/")
+            .await
+            .expect("a response");
+        assert_eq!(status, 404);
+    }
+    let (_, metrics) = http::get(&proxy.admin, "/metrics").await.expect("metrics");
+    assert!(!metrics.contains("nowhere-"), "{metrics}");
+    assert!(metrics.contains("outcome=\"no_route\""), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
