@@ -8,7 +8,7 @@ use crate::forward::{local_response, path_and_query, ProxyBody};
 use crate::proxy::Proxy;
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use meridian_identity::spiffe::SpiffeId;
 use meridian_identity::tls::{incoming, Credentials, Peer};
 use std::net::SocketAddr;
@@ -115,6 +115,7 @@ pub async fn serve(
         let Ok(connection) = connection else { continue };
         let peer = connection.peer.clone();
         let (proxy, inbound, own) = (proxy.clone(), inbound.clone(), own.clone());
+        let server = proxy.http_server();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 handle(
@@ -125,7 +126,7 @@ pub async fn serve(
                     request,
                 )
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+            let _ = server
                 .serve_connection(TokioIo::new(connection), service)
                 .await;
         });

@@ -86,6 +86,15 @@ struct Args {
     /// application: `NAMESPACE/NAME@LISTEN_ADDR=APP_ADDR` (repeatable).
     #[arg(long, env = "MERIDIAN_PROXY_INBOUND", value_delimiter = ',')]
     inbound: Vec<inbound::Inbound>,
+    /// Seconds a client has to send a request's head (and a new connection
+    /// its first byte and TLS handshake) before it is cut off.
+    #[arg(
+        long,
+        env = "MERIDIAN_PROXY_HEADER_READ_TIMEOUT",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    header_read_timeout: u64,
 }
 
 /// How the proxy dials the control plane (see [`enroll::workload_dialer`]),
@@ -157,7 +166,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .map(mesh_client::MeshClients::new)
         .transpose()
         .context("mesh mTLS client")?;
-    let proxy = proxy::Proxy::new(args.outbound_bind, args.state_dir.clone(), tls, mesh);
+    let proxy = proxy::Proxy::new(
+        args.outbound_bind,
+        args.state_dir.clone(),
+        tls,
+        mesh,
+        std::time::Duration::from_secs(args.header_read_timeout),
+    );
     if let Some(credentials) = &credentials {
         proxy.metrics.certificate_expiry.track(credentials.clone());
     }

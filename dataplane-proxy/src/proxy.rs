@@ -28,6 +28,9 @@ pub struct Proxy {
     bind: IpAddr,
     state_dir: PathBuf,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// How long a client has to send a request's head (and, on a new
+    /// connection, its first byte and TLS handshake): slow clients are cut off.
+    header_read_timeout: std::time::Duration,
     listeners: Mutex<HashMap<u16, (ListenerKind, JoinHandle<()>)>>,
     /// Tells open HTTP connections to finish up, on shutdown.
     graceful: Mutex<Option<hyper_util::server::graceful::GracefulShutdown>>,
@@ -43,6 +46,7 @@ impl Proxy {
         state_dir: PathBuf,
         tls: Option<tokio_rustls::TlsAcceptor>,
         mesh: Option<crate::mesh_client::MeshClients>,
+        header_read_timeout: std::time::Duration,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Proxy {
             runtime: RwLock::new(None),
@@ -51,6 +55,7 @@ impl Proxy {
             bind,
             state_dir,
             tls,
+            header_read_timeout,
             listeners: Mutex::new(HashMap::new()),
             health_checks: Mutex::new(Vec::new()),
             graceful: Mutex::new(Some(hyper_util::server::graceful::GracefulShutdown::new())),
@@ -104,6 +109,11 @@ impl Proxy {
             };
             listeners.insert(port, (kind, task));
         }
+    }
+
+    /// The HTTP server for a connection of one of this proxy's listeners.
+    pub fn http_server(&self) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+        http_server(self.header_read_timeout)
     }
 
     pub fn is_draining(&self) -> bool {
@@ -202,6 +212,7 @@ async fn serve(proxy: Arc<Proxy>, addr: SocketAddr) {
         let _ = stream.set_nodelay(true);
         let watcher = proxy.watcher();
         let tls = proxy.tls.clone();
+        let header_read_timeout = proxy.header_read_timeout;
         let proxy = proxy.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
@@ -223,22 +234,32 @@ async fn serve(proxy: Arc<Proxy>, addr: SocketAddr) {
             });
             // Garbage, truncated requests and bad frames end this connection only.
             let Some(watcher) = watcher else { return };
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let builder = http_server(header_read_timeout);
+            // A connection that sends nothing is closed after the header timeout.
             let mut first = [0u8; 1];
-            let is_tls = tls.is_some()
-                && matches!(stream.peek(&mut first).await, Ok(1) if first[0] == tls::HANDSHAKE);
+            let peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await;
+            let Ok(Ok(1)) = peeked else {
+                tracing::debug!(%peer, "no request in time; closing");
+                return;
+            };
+            let is_tls = tls.is_some() && first[0] == tls::HANDSHAKE;
             let result = match (&tls, is_tls) {
-                (Some(acceptor), true) => match acceptor.accept(stream).await {
-                    Ok(tls_stream) => {
-                        watcher
-                            .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
-                            .await
+                (Some(acceptor), true) => {
+                    match tokio::time::timeout(header_read_timeout, acceptor.accept(stream))
+                        .await
+                        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                    {
+                        Ok(tls_stream) => {
+                            watcher
+                                .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
+                                .await
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
+                }
                 _ => {
                     watcher
                         .watch(builder.serve_connection(TokioIo::new(stream), service))
@@ -309,4 +330,17 @@ async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
             }
         });
     }
+}
+
+/// HTTP/1.1 and HTTP/2 on one connection, with a client that is slow to
+/// send a request's head cut off after `header_read_timeout`.
+fn http_server(
+    header_read_timeout: std::time::Duration,
+) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    builder
 }

@@ -298,6 +298,52 @@ async fn garbage_on_a_listener_closes_only_that_connection() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_send_nothing_or_a_slow_head_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = control_plane(root.path()).await;
+    let cp = nodes[0].grpc.clone();
+    let upstream = Upstream::start("up").await;
+    let port = free_port();
+    let mesh = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\n{}",
+        endpoints("east", "us-east-1a", &[(upstream.port, 1, "healthy")]),
+    );
+    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
+    let mut proxy = ProxyProcess::new(root.path(), "proxy-slow", "east", &[&cp])
+        .with_args(&["--header-read-timeout", "1"]);
+    proxy.start();
+    let addr = format!("127.0.0.1:{port}");
+    wait_routed(&addr).await;
+
+    // One connection never sends a byte; another sends half a request head and stops.
+    let mut idle = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: web.shop\r\nX-Slow: ")
+        .await
+        .expect("write");
+    for (what, stream) in [
+        ("an idle connection", &mut idle),
+        ("a slow head", &mut slow),
+    ] {
+        let mut sink = Vec::new();
+        // The proxy closes it (the read ends); without the timeout it would wait for ever.
+        let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut sink)).await;
+        assert!(read.is_ok(), "{what} was left open");
+    }
+    let client = proxy::client();
+    let (status, body) = proxy::get(&client, &addr, "web.shop", "/")
+        .await
+        .expect("a response");
+    assert_eq!((status, body.as_str()), (200, "up"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_services_are_proxied() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let root = tempfile::tempdir().expect("temp dir");
