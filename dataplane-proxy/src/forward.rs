@@ -321,6 +321,13 @@ pub async fn handle(
                 let (parts, body) = response.into_parts();
                 return Response::from_parts(parts, body.boxed());
             }
+            Ok(Err(e)) if client_body_failed(&e) => {
+                // The client's own body was malformed (a bad chunk, say): its
+                // fault, not the upstream's; nothing to retry or eject.
+                tracing::debug!(%cluster, %peer, error = %e, "the request body is malformed");
+                metrics.count(&cluster, locality, "bad_request");
+                return local_response(StatusCode::BAD_REQUEST, "malformed request body");
+            }
             Ok(Err(e)) => {
                 tracing::debug!(%cluster, %host, error = %e, "upstream request failed");
                 metrics.count(&cluster, locality, "upstream_error");
@@ -362,6 +369,22 @@ pub async fn handle(
     }
     outcome
         .unwrap_or_else(|| local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"))
+}
+
+/// Whether forwarding failed because the client's request body did (it
+/// streams through, so its errors surface as the upstream call's).
+fn client_body_failed(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_user())
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 fn retry_attempts(retry: Option<&crate::config::Retry>) -> u32 {

@@ -344,6 +344,58 @@ async fn clients_that_send_nothing_or_a_slow_head_are_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_smuggling_attempts_are_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = control_plane(root.path()).await;
+    let cp = nodes[0].grpc.clone();
+    let upstream = Upstream::start("up").await;
+    let port = free_port();
+    let mesh = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\n{}",
+        endpoints("east", "us-east-1a", &[(upstream.port, 1, "healthy")]),
+    );
+    let (_proxy, addr) = routed_proxy(root.path(), &cp, "proxy-smuggle", &mesh, port).await;
+    // (Content-Length with Transfer-Encoding is read as RFC 9112 6.1 says:
+    // Transfer-Encoding wins and Content-Length is removed before forwarding,
+    // so the proxy and the upstream frame the body alike.)
+    let attempts: [(&str, &[u8]); 3] = [
+        (
+            "two different Content-Lengths",
+            b"POST / HTTP/1.1\r\nHost: web.shop\r\nContent-Length: 4\r\nContent-Length: 40\r\n\r\nabcd",
+        ),
+        (
+            "obsolete line folding",
+            b"GET / HTTP/1.1\r\nHost: web.shop\r\nX-Folded: a\r\n b\r\n\r\n",
+        ),
+        (
+            "an invalid chunk size",
+            b"POST / HTTP/1.1\r\nHost: web.shop\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        ),
+    ];
+    for (what, bytes) in attempts {
+        let mut stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        stream.write_all(bytes).await.expect("write");
+        let mut response = Vec::new();
+        let read = tokio::time::timeout(WAIT, stream.read_to_end(&mut response)).await;
+        assert!(read.is_ok(), "{what}: the connection was left open");
+        let text = String::from_utf8_lossy(&response);
+        // Refused with 400, or the connection closed; never forwarded as two requests.
+        assert!(
+            text.is_empty() || text.starts_with("HTTP/1.1 400"),
+            "{what}: {text}"
+        );
+        assert!(
+            !text.contains("\r\n\r\nup"),
+            "{what} reached the upstream: {text}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_services_are_proxied() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let root = tempfile::tempdir().expect("temp dir");
