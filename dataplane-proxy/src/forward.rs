@@ -230,6 +230,7 @@ pub async fn handle(
     // nginx's proxy_next_upstream does: each host at most once per request,
     // within the route's timeout and the retry budget.
     let mut retried = 0;
+    let attempts = retry.map_or(0, |r| r.attempts);
     let mut _retry: Option<crate::breaker::InFlight<'_>> = None;
     let mut outcome = None;
     // The route's timeout bounds the whole request, retries included; each
@@ -296,30 +297,33 @@ pub async fn handle(
         };
         tracing::debug!(%cluster, %host, "forwarding");
         let result = tokio::time::timeout(per_try, client.request(upstream)).await;
+        let report = |outcome| {
+            if runtime.report(&cluster, &host, outcome) {
+                metrics.ejected(&cluster, locality);
+            }
+        };
+        // What the try's end says of the host, whether to try again, and
+        // whether that uses up one of the route's retries.
         let (reported, retryable, uses_a_retry) = match result {
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
                 metrics.observe(&cluster, locality, started.elapsed().as_secs_f64());
-                if runtime.report(&cluster, &host, Outcome::Status(status)) {
-                    metrics.ejected(&cluster, locality);
+                if !(retry.is_some_and(|r| r.on_status(status)) && retried < attempts) {
+                    report(Outcome::Status(status));
+                    metrics.count(
+                        &cluster,
+                        locality,
+                        if response.status().is_server_error() {
+                            "upstream_5xx"
+                        } else {
+                            "ok"
+                        },
+                    );
+                    let (parts, body) = response.into_parts();
+                    return Response::from_parts(parts, body.boxed());
                 }
-                if retry.is_some_and(|r| r.on_status(status)) && retried < retry_attempts(retry) {
-                    metrics.count(&cluster, locality, "retry_5xx");
-                    failed.push(id);
-                    retried += 1;
-                    continue;
-                }
-                metrics.count(
-                    &cluster,
-                    locality,
-                    if response.status().is_server_error() {
-                        "upstream_5xx"
-                    } else {
-                        "ok"
-                    },
-                );
-                let (parts, body) = response.into_parts();
-                return Response::from_parts(parts, body.boxed());
+                metrics.count(&cluster, locality, "retry_5xx");
+                (Outcome::Status(status), true, true)
             }
             Ok(Err(e)) if client_body_failed(&e) => {
                 // The client's own body was malformed (a bad chunk, say): its
@@ -335,17 +339,12 @@ pub async fn handle(
                     StatusCode::BAD_GATEWAY,
                     &format!("upstream {host} failed"),
                 ));
-                let outcome = if e.is_connect() {
-                    Outcome::Unreachable
+                if e.is_connect() {
+                    let retryable = retry.is_some_and(|r| r.on_connect_failure);
+                    (Outcome::Unreachable, retryable, false)
                 } else {
-                    Outcome::Failed
-                };
-                let retryable = if e.is_connect() {
-                    retry.is_some_and(|r| r.on_connect_failure)
-                } else {
-                    retry.is_some_and(|r| r.on_reset)
-                };
-                (outcome, retryable, false)
+                    (Outcome::Failed, retry.is_some_and(|r| r.on_reset), false)
+                }
             }
             Err(_) => {
                 metrics.count(&cluster, locality, "timeout");
@@ -356,10 +355,8 @@ pub async fn handle(
                 (Outcome::Failed, retry.is_some_and(|r| r.on_reset), true)
             }
         };
-        if runtime.report(&cluster, &host, reported) {
-            metrics.ejected(&cluster, locality);
-        }
-        if !retryable || (uses_a_retry && retried >= retry_attempts(retry)) {
+        report(reported);
+        if !retryable || (uses_a_retry && retried >= attempts) {
             break;
         }
         if uses_a_retry {
@@ -385,8 +382,4 @@ fn client_body_failed(error: &hyper_util::client::legacy::Error) -> bool {
         source = cause.source();
     }
     false
-}
-
-fn retry_attempts(retry: Option<&crate::config::Retry>) -> u32 {
-    retry.map_or(0, |r| r.attempts)
 }

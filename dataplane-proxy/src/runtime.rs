@@ -130,22 +130,15 @@ impl Runtime {
 
     /// Takes the hosts that a carried-over outlier tracker still ejects out of rotation.
     fn hold_out_carried_ejections(&self) {
-        for (cluster, config) in &self.snapshot.clusters {
-            let Some(tracker) = self.outliers.get(cluster) else {
-                continue;
-            };
-            let ejected: Vec<&str> = {
-                let tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
-                config
-                    .localities
-                    .iter()
-                    .flat_map(|l| &l.hosts)
-                    .map(|h| h.address.as_str())
-                    .filter(|a| tracker.is_ejected(a))
-                    .collect()
-            };
+        for (cluster, tracker) in &self.outliers {
+            let ejected: Vec<String> = tracker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ejected_hosts()
+                .map(str::to_string)
+                .collect();
             for address in ejected {
-                self.hold_out(cluster, address, |flags| flags.0 = true);
+                self.hold_out(cluster, &address, |flags| flags.0 = true);
             }
         }
     }
@@ -213,7 +206,7 @@ impl Runtime {
     }
 
     /// Records a request's outcome at a host, ejecting it if it keeps
-    /// failing (or refuses connections); true when this outcome ejected it.
+    /// failing (or cannot be connected to); true when this outcome ejected it.
     pub fn report(&self, cluster: &str, address: &str, outcome: Outcome) -> bool {
         let Some(tracker) = self.outliers.get(cluster) else {
             return false;

@@ -113,6 +113,16 @@ impl ServerNode {
         self.process.is_running()
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the node's process, if it runs.
+    pub fn signal(&self, signal: &str) {
+        if let Some(pid) = self.pid() {
+            let sent = std::process::Command::new("kill")
+                .args([format!("-{signal}"), pid.to_string()])
+                .status();
+            assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {pid}");
+        }
+    }
+
     /// Whether the process has exited by itself (reaping it if so).
     pub fn exited(&mut self) -> bool {
         self.process.exited()

@@ -106,6 +106,16 @@ pub fn endpoints(cluster: &str, zone: &str, eps: &[(u16, u32, &str)]) -> String 
     format!("kind: Endpoints\nmetadata: {{name: web, namespace: shop, cluster: {cluster}}}\nspec: {{endpoints: [{}]}}\n", items.join(", "))
 }
 
+/// Cluster east and web.shop on `port`, served by one healthy endpoint on
+/// 127.0.0.1:`upstream_port`.
+pub fn one_endpoint_mesh(port: u16, upstream_port: u16) -> String {
+    format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\n{}",
+        endpoints("east", "us-east-1a", &[(upstream_port, 1, "healthy")]),
+    )
+}
+
 /// A one-node control plane, with a leader.
 pub async fn control_plane(root: &Path) -> Vec<crate::ServerNode> {
     let nodes = crate::start_cluster(root, 1, crate::ServerOptions::default());
@@ -122,9 +132,21 @@ pub async fn routed_proxy(
     mesh: &str,
     port: u16,
 ) -> (ProxyProcess, String) {
+    routed_proxy_with(root, cp, name, mesh, port, &[]).await
+}
+
+/// [`routed_proxy`], with more flags for the proxy.
+pub async fn routed_proxy_with(
+    root: &Path,
+    cp: &str,
+    name: &str,
+    mesh: &str,
+    port: u16,
+    args: &[&str],
+) -> (ProxyProcess, String) {
     let applied = crate::cli(cp, &["apply", "-f", "-"], Some(mesh));
     assert!(applied.ok, "{}", applied.stderr);
-    let mut proxy = ProxyProcess::new(root, name, "east", &[cp]);
+    let mut proxy = ProxyProcess::new(root, name, "east", &[cp]).with_args(args);
     proxy.start();
     let addr = format!("127.0.0.1:{port}");
     wait_routed(&addr).await;

@@ -169,15 +169,10 @@ async fn faults(nodes: &mut [ServerNode], seed: u64, stop: Instant) -> usize {
             node.kill();
             tokio::time::sleep(Duration::from_millis(500 + rng.below(1_000))).await;
             node.start();
-        } else if let Some(pid) = node.pid() {
-            let signal = |s: &str| {
-                let _ = std::process::Command::new("kill")
-                    .args([s, &pid.to_string()])
-                    .status();
-            };
-            signal("-STOP");
+        } else {
+            node.signal("STOP");
             tokio::time::sleep(Duration::from_millis(2_500)).await;
-            signal("-CONT");
+            node.signal("CONT");
         }
         injected += 1;
     }

@@ -244,16 +244,6 @@ fn follower_of(nodes: &[ServerNode], leader: u64) -> &ServerNode {
         .expect("a running follower")
 }
 
-/// Sends `signal` (STOP, CONT) to a node's process.
-fn signal(node: &ServerNode, signal: &str) {
-    let pid = node.pid().expect("a running node").to_string();
-    let sent = std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &pid])
-        .status()
-        .expect("kill");
-    assert!(sent.success(), "kill -{signal} {pid}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_through_a_follower_reaches_the_new_leader_when_the_old_one_is_paused() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -266,13 +256,13 @@ async fn a_write_through_a_follower_reaches_the_new_leader_when_the_old_one_is_p
     // The leader stops answering, its connections open: a forwarded write
     // used to wait out the whole forwarding timeout and fail.
     let paused = nodes.iter().find(|n| n.id == leader).expect("the leader");
-    signal(paused, "STOP");
+    paused.signal("STOP");
     let written = cli(
         &follower.grpc,
         &["apply", "-f", "-"],
         Some("kind: Cluster\nmetadata: {name: during}\nspec: {region: us-east-1}\n"),
     );
-    signal(paused, "CONT");
+    paused.signal("CONT");
     assert!(written.ok, "{}", written.stderr);
     let others: Vec<&ServerNode> = nodes.iter().filter(|n| n.id != leader).collect();
     let new_leader = agreed_leader(&others).await;

@@ -6,7 +6,8 @@
 use meridian_tests::{
     agreed_leader, cli, eventually, free_port, http,
     proxy::{
-        self, control_plane, endpoints, routed_proxy, spread, wait_routed, ProxyProcess, WAIT,
+        self, control_plane, endpoints, one_endpoint_mesh, routed_proxy, routed_proxy_with, spread,
+        wait_routed, ProxyProcess, WAIT,
     },
     start_cluster,
     upstream::Upstream,
@@ -242,11 +243,7 @@ async fn garbage_on_a_listener_closes_only_that_connection() {
     let cp = nodes[0].grpc.clone();
     let upstream = Upstream::start("up").await;
     let port = free_port();
-    let mesh = format!(
-        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1}}\n---\n\
-         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\n{}",
-        endpoints("east", "us-east-1a", &[(upstream.port, 1, "healthy")]),
-    );
+    let mesh = one_endpoint_mesh(port, upstream.port);
     let (proxy, addr) = routed_proxy(root.path(), &cp, "proxy-garbage", &mesh, port).await;
     let client = proxy::client();
 
@@ -305,17 +302,16 @@ async fn clients_that_send_nothing_or_a_slow_head_are_cut_off() {
     let cp = nodes[0].grpc.clone();
     let upstream = Upstream::start("up").await;
     let port = free_port();
-    let mesh = format!(
-        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1}}\n---\n\
-         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\n{}",
-        endpoints("east", "us-east-1a", &[(upstream.port, 1, "healthy")]),
-    );
-    assert!(cli(&cp, &["apply", "-f", "-"], Some(&mesh)).ok);
-    let mut proxy = ProxyProcess::new(root.path(), "proxy-slow", "east", &[&cp])
-        .with_args(&["--header-read-timeout", "1"]);
-    proxy.start();
-    let addr = format!("127.0.0.1:{port}");
-    wait_routed(&addr).await;
+    let mesh = one_endpoint_mesh(port, upstream.port);
+    let (_proxy, addr) = routed_proxy_with(
+        root.path(),
+        &cp,
+        "proxy-slow",
+        &mesh,
+        port,
+        &["--header-read-timeout", "1"],
+    )
+    .await;
 
     // One connection never sends a byte; another sends half a request head and stops.
     let mut idle = tokio::net::TcpStream::connect(&addr)
@@ -351,11 +347,7 @@ async fn request_smuggling_attempts_are_refused() {
     let cp = nodes[0].grpc.clone();
     let upstream = Upstream::start("up").await;
     let port = free_port();
-    let mesh = format!(
-        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1}}\n---\n\
-         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\n{}",
-        endpoints("east", "us-east-1a", &[(upstream.port, 1, "healthy")]),
-    );
+    let mesh = one_endpoint_mesh(port, upstream.port);
     let (_proxy, addr) = routed_proxy(root.path(), &cp, "proxy-smuggle", &mesh, port).await;
     // (Content-Length with Transfer-Encoding is read as RFC 9112 6.1 says:
     // Transfer-Encoding wins and Content-Length is removed before forwarding,
@@ -518,11 +510,7 @@ async fn sigterm_drains_requests_in_flight() {
     let cp = nodes[0].grpc.clone();
     let upstream = Upstream::start("slow").await;
     let port = free_port();
-    let mesh = format!(
-        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1}}\n---\n\
-         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\n{}",
-        endpoints("east", "us-east-1a", &[(upstream.port, 1, "healthy")]),
-    );
+    let mesh = one_endpoint_mesh(port, upstream.port);
     let (mut proxy, addr) = routed_proxy(root.path(), &cp, "proxy-drain", &mesh, port).await;
     upstream.slow(Duration::from_millis(1_500));
     let in_flight = {

@@ -7,7 +7,11 @@
 use crate::{plan::StateView, Kind, Rejection, RejectionCode, Resource, ResourceKey, Status};
 use std::collections::BTreeSet;
 
-fn cluster(view: &dyn StateView, name: &str) -> Result<(ResourceKey, Resource), Rejection> {
+/// The `Cluster` named `name`, with its key; NOT_FOUND if there is none.
+pub(crate) fn cluster(
+    view: &dyn StateView,
+    name: &str,
+) -> Result<(ResourceKey, Resource), Rejection> {
     let key = ResourceKey::new(Kind::Cluster, None, name, None)?;
     let stored = view
         .get(&key)

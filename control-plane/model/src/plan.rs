@@ -155,10 +155,7 @@ fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Reject
             Ok(index)
         }
         Op::SetStatus { cluster, status } => {
-            let key = ResourceKey::new(Kind::Cluster, None, cluster, None)?;
-            let mut stored = overlay.get(&key).ok_or_else(|| {
-                Rejection::new(RejectionCode::NotFound, format!("{key} not found"))
-            })?;
+            let (key, mut stored) = agent::cluster(overlay, cluster)?;
             let current = stored.status.clone().unwrap_or_default();
             let status = Status {
                 session: current.session,

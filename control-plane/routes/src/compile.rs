@@ -184,19 +184,17 @@ pub fn compile(state: &MeshState, proxy: &ProxyLocality) -> Compiled {
     Compiler::default().compile(state, proxy)
 }
 
+/// Where a proxy stands, for ranking: its locality as [`ProxyLocality::of`] decides it.
 fn origin(state: &MeshState, proxy: &ProxyLocality) -> Origin {
-    let (region, zone) = match state.cluster(&proxy.cluster).map(|c| &c.spec) {
-        Some(Spec::Cluster(c)) => (c.region.clone(), c.zone.clone().unwrap_or_default()),
-        _ => (String::new(), String::new()),
-    };
+    let ProxyLocality {
+        cluster,
+        region,
+        zone,
+    } = ProxyLocality::of(state, &proxy.cluster, &proxy.region, &proxy.zone);
     Origin {
-        region: Some(proxy.region.clone())
-            .filter(|r| !r.is_empty())
-            .unwrap_or(region),
-        zone: Some(proxy.zone.clone())
-            .filter(|z| !z.is_empty())
-            .unwrap_or(zone),
-        cluster: proxy.cluster.clone(),
+        region,
+        zone,
+        cluster,
     }
 }
 

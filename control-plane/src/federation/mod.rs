@@ -74,27 +74,25 @@ struct Session {
 }
 
 impl Session {
-    fn status(&self) -> Status {
-        Status {
-            stale: false,
-            agent: Some(self.agent_id.clone()),
-            source_error: self.source_error.clone(),
-            invalid_endpoints: self.invalid.0,
-            invalid_endpoint_reason: self.invalid.1.clone(),
-            ..Status::default()
+    /// The op that records what this session knows of its cluster.
+    fn set_status(&self) -> Op {
+        Op::SetStatus {
+            cluster: self.cluster.clone(),
+            status: Status {
+                stale: false,
+                agent: Some(self.agent_id.clone()),
+                source_error: self.source_error.clone(),
+                invalid_endpoints: self.invalid.0,
+                invalid_endpoint_reason: self.invalid.1.clone(),
+                ..Status::default()
+            },
         }
     }
 
     /// Writes the session's status (its source error) on its own.
     async fn write_status(&self) -> Result<(), RpcStatus> {
         let command = Command {
-            ops: vec![
-                self.fence(None),
-                Op::SetStatus {
-                    cluster: self.cluster.clone(),
-                    status: self.status(),
-                },
-            ],
+            ops: vec![self.fence(None), self.set_status()],
         };
         self.node.write(command).await.map_err(node_error)?;
         Ok(())
@@ -127,16 +125,13 @@ impl Session {
             resource: Box::new(resource),
             expected_revision: None,
         }));
-        let removals: Vec<ResourceKey> = batch
-            .removals
-            .iter()
-            .map(|n| endpoints_key(&self.cluster, &n.namespace, &n.name))
-            .collect::<Result<_, _>>()?;
-        ops.extend(removals.into_iter().map(|key| Op::Delete {
-            key,
-            expected_revision: None,
-            ignore_missing: true,
-        }));
+        for removed in &batch.removals {
+            ops.push(Op::Delete {
+                key: endpoints_key(&self.cluster, &removed.namespace, &removed.name)?,
+                expected_revision: None,
+                ignore_missing: true,
+            });
+        }
         if batch.full_snapshot {
             // Decided when applied: this node's copy may not hold yet what
             // an earlier batch, acknowledged by another node, created.
@@ -145,10 +140,7 @@ impl Session {
                 keep: sets.named,
             });
         }
-        ops.push(Op::SetStatus {
-            cluster: self.cluster.clone(),
-            status: self.status(),
-        });
+        ops.push(self.set_status());
         Ok(Command { ops })
     }
 }
