@@ -235,16 +235,40 @@ async fn active_health_checks_take_a_host_out_and_back() {
     .await;
 }
 
+/// A one-node control plane, one upstream answering "up", and a proxy
+/// routing web.shop to it; everything stops when this drops.
+struct OneEndpoint {
+    proxy: ProxyProcess,
+    addr: String,
+    _upstream: Upstream,
+    _nodes: Vec<meridian_tests::ServerNode>,
+    _root: tempfile::TempDir,
+}
+
+impl OneEndpoint {
+    async fn start(name: &str, proxy_args: &[&str]) -> Self {
+        let root = tempfile::tempdir().expect("temp dir");
+        let nodes = control_plane(root.path()).await;
+        let upstream = Upstream::start("up").await;
+        let port = free_port();
+        let mesh = one_endpoint_mesh(port, upstream.port);
+        let (proxy, addr) =
+            routed_proxy_with(root.path(), &nodes[0].grpc, name, &mesh, port, proxy_args).await;
+        OneEndpoint {
+            proxy,
+            addr,
+            _upstream: upstream,
+            _nodes: nodes,
+            _root: root,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_on_a_listener_closes_only_that_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let root = tempfile::tempdir().expect("temp dir");
-    let nodes = control_plane(root.path()).await;
-    let cp = nodes[0].grpc.clone();
-    let upstream = Upstream::start("up").await;
-    let port = free_port();
-    let mesh = one_endpoint_mesh(port, upstream.port);
-    let (proxy, addr) = routed_proxy(root.path(), &cp, "proxy-garbage", &mesh, port).await;
+    let mesh = OneEndpoint::start("proxy-garbage", &[]).await;
+    let (proxy, addr) = (&mesh.proxy, mesh.addr.clone());
     let client = proxy::client();
 
     let oversized = format!(
@@ -297,21 +321,8 @@ async fn garbage_on_a_listener_closes_only_that_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_that_send_nothing_or_a_slow_head_are_cut_off() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let root = tempfile::tempdir().expect("temp dir");
-    let nodes = control_plane(root.path()).await;
-    let cp = nodes[0].grpc.clone();
-    let upstream = Upstream::start("up").await;
-    let port = free_port();
-    let mesh = one_endpoint_mesh(port, upstream.port);
-    let (_proxy, addr) = routed_proxy_with(
-        root.path(),
-        &cp,
-        "proxy-slow",
-        &mesh,
-        port,
-        &["--header-read-timeout", "1"],
-    )
-    .await;
+    let mesh = OneEndpoint::start("proxy-slow", &["--header-read-timeout", "1"]).await;
+    let addr = mesh.addr.clone();
 
     // One connection never sends a byte; another sends half a request head and stops.
     let mut idle = tokio::net::TcpStream::connect(&addr)
@@ -342,13 +353,8 @@ async fn clients_that_send_nothing_or_a_slow_head_are_cut_off() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_smuggling_attempts_are_refused() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let root = tempfile::tempdir().expect("temp dir");
-    let nodes = control_plane(root.path()).await;
-    let cp = nodes[0].grpc.clone();
-    let upstream = Upstream::start("up").await;
-    let port = free_port();
-    let mesh = one_endpoint_mesh(port, upstream.port);
-    let (_proxy, addr) = routed_proxy(root.path(), &cp, "proxy-smuggle", &mesh, port).await;
+    let mesh = OneEndpoint::start("proxy-smuggle", &[]).await;
+    let addr = mesh.addr.clone();
     // (Content-Length with Transfer-Encoding is read as RFC 9112 6.1 says:
     // Transfer-Encoding wins and Content-Length is removed before forwarding,
     // so the proxy and the upstream frame the body alike.)
