@@ -4,6 +4,7 @@ mod admin;
 mod authz;
 mod certificates;
 mod cli;
+mod demo;
 mod events;
 mod federation;
 mod forward;
@@ -69,6 +70,17 @@ enum Command {
         #[command(subcommand)]
         command: cli::certs::CertsCommand,
     },
+    /// A whole mesh on this machine (3 control-plane nodes, 2 clusters, agents,
+    /// proxies, echo upstreams) and a narrated failover scenario on it.
+    Demo(demo::DemoArgs),
+    /// The demo's echo upstream: answers every request with its name.
+    #[command(hide = true)]
+    DemoUpstream {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
     #[command(flatten)]
     Admin(cli::AdminCommand),
 }
@@ -102,6 +114,10 @@ fn main() -> ExitCode {
                 Ok(config) => runtime.block_on(server::run(config)),
                 Err(e) => Err(e),
             }
+        }
+        Command::Demo(args) => runtime.block_on(demo::run(args)),
+        Command::DemoUpstream { name, listen } => {
+            runtime.block_on(demo::upstream::serve(name, listen))
         }
         Command::Admin(command) => runtime.block_on(cli::run(&cli.server, tls, command)),
     };

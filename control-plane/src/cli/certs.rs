@@ -55,7 +55,7 @@ pub enum CertsCommand {
 }
 
 /// Writes a new file; `private` files are 0600. Refuses to overwrite.
-fn write_new(path: &Path, contents: &str, private: bool) -> anyhow::Result<()> {
+pub(crate) fn write_new(path: &Path, contents: &str, private: bool) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     if private {

@@ -114,7 +114,7 @@ pub fn one_line(e: &anyhow::Error) -> String {
 }
 
 /// How the CLI dials: mutual TLS with the operator's certificate, or plaintext.
-fn dialer(tls: Option<TlsFiles>) -> anyhow::Result<Dialer> {
+pub(crate) fn dialer(tls: Option<TlsFiles>) -> anyhow::Result<Dialer> {
     match tls {
         None => Ok(Dialer::insecure()),
         Some(files) => {
@@ -131,7 +131,7 @@ fn servers(server: &str) -> impl Iterator<Item = &str> {
 
 /// A client of the first listed node that answers, so the CLI goes on
 /// working when the node it would have used is down.
-async fn connect(server: &str, dialer: &Dialer) -> anyhow::Result<AdminClient<Channel>> {
+pub(crate) async fn connect(server: &str, dialer: &Dialer) -> anyhow::Result<AdminClient<Channel>> {
     let mut failures = Vec::new();
     for addr in servers(server) {
         match dialer.connect(addr).await {
@@ -193,28 +193,11 @@ pub async fn run(server: &str, tls: ClientTls, command: AdminCommand) -> anyhow:
     match command {
         AdminCommand::Apply { file } => {
             let text = read_input(&file)?;
-            let resources = parse_manifests(&text).with_context(|| file.clone())?;
-            if resources.is_empty() {
-                bail!("{file}: no resources found");
-            }
-            let puts = resources
-                .iter()
-                .map(|r| {
-                    Ok(pb::PutRequest {
-                        manifest_json: serde_json::to_string(r)?,
-                        expected_revision: None,
-                    })
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let reply = connect(server, &dialer)
-                .await?
-                .apply(pb::ApplyRequest {
-                    puts,
-                    deletes: vec![],
-                })
-                .await?
-                .into_inner();
-            for (resource, revision) in resources.iter().zip(reply.revisions) {
+            let mut client = connect(server, &dialer).await?;
+            let applied = apply_manifests(&mut client, &text)
+                .await
+                .with_context(|| file.clone())?;
+            for (resource, revision) in applied {
                 println!(
                     "{} applied (revision {revision})",
                     output::describe(&resource.key())
@@ -345,6 +328,35 @@ async fn members(mut client: AdminClient<Channel>, command: MembersCommand) -> a
         }
     };
     output::print_members(&members, Format::Table)
+}
+
+/// Writes every resource of `text` (YAML or JSON manifests) in one
+/// all-or-nothing `Apply`; each resource comes back with its new revision.
+pub(crate) async fn apply_manifests(
+    client: &mut AdminClient<Channel>,
+    text: &str,
+) -> anyhow::Result<Vec<(meridian_model::Resource, u64)>> {
+    let resources = parse_manifests(text)?;
+    if resources.is_empty() {
+        bail!("no resources found");
+    }
+    let puts = resources
+        .iter()
+        .map(|r| {
+            Ok(pb::PutRequest {
+                manifest_json: serde_json::to_string(r)?,
+                expected_revision: None,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let reply = client
+        .apply(pb::ApplyRequest {
+            puts,
+            deletes: vec![],
+        })
+        .await?
+        .into_inner();
+    Ok(resources.into_iter().zip(reply.revisions).collect())
 }
 
 fn read_input(file: &str) -> anyhow::Result<String> {
