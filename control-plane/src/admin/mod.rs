@@ -1,7 +1,8 @@
-//! The admin gRPC API: resources, watch, membership and status.
+//! The admin gRPC API: resources, watch, membership, status and snapshots.
 
 mod convert;
 mod proxies;
+mod snapshot;
 mod watch;
 
 pub use convert::{node_error, state_name};
@@ -349,5 +350,15 @@ impl admin_server::Admin for AdminService {
             Response::new(pb::RevokeTokenResponse { revision })
         });
         self.count("RevokeToken", result)
+    }
+
+    type SnapshotStream = snapshot::SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        let result = snapshot::stream(&self.node).await;
+        self.count("Snapshot", result.map(Response::new))
     }
 }

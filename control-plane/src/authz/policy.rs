@@ -44,6 +44,8 @@ enum Access {
     Read,
     /// Admin writes: admins only.
     Write,
+    /// Admin reads of secrets: admins only.
+    Secrets,
     /// Raft and leader forwarding: member nodes only.
     Raft,
     /// Endpoint streams: agents (of their own cluster) and nodes.
@@ -62,8 +64,12 @@ const ADMIN_READS: [&str; 6] = [
     "ListProxies",
 ];
 
+/// Admin methods that read secrets: a snapshot holds every object, bootstrap
+/// token hashes included, so viewers may not take one.
+const ADMIN_SECRET_READS: [&str; 1] = ["Snapshot"];
+
 /// Every service this server answers, and what it requires; admin methods
-/// other than [`ADMIN_READS`] are writes.
+/// other than [`ADMIN_READS`] and [`ADMIN_SECRET_READS`] are writes.
 const SERVICES: [(&str, Access); 8] = [
     ("meridian.v1.Admin", Access::Write),
     ("meridian.v1.Certificates", Access::Bootstrap),
@@ -96,6 +102,9 @@ fn access(path: &str) -> Access {
         (Some(("meridian.v1.Admin", _)), Some(method)) if ADMIN_READS.contains(&method) => {
             Access::Read
         }
+        (Some(("meridian.v1.Admin", _)), Some(method)) if ADMIN_SECRET_READS.contains(&method) => {
+            Access::Secrets
+        }
         (Some((_, access)), Some(_)) => *access,
         _ => Access::Unknown,
     }
@@ -126,7 +135,7 @@ pub fn authorize(
         (Access::Read, Identity::Admin { .. } | Identity::Viewer { .. } | Identity::Node(_)) => {
             true
         }
-        (Access::Write, Identity::Admin { .. }) => true,
+        (Access::Write | Access::Secrets, Identity::Admin { .. }) => true,
         (Access::Raft, Identity::Node(n)) => is_member(*n),
         (Access::Federation, Identity::Agent { .. } | Identity::Node(_)) => true,
         (Access::Xds, Identity::Proxy { .. }) => true,
@@ -138,6 +147,9 @@ pub fn authorize(
         let why = match access {
             Access::Read => "reads need an admin, viewer or node identity",
             Access::Write => "writes need an admin identity",
+            Access::Secrets => {
+                "a snapshot holds secrets (bootstrap token hashes) and needs an admin identity"
+            }
             Access::Raft => "Raft RPCs are accepted only from member nodes",
             Access::Federation => "endpoint streams need an agent identity",
             Access::Xds => "xDS needs a proxy identity",
@@ -231,6 +243,15 @@ mod tests {
             denied("/meridian.v1.Admin/SomethingNew", &viewer()),
             "unknown admin methods are writes"
         );
+    }
+
+    #[test]
+    fn only_admins_take_snapshots() {
+        let snapshot = "/meridian.v1.Admin/Snapshot";
+        assert!(authorize(snapshot, &admin(), |_| true).is_ok());
+        assert!(denied(snapshot, &viewer()));
+        assert!(denied(snapshot, &verified(Identity::Node(1))));
+        assert!(denied(snapshot, &proxy()));
     }
 
     #[test]

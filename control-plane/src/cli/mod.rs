@@ -1,8 +1,10 @@
-//! The admin CLI: `apply`, `get`, `delete`, `members`, `status`. It speaks
-//! only the admin gRPC API.
+//! The admin CLI: `apply`, `get`, `delete`, `members`, `status`,
+//! `snapshot`. It speaks only the admin gRPC API, but for the offline
+//! `snapshot restore` and `snapshot status`.
 
 pub mod certs;
 mod output;
+mod snapshot;
 mod tokens;
 
 use anyhow::{bail, Context};
@@ -60,6 +62,11 @@ pub enum AdminCommand {
     },
     /// Trade an admin or viewer bootstrap token for a certificate (needs only --trust-bundle).
     Enroll(tokens::Enroll),
+    /// Save the replicated state to a file; restore a new cluster from one.
+    Snapshot {
+        #[command(subcommand)]
+        command: snapshot::SnapshotCommand,
+    },
 }
 
 /// The CLI's TLS flags, as given.
@@ -164,6 +171,11 @@ fn key(
 }
 
 pub async fn run(server: &str, tls: ClientTls, command: AdminCommand) -> anyhow::Result<()> {
+    if let AdminCommand::Snapshot { command } = command {
+        // Only `save` dials a node; `restore` and `status` work offline.
+        let client = async || connect(server, &client_dialer(server, tls)?).await;
+        return snapshot::run(command, client).await;
+    }
     if let AdminCommand::Enroll(enroll) = command {
         // A token must not travel in plaintext beyond this machine.
         let bundle = match (tls.insecure, tls.trust_bundle) {
@@ -179,17 +191,7 @@ pub async fn run(server: &str, tls: ClientTls, command: AdminCommand) -> anyhow:
         let first = servers(server).next().unwrap_or(server);
         return tokens::enroll(first, bundle.as_deref(), enroll).await;
     }
-    if tls.insecure {
-        for addr in servers(server) {
-            require_loopback("--server", addr)?;
-        }
-    }
-    let dialer = dialer(TlsFiles::select(
-        tls.insecure,
-        tls.cert,
-        tls.key,
-        tls.trust_bundle,
-    )?)?;
+    let dialer = client_dialer(server, tls)?;
     match command {
         AdminCommand::Apply { file } => {
             let text = read_input(&file)?;
@@ -281,9 +283,24 @@ pub async fn run(server: &str, tls: ClientTls, command: AdminCommand) -> anyhow:
         AdminCommand::Tokens { command } => {
             tokens::run(connect(server, &dialer).await?, command).await?
         }
-        AdminCommand::Enroll(_) => {}
+        AdminCommand::Enroll(_) | AdminCommand::Snapshot { .. } => {}
     }
     Ok(())
+}
+
+/// How the CLI dials `server` with the operator's TLS flags (plaintext only to loopback).
+fn client_dialer(server: &str, tls: ClientTls) -> anyhow::Result<Dialer> {
+    if tls.insecure {
+        for addr in servers(server) {
+            require_loopback("--server", addr)?;
+        }
+    }
+    dialer(TlsFiles::select(
+        tls.insecure,
+        tls.cert,
+        tls.key,
+        tls.trust_bundle,
+    )?)
 }
 
 async fn members(mut client: AdminClient<Channel>, command: MembersCommand) -> anyhow::Result<()> {

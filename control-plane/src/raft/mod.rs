@@ -1,11 +1,15 @@
 //! Raft for the control plane: the type declarations, the RocksDB log store
-//! and state machine, and the gRPC transport between nodes.
+//! and state machine, the gRPC transport between nodes, and snapshot files
+//! for backup and restore.
 
 // openraft's traits fix the error types (StorageError, RPCError), large as they are.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 pub mod log_store;
 pub mod network;
+pub mod restore;
+pub mod snapshot_data;
 pub mod state_machine;
 pub mod store;
 pub mod transport;

@@ -2,13 +2,14 @@
 //! and membership, and the current snapshot. Deciding what a command changes
 //! is `meridian_model::plan`; this module only carries it out.
 
+use super::snapshot_data::SnapshotData;
 use super::view::DbView;
 use super::{
     store::{cf, read_err, sync_writes, write_err, CF_RESOURCES, CF_SM_META},
     ApplyOutcome, LogId, Membership, StorageError, TypeConfig,
 };
 use crate::events::{Change, ChangeType, EventHub};
-use meridian_model::{plan, Command, Rejection, Resource, Write};
+use meridian_model::{plan, Command, Rejection, Write};
 use openraft::{
     storage::{RaftStateMachine, Snapshot},
     EntryPayload, ErrorSubject, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
@@ -29,15 +30,6 @@ pub struct StateMachine {
     /// Held while a snapshot is stored (built or installed), so a build
     /// that finishes late cannot replace a newer installed snapshot.
     snapshots: Arc<std::sync::Mutex<()>>,
-}
-
-/// What a snapshot holds: the whole state at one log id.
-#[derive(Serialize, Deserialize)]
-struct SnapshotData {
-    last_applied: Option<LogId>,
-    membership: Membership,
-    /// Stored resources as their JSON.
-    resources: Vec<String>,
 }
 
 impl StateMachine {
@@ -81,6 +73,30 @@ impl StateMachine {
     /// A read view of what this replica has applied.
     pub fn view(&self) -> DbView {
         DbView::new(self.db.clone())
+    }
+
+    /// Everything this replica has applied, read at one instant (a RocksDB
+    /// snapshot) while the state machine goes on applying: resources,
+    /// applied log id and membership always agree.
+    pub fn read_state(&self) -> Result<SnapshotData, StorageError> {
+        let point = self.db.snapshot();
+        let read = |key: &[u8]| {
+            point
+                .get_cf(cf(&self.db, CF_SM_META), key)
+                .map_err(|e| read_err(ErrorSubject::StateMachine, e))
+        };
+        let last_applied: Option<LogId> = parse_json(read(KEY_APPLIED)?)?;
+        let membership: Membership = parse_json(read(KEY_MEMBERSHIP)?)?.unwrap_or_default();
+        let mut resources = Vec::new();
+        for item in point.iterator_cf(cf(&self.db, CF_RESOURCES), IteratorMode::Start) {
+            let (_, value) = item.map_err(|e| read_err(ErrorSubject::StateMachine, e))?;
+            resources.push(String::from_utf8_lossy(&value).into_owned());
+        }
+        Ok(SnapshotData {
+            last_applied,
+            membership,
+            resources,
+        })
     }
 
     /// Plans `command` at `index` against what this replica has applied. A
@@ -231,14 +247,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let bytes = snapshot.into_inner();
-        let data: SnapshotData = serde_json::from_slice(&bytes)
-            .map_err(|e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        let unreadable = |e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e);
+        let data = SnapshotData::decode(&bytes).map_err(unreadable)?;
         let resources = cf(&self.db, CF_RESOURCES);
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(resources, [0u8].as_slice(), [0xffu8].as_slice());
-        for json in &data.resources {
-            let resource: Resource = serde_json::from_str(json)
-                .map_err(|e| read_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
+        for (resource, json) in data.parsed().map_err(unreadable)? {
             batch.put_cf(resources, resource.key().encode(), json);
         }
         put_json(&self.db, &mut batch, KEY_APPLIED, &meta.last_log_id)?;
@@ -280,29 +294,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        // A RocksDB snapshot: resources and applied id from the same instant,
-        // while the state machine goes on applying.
-        let point = self.db.snapshot();
-        let read = |key: &[u8]| {
-            point
-                .get_cf(cf(&self.db, CF_SM_META), key)
-                .map_err(|e| read_err(ErrorSubject::StateMachine, e))
-        };
-        let last_applied: Option<LogId> = parse_json(read(KEY_APPLIED)?)?;
-        let membership: Membership = parse_json(read(KEY_MEMBERSHIP)?)?.unwrap_or_default();
-        let mut resources = Vec::new();
-        for item in point.iterator_cf(cf(&self.db, CF_RESOURCES), IteratorMode::Start) {
-            let (_, value) = item.map_err(|e| read_err(ErrorSubject::StateMachine, e))?;
-            resources.push(String::from_utf8_lossy(&value).into_owned());
-        }
-        drop(point);
-        let data = SnapshotData {
-            last_applied,
-            membership: membership.clone(),
-            resources,
-        };
-        let bytes =
-            serde_json::to_vec(&data).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+        let data = self.read_state()?;
+        let (last_applied, membership) = (data.last_applied, data.membership.clone());
+        let bytes = data
+            .encode()
+            .map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
