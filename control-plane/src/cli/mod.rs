@@ -9,7 +9,9 @@ mod tokens;
 
 use anyhow::{bail, Context};
 use clap::{Subcommand, ValueEnum};
-use meridian_identity::tls::{control_plane_node, require_loopback, Credentials, Dialer, TlsFiles};
+use meridian_identity::tls::{
+    control_plane_node, require_loopback, server_list, Credentials, Dialer, TlsFiles,
+};
 use meridian_model::{parse_manifests, Kind};
 use meridian_proto::v1::{self as pb, admin_client::AdminClient};
 use std::io::Read;
@@ -133,26 +135,18 @@ pub(crate) fn dialer(tls: Option<TlsFiles>) -> anyhow::Result<Dialer> {
 
 /// The nodes `--server` lists, in order.
 fn servers(server: &str) -> impl Iterator<Item = &str> {
-    server.split(',').map(str::trim).filter(|s| !s.is_empty())
+    server_list(server)
 }
 
 /// A client of the first listed node that answers, so the CLI goes on
 /// working when the node it would have used is down.
 pub(crate) async fn connect(server: &str, dialer: &Dialer) -> anyhow::Result<AdminClient<Channel>> {
-    let mut failures = Vec::new();
-    for addr in servers(server) {
-        match dialer.connect(addr).await {
-            Ok(channel) => return Ok(AdminClient::new(channel)),
-            Err(e) => failures.push(format!("{addr}: {e}")),
+    match dialer.connect_first(servers(server)).await {
+        Ok((_, channel)) => Ok(AdminClient::new(channel)),
+        Err(unreachable) if unreachable.0.is_empty() => {
+            bail!("--server names no control-plane node")
         }
-    }
-    match failures.len() {
-        0 => bail!("--server names no control-plane node"),
-        1 => bail!("cannot reach the control plane at {}", failures[0]),
-        _ => bail!(
-            "cannot reach any control-plane node: {}",
-            failures.join("; ")
-        ),
+        Err(unreachable) => Err(unreachable.into()),
     }
 }
 

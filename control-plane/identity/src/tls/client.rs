@@ -239,6 +239,46 @@ impl Dialer {
     }
 }
 
+/// The addresses a `--server` list (`HOST:PORT,HOST:PORT`) names, in order.
+pub fn server_list(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',').map(str::trim).filter(|s| !s.is_empty())
+}
+
+impl Dialer {
+    /// A channel to the first of `addrs` that answers, and its position in
+    /// the list: how a client goes on working while the node it would have
+    /// used is down.
+    pub async fn connect_first<'a>(
+        &self,
+        addrs: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(usize, Channel), Unreachable> {
+        let mut failures = Vec::new();
+        for (i, addr) in addrs.into_iter().enumerate() {
+            match self.connect(addr).await {
+                Ok(channel) => return Ok((i, channel)),
+                Err(e) => failures.push(format!("{addr}: {e}")),
+            }
+        }
+        Err(Unreachable(failures))
+    }
+}
+
+/// No listed control-plane node could be reached: each one's failure.
+#[derive(Debug)]
+pub struct Unreachable(pub Vec<String>);
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [] => f.write_str("no control-plane node is listed"),
+            [one] => write!(f, "cannot reach the control plane at {one}"),
+            all => write!(f, "cannot reach any control-plane node: {}", all.join("; ")),
+        }
+    }
+}
+
+impl std::error::Error for Unreachable {}
+
 /// A failed connection, said with its innermost cause (a refused
 /// certificate, say), which tonic's own message leaves out.
 #[derive(Debug)]

@@ -7,7 +7,10 @@ mod io;
 mod server;
 mod verify;
 
-pub use client::{client_config, control_plane_node, mesh_proxy, DialError, Dialer, ServerCheck};
+pub use client::{
+    client_config, control_plane_node, mesh_proxy, server_list, DialError, Dialer, ServerCheck,
+    Unreachable,
+};
 pub(crate) use credentials::read;
 pub use credentials::{provider, Bundle, Credentials, Leaf, Loaded, TlsError, TlsFiles};
 pub use server::{incoming, server_config, Conn, Peer, PeerIdentity, GRPC_ALPN};

@@ -10,7 +10,7 @@ mod split;
 mod token;
 
 pub use cluster::ClusterSpec;
-pub use endpoints::{Endpoint, EndpointsSpec, Health};
+pub use endpoints::{Endpoint, EndpointsSpec, Health, MAX_ENDPOINT_WEIGHT};
 pub use failover::{FailoverPolicySpec, DEFAULT_OVERPROVISIONING_FACTOR};
 pub use resilience::{Detector, OutlierDetection, OutlierSettings, RetryOn, RetryPolicy};
 pub use service::{
