@@ -30,6 +30,24 @@ pub const EXPORT_KEY: &str = "meridian.io/export";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
+/// One RBAC grant: (API group, resource, verbs), the core group being `""`.
+pub type Access = (&'static str, &'static str, &'static [&'static str]);
+
+/// What this source asks of the Kubernetes API. Each kind is a reflector
+/// store over all namespaces (`Api::all`, even with `namespaces` set), so it
+/// needs `list` then `watch`, cluster-wide: a ClusterRole.
+/// `deploy/base/agent/clusterrole.yaml` grants exactly this, and
+/// `tests/tests/deploy_manifests.rs` keeps the two equal.
+pub const REQUIRED_ACCESS: &[Access] = &[
+    watched::<Service>(),
+    watched::<EndpointSlice>(),
+    watched::<Node>(),
+];
+
+const fn watched<K: k8s_openapi::Resource>() -> Access {
+    (K::GROUP, K::URL_PATH_SEGMENT, &["list", "watch"])
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KubernetesOptions {
     pub kubeconfig: Option<PathBuf>,
