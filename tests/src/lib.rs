@@ -12,6 +12,7 @@ pub mod node;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod terraform;
 pub mod upstream;
 pub mod xds;
 

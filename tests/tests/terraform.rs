@@ -1,0 +1,600 @@
+//! terraform-provider-meridian driven by the real Terraform (1.0.3) against
+//! real control planes over mutual TLS: every resource created and seen by
+//! the CLI, updates in place, replacement, drift corrected, import, a node
+//! killed under the provider, destroy in an order the control plane
+//! accepts; invalid values refused at plan time on their attribute,
+//! control-plane refusals as diagnostics; the module and examples valid and
+//! formatted.
+
+use meridian_identity::tls::TlsFiles;
+use meridian_tests::pki::{dialer, tls_args, Pki};
+use meridian_tests::terraform::{copy_tree, repo_terraform_dir, terraform_binary, Workspace};
+use meridian_tests::{
+    agreed_leader, cli_with, node::start_cluster_with, ServerNode, ServerOptions,
+};
+use serde_json::Value;
+use std::path::Path;
+
+/// A control plane of `count` nodes over mutual TLS, and an admin's files.
+async fn mtls_cluster(root: &Path, count: u64) -> (Vec<ServerNode>, TlsFiles) {
+    let pki = Pki::new(root, "ca");
+    let admin = pki.issue("admin", &["--admin", "terraform"]);
+    let nodes = start_cluster_with(root, count, |id| {
+        let node = pki.issue(&format!("node-{id}"), &["--node", &id.to_string()]);
+        ServerOptions {
+            global_args: tls_args(&node),
+            extra_args: vec!["--ca-dir".into(), pki.ca_dir.display().to_string()],
+            dialer: dialer(&admin),
+            ..ServerOptions::default()
+        }
+    });
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    (nodes, admin)
+}
+
+/// A Terraform directory whose provider reads the admin's files from the
+/// `MERIDIAN_*` variables, as the CLI does.
+fn workspace(dir: &Path, admin: &TlsFiles) -> Workspace {
+    Workspace::new(dir)
+        .env("MERIDIAN_CERT", &admin.cert.display().to_string())
+        .env("MERIDIAN_KEY", &admin.key.display().to_string())
+        .env("MERIDIAN_TRUST_BUNDLE", &admin.bundle.display().to_string())
+}
+
+/// `meridian get KIND -o json` (or any command) as the admin, through `server`.
+fn cli(
+    admin: &TlsFiles,
+    server: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> meridian_tests::CliRun {
+    let global = tls_args(admin);
+    let global: Vec<&str> = global.iter().map(String::as_str).collect();
+    cli_with(&global, server, args, stdin)
+}
+
+/// The objects of a kind, as `get KIND -o json` prints them.
+fn items(admin: &TlsFiles, server: &str, kind: &str) -> Vec<Value> {
+    let run = cli(admin, server, &["get", kind, "-o", "json"], None);
+    assert!(run.ok, "get {kind}: {}", run.stderr);
+    let list: Value = serde_json::from_str(&run.stdout).expect("JSON list");
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn names(items: &[Value]) -> Vec<String> {
+    let mut names: Vec<String> = items
+        .iter()
+        .map(|i| {
+            let m = &i["metadata"];
+            match m["cluster"].as_str() {
+                Some(c) => format!("{}@{c}", m["name"].as_str().unwrap_or("")),
+                None => m["name"].as_str().unwrap_or("").to_string(),
+            }
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+fn find<'a>(items: &'a [Value], name: &str) -> &'a Value {
+    items
+        .iter()
+        .find(|i| i["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {items:?}"))
+}
+
+const PROVIDERS: &str = r#"terraform {
+  required_providers {
+    meridian = { source = "meridian/meridian" }
+  }
+}
+"#;
+
+/// The mesh the life-cycle test manages; `web` is the service it edits.
+fn mesh(servers: &[&str], web_name: &str, web_port: u16, web_timeout: &str, extra: &str) -> String {
+    let servers: Vec<String> = servers.iter().map(|s| format!("\"{s}\"")).collect();
+    format!(
+        r#"{PROVIDERS}
+provider "meridian" {{
+  servers = [{servers}]
+}}
+
+resource "meridian_cluster" "east" {{
+  name   = "east"
+  region = "us-east-1"
+  zone   = "us-east-1a"
+  labels = {{ tier = "gold" }}
+}}
+
+resource "meridian_cluster" "west" {{
+  name   = "west"
+  region = "eu-west-1"
+}}
+
+module "checkout" {{
+  source    = "./modules/service-mesh-service"
+  namespace = "shop"
+  name      = "checkout"
+  port      = 8080
+  versions = {{
+    v1 = {{
+      weight = 90
+      endpoints = {{
+        (meridian_cluster.east.name) = [{{ address = "10.0.0.7", port = 8080 }}]
+        (meridian_cluster.west.name) = [{{ address = "10.1.0.7", port = 8080 }}]
+      }}
+    }}
+    v2 = {{
+      weight    = 10
+      endpoints = {{ (meridian_cluster.east.name) = [{{ address = "10.0.0.9", port = 8080 }}] }}
+    }}
+  }}
+  failover_order = [meridian_cluster.east.name, meridian_cluster.west.name]
+}}
+
+resource "meridian_service" "web" {{
+  namespace        = "shop"
+  name             = "{web_name}"
+  labels           = {{ team = "web" }}
+  protocol         = "http"
+  port             = {web_port}
+  lb               = "ring_hash"
+  hash_on          = "header:x-user"
+  timeout          = "{web_timeout}"
+  allowed_clusters = [meridian_cluster.east.name, meridian_cluster.west.name]
+  retries {{
+    attempts        = 2
+    per_try_timeout = "1s"
+    on              = ["connect-failure", "5xx"]
+  }}
+  outlier_detection {{
+    consecutive_5xx      = 5
+    interval             = "10s"
+    base_ejection_time   = "30s"
+    max_ejection_percent = 50
+  }}
+  circuit_breaker {{
+    max_connections      = 1024
+    max_pending_requests = 512
+    max_requests         = 2048
+  }}
+  health_check {{
+    interval            = "5s"
+    timeout             = "1s"
+    unhealthy_threshold = 3
+    healthy_threshold   = 2
+    http {{
+      path = "/healthz"
+    }}
+  }}
+  transport {{
+    mtls = true
+  }}
+}}
+
+resource "meridian_endpoints" "web_vms" {{
+  namespace = "shop"
+  service   = meridian_service.web.name
+  cluster   = meridian_cluster.west.name
+  endpoint {{
+    address = "192.168.1.10"
+    port    = 8080
+    weight  = 3
+    zone    = "eu-west-1a"
+    health  = "draining"
+  }}
+  endpoint {{
+    address = "192.168.1.11"
+    port    = 8080
+  }}
+}}
+
+resource "meridian_bootstrap_token" "east_proxy" {{
+  role     = "proxy"
+  cluster  = meridian_cluster.east.name
+  ttl      = "2h"
+  max_uses = 3
+}}
+
+data "meridian_service" "checkout" {{
+  namespace  = "shop"
+  name       = "checkout-v1"
+  depends_on = [module.checkout]
+}}
+
+data "meridian_cluster" "east" {{
+  name = meridian_cluster.east.name
+}}
+
+data "meridian_members" "all" {{}}
+
+data "meridian_proxies" "east" {{
+  cluster = "east"
+}}
+
+output "token" {{
+  value     = meridian_bootstrap_token.east_proxy.token
+  sensitive = true
+}}
+output "token_id" {{ value = meridian_bootstrap_token.east_proxy.id }}
+output "checkout_v1_port" {{ value = data.meridian_service.checkout.port }}
+output "east_region" {{ value = data.meridian_cluster.east.region }}
+output "members" {{ value = length(data.meridian_members.all.members) }}
+output "leader" {{ value = data.meridian_members.all.leader }}
+output "east_proxies" {{ value = length(data.meridian_proxies.east.proxies) }}
+{extra}
+"#,
+        servers = servers.join(", ")
+    )
+}
+
+fn output(tf: &Workspace, name: &str) -> String {
+    tf.must(&["output", "-raw", name]).stdout.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terraform_manages_a_mesh_through_its_whole_life() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (mut nodes, admin) = mtls_cluster(root.path(), 3).await;
+    let servers: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
+    let servers: Vec<&str> = servers.iter().map(String::as_str).collect();
+    let tf = workspace(&root.path().join("tf"), &admin);
+    copy_tree(
+        &repo_terraform_dir().join("modules"),
+        &tf.dir.join("modules"),
+    );
+    tf.write("main.tf", &mesh(&servers, "web", 8080, "60s", ""));
+    // Modules are installed by `terraform get`; dev_overrides needs no `init`.
+    tf.must(&["get"]);
+
+    // Apply creates every resource, and the CLI sees them.
+    tf.apply();
+    let via = servers[1];
+    let services = items(&admin, via, "services");
+    assert_eq!(
+        names(&services),
+        ["checkout", "checkout-v1", "checkout-v2", "web"]
+    );
+    let web = &find(&services, "web")["spec"];
+    assert_eq!(web["lb"], "ring_hash");
+    assert_eq!(web["hashOn"], "header:x-user");
+    assert_eq!(web["timeout"], "1m");
+    assert_eq!(
+        web["retries"]["on"],
+        serde_json::json!(["connect-failure", "5xx"])
+    );
+    assert_eq!(web["outlierDetection"]["consecutive5xx"], 5);
+    assert_eq!(web["circuitBreaker"]["maxPendingRequests"], 512);
+    assert_eq!(web["healthCheck"]["http"]["path"], "/healthz");
+    assert_eq!(web["allowedClusters"], serde_json::json!(["east", "west"]));
+    assert_eq!(web["transport"]["mtls"], true);
+    assert_eq!(names(&items(&admin, via, "clusters")), ["east", "west"]);
+    assert_eq!(
+        names(&items(&admin, via, "endpoints")),
+        [
+            "checkout-v1@east",
+            "checkout-v1@west",
+            "checkout-v2@east",
+            "web@west"
+        ]
+    );
+    let splits = items(&admin, via, "trafficsplits");
+    let backends = &find(&splits, "checkout")["spec"]["backends"];
+    assert_eq!(backends[0]["weight"], 90, "{backends}");
+    assert_eq!(backends[1]["weight"], 10, "{backends}");
+    let policies = items(&admin, via, "failoverpolicies");
+    assert_eq!(names(&policies), ["checkout-v1", "checkout-v2"]);
+    assert_eq!(
+        find(&policies, "checkout-v1")["spec"]["order"],
+        serde_json::json!(["east", "west"])
+    );
+    let token_id = output(&tf, "token_id");
+    assert!(output(&tf, "token").starts_with(&format!("{token_id}.")));
+    let tokens = items(&admin, via, "tokens");
+    assert_eq!(find(&tokens, &token_id)["spec"]["maxUses"], 3);
+    assert_eq!(output(&tf, "checkout_v1_port"), "8080");
+    assert_eq!(output(&tf, "east_region"), "us-east-1");
+    assert_eq!(output(&tf, "members"), "3");
+    assert_ne!(output(&tf, "leader"), "0");
+    assert_eq!(output(&tf, "east_proxies"), "0");
+
+    // A second plan shows no changes (60s and 1m are one timeout).
+    let plan = tf.plan();
+    assert_eq!(plan.code, 0, "{}", plan.output());
+
+    // An edit updates in place.
+    tf.write("main.tf", &mesh(&servers, "web", 8081, "60s", ""));
+    let plan = tf.plan();
+    assert_eq!(plan.code, 2, "{}", plan.output());
+    assert!(
+        plan.stdout.contains("update in-place") && !plan.stdout.contains("must be replaced"),
+        "{}",
+        plan.stdout
+    );
+    tf.apply();
+    assert_eq!(
+        find(&items(&admin, via, "services"), "web")["spec"]["port"],
+        8081
+    );
+
+    // A name change replaces the service (and the endpoints that name it).
+    tf.write("main.tf", &mesh(&servers, "web-frontend", 8081, "60s", ""));
+    let plan = tf.plan();
+    assert!(plan.stdout.contains("must be replaced"), "{}", plan.stdout);
+    tf.apply();
+    let services = items(&admin, via, "services");
+    assert_eq!(
+        names(&services),
+        ["checkout", "checkout-v1", "checkout-v2", "web-frontend"]
+    );
+    assert!(names(&items(&admin, via, "endpoints")).contains(&"web-frontend@west".to_string()));
+
+    // An edit made with the CLI shows as drift, and apply corrects it.
+    let one = cli(
+        &admin,
+        via,
+        &[
+            "get",
+            "services",
+            "web-frontend",
+            "-n",
+            "shop",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert!(one.ok, "{}", one.stderr);
+    let mut edited: Value = serde_json::from_str(&one.stdout).expect("JSON");
+    edited["spec"]["port"] = 9999.into();
+    let applied = cli(
+        &admin,
+        via,
+        &["apply", "-f", "-"],
+        Some(&edited.to_string()),
+    );
+    assert!(applied.ok, "{}", applied.stderr);
+    let plan = tf.plan();
+    assert_eq!(plan.code, 2, "{}", plan.output());
+    assert!(plan.stdout.contains("9999 -> 8081"), "{}", plan.stdout);
+    tf.apply();
+    assert_eq!(
+        find(&items(&admin, via, "services"), "web-frontend")["spec"]["port"],
+        8081
+    );
+
+    // Import of an object made with the CLI, then a plan with no changes.
+    let legacy = "kind: Service\nmetadata: {name: legacy, namespace: shop}\nspec: {protocol: grpc, port: 9000, timeout: 1m}\n";
+    assert!(cli(&admin, via, &["apply", "-f", "-"], Some(legacy)).ok);
+    let legacy_tf = r#"
+resource "meridian_service" "legacy" {
+  namespace = "shop"
+  name      = "legacy"
+  protocol  = "grpc"
+  port      = 9000
+  timeout   = "60s"
+}
+"#;
+    tf.write(
+        "main.tf",
+        &mesh(&servers, "web-frontend", 8081, "60s", legacy_tf),
+    );
+    tf.must(&[
+        "import",
+        "-input=false",
+        "meridian_service.legacy",
+        "shop/legacy",
+    ]);
+    let plan = tf.plan();
+    assert_eq!(plan.code, 0, "{}", plan.output());
+
+    // The node the provider dials first dies: it goes on with the others.
+    nodes[0].kill();
+    tf.write(
+        "main.tf",
+        &mesh(&servers, "web-frontend", 8081, "30s", legacy_tf),
+    );
+    tf.apply();
+    let services = items(&admin, via, "services");
+    assert_eq!(find(&services, "web-frontend")["spec"]["timeout"], "30s");
+    let plan = tf.plan();
+    assert_eq!(plan.code, 0, "{}", plan.output());
+
+    // Destroy removes everything, in an order the control plane accepts.
+    tf.must(&["destroy", "-auto-approve", "-input=false"]);
+    for kind in [
+        "services",
+        "endpoints",
+        "trafficsplits",
+        "failoverpolicies",
+        "clusters",
+    ] {
+        assert_eq!(
+            names(&items(&admin, via, kind)),
+            Vec::<String>::new(),
+            "{kind} left"
+        );
+    }
+    let tokens = items(&admin, via, "tokens");
+    assert_eq!(find(&tokens, &token_id)["spec"]["revoked"], true);
+}
+
+/// A service with one attribute of the test's choosing.
+fn one_service(server: &str, body: &str) -> String {
+    format!(
+        r#"{PROVIDERS}
+provider "meridian" {{
+  servers = ["{server}"]
+}}
+
+resource "meridian_cluster" "east" {{
+  name   = "east"
+  region = "us-east-1"
+}}
+
+{body}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_values_and_refusals_are_diagnostics_on_their_attributes() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (nodes, admin) = mtls_cluster(root.path(), 1).await;
+    let server = nodes[0].grpc.as_str();
+    let tf = workspace(&root.path().join("tf"), &admin);
+
+    // Each invalid value is an error at plan time, on its attribute's line,
+    // and nothing is written.
+    let cases = [
+        (
+            "lb = \"fastest\"",
+            "resource \"meridian_service\" \"web\" {\n  name     = \"web\"\n  protocol = \"http\"\n  port     = 80\n  lb = \"fastest\"\n}",
+            "Error: Invalid lb",
+        ),
+        (
+            "timeout  = \"soon\"",
+            "resource \"meridian_service\" \"web\" {\n  name     = \"web\"\n  protocol = \"http\"\n  port     = 80\n  timeout  = \"soon\"\n}",
+            "Error: Invalid timeout",
+        ),
+        (
+            "hash_on  = \"source_ip\"",
+            "resource \"meridian_service\" \"web\" {\n  name     = \"web\"\n  protocol = \"http\"\n  port     = 80\n  hash_on  = \"source_ip\"\n}",
+            "only applies to lb ip_hash, ring_hash or maglev",
+        ),
+        (
+            "weight  = 2000000",
+            "resource \"meridian_endpoints\" \"web\" {\n  service = \"web\"\n  cluster = meridian_cluster.east.name\n  endpoint {\n    address = \"10.0.0.1\"\n    port    = 80\n    weight  = 2000000\n  }\n}",
+            "Error: Invalid endpoint[0].weight",
+        ),
+        (
+            "weight  = -1",
+            "resource \"meridian_traffic_split\" \"web\" {\n  name    = \"web\"\n  service = \"web\"\n  backend {\n    service = \"a\"\n    weight  = 5\n  }\n  backend {\n    service = \"b\"\n    weight  = -1\n  }\n}",
+            "Error: Invalid backend[1].weight",
+        ),
+    ];
+    for (line, body, error) in cases {
+        tf.write("main.tf", &one_service(server, body));
+        let plan = tf.run(&["plan", "-input=false"]);
+        assert_eq!(plan.code, 1, "{line}: {}", plan.output());
+        assert!(plan.stderr.contains(error), "{line}: {}", plan.stderr);
+        assert!(
+            plan.stderr.contains(line),
+            "the diagnostic should show {line}: {}",
+            plan.stderr
+        );
+        let apply = tf.run(&["apply", "-auto-approve", "-input=false"]);
+        assert!(!apply.ok(), "{line}: {}", apply.output());
+    }
+    assert!(
+        items(&admin, server, "clusters").is_empty(),
+        "nothing is written"
+    );
+    assert!(
+        items(&admin, server, "services").is_empty(),
+        "nothing is written"
+    );
+
+    // A reference to a missing cluster is the control plane's refusal, on the attribute.
+    let policy = r#"
+resource "meridian_service" "api" {
+  namespace = "shop"
+  name      = "api"
+  protocol  = "http"
+  port      = 80
+}
+
+resource "meridian_failover_policy" "api" {
+  namespace = "shop"
+  name      = "api"
+  service   = "shop/${meridian_service.api.name}"
+  order     = [meridian_cluster.east.name, "mars"]
+}
+"#;
+    tf.write("main.tf", &one_service(server, policy));
+    let apply = tf.run(&["apply", "-auto-approve", "-input=false"]);
+    assert!(!apply.ok());
+    assert!(
+        apply.stderr.contains("FailoverPolicy shop/api"),
+        "{}",
+        apply.stderr
+    );
+    assert!(
+        apply.stderr.contains("unknown cluster 'mars'"),
+        "{}",
+        apply.stderr
+    );
+
+    // A deletion the control plane refuses (still referred to) is a diagnostic, and the object stays.
+    let api_only = policy
+        .split("resource \"meridian_failover_policy\"")
+        .next()
+        .unwrap_or_default();
+    tf.write("main.tf", &one_service(server, api_only));
+    tf.apply();
+    let split = "kind: Service\nmetadata: {name: api-v1, namespace: shop}\nspec: {protocol: http, port: 80}\n---\n\
+kind: TrafficSplit\nmetadata: {name: api, namespace: shop}\nspec: {service: shop/api, backends: [{service: shop/api-v1, weight: 1}]}\n";
+    assert!(cli(&admin, server, &["apply", "-f", "-"], Some(split)).ok);
+    tf.write("main.tf", &one_service(server, ""));
+    let apply = tf.run(&["apply", "-auto-approve", "-input=false"]);
+    assert!(!apply.ok(), "{}", apply.output());
+    assert!(
+        apply.stderr.contains("Cannot delete Service shop/api"),
+        "{}",
+        apply.stderr
+    );
+    assert!(names(&items(&admin, server, "services")).contains(&"api".to_string()));
+
+    // A concurrent edit is reported, not overwritten: a saved plan applied
+    // after someone else changed the object.
+    tf.write("main.tf", &one_service(server, api_only));
+    tf.apply();
+    let bigger = api_only.replace("port      = 80", "port      = 81");
+    tf.write("main.tf", &one_service(server, &bigger));
+    tf.must(&["plan", "-input=false", "-out=change.plan"]);
+    let edit =
+        "kind: Service\nmetadata: {name: api, namespace: shop}\nspec: {protocol: http, port: 82}\n";
+    assert!(cli(&admin, server, &["apply", "-f", "-"], Some(edit)).ok);
+    let apply = tf.run(&["apply", "-input=false", "change.plan"]);
+    assert!(!apply.ok(), "{}", apply.output());
+    assert!(
+        apply.stderr.contains("changed by someone else"),
+        "{}",
+        apply.stderr
+    );
+    assert_eq!(
+        find(&items(&admin, server, "services"), "api")["spec"]["port"],
+        82
+    );
+}
+
+#[test]
+fn modules_and_examples_are_valid_and_formatted() {
+    let repo = repo_terraform_dir();
+    let fmt = std::process::Command::new(terraform_binary())
+        .args(["fmt", "-check", "-recursive", "-diff", "-no-color"])
+        .arg(&repo)
+        .output()
+        .expect("run terraform fmt");
+    assert!(
+        fmt.status.success(),
+        "terraform fmt -check: {}{}",
+        String::from_utf8_lossy(&fmt.stdout),
+        String::from_utf8_lossy(&fmt.stderr)
+    );
+    let root = tempfile::tempdir().expect("temp dir");
+    copy_tree(&repo.join("modules"), &root.path().join("modules"));
+    copy_tree(&repo.join("examples"), &root.path().join("examples"));
+    let mut checked = 0;
+    for group in ["modules", "examples"] {
+        for entry in std::fs::read_dir(root.path().join(group)).expect("read folder") {
+            let dir = entry.expect("entry").path();
+            let tf = Workspace::new(&dir);
+            tf.must(&["get"]);
+            let validate = tf.run(&["validate"]);
+            assert!(validate.ok(), "{}: {}", dir.display(), validate.output());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "a module and an example at least");
+}
