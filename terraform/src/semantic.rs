@@ -4,7 +4,7 @@
 //! value written one way and stored another never shows as a change.
 
 use crate::diag::{Diag, Path, Step};
-use crate::schema::{Attr, Block, Mode};
+use crate::schema::{Attr, Block};
 use crate::value::{Type, Value};
 
 /// The configuration with every left-out defaulted attribute set.
@@ -188,9 +188,4 @@ pub fn check_values(block: &Block, value: &Value, path: &Path) -> Vec<Diag> {
         }
     }
     diags
-}
-
-/// Whether an attribute is one a user sets.
-pub fn configurable(attr: &Attr) -> bool {
-    attr.mode != Mode::Computed
 }

@@ -371,3 +371,143 @@ pub fn failover_policy() -> Block {
         vec![],
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{check_with_model, from_manifest, path_of, to_manifest};
+    use crate::semantic::{differs, plan_merge, read_merge, with_defaults};
+
+    /// Every field of docs/resources.md's Service example.
+    const SERVICE: &str = r#"{"kind": "Service", "metadata": {"name": "checkout", "namespace": "shop", "labels": {"team": "a"}},
+      "spec": {"protocol": "http", "port": 8080, "lb": "ring_hash", "hashOn": "source_ip", "timeout": "5s",
+        "retries": {"attempts": 2, "perTryTimeout": "1s", "on": ["connect-failure", "reset", "5xx"]},
+        "outlierDetection": {"consecutive5xx": 5, "interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 50},
+        "circuitBreaker": {"maxConnections": 1024, "maxPendingRequests": 1024, "maxRequests": 1024},
+        "healthCheck": {"http": {"path": "/healthz"}, "interval": "5s", "unhealthyThreshold": 3, "healthyThreshold": 2},
+        "allowedClusters": ["us-east-1a"], "transport": {"mtls": true}}}"#;
+
+    #[test]
+    fn a_service_round_trips_through_terraform_values() {
+        let manifest: serde_json::Value = serde_json::from_str(SERVICE).expect("json");
+        let block = service();
+        let value = with_defaults(&block, &from_manifest(&block, &manifest));
+        assert_eq!(value.get("hash_on").as_str(), Some("source_ip"));
+        assert_eq!(
+            value.get("health_check").as_list()[0]
+                .get("http")
+                .as_list()
+                .len(),
+            1
+        );
+        let back = to_manifest("Service", &block, &value).expect("known");
+        let expected = serde_json::json!({"enabled": true, "consecutive5xx": 5, "interval": "10s", "baseEjectionTime": "30s", "maxEjectionPercent": 50});
+        assert_eq!(back["spec"]["outlierDetection"], expected);
+        assert_eq!(back["spec"]["healthCheck"], manifest["spec"]["healthCheck"]);
+        assert!(check_with_model("Service", &block, &value).is_empty());
+    }
+
+    #[test]
+    fn model_fields_become_attribute_paths() {
+        let cases = [
+            (service(), "spec.hashOn", "hash_on"),
+            (
+                service(),
+                "spec.healthCheck.http.path",
+                "health_check[0].http[0].path",
+            ),
+            (service(), "spec.retries.on[2]", "retries[0].on[2]"),
+            (service(), "spec.allowedClusters[0]", "allowed_clusters[0]"),
+            (service(), "metadata.name", "name"),
+            (
+                endpoints(),
+                "spec.endpoints[1].weight",
+                "endpoint[1].weight",
+            ),
+            (endpoints(), "spec.endpoints[].weight", "endpoint"),
+            (endpoints(), "metadata.name", "service"),
+            (
+                traffic_split(),
+                "spec.backends[0].service",
+                "backend[0].service",
+            ),
+            (failover_policy(), "spec.order[1]", "order[1]"),
+        ];
+        for (block, field, path) in cases {
+            let found = path_of(&block, field).map(|p| p.to_string());
+            assert_eq!(found.as_deref(), Some(path), "{field}");
+        }
+    }
+
+    #[test]
+    fn the_model_refuses_with_the_field_terraform_shows() {
+        let block = endpoints();
+        let mut value = Value::Null;
+        value.set("service", Value::string("web"));
+        value.set("cluster", Value::string("east"));
+        let endpoint = |address: &str, weight: u64| {
+            let mut e = Value::Null;
+            e.set("address", Value::string(address));
+            e.set("port", Value::number(80));
+            e.set("weight", Value::number(weight));
+            e
+        };
+        value.set(
+            "endpoint",
+            Value::List(vec![endpoint("10.0.0.1", 1), endpoint("10.0.0.1", 2)]),
+        );
+        let diags = check_with_model("Endpoints", &block, &with_defaults(&block, &value));
+        assert_eq!(diags.len(), 1);
+        assert_eq!(
+            diags[0].path.as_ref().map(|p| p.to_string()).as_deref(),
+            Some("endpoint[1].address")
+        );
+        value.set(
+            "endpoint",
+            Value::List(vec![endpoint("10.0.0.1", 1), Value::Unknown]),
+        );
+        assert!(
+            check_with_model("Endpoints", &block, &value).is_empty(),
+            "unknowns wait for apply"
+        );
+    }
+
+    #[test]
+    fn the_same_meaning_is_no_change() {
+        let block = service();
+        let mut config = Value::Null;
+        config.set("name", Value::string("web"));
+        config.set("protocol", Value::string("http"));
+        config.set("port", Value::number(80));
+        config.set("timeout", Value::string("60s"));
+        config.set("labels", Value::Map(Default::default()));
+        let planned = with_defaults(&block, &config);
+        assert_eq!(planned.get("lb").as_str(), Some("round_robin"));
+        assert_eq!(planned.get("namespace").as_str(), Some("default"));
+        // The control plane stores 1m, no labels, and says nothing of lb's default.
+        let mut stored = planned.clone();
+        stored.set("timeout", Value::string("1m"));
+        stored.set("labels", Value::Null);
+        stored.set("lb", Value::Null);
+        let refreshed = read_merge(&block, &planned, &stored);
+        for attr in &block.attrs {
+            assert_eq!(
+                refreshed.get(attr.name),
+                planned.get(attr.name),
+                "{}",
+                attr.name
+            );
+        }
+        assert!(!differs(&block, &stored, &planned));
+        // After an import (1m in the state), a configuration of 60s plans the state's value.
+        let imported = with_defaults(&block, &stored);
+        assert_eq!(
+            plan_merge(&block, &imported, &planned)
+                .get("timeout")
+                .as_str(),
+            Some("1m")
+        );
+        stored.set("port", Value::number(81));
+        assert!(differs(&block, &stored, &planned));
+    }
+}
