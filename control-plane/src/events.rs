@@ -21,6 +21,8 @@ pub struct Change {
     pub resource: Option<Resource>,
     /// About how many bytes the change holds (its stored encoding), to bound the history.
     pub size: usize,
+    /// The trace context of the apply that made it, when its change was traced.
+    pub trace: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +150,7 @@ mod tests {
             key: ResourceKey::new(Kind::Cluster, None, &format!("c{revision}"), None).expect("key"),
             resource: None,
             size,
+            trace: None,
         }
     }
 

@@ -57,6 +57,10 @@ struct Cli {
     /// The CA certificates (PEM) peers' certificates must chain to.
     #[arg(long, global = true, env = "MERIDIAN_TRUST_BUNDLE")]
     trust_bundle: Option<PathBuf>,
+    /// Make the change (apply, delete) the root of a new trace and print its
+    /// id; the CLI's own span is exported when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[arg(long, global = true)]
+    trace: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -106,7 +110,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Certs { command } => cli::certs::run(command),
         Command::Server(args) => {
-            init_logging();
+            meridian_telemetry::init_logging("info,openraft=warn");
             let config = TlsFiles::select(tls.insecure, tls.cert, tls.key, tls.trust_bundle)
                 .map_err(anyhow::Error::from)
                 .and_then(|files| Ok(args.validate(files)?));
@@ -119,7 +123,17 @@ fn main() -> ExitCode {
         Command::DemoUpstream { name, listen } => {
             runtime.block_on(demo::upstream::serve(name, listen))
         }
-        Command::Admin(command) => runtime.block_on(cli::run(&cli.server, tls, command)),
+        Command::Admin(command) => runtime.block_on(async {
+            let _telemetry = match cli.trace {
+                true => Some(meridian_telemetry::init(
+                    "meridian-cli",
+                    "cli",
+                    &meridian_telemetry::OtlpArgs::from_env(),
+                )?),
+                false => None,
+            };
+            cli::run(&cli.server, tls, cli.trace, command).await
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -128,13 +142,4 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -7,6 +7,7 @@ use crate::{
     raft::{state_machine::StateMachine, ApplyOutcome, NodeId, Raft},
 };
 use meridian_model::{plan, Command, Rejection};
+use meridian_telemetry::{self as telemetry, KeyValue, SpanKind, TraceContextExt};
 use openraft::{
     error::{ClientWriteError, RaftError},
     BasicNode, ChangeMembers, RaftMetrics,
@@ -143,17 +144,43 @@ impl Node {
     }
 
     /// The leader's half of a write; also serves writes forwarded by followers.
+    ///
+    /// A traced command is proposed in a `raft.propose` span (a child of
+    /// its trace), and the entry carries that span's context so that every
+    /// replica's apply is its child.
     pub async fn propose_local(
         &self,
-        command: Command,
+        mut command: Command,
     ) -> Result<Attempt<(u64, ApplyOutcome)>, NodeError> {
-        match self.raft.client_write(command).await {
+        let cx = command.trace.as_deref().map(|trace| {
+            telemetry::start(
+                "raft.propose",
+                SpanKind::Internal,
+                &telemetry::propagation::from_string(trace),
+                vec![KeyValue::new("meridian.node", self.id as i64)],
+            )
+        });
+        if let Some(cx) = &cx {
+            command.trace = telemetry::propagation::to_string(cx).or(command.trace.take());
+        }
+        let written = self.raft.client_write(command).await;
+        let attempt = match written {
             Ok(response) => Ok(Attempt::Done((response.log_id.index, response.data))),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Ok(
                 Attempt::NotLeader(Leader::from_hint(f.leader_id, f.leader_node)),
             ),
             Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
+        };
+        if let Some(cx) = &cx {
+            match &attempt {
+                Ok(Attempt::Done((index, _))) => cx
+                    .span()
+                    .set_attribute(KeyValue::new("meridian.raft.index", *index as i64)),
+                Ok(Attempt::NotLeader(_)) => telemetry::fail(cx, "not the leader"),
+                Err(e) => telemetry::fail(cx, e.to_string()),
+            }
         }
+        attempt
     }
 
     /// Waits until this replica may serve a read at `consistency`; returns the applied index.

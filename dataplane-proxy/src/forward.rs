@@ -5,12 +5,13 @@
 //! not tried yet and then on the next priority.
 
 use crate::mesh_client::{MeshClients, MeshConnector};
-use crate::{config::HashOn, metrics::Metrics, runtime::Runtime};
+use crate::{config::HashOn, metrics::Metrics, request_span::RequestSpan, runtime::Runtime};
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use meridian_balance::{hash64, HostId, Outcome};
+use meridian_telemetry::SpanKind;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -117,6 +118,27 @@ pub async fn handle(
     peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    let span = RequestSpan::start(
+        SpanKind::Client,
+        request.headers(),
+        request.method(),
+        request.uri().path(),
+        peer,
+    );
+    let response = forward(runtime, upstreams, metrics, port, peer, request, &span).await;
+    span.finish(response.status());
+    response
+}
+
+async fn forward(
+    runtime: Option<Arc<Runtime>>,
+    upstreams: &Upstreams,
+    metrics: &Metrics,
+    port: u16,
+    peer: SocketAddr,
+    request: Request<Incoming>,
+    span: &RequestSpan,
+) -> Response<ProxyBody> {
     let Some(runtime) = runtime else {
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "no configuration yet");
     };
@@ -148,6 +170,9 @@ pub async fn handle(
             "the route has no weighted cluster",
         );
     };
+    span.set("server.address", authority.clone());
+    span.set("meridian.route", route.prefix.clone());
+    span.set("meridian.cluster", cluster.clone());
     let (Some(cluster_config), Some(breaker)) = (
         runtime.snapshot.clusters.get(&cluster),
         runtime.breaker(&cluster),
@@ -292,9 +317,13 @@ pub async fn handle(
                 .map_err(|never| match never {})
                 .boxed(),
         };
-        let Ok(upstream) = upstream.body(body) else {
+        let Ok(mut upstream) = upstream.body(body) else {
             return local_response(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
         };
+        span.inject(upstream.headers_mut());
+        span.set("meridian.endpoint", host.to_string());
+        span.set("meridian.locality", locality.to_string());
+        span.set("meridian.retries", (failed.len()) as i64);
         tracing::debug!(%cluster, %host, "forwarding");
         let result = tokio::time::timeout(per_try, client.request(upstream)).await;
         let report = |outcome| {

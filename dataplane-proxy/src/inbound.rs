@@ -6,11 +6,13 @@
 
 use crate::forward::{local_response, path_and_query, ProxyBody};
 use crate::proxy::Proxy;
+use crate::request_span::RequestSpan;
 use http_body_util::BodyExt;
 use hyper::{body::Incoming, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use meridian_identity::spiffe::SpiffeId;
 use meridian_identity::tls::{incoming, Credentials, Peer};
+use meridian_telemetry::SpanKind;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio_stream::StreamExt;
@@ -61,10 +63,35 @@ async fn handle(
             return Ok(local_response(StatusCode::FORBIDDEN, &reason));
         }
     };
+    let span = RequestSpan::start(
+        SpanKind::Server,
+        request.headers(),
+        request.method(),
+        request.uri().path(),
+        peer.remote
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+    );
+    span.set("meridian.service", inbound.service.clone());
+    let http2 = service.is_some_and(|s| s.http2);
+    let response = forward(&proxy, &inbound, own, caller, http2, request, &span).await;
+    span.finish(response.status());
+    Ok(response)
+}
+
+/// Hands an admitted request to the application.
+async fn forward(
+    proxy: &Proxy,
+    inbound: &Inbound,
+    own: Option<SpiffeId>,
+    caller: SpiffeId,
+    http2: bool,
+    request: Request<Incoming>,
+    span: &RequestSpan,
+) -> Response<ProxyBody> {
     let (mut parts, body) = request.into_parts();
     let target = format!("http://{}{}", inbound.app, path_and_query(&parts.uri));
     let Ok(uri) = target.parse() else {
-        return Ok(local_response(StatusCode::BAD_REQUEST, "bad request path"));
+        return local_response(StatusCode::BAD_REQUEST, "bad request path");
     };
     parts.uri = uri;
     let xfcc = match &own {
@@ -74,28 +101,25 @@ async fn handle(
     if let Ok(value) = hyper::header::HeaderValue::from_str(&xfcc) {
         parts.headers.insert("x-forwarded-client-cert", value);
     }
-    let http2 = service.is_some_and(|s| s.http2);
     parts.version = if http2 {
         hyper::Version::HTTP_2
     } else {
         hyper::Version::HTTP_11
     };
+    span.inject(&mut parts.headers);
     let upstream = Request::from_parts(parts, body.boxed());
     match proxy.upstreams.plain(http2).request(upstream).await {
         Ok(response) => {
             proxy.metrics.count(&inbound.service, "", "inbound_ok");
             let (parts, body) = response.into_parts();
-            Ok(Response::from_parts(parts, body.boxed()))
+            Response::from_parts(parts, body.boxed())
         }
         Err(error) => {
             tracing::debug!(service = %inbound.service, %error, "the application failed");
             proxy
                 .metrics
                 .count(&inbound.service, "", "inbound_app_error");
-            Ok(local_response(
-                StatusCode::BAD_GATEWAY,
-                "the application did not answer",
-            ))
+            local_response(StatusCode::BAD_GATEWAY, "the application did not answer")
         }
     }
 }

@@ -11,6 +11,7 @@ mod inbound;
 mod mesh_client;
 mod metrics;
 mod proxy;
+mod request_span;
 mod runtime;
 mod state;
 mod tls;
@@ -27,6 +28,8 @@ use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 #[derive(Debug, Parser)]
 #[command(name = "meridian-proxy", version, about = "Meridian's dataplane proxy")]
 struct Args {
+    #[command(flatten)]
+    otlp: meridian_telemetry::OtlpArgs,
     /// Control-plane nodes serving xDS, HOST:PORT[,HOST:PORT...].
     #[arg(
         long,
@@ -125,12 +128,7 @@ const DRAIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    meridian_telemetry::init_logging("info");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -152,6 +150,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     use anyhow::Context;
+    let _telemetry = meridian_telemetry::init("meridian-proxy", &args.node_id, &args.otlp)?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
             tls::acceptor(cert, key)

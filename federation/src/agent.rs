@@ -9,6 +9,7 @@ use meridian_proto::v1::{
     federation_client::FederationClient, sync_request::Message, Batch, EndpointSet, Hello,
     ServiceName as PbName, SourceStatus, SyncRequest, SyncResponse,
 };
+use meridian_telemetry::{self as telemetry, Context, KeyValue, SpanKind, TraceContextExt};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -46,15 +47,17 @@ pub enum AgentError {
 /// Runs the source and keeps the control plane in step with it, forever.
 pub async fn run(config: AgentConfig, source: Box<dyn Source>) -> AgentError {
     let (updates_tx, mut updates) = mpsc::channel(16);
+    let event_name = source.event_name();
     tokio::spawn(source.run(updates_tx));
-    let (view_tx, view_rx) = watch::channel::<Option<View>>(None);
+    let (view_tx, view_rx) = watch::channel::<Option<(View, Context)>>(None);
     let (error_tx, error_rx) = watch::channel::<Option<String>>(None);
+    let cluster = config.cluster.clone();
     tokio::spawn(async move {
         while let Some(update) = updates.recv().await {
             match update {
                 SourceUpdate::View(view) => {
                     let _ = error_tx.send(None);
-                    let _ = view_tx.send(Some(view));
+                    let _ = view_tx.send(Some((view, source_event(event_name, &cluster))));
                 }
                 SourceUpdate::Error(e) => {
                     let _ = error_tx.send(Some(e));
@@ -82,7 +85,19 @@ pub async fn run(config: AgentConfig, source: Box<dyn Source>) -> AgentError {
     AgentError::Closed
 }
 
-fn batch(seq: u64, full_snapshot: bool, delta: &Delta) -> SyncRequest {
+/// The root of a change's trace: the source saw something new. The span
+/// ends at once; what the view leads to (the batch) refers to it.
+fn source_event(name: &'static str, cluster: &str) -> Context {
+    let cx = telemetry::start(
+        name,
+        SpanKind::Producer,
+        &Context::new(),
+        vec![KeyValue::new("meridian.cluster", cluster.to_string())],
+    );
+    Context::new().with_remote_span_context(cx.span().span_context().clone())
+}
+
+fn batch(seq: u64, full_snapshot: bool, delta: &Delta, trace: &Context) -> SyncRequest {
     let upserts = delta
         .upserts
         .iter()
@@ -106,6 +121,7 @@ fn batch(seq: u64, full_snapshot: bool, delta: &Delta) -> SyncRequest {
             full_snapshot,
             upserts,
             removals,
+            trace: telemetry::propagation::to_string(trace).unwrap_or_default(),
         })),
     }
 }
@@ -126,7 +142,7 @@ async fn await_ack(responses: &mut Streaming<SyncResponse>, seq: u64) -> Result<
 async fn session(
     config: &AgentConfig,
     addr: &str,
-    mut views: watch::Receiver<Option<View>>,
+    mut views: watch::Receiver<Option<(View, Context)>>,
     mut errors: watch::Receiver<Option<String>>,
     backoff: &mut Backoff,
 ) -> AgentError {
@@ -165,14 +181,34 @@ async fn session(
     let mut full = true;
     errors.mark_changed();
     loop {
-        let current = views.borrow_and_update().clone().unwrap_or_default();
+        let (current, source) = views.borrow_and_update().clone().unwrap_or_default();
         let delta = diff(&acked, &current);
         if full || !delta.is_empty() {
             seq += 1;
-            if tx.send(batch(seq, full, &delta)).await.is_err() {
+            let cx = telemetry::start(
+                "federation.batch",
+                SpanKind::Client,
+                &source,
+                vec![
+                    KeyValue::new("meridian.cluster", config.cluster.clone()),
+                    KeyValue::new("meridian.batch.seq", seq as i64),
+                    KeyValue::new("meridian.batch.full", full),
+                    KeyValue::new("meridian.batch.upserts", delta.upserts.len() as i64),
+                    KeyValue::new("meridian.batch.removals", delta.removals.len() as i64),
+                ],
+            );
+            if tx.send(batch(seq, full, &delta, &cx)).await.is_err() {
                 return AgentError::Closed;
             }
-            match await_ack(&mut responses, seq).await {
+            let acked_at = await_ack(&mut responses, seq).await;
+            match &acked_at {
+                Ok(index) => cx
+                    .span()
+                    .set_attribute(KeyValue::new("meridian.raft.index", *index as i64)),
+                Err(e) => telemetry::fail(&cx, e.to_string()),
+            }
+            drop(cx);
+            match acked_at {
                 Ok(index) => {
                     // A committed batch: the stream works, a later failure starts the backoff over.
                     backoff.reset();

@@ -19,6 +19,8 @@ use std::process::ExitCode;
     about = "Streams a cluster's endpoints to the Meridian control plane"
 )]
 struct Args {
+    #[command(flatten)]
+    otlp: meridian_telemetry::OtlpArgs,
     /// The member cluster this agent reports (a `Cluster` resource).
     #[arg(long, env = "MERIDIAN_AGENT_CLUSTER")]
     cluster: String,
@@ -94,12 +96,7 @@ async fn dialer(args: &Args) -> Result<Dialer, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    meridian_telemetry::init_logging("info");
     let kubernetes = KubernetesOptions {
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
@@ -138,7 +135,14 @@ fn main() -> ExitCode {
         batch_interval: args.batch_interval.as_std(),
         dialer,
     };
-    let error = runtime.block_on(agent::run(config, source));
+    let error = runtime.block_on(async {
+        let _telemetry =
+            match meridian_telemetry::init("meridian-agent", &config.agent_id, &args.otlp) {
+                Ok(telemetry) => telemetry,
+                Err(e) => return format!("{e:#}"),
+            };
+        agent::run(config, source).await.to_string()
+    });
     eprintln!("error: {error}");
     ExitCode::FAILURE
 }

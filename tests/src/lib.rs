@@ -9,6 +9,7 @@ pub mod http_sd;
 pub mod kube_api;
 pub mod linearizability;
 pub mod node;
+pub mod otlp;
 pub mod pki;
 pub mod process;
 pub mod proxy;

@@ -58,6 +58,17 @@ pub enum Op {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     pub ops: Vec<Op>,
+    /// The W3C trace context of the change (`traceparent[;tracestate]`), so
+    /// that every replica's apply joins the trace of the request that made
+    /// it. Carried, never interpreted here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+}
+
+impl Command {
+    pub fn new(ops: Vec<Op>) -> Command {
+        Command { ops, trace: None }
+    }
 }
 
 /// What applying a command writes to storage.
@@ -283,8 +294,8 @@ pub(crate) mod tests {
     }
 
     fn puts(text: &str) -> Command {
-        Command {
-            ops: parse_manifests(text)
+        Command::new(
+            parse_manifests(text)
                 .expect("valid manifests")
                 .into_iter()
                 .map(|resource| Op::Put {
@@ -292,7 +303,7 @@ pub(crate) mod tests {
                     expected_revision: None,
                 })
                 .collect(),
-        }
+        )
     }
 
     const SERVICES: &str = "kind: Service\nmetadata: {name: checkout, namespace: shop}\nspec: {protocol: http, port: 80}\n---\nkind: Service\nmetadata: {name: v1, namespace: shop}\nspec: {protocol: http, port: 80}\n";
@@ -355,23 +366,16 @@ pub(crate) mod tests {
         let mut state = MemState::default();
         state.apply(&puts(C1), 1).expect("cluster");
         state
-            .apply(
-                &Command {
-                    ops: vec![endpoints_put("x")],
-                },
-                2,
-            )
+            .apply(&Command::new(vec![endpoints_put("x")]), 2)
             .expect("x");
         // The node that built the snapshot had not applied x yet: the entry removes it all the same.
-        let snapshot = Command {
-            ops: vec![
-                endpoints_put("y"),
-                Op::PruneEndpoints {
-                    cluster: "c1".into(),
-                    keep: vec![endpoints_key("y")],
-                },
-            ],
-        };
+        let snapshot = Command::new(vec![
+            endpoints_put("y"),
+            Op::PruneEndpoints {
+                cluster: "c1".into(),
+                keep: vec![endpoints_key("y")],
+            },
+        ]);
         state.apply(&snapshot, 3).expect("snapshot");
         assert!(state.get(&endpoints_key("x")).is_none());
         assert!(state.get(&endpoints_key("y")).is_some());
@@ -381,22 +385,20 @@ pub(crate) mod tests {
     fn a_batch_of_a_replaced_session_or_out_of_order_changes_nothing() {
         let mut state = MemState::default();
         state.apply(&puts(C1), 1).expect("cluster");
-        let start = Command {
-            ops: vec![Op::StartAgentSession {
-                cluster: "c1".into(),
-                agent: "agent-1".into(),
-            }],
-        };
+        let start = Command::new(vec![Op::StartAgentSession {
+            cluster: "c1".into(),
+            agent: "agent-1".into(),
+        }]);
         assert_eq!(state.apply(&start, 2).expect("session"), vec![2]);
-        let batch = |session: u64, seq: u64, name: &str| Command {
-            ops: vec![
+        let batch = |session: u64, seq: u64, name: &str| {
+            Command::new(vec![
                 Op::AgentFence {
                     cluster: "c1".into(),
                     session,
                     seq: Some(seq),
                 },
                 endpoints_put(name),
-            ],
+            ])
         };
         state.apply(&batch(2, 1, "a"), 3).expect("first batch");
         // The agent reconnects to another node: a new session begins.
@@ -410,15 +412,13 @@ pub(crate) mod tests {
         assert_eq!(reordered.code, RejectionCode::Aborted);
         assert!(state.get(&endpoints_key("c")).is_none());
         // A status write (liveness, say) keeps the session and its last batch.
-        let stale = Command {
-            ops: vec![Op::SetStatus {
-                cluster: "c1".into(),
-                status: Status {
-                    stale: true,
-                    ..Status::default()
-                },
-            }],
-        };
+        let stale = Command::new(vec![Op::SetStatus {
+            cluster: "c1".into(),
+            status: Status {
+                stale: true,
+                ..Status::default()
+            },
+        }]);
         state.apply(&stale, 8).expect("status");
         let key = ResourceKey::new(Kind::Cluster, None, "c1", None).expect("key");
         let status = state.get(&key).and_then(|c| c.status).expect("status");
@@ -432,13 +432,11 @@ pub(crate) mod tests {
             .apply(&puts(&format!("{SERVICES}---\n{SPLIT}")), 1)
             .expect("applies");
         let key = ResourceKey::new(Kind::Service, Some("shop"), "v1", None).expect("key");
-        let delete = Command {
-            ops: vec![Op::Delete {
-                key: key.clone(),
-                expected_revision: None,
-                ignore_missing: false,
-            }],
-        };
+        let delete = Command::new(vec![Op::Delete {
+            key: key.clone(),
+            expected_revision: None,
+            ignore_missing: false,
+        }]);
         let err = state.apply(&delete, 2).expect_err("still referenced");
         assert_eq!(err.code, RejectionCode::FailedPrecondition);
         assert!(state.0.contains_key(&key));
@@ -481,13 +479,11 @@ pub(crate) mod tests {
         assert!(matches!(writes[..], [Write::Put { created: false, .. }]));
         // Deleted and written again in one batch: the object existed before, so not created.
         let key = ResourceKey::new(Kind::Service, Some("shop"), "v1", None).expect("key");
-        let mut again = Command {
-            ops: vec![Op::Delete {
-                key,
-                expected_revision: None,
-                ignore_missing: false,
-            }],
-        };
+        let mut again = Command::new(vec![Op::Delete {
+            key,
+            expected_revision: None,
+            ignore_missing: false,
+        }]);
         again.ops.extend(changed.ops);
         let (writes, _) = plan(&state, &again, 3).expect("plans");
         assert!(matches!(writes[..], [Write::Put { created: false, .. }]));
@@ -512,12 +508,10 @@ pub(crate) mod tests {
             stale: true,
             ..Status::default()
         };
-        let set = Command {
-            ops: vec![Op::SetStatus {
-                cluster: "c1".into(),
-                status: stale.clone(),
-            }],
-        };
+        let set = Command::new(vec![Op::SetStatus {
+            cluster: "c1".into(),
+            status: stale.clone(),
+        }]);
         assert_eq!(state.apply(&set, 2).expect("sets"), vec![2]);
         state
             .apply(
@@ -527,12 +521,10 @@ pub(crate) mod tests {
             .expect("applies");
         let key = ResourceKey::new(Kind::Cluster, None, "c1", None).expect("key");
         assert_eq!(state.0[&key].status, Some(stale));
-        let missing = Command {
-            ops: vec![Op::SetStatus {
-                cluster: "c9".into(),
-                status: Status::default(),
-            }],
-        };
+        let missing = Command::new(vec![Op::SetStatus {
+            cluster: "c9".into(),
+            status: Status::default(),
+        }]);
         assert_eq!(
             state.apply(&missing, 4).expect_err("missing").code,
             RejectionCode::NotFound
@@ -543,24 +535,20 @@ pub(crate) mod tests {
     fn deleting_the_missing_is_not_found() {
         let mut state = MemState::default();
         let key = ResourceKey::new(Kind::Cluster, None, "nowhere", None).expect("key");
-        let cmd = Command {
-            ops: vec![Op::Delete {
-                key: key.clone(),
-                expected_revision: None,
-                ignore_missing: false,
-            }],
-        };
+        let cmd = Command::new(vec![Op::Delete {
+            key: key.clone(),
+            expected_revision: None,
+            ignore_missing: false,
+        }]);
         assert_eq!(
             state.apply(&cmd, 1).expect_err("missing").code,
             RejectionCode::NotFound
         );
-        let tolerant = Command {
-            ops: vec![Op::Delete {
-                key,
-                expected_revision: None,
-                ignore_missing: true,
-            }],
-        };
+        let tolerant = Command::new(vec![Op::Delete {
+            key,
+            expected_revision: None,
+            ignore_missing: true,
+        }]);
         assert!(
             state.apply(&tolerant, 2).is_ok(),
             "ignore_missing makes it a no-op"

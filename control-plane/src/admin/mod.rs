@@ -19,6 +19,7 @@ use convert::{
 };
 use meridian_model::{Command, Kind, Resource, ResourceKey, StateView};
 use meridian_proto::v1::{self as pb, admin_server};
+use meridian_telemetry::{self as telemetry, Context, KeyValue, SpanKind, TraceContextExt};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -62,11 +63,32 @@ impl AdminService {
         }
     }
 
-    async fn submit(&self, command: Command) -> Result<pb::ApplyResponse, Status> {
+    /// Proposes an operator's change in a span of its own (`admin.METHOD`),
+    /// a child of the caller's trace context when it sent one.
+    async fn submit(
+        &self,
+        method: &'static str,
+        caller: &Context,
+        mut command: Command,
+    ) -> Result<pb::ApplyResponse, Status> {
         if command.ops.is_empty() {
             return Err(Status::invalid_argument("nothing to apply"));
         }
-        let (index, revisions) = self.node.submit(command).await.map_err(node_error)?;
+        let cx = telemetry::start(
+            method,
+            SpanKind::Server,
+            caller,
+            vec![KeyValue::new("meridian.ops", command.ops.len() as i64)],
+        );
+        command.trace = telemetry::propagation::to_string(&cx);
+        let submitted = self.node.submit(command).await.map_err(node_error);
+        match &submitted {
+            Ok((index, _)) => cx
+                .span()
+                .set_attribute(KeyValue::new("meridian.raft.index", *index as i64)),
+            Err(status) => telemetry::fail(&cx, status.message().to_string()),
+        }
+        let (index, revisions) = submitted?;
         Ok(pb::ApplyResponse { index, revisions })
     }
 
@@ -111,6 +133,7 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let caller = telemetry::propagation::extract_grpc(request.metadata());
         let request = request.into_inner();
         let result = async {
             let many = request.puts.len() + request.deletes.len() > 1;
@@ -126,7 +149,7 @@ impl admin_server::Admin for AdminService {
             for delete in request.deletes {
                 ops.push(delete_from_pb(delete)?);
             }
-            self.submit(Command { ops }).await
+            self.submit("admin.Apply", &caller, Command::new(ops)).await
         }
         .await;
         self.count("Apply", result.map(Response::new))
@@ -136,9 +159,11 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let caller = telemetry::propagation::extract_grpc(request.metadata());
         let result = async {
             let op = put_from_pb("", request.into_inner())?;
-            self.submit(Command { ops: vec![op] }).await
+            self.submit("admin.Put", &caller, Command::new(vec![op]))
+                .await
         }
         .await;
         self.count("Put", result.map(Response::new))
@@ -148,9 +173,11 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let caller = telemetry::propagation::extract_grpc(request.metadata());
         let result = async {
             let op = delete_from_pb(request.into_inner())?;
-            self.submit(Command { ops: vec![op] }).await
+            self.submit("admin.Delete", &caller, Command::new(vec![op]))
+                .await
         }
         .await;
         self.count("Delete", result.map(Response::new))

@@ -35,6 +35,7 @@ pub fn start(
                 resource: Some(resource),
                 // Sent to this watcher only, never kept in the history.
                 size: 0,
+                trace: None,
             })
             .collect();
         (added, live)

@@ -14,12 +14,10 @@ fn token_key(id: &str) -> Result<ResourceKey, Status> {
 }
 
 async fn write(node: &Node, resource: Resource, expected_revision: u64) -> Result<u64, Status> {
-    let command = Command {
-        ops: vec![Op::Put {
-            resource: Box::new(resource),
-            expected_revision: Some(expected_revision),
-        }],
-    };
+    let command = Command::new(vec![Op::Put {
+        resource: Box::new(resource),
+        expected_revision: Some(expected_revision),
+    }]);
     let (index, _) = node.submit(command).await.map_err(node_error)?;
     Ok(index)
 }

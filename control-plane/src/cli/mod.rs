@@ -14,6 +14,7 @@ use meridian_identity::tls::{
 };
 use meridian_model::{parse_manifests, Kind};
 use meridian_proto::v1::{self as pb, admin_client::AdminClient};
+use meridian_telemetry::{self as telemetry, Context as TraceContext, SpanKind};
 use std::io::Read;
 use tonic::transport::Channel;
 
@@ -164,7 +165,14 @@ fn key(
     }
 }
 
-pub async fn run(server: &str, tls: ClientTls, command: AdminCommand) -> anyhow::Result<()> {
+/// Runs an admin command. With `trace`, a change is the root of a new trace
+/// (exported when `OTEL_EXPORTER_OTLP_ENDPOINT` is set) whose id is printed.
+pub async fn run(
+    server: &str,
+    tls: ClientTls,
+    trace: bool,
+    command: AdminCommand,
+) -> anyhow::Result<()> {
     if let AdminCommand::Snapshot { command } = command {
         // Only `save` dials a node; `restore` and `status` work offline.
         let client = async || connect(server, &client_dialer(server, tls)?).await;
@@ -186,11 +194,15 @@ pub async fn run(server: &str, tls: ClientTls, command: AdminCommand) -> anyhow:
         return tokens::enroll(first, bundle.as_deref(), enroll).await;
     }
     let dialer = client_dialer(server, tls)?;
+    let cx = match trace {
+        true => telemetry::root("meridian.cli", SpanKind::Client),
+        false => TraceContext::new(),
+    };
     match command {
         AdminCommand::Apply { file } => {
             let text = read_input(&file)?;
             let mut client = connect(server, &dialer).await?;
-            let applied = apply_manifests(&mut client, &text)
+            let applied = apply_manifests(&mut client, &text, &cx)
                 .await
                 .with_context(|| file.clone())?;
             for (resource, revision) in applied {
@@ -199,6 +211,7 @@ pub async fn run(server: &str, tls: ClientTls, command: AdminCommand) -> anyhow:
                     output::describe(&resource.key())
                 );
             }
+            print_trace(&cx);
         }
         AdminCommand::Get {
             kind,
@@ -254,14 +267,14 @@ pub async fn run(server: &str, tls: ClientTls, command: AdminCommand) -> anyhow:
         } => {
             let kind: Kind = kind.parse()?;
             let key = key(kind, &name, namespace, cluster);
-            connect(server, &dialer)
-                .await?
-                .delete(pb::DeleteRequest {
-                    key: Some(key),
-                    expected_revision: None,
-                })
-                .await?;
+            let mut request = tonic::Request::new(pb::DeleteRequest {
+                key: Some(key),
+                expected_revision: None,
+            });
+            telemetry::propagation::inject_grpc(&cx, &mut request);
+            connect(server, &dialer).await?.delete(request).await?;
             println!("{kind} {name} deleted");
+            print_trace(&cx);
         }
         AdminCommand::Members { command } => {
             members(connect(server, &dialer).await?, command).await?
@@ -346,6 +359,7 @@ async fn members(mut client: AdminClient<Channel>, command: MembersCommand) -> a
 pub(crate) async fn apply_manifests(
     client: &mut AdminClient<Channel>,
     text: &str,
+    trace: &TraceContext,
 ) -> anyhow::Result<Vec<(meridian_model::Resource, u64)>> {
     let resources = parse_manifests(text)?;
     if resources.is_empty() {
@@ -360,14 +374,20 @@ pub(crate) async fn apply_manifests(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let reply = client
-        .apply(pb::ApplyRequest {
-            puts,
-            deletes: vec![],
-        })
-        .await?
-        .into_inner();
+    let mut request = tonic::Request::new(pb::ApplyRequest {
+        puts,
+        deletes: vec![],
+    });
+    telemetry::propagation::inject_grpc(trace, &mut request);
+    let reply = client.apply(request).await?.into_inner();
     Ok(resources.into_iter().zip(reply.revisions).collect())
+}
+
+/// `trace ID` when the change was traced.
+fn print_trace(cx: &TraceContext) {
+    if let Some(id) = telemetry::propagation::trace_id(cx) {
+        println!("trace {id}");
+    }
 }
 
 fn read_input(file: &str) -> anyhow::Result<String> {

@@ -81,7 +81,7 @@ impl ControlPlane {
     /// `meridian apply`: to the first node that answers, forwarded to the leader.
     pub async fn apply(&self, manifests: &str) -> anyhow::Result<()> {
         let mut client = cli::connect(&self.servers, &self.dialer).await?;
-        cli::apply_manifests(&mut client, manifests).await?;
+        cli::apply_manifests(&mut client, manifests, &meridian_telemetry::Context::new()).await?;
         Ok(())
     }
 

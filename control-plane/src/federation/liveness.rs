@@ -146,9 +146,7 @@ pub async fn run(node: Arc<Node>, liveness: Arc<Liveness>, grace: Duration) {
             let mut status = statuses.remove(&cluster).unwrap_or_default();
             status.stale = stale;
             tracing::info!(%cluster, stale, "agent liveness changed");
-            let command = Command {
-                ops: vec![Op::SetStatus { cluster, status }],
-            };
+            let command = Command::new(vec![Op::SetStatus { cluster, status }]);
             if let Err(e) = node.write(command).await {
                 tracing::warn!(error = %e, "recording a cluster's staleness failed");
             }

@@ -17,6 +17,7 @@ use meridian_model::{Command, Kind, Op, ResourceKey, StateView, Status};
 use meridian_proto::v1::{
     federation_server::Federation, sync_request::Message, Batch, Hello, SyncRequest, SyncResponse,
 };
+use meridian_telemetry::{self as telemetry, KeyValue, SpanKind};
 use pacing::{StatusPacer, STATUS_INTERVAL};
 use std::{pin::Pin, sync::Arc};
 use tokio::sync::mpsc;
@@ -91,9 +92,7 @@ impl Session {
 
     /// Writes the session's status (its source error) on its own.
     async fn write_status(&self) -> Result<(), RpcStatus> {
-        let command = Command {
-            ops: vec![self.fence(None), self.set_status()],
-        };
+        let command = Command::new(vec![self.fence(None), self.set_status()]);
         self.node.write(command).await.map_err(node_error)?;
         Ok(())
     }
@@ -141,7 +140,7 @@ impl Session {
             });
         }
         ops.push(self.set_status());
-        Ok(Command { ops })
+        Ok(Command::new(ops))
     }
 }
 
@@ -193,12 +192,10 @@ async fn serve(
         )));
     }
     let _connected = liveness.connect(&hello.cluster);
-    let start = Command {
-        ops: vec![Op::StartAgentSession {
-            cluster: hello.cluster.clone(),
-            agent: hello.agent_id.clone(),
-        }],
-    };
+    let start = Command::new(vec![Op::StartAgentSession {
+        cluster: hello.cluster.clone(),
+        agent: hello.agent_id.clone(),
+    }]);
     let (session_id, _) = node.write(start).await.map_err(node_error)?;
     tracing::info!(cluster = %hello.cluster, agent = %hello.agent_id, session = session_id, "agent connected");
     let mut session = Session {
@@ -224,8 +221,25 @@ async fn serve(
         match request.message {
             Some(Message::Batch(batch)) => {
                 let seq = batch.seq;
-                let command = session.command(batch)?;
-                let (index, _) = session.node.write(command).await.map_err(node_error)?;
+                // The agent's batch span is the parent (its text is parsed,
+                // never stored: the entry carries this node's span).
+                let cx = telemetry::start(
+                    "federation.commit",
+                    SpanKind::Server,
+                    &telemetry::propagation::from_string(&batch.trace),
+                    vec![
+                        KeyValue::new("meridian.cluster", session.cluster.clone()),
+                        KeyValue::new("meridian.batch.seq", seq as i64),
+                    ],
+                );
+                let mut command = session.command(batch)?;
+                command.trace = telemetry::propagation::to_string(&cx);
+                let written = session.node.write(command).await.map_err(node_error);
+                if let Err(status) = &written {
+                    telemetry::fail(&cx, status.message().to_string());
+                }
+                drop(cx);
+                let (index, _) = written?;
                 // The batch carried the status too.
                 pacer.written(std::time::Instant::now());
                 if tx

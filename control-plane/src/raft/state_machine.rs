@@ -10,6 +10,7 @@ use super::{
 };
 use crate::events::{Change, ChangeType, EventHub};
 use meridian_model::{plan, Command, Rejection, Write};
+use meridian_telemetry::{self as telemetry, KeyValue, SpanKind, TraceContextExt};
 use openraft::{
     storage::{RaftStateMachine, Snapshot},
     EntryPayload, ErrorSubject, OptionalSend, RaftSnapshotBuilder, SnapshotMeta,
@@ -140,6 +141,7 @@ impl StateMachine {
                         },
                         key,
                         resource: Some(*resource),
+                        trace: None,
                     })
                 }
                 Write::Delete(key) => {
@@ -150,11 +152,22 @@ impl StateMachine {
                         change: ChangeType::Deleted,
                         key,
                         resource: None,
+                        trace: None,
                     })
                 }
             })
             .collect()
     }
+}
+
+/// The `raft.apply` span of the entry at `index`, a child of its proposal.
+fn apply_span(trace: &str, index: u64) -> telemetry::Context {
+    telemetry::start(
+        "raft.apply",
+        SpanKind::Internal,
+        &telemetry::propagation::from_string(trace),
+        vec![KeyValue::new("meridian.raft.index", index as i64)],
+    )
 }
 
 /// What planning a command gives: the writes and revisions, or its refusal.
@@ -205,21 +218,41 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let index = entry.log_id.index;
             let mut batch = WriteBatch::default();
             let mut changes = Vec::new();
+            // A traced entry is applied in a `raft.apply` span on every
+            // replica; its changes carry that span on to the xDS pushes.
+            let mut traced = None;
             let outcome = match entry.payload {
                 EntryPayload::Blank => Ok(Vec::new()),
-                EntryPayload::Normal(command) => match self.plan(&command, index)? {
-                    Ok((writes, revisions)) => {
-                        changes = self.apply_writes(writes, index, &mut batch)?;
-                        Ok(revisions)
+                EntryPayload::Normal(command) => {
+                    traced = command
+                        .trace
+                        .as_deref()
+                        .map(|trace| apply_span(trace, index));
+                    match self.plan(&command, index)? {
+                        Ok((writes, revisions)) => {
+                            changes = self.apply_writes(writes, index, &mut batch)?;
+                            Ok(revisions)
+                        }
+                        Err(rejection) => Err(rejection),
                     }
-                    Err(rejection) => Err(rejection),
-                },
+                }
                 EntryPayload::Membership(membership) => {
                     let stored = Membership::new(Some(entry.log_id), membership);
                     put_json(&self.db, &mut batch, KEY_MEMBERSHIP, &stored)?;
                     Ok(Vec::new())
                 }
             };
+            if let Some(cx) = &traced {
+                let trace = telemetry::propagation::to_string(cx);
+                for change in &mut changes {
+                    change.trace.clone_from(&trace);
+                }
+                cx.span()
+                    .set_attribute(KeyValue::new("meridian.changes", changes.len() as i64));
+                if let Err(rejection) = &outcome {
+                    telemetry::fail(cx, rejection.to_string());
+                }
+            }
             put_json(&self.db, &mut batch, KEY_APPLIED, &entry.log_id)?;
             // Later entries in this call plan against what earlier ones wrote.
             self.events
@@ -378,12 +411,10 @@ mod tests {
         )
         .expect("manifest")
         .remove(0);
-        let command = Command {
-            ops: vec![Op::Put {
-                resource: Box::new(endpoints),
-                expected_revision: None,
-            }],
-        };
+        let command = Command::new(vec![Op::Put {
+            resource: Box::new(endpoints),
+            expected_revision: None,
+        }]);
         assert!(machine.plan(&command, 5).is_err());
         // A sound state plans as before.
         db.delete_cf(cf(&db, CF_RESOURCES), key.encode())

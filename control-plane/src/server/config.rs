@@ -12,6 +12,8 @@ use std::{
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
+    #[command(flatten)]
+    pub otlp: meridian_telemetry::OtlpArgs,
     /// This node's Raft id (a positive integer, unique in the cluster).
     #[arg(long, env = "MERIDIAN_NODE_ID")]
     pub node_id: NodeId,
@@ -81,6 +83,7 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     pub ca_dir: Option<PathBuf>,
     pub cert_lifetime: std::time::Duration,
+    pub otlp: meridian_telemetry::OtlpArgs,
 }
 
 impl ServerArgs {
@@ -139,6 +142,7 @@ impl ServerArgs {
             tls,
             ca_dir: self.ca_dir.clone(),
             cert_lifetime: self.cert_lifetime.as_std(),
+            otlp: self.otlp.clone(),
         })
     }
 }
@@ -229,6 +233,7 @@ mod tests {
             kube_context: None,
             ca_dir: None,
             cert_lifetime: meridian_model::Duration::from_millis(3_600_000),
+            otlp: Default::default(),
         }
     }
 

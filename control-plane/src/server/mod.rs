@@ -71,6 +71,11 @@ fn credentials(config: &ServerConfig) -> anyhow::Result<(Option<Arc<Credentials>
 const CREDENTIALS_RELOAD: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let _telemetry = meridian_telemetry::init(
+        "meridian-server",
+        &format!("node-{}", config.node_id),
+        &config.otlp,
+    )?;
     let (credentials, dialer) = credentials(&config)?;
     grpc_client::init(dialer.clone());
     std::fs::create_dir_all(&config.data_dir)

@@ -228,6 +228,14 @@ impl AdsProtocol for DeltaStream {
     fn subscribed(&self) -> (usize, usize) {
         footprint(self.types.values().map(|t| &t.subscription))
     }
+
+    fn sent(response: &Self::Response) -> (&str, &str, usize) {
+        (
+            &response.type_url,
+            &response.system_version_info,
+            response.resources.len() + response.removed_resources.len(),
+        )
+    }
 }
 
 #[cfg(test)]

@@ -21,6 +21,27 @@ pub struct MeshSnapshot {
     /// for two different states (a relist may publish a revision that the
     /// next change then carries too), so compiled output is keyed by it.
     pub generation: u64,
+    /// The trace context of the latest traced change this snapshot folds in:
+    /// compiling and pushing it join that change's trace.
+    pub trace: Option<String>,
+    /// How many pushes of this snapshot have been traced so far on this
+    /// node, to keep a trace readable with thousands of proxies.
+    pub traced_pushes: std::sync::atomic::AtomicUsize,
+}
+
+/// The most pushes of one snapshot traced per node (each proxy's push is a
+/// span of its own, up to this many).
+pub const MAX_TRACED_PUSHES: usize = 100;
+
+impl MeshSnapshot {
+    /// The snapshot's trace context when one more push of it may be traced.
+    pub fn trace_push(&self) -> Option<&str> {
+        let trace = self.trace.as_deref()?;
+        let taken = self
+            .traced_pushes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        (taken < MAX_TRACED_PUSHES).then_some(trace)
+    }
 }
 
 /// Starts following the state machine; the receiver always holds the latest snapshot.
@@ -29,7 +50,7 @@ pub fn follow(hub: Arc<EventHub>, view: DbView) -> watch::Receiver<Arc<MeshSnaps
     let (tx, rx) = watch::channel(Arc::new(MeshSnapshot {
         state,
         revision,
-        generation: 0,
+        ..Default::default()
     }));
     tokio::spawn(run(hub, view, tx, events));
     rx
@@ -63,7 +84,7 @@ async fn run(
         (current.state.clone(), current.revision, current.generation)
     };
     loop {
-        let (mut relist, mut changed) = (false, false);
+        let (mut relist, mut changed, mut trace) = (false, false, None);
         let mut event = events.recv().await;
         // Fold every change already waiting into one snapshot.
         loop {
@@ -75,6 +96,9 @@ async fn run(
                     }
                     revision = revision.max(change.revision);
                     changed = true;
+                    if change.trace.is_some() {
+                        trace = change.trace;
+                    }
                 }
                 Ok(Event::Change(_)) => {}
                 Ok(Event::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => relist = true,
@@ -105,6 +129,8 @@ async fn run(
                 state: state.clone(),
                 revision,
                 generation,
+                trace,
+                traced_pushes: Default::default(),
             }))
             .is_err()
         {

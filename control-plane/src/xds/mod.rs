@@ -4,6 +4,7 @@
 mod delta;
 pub mod mesh;
 mod protocol;
+mod push;
 pub mod registry;
 mod sotw;
 mod table;
@@ -60,6 +61,7 @@ impl XdsService {
             table: self.table.clone(),
             registry: self.registry.clone(),
             registration: None,
+            proxy_id: String::new(),
             caller: caller_of(request),
             metrics: self.metrics.clone(),
         }
@@ -76,6 +78,8 @@ struct StreamContext {
     registry: Arc<Registry>,
     /// The registry entry and locality, once the first request named the node.
     registration: Option<(u64, ProxyLocality)>,
+    /// The proxy's node id, once the first request named it.
+    proxy_id: String,
     /// Who opened the stream, and the metrics to count a refusal in.
     caller: Caller,
     metrics: Arc<Metrics>,
@@ -127,10 +131,13 @@ impl StreamContext {
         });
         tracing::info!(node = %node.id, protocol, "xDS stream opened");
         self.registration = Some((id, proxy));
+        self.proxy_id.clone_from(&node.id);
         Ok(())
     }
 
-    fn compiled(&self) -> (Arc<meridian_routes::Compiled>, String) {
+    /// The routes for this stream's proxy from the latest snapshot, its
+    /// version, and the snapshot itself.
+    fn compiled(&self) -> (Arc<meridian_routes::Compiled>, String, Arc<MeshSnapshot>) {
         let snapshot = self.mesh.borrow().clone();
         let proxy = self
             .registration
@@ -140,6 +147,7 @@ impl StreamContext {
         (
             self.table.get(&snapshot, &proxy),
             snapshot.revision.to_string(),
+            snapshot,
         )
     }
 
@@ -191,14 +199,16 @@ async fn run_stream<P: AdsProtocol>(
     tx: mpsc::Sender<Result<P::Response, Status>>,
 ) -> Result<(), Status> {
     let mut stream = P::default();
+    let mut pushes = push::Pushes::default();
     loop {
         let responses = tokio::select! {
             request = requests.message() => {
                 let Some(request) = request? else { return Ok(()) };
                 check_names(P::names_count(&request))?;
                 ctx.register(P::node(&request), P::NAME)?;
-                let (compiled, version) = ctx.compiled();
+                let (compiled, version, _) = ctx.compiled();
                 let (response, feedback) = stream.on_request(request, &compiled, &version);
+                pushes.answered(feedback.as_ref());
                 ctx.record(feedback);
                 let (types, names) = stream.subscribed();
                 check_subscriptions(types, names).map_err(Status::resource_exhausted)?;
@@ -211,8 +221,14 @@ async fn run_stream<P: AdsProtocol>(
                 if ctx.registration.is_none() {
                     continue;
                 }
-                let (compiled, version) = ctx.compiled();
-                stream.on_update(&compiled, &version)
+                let (compiled, version, snapshot) = ctx.compiled();
+                let responses = stream.on_update(&compiled, &version);
+                for response in &responses {
+                    let Some(trace) = snapshot.trace_push() else { break };
+                    let (type_url, version, resources) = P::sent(response);
+                    pushes.sent(trace, ctx.node_id, &ctx.proxy_id, type_url, version, resources);
+                }
+                responses
             }
         };
         for response in responses {

@@ -23,6 +23,9 @@ pub trait AdsProtocol: Default + Send + 'static {
     fn on_update(&mut self, compiled: &Compiled, system_version: &str) -> Vec<Self::Response>;
     /// What the stream holds state for: (type URLs, names subscribed across them).
     fn subscribed(&self) -> (usize, usize);
+    /// What a response sends: its type URL, version and how many resources
+    /// it carries (added and removed).
+    fn sent(response: &Self::Response) -> (&str, &str, usize);
 }
 
 /// The most names one request may subscribe to; more is refused as malformed.

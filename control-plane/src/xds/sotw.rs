@@ -174,6 +174,14 @@ impl AdsProtocol for SotwStream {
     fn subscribed(&self) -> (usize, usize) {
         footprint(self.types.values().map(|t| &t.subscription))
     }
+
+    fn sent(response: &Self::Response) -> (&str, &str, usize) {
+        (
+            &response.type_url,
+            &response.version_info,
+            response.resources.len(),
+        )
+    }
 }
 
 /// Each resource's version, by name.

@@ -5,6 +5,7 @@
 
 use super::mesh::MeshSnapshot;
 use meridian_routes::{Compiled, Compiler, ProxyLocality};
+use meridian_telemetry::{self as telemetry, KeyValue, SpanKind};
 use std::{collections::HashMap, sync::Arc, sync::Mutex};
 
 pub struct RouteTable {
@@ -69,7 +70,19 @@ impl RouteTable {
                 return compiled.clone();
             }
         }
+        let cx = snapshot.trace.as_deref().map(|trace| {
+            telemetry::start(
+                "routes.compile",
+                SpanKind::Internal,
+                &telemetry::propagation::from_string(trace),
+                vec![
+                    KeyValue::new("meridian.cluster", proxy.cluster.clone()),
+                    KeyValue::new("meridian.revision", snapshot.revision as i64),
+                ],
+            )
+        });
         let compiled = Arc::new(inner.compiler.compile(&snapshot.state, proxy));
+        drop(cx);
         // Kept only for a locality a stream has acquired.
         if let Some(entry) = inner.localities.get_mut(proxy) {
             entry.latest = Some((snapshot.generation, compiled.clone()));
@@ -109,6 +122,7 @@ mod tests {
             state: MeshState::from_resources(resources),
             revision,
             generation,
+            ..Default::default()
         }
     }
 

@@ -66,6 +66,10 @@ impl FileSource {
 }
 
 impl Source for FileSource {
+    fn event_name(&self) -> &'static str {
+        "source.file.refresh"
+    }
+
     fn run(self: Box<Self>, updates: mpsc::Sender<SourceUpdate>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let mut last = None;

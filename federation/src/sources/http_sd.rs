@@ -138,6 +138,10 @@ async fn fetch(
 }
 
 impl Source for HttpSdSource {
+    fn event_name(&self) -> &'static str {
+        "source.http_sd.refresh"
+    }
+
     fn run(self: Box<Self>, updates: mpsc::Sender<SourceUpdate>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();

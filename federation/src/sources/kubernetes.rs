@@ -162,6 +162,10 @@ async fn client(options: &KubernetesOptions) -> Result<Client, String> {
 }
 
 impl Source for KubernetesSource {
+    fn event_name(&self) -> &'static str {
+        "source.kubernetes.event"
+    }
+
     fn run(self: Box<Self>, updates: mpsc::Sender<SourceUpdate>) -> BoxFuture<'static, ()> {
         Box::pin(async move {
             let mut last = None;

@@ -22,6 +22,9 @@ pub enum SourceUpdate {
 pub trait Source: Send {
     /// Runs until the receiver of `updates` is gone.
     fn run(self: Box<Self>, updates: mpsc::Sender<SourceUpdate>) -> BoxFuture<'static, ()>;
+    /// The name of the span that starts a change's trace: what the source
+    /// saw (a watch event, a refresh).
+    fn event_name(&self) -> &'static str;
 }
 
 /// A source as named on the command line: `kubernetes`, `file:PATH` or `http-sd:URL`.

@@ -64,6 +64,7 @@ async fn agent(
         full_snapshot: true,
         upserts: (0..SERVICES).map(|s| set(s, cluster, 0)).collect(),
         removals: vec![],
+        trace: String::new(),
     };
     tx.send(SyncRequest {
         message: Some(Message::Batch(snapshot)),
@@ -104,6 +105,7 @@ async fn agent(
             full_snapshot: false,
             upserts,
             removals: vec![],
+            trace: String::new(),
         };
         tx.send(SyncRequest {
             message: Some(Message::Batch(batch)),
