@@ -120,6 +120,10 @@ fn incoming(listener: TcpListener, tls: Option<AutoMtls>) -> mpsc::Receiver<std:
                             Ok(Ok(stream)) => {
                                 let _ = tx.send(Ok(Conn::Tls(Box::new(stream)))).await;
                             }
+                            // Terraform's gRPC client opens and drops spare connections.
+                            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                                tracing::debug!(%peer, "a connection closed before its TLS handshake")
+                            }
                             Ok(Err(e)) => {
                                 tracing::warn!(%peer, error = %e, "refused a TLS connection")
                             }
