@@ -220,7 +220,7 @@ output "token_id" {{ value = meridian_bootstrap_token.east_proxy.id }}
 output "checkout_v1_port" {{ value = data.meridian_service.checkout.port }}
 output "east_region" {{ value = data.meridian_cluster.east.region }}
 output "members" {{ value = length(data.meridian_members.all.members) }}
-output "leader" {{ value = data.meridian_members.all.leader }}
+output "has_leader" {{ value = data.meridian_members.all.leader > 0 }}
 output "east_proxies" {{ value = length(data.meridian_proxies.east.proxies) }}
 {extra}
 "#,
@@ -295,7 +295,7 @@ async fn terraform_manages_a_mesh_through_its_whole_life() {
     assert_eq!(output(&tf, "checkout_v1_port"), "8080");
     assert_eq!(output(&tf, "east_region"), "us-east-1");
     assert_eq!(output(&tf, "members"), "3");
-    assert_ne!(output(&tf, "leader"), "0");
+    assert_eq!(output(&tf, "has_leader"), "true");
     assert_eq!(output(&tf, "east_proxies"), "0");
 
     // A second plan shows no changes (60s and 1m are one timeout).
@@ -597,4 +597,16 @@ fn modules_and_examples_are_valid_and_formatted() {
         }
     }
     assert!(checked >= 2, "a module and an example at least");
+}
+
+#[test]
+fn run_by_hand_the_provider_says_it_is_a_plugin() {
+    let run = std::process::Command::new(meridian_tests::binary("terraform-provider-meridian"))
+        .env_remove("TF_PLUGIN_MAGIC_COOKIE")
+        .output()
+        .expect("run the provider");
+    assert_eq!(run.status.code(), Some(1));
+    assert!(run.stdout.is_empty(), "no handshake line");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("Terraform plugin"), "{stderr}");
 }
