@@ -1,5 +1,9 @@
 //! Prometheus metrics of a control-plane node.
 
+pub mod pipeline;
+
+pub use pipeline::PipelineMetrics;
+
 use crate::node::Node;
 use meridian_identity::expiry::ExpiryGauge;
 use meridian_model::{Kind, StateView};
@@ -43,6 +47,9 @@ pub struct Metrics {
     cluster_source_error: Family<ClusterLabels, Gauge>,
     cluster_invalid_endpoints: Family<ClusterLabels, Gauge>,
     invalid_endpoints: Family<ClusterLabels, Counter>,
+    apply_lag: Gauge,
+    /// Proposals, federation batches and xDS pushes, held by the code on that path.
+    pub pipeline: PipelineMetrics,
 }
 
 impl Default for Metrics {
@@ -86,6 +93,10 @@ impl Default for Metrics {
         let is_leader = gauge("raft_is_leader", "1 if this node is the leader");
         let has_leader = gauge("raft_has_leader", "1 if this node knows a leader");
         let voters = gauge("raft_voters", "Voting members in the current membership");
+        let apply_lag = gauge(
+            "raft_apply_lag",
+            "Committed entries not yet applied on this node (commit index minus applied index)",
+        );
         let cluster_stale = Family::<ClusterLabels, Gauge>::default();
         registry.register(
             "cluster_stale",
@@ -110,6 +121,8 @@ impl Default for Metrics {
             "Endpoints left out of agents' batches on this node as invalid",
             invalid_endpoints.clone(),
         );
+        let pipeline = PipelineMetrics::default();
+        pipeline.register(&mut registry);
         Metrics {
             registry,
             certificate_expiry,
@@ -127,6 +140,8 @@ impl Default for Metrics {
             cluster_source_error,
             cluster_invalid_endpoints,
             invalid_endpoints,
+            apply_lag,
+            pipeline,
         }
     }
 }
@@ -172,6 +187,10 @@ impl Metrics {
         self.applied_index
             .set(as_gauge(m.last_applied.map(|l| l.index).unwrap_or(0)));
         self.commit_index.set(as_gauge(node.committed_index()));
+        self.apply_lag
+            .set(as_gauge(node.committed_index().saturating_sub(
+                m.last_applied.map(|l| l.index).unwrap_or(0),
+            )));
         self.last_log_index
             .set(as_gauge(m.last_log_index.unwrap_or(0)));
         self.snapshot_index

@@ -2,6 +2,7 @@
 //! writes (forwarded to the leader), linearizable reads (the leader's read
 //! index) and membership changes.
 
+use crate::metrics::pipeline::ProposalMetrics;
 use crate::{
     forward::{self, Leader, LeaderReply},
     raft::{state_machine::StateMachine, ApplyOutcome, NodeId, Raft},
@@ -57,6 +58,7 @@ pub struct Node {
     pub raft: Raft,
     pub state: StateMachine,
     committed: Arc<AtomicU64>,
+    proposals: ProposalMetrics,
 }
 
 /// What one attempt at the leader's work returned.
@@ -67,12 +69,19 @@ pub enum Attempt<T> {
 }
 
 impl Node {
-    pub fn new(id: NodeId, raft: Raft, state: StateMachine, committed: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        id: NodeId,
+        raft: Raft,
+        state: StateMachine,
+        committed: Arc<AtomicU64>,
+        proposals: ProposalMetrics,
+    ) -> Self {
         Node {
             id,
             raft,
             state,
             committed,
+            proposals,
         }
     }
 
@@ -163,6 +172,7 @@ impl Node {
         if let Some(cx) = &cx {
             command.trace = telemetry::propagation::to_string(cx).or(command.trace.take());
         }
+        let started = Instant::now();
         let written = self.raft.client_write(command).await;
         let attempt = match written {
             Ok(response) => Ok(Attempt::Done((response.log_id.index, response.data))),
@@ -171,6 +181,14 @@ impl Node {
             ),
             Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
         };
+        self.proposals.observe(
+            match &attempt {
+                Ok(Attempt::Done(_)) => "committed",
+                Ok(Attempt::NotLeader(_)) => "not_leader",
+                Err(_) => "error",
+            },
+            started.elapsed(),
+        );
         if let Some(cx) = &cx {
             match &attempt {
                 Ok(Attempt::Done((index, _))) => cx

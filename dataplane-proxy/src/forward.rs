@@ -269,6 +269,7 @@ async fn forward(
         }
         let per_try = per_try.min(remaining);
         if !failed.is_empty() {
+            metrics.retried(&cluster);
             // The retry budget: retries may be at most a fifth of the cluster's requests in flight.
             match breaker.admit_retry() {
                 Some(guard) => _retry = Some(guard),

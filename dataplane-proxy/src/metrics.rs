@@ -6,6 +6,7 @@ use prometheus_client::{
     metrics::{
         counter::Counter,
         family::Family,
+        gauge::Gauge,
         histogram::{exponential_buckets, Histogram},
     },
     registry::Registry,
@@ -30,6 +31,14 @@ pub struct Metrics {
     requests: Family<Labels, Counter>,
     latency: Family<ClusterLabels, Histogram>,
     ejections: Family<ClusterLabels, Counter>,
+    retries: Family<ClusterOnly, Counter>,
+    config_updates: Counter,
+    config_updated_at: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClusterOnly {
+    cluster: String,
 }
 
 impl Default for Metrics {
@@ -60,12 +69,33 @@ impl Default for Metrics {
             "Hosts ejected by outlier detection",
             ejections.clone(),
         );
+        let retries = Family::<ClusterOnly, Counter>::default();
+        registry.register(
+            "retries",
+            "Tries after a request's first: to another host, or the next priority",
+            retries.clone(),
+        );
+        let config_updates = Counter::default();
+        registry.register(
+            "config_updates",
+            "Configurations from the control plane (or the saved state) installed",
+            config_updates.clone(),
+        );
+        let config_updated_at = Gauge::default();
+        registry.register(
+            "config_updated_timestamp_seconds",
+            "When the configuration now served was installed (Unix seconds)",
+            config_updated_at.clone(),
+        );
         Metrics {
             registry,
             certificate_expiry,
             requests,
             latency,
             ejections,
+            retries,
+            config_updates,
+            config_updated_at,
         }
     }
 }
@@ -98,6 +128,23 @@ impl Metrics {
                 locality: locality.to_string(),
             })
             .inc();
+    }
+
+    pub fn retried(&self, cluster: &str) {
+        self.retries
+            .get_or_create(&ClusterOnly {
+                cluster: cluster.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn config_installed(&self) {
+        self.config_updates.inc();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        self.config_updated_at.set(now);
     }
 
     pub fn render(&self) -> String {

@@ -79,6 +79,7 @@ impl Proxy {
             .map(|(p, k)| (*p, k.clone()))
             .collect();
         let runtime = Arc::new(Runtime::new(snapshot, self.current().as_deref()));
+        self.metrics.config_installed();
         let checkers = health_check::spawn(&runtime);
         let previous = std::mem::replace(
             &mut *self.health_checks.lock().unwrap_or_else(|p| p.into_inner()),

@@ -49,7 +49,7 @@ pub async fn run(config: AgentConfig, source: Box<dyn Source>) -> AgentError {
     let (updates_tx, mut updates) = mpsc::channel(16);
     let event_name = source.event_name();
     tokio::spawn(source.run(updates_tx));
-    let (view_tx, view_rx) = watch::channel::<Option<(View, Context)>>(None);
+    let (view_tx, view_rx) = watch::channel::<Option<(View, Observed)>>(None);
     let (error_tx, error_rx) = watch::channel::<Option<String>>(None);
     let cluster = config.cluster.clone();
     tokio::spawn(async move {
@@ -57,7 +57,11 @@ pub async fn run(config: AgentConfig, source: Box<dyn Source>) -> AgentError {
             match update {
                 SourceUpdate::View(view) => {
                     let _ = error_tx.send(None);
-                    let _ = view_tx.send(Some((view, source_event(event_name, &cluster))));
+                    let observed = Observed {
+                        trace: source_event(event_name, &cluster),
+                        unix_ms: unix_ms(),
+                    };
+                    let _ = view_tx.send(Some((view, observed)));
                 }
                 SourceUpdate::Error(e) => {
                     let _ = error_tx.send(Some(e));
@@ -85,6 +89,20 @@ pub async fn run(config: AgentConfig, source: Box<dyn Source>) -> AgentError {
     AgentError::Closed
 }
 
+/// When and in which trace the source saw a view.
+#[derive(Debug, Clone, Default)]
+struct Observed {
+    trace: Context,
+    unix_ms: u64,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// The root of a change's trace: the source saw something new. The span
 /// ends at once; what the view leads to (the batch) refers to it.
 fn source_event(name: &'static str, cluster: &str) -> Context {
@@ -97,7 +115,13 @@ fn source_event(name: &'static str, cluster: &str) -> Context {
     Context::new().with_remote_span_context(cx.span().span_context().clone())
 }
 
-fn batch(seq: u64, full_snapshot: bool, delta: &Delta, trace: &Context) -> SyncRequest {
+fn batch(
+    seq: u64,
+    full_snapshot: bool,
+    delta: &Delta,
+    trace: &Context,
+    observed_unix_ms: u64,
+) -> SyncRequest {
     let upserts = delta
         .upserts
         .iter()
@@ -122,6 +146,7 @@ fn batch(seq: u64, full_snapshot: bool, delta: &Delta, trace: &Context) -> SyncR
             upserts,
             removals,
             trace: telemetry::propagation::to_string(trace).unwrap_or_default(),
+            observed_unix_ms,
         })),
     }
 }
@@ -142,7 +167,7 @@ async fn await_ack(responses: &mut Streaming<SyncResponse>, seq: u64) -> Result<
 async fn session(
     config: &AgentConfig,
     addr: &str,
-    mut views: watch::Receiver<Option<(View, Context)>>,
+    mut views: watch::Receiver<Option<(View, Observed)>>,
     mut errors: watch::Receiver<Option<String>>,
     backoff: &mut Backoff,
 ) -> AgentError {
@@ -188,7 +213,7 @@ async fn session(
             let cx = telemetry::start(
                 "federation.batch",
                 SpanKind::Client,
-                &source,
+                &source.trace,
                 vec![
                     KeyValue::new("meridian.cluster", config.cluster.clone()),
                     KeyValue::new("meridian.batch.seq", seq as i64),
@@ -197,7 +222,11 @@ async fn session(
                     KeyValue::new("meridian.batch.removals", delta.removals.len() as i64),
                 ],
             );
-            if tx.send(batch(seq, full, &delta, &cx)).await.is_err() {
+            if tx
+                .send(batch(seq, full, &delta, &cx, source.unix_ms))
+                .await
+                .is_err()
+            {
                 return AgentError::Closed;
             }
             let acked_at = await_ack(&mut responses, seq).await;

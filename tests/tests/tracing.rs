@@ -55,6 +55,18 @@ async fn recording_upstream() -> (u16, Arc<Mutex<Vec<String>>>) {
     (port, seen)
 }
 
+/// The sum of a metric's samples whose line starts with `prefix` (name and
+/// labels) in the exposition at `addr`.
+async fn metric(addr: &str, prefix: &str) -> f64 {
+    let (_, text) = meridian_tests::http::get(addr, "/metrics")
+        .await
+        .expect("metrics");
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_change_is_one_trace_from_the_source_to_the_proxy_ack() {
     let root = tempfile::tempdir().expect("temp dir");
@@ -230,6 +242,48 @@ async fn one_change_is_one_trace_from_the_source_to_the_proxy_ack() {
         "{request:#?}"
     );
     assert_eq!(request.service, "meridian-proxy");
+
+    // The same path in metrics: the batch and its lag on the node the
+    // agent streams to, the pushes and their ACKs on the proxy's node.
+    let batches = metric(
+        &follower.http,
+        "meridian_federation_batch_endpoint_sets_count",
+    )
+    .await;
+    assert!(batches >= 2.0, "batches: {batches}");
+    let lag = metric(
+        &follower.http,
+        "meridian_federation_source_to_commit_seconds_count",
+    )
+    .await;
+    assert!(lag >= 2.0, "source-to-commit observations: {lag}");
+    let serving = nodes
+        .iter()
+        .find(|n| n.grpc == addrs[0])
+        .expect("the proxy's node");
+    assert!(
+        metric(
+            &serving.http,
+            "meridian_xds_pushes_total{type=\"endpoint\"}"
+        )
+        .await
+            >= 2.0
+    );
+    assert!(metric(&serving.http, "meridian_xds_change_to_ack_seconds_count").await >= 1.0);
+    assert_eq!(
+        metric(&serving.http, "meridian_xds_streams{protocol=\"delta\"}").await,
+        1.0
+    );
+    let leader_node = nodes.iter().find(|n| n.id == leader).expect("the leader");
+    assert!(
+        metric(
+            &leader_node.http,
+            "meridian_raft_proposals_total{outcome=\"committed\"}"
+        )
+        .await
+            >= 3.0
+    );
+    assert!(metric(&proxy.admin, "meridian_proxy_config_updates_total").await >= 2.0);
     drop(proxy);
     drop(agent);
 }
@@ -291,6 +345,9 @@ async fn a_nack_is_in_the_trace_and_a_lost_collector_changes_nothing() {
         "get proxies shows the NACK's error: {}",
         proxies.stdout
     );
+
+    let nacks = metric(&nodes[0].http, "meridian_xds_nacks_total{type=\"cluster\"}").await;
+    assert!(nacks >= 2.0, "NACKs counted: {nacks}");
 
     // The collector goes away: writes and pushes go on.
     collector.stop();

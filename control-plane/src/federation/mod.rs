@@ -232,6 +232,10 @@ async fn serve(
                         KeyValue::new("meridian.batch.seq", seq as i64),
                     ],
                 );
+                let (sets, observed) = (
+                    batch.upserts.len() + batch.removals.len(),
+                    batch.observed_unix_ms,
+                );
                 let mut command = session.command(batch)?;
                 command.trace = telemetry::propagation::to_string(&cx);
                 let written = session.node.write(command).await.map_err(node_error);
@@ -240,6 +244,11 @@ async fn serve(
                 }
                 drop(cx);
                 let (index, _) = written?;
+                session
+                    .metrics
+                    .pipeline
+                    .federation
+                    .committed(sets, observed);
                 // The batch carried the status too.
                 pacer.written(std::time::Instant::now());
                 if tx
@@ -260,6 +269,13 @@ async fn serve(
                 if error == session.source_error {
                     // Nothing new: not worth a Raft entry.
                     continue;
+                }
+                if error.is_some() {
+                    session
+                        .metrics
+                        .pipeline
+                        .federation
+                        .source_error(&session.cluster);
                 }
                 session.source_error = error;
                 if pacer.offer(std::time::Instant::now()) {

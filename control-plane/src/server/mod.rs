@@ -96,8 +96,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     .await
     .context("starting raft")?;
     let mesh = xds::mesh::follow(state.events(), state.view());
-    let node = Arc::new(Node::new(config.node_id, raft.clone(), state, committed));
     let metrics = Arc::new(Metrics::default());
+    let node = Arc::new(Node::new(
+        config.node_id,
+        raft.clone(),
+        state,
+        committed,
+        metrics.pipeline.proposals.clone(),
+    ));
     if let Some(credentials) = &credentials {
         metrics.certificate_expiry.track(credentials.clone());
     }

@@ -24,6 +24,9 @@ pub struct MeshSnapshot {
     /// The trace context of the latest traced change this snapshot folds in:
     /// compiling and pushing it join that change's trace.
     pub trace: Option<String>,
+    /// When this node published it (its latest change applied), to time
+    /// each client's ACK of it.
+    pub applied_at: Option<std::time::Instant>,
     /// How many pushes of this snapshot have been traced so far on this
     /// node, to keep a trace readable with thousands of proxies.
     pub traced_pushes: std::sync::atomic::AtomicUsize,
@@ -130,6 +133,7 @@ async fn run(
                 revision,
                 generation,
                 trace,
+                applied_at: Some(std::time::Instant::now()),
                 traced_pushes: Default::default(),
             }))
             .is_err()

@@ -62,6 +62,7 @@ impl XdsService {
             registry: self.registry.clone(),
             registration: None,
             proxy_id: String::new(),
+            protocol: "",
             caller: caller_of(request),
             metrics: self.metrics.clone(),
         }
@@ -80,6 +81,8 @@ struct StreamContext {
     registration: Option<(u64, ProxyLocality)>,
     /// The proxy's node id, once the first request named it.
     proxy_id: String,
+    /// "sotw" or "delta", once registered.
+    protocol: &'static str,
     /// Who opened the stream, and the metrics to count a refusal in.
     caller: Caller,
     metrics: Arc<Metrics>,
@@ -87,7 +90,7 @@ struct StreamContext {
 
 impl StreamContext {
     /// Registers the proxy on its first request; later requests may omit the node.
-    fn register(&mut self, node: Option<&XdsNode>, protocol: &str) -> Result<(), Status> {
+    fn register(&mut self, node: Option<&XdsNode>, protocol: &'static str) -> Result<(), Status> {
         if self.registration.is_some() {
             return Ok(());
         }
@@ -130,6 +133,8 @@ impl StreamContext {
             ..Default::default()
         });
         tracing::info!(node = %node.id, protocol, "xDS stream opened");
+        self.metrics.pipeline.xds.stream(protocol, 1);
+        self.protocol = protocol;
         self.registration = Some((id, proxy));
         self.proxy_id.clone_from(&node.id);
         Ok(())
@@ -178,6 +183,7 @@ impl Drop for StreamContext {
         if let Some((id, proxy)) = &self.registration {
             self.registry.remove(*id);
             self.table.release(proxy, &self.mesh.borrow());
+            self.metrics.pipeline.xds.stream(self.protocol, -1);
         }
     }
 }
@@ -200,6 +206,7 @@ async fn run_stream<P: AdsProtocol>(
 ) -> Result<(), Status> {
     let mut stream = P::default();
     let mut pushes = push::Pushes::default();
+    let metrics = ctx.metrics.pipeline.xds.clone();
     loop {
         let responses = tokio::select! {
             request = requests.message() => {
@@ -208,7 +215,13 @@ async fn run_stream<P: AdsProtocol>(
                 ctx.register(P::node(&request), P::NAME)?;
                 let (compiled, version, _) = ctx.compiled();
                 let (response, feedback) = stream.on_request(request, &compiled, &version);
-                pushes.answered(feedback.as_ref());
+                if let Some(feedback) = &feedback {
+                    match (feedback, pushes.answered(feedback)) {
+                        (_, Some(push::Answer::Acked(Some(took)))) => metrics.acked_after(took),
+                        (Feedback::Nack { type_url, .. }, _) => metrics.nacked(type_url),
+                        _ => {}
+                    }
+                }
                 ctx.record(feedback);
                 let (types, names) = stream.subscribed();
                 check_subscriptions(types, names).map_err(Status::resource_exhausted)?;
@@ -224,14 +237,17 @@ async fn run_stream<P: AdsProtocol>(
                 let (compiled, version, snapshot) = ctx.compiled();
                 let responses = stream.on_update(&compiled, &version);
                 for response in &responses {
-                    let Some(trace) = snapshot.trace_push() else { break };
                     let (type_url, version, resources) = P::sent(response);
-                    pushes.sent(trace, ctx.node_id, &ctx.proxy_id, type_url, version, resources);
+                    let span = snapshot.trace_push().map(|trace| {
+                        push::span(trace, ctx.node_id, &ctx.proxy_id, type_url, version, resources)
+                    });
+                    pushes.sent(type_url, snapshot.applied_at, span);
                 }
                 responses
             }
         };
         for response in responses {
+            metrics.pushed(P::sent(&response).0);
             if tx.send(Ok(response)).await.is_err() {
                 return Ok(());
             }

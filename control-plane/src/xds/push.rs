@@ -1,72 +1,94 @@
-//! The traced pushes of one stream: each response that carries a traced
-//! change is an `xds.push` span, a child of the change's apply, that ends
-//! when the proxy ACKs or NACKs that type (a NACK with its error text), or
-//! when a newer push of the type replaces it.
+//! One stream's pushes of changes, waiting for the client's answer: how
+//! long a change took from its apply to the client's ACK, and, for a traced
+//! change, an `xds.push` span (a child of the change's apply) that records
+//! the ACK, or the NACK with its error text, and ends with it (or when a
+//! newer push of the type replaces it).
 
 use super::protocol::Feedback;
 use meridian_telemetry::{self as telemetry, Context, KeyValue, SpanKind, TraceContextExt};
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
-/// The pushes waiting for the proxy's answer, by type URL.
+struct Pending {
+    /// When the change was applied on this node.
+    changed_at: Option<Instant>,
+    span: Option<Context>,
+}
+
+/// The pushes waiting for the client's answer, by type URL.
 #[derive(Default)]
-pub struct Pushes(HashMap<String, Context>);
+pub struct Pushes(HashMap<String, Pending>);
+
+/// What the client said of a push.
+pub enum Answer {
+    /// ACKed, this long after the change was applied.
+    Acked(Option<Duration>),
+    Nacked,
+}
+
+/// The span of one traced push.
+pub fn span(
+    trace: &str,
+    node: u64,
+    proxy: &str,
+    type_url: &str,
+    version: &str,
+    resources: usize,
+) -> Context {
+    telemetry::start(
+        "xds.push",
+        SpanKind::Producer,
+        &telemetry::propagation::from_string(trace),
+        vec![
+            KeyValue::new("meridian.node", node as i64),
+            KeyValue::new("meridian.proxy", proxy.to_string()),
+            KeyValue::new("xds.type_url", type_url.to_string()),
+            KeyValue::new("xds.version", version.to_string()),
+            KeyValue::new("xds.resources", resources as i64),
+        ],
+    )
+}
 
 impl Pushes {
-    /// A response of `type_url` at `version` went to `proxy` for the change
-    /// traced by `trace`.
-    pub fn sent(
-        &mut self,
-        trace: &str,
-        node: u64,
-        proxy: &str,
-        type_url: &str,
-        version: &str,
-        resources: usize,
-    ) {
-        let cx = telemetry::start(
-            "xds.push",
-            SpanKind::Producer,
-            &telemetry::propagation::from_string(trace),
-            vec![
-                KeyValue::new("meridian.node", node as i64),
-                KeyValue::new("meridian.proxy", proxy.to_string()),
-                KeyValue::new("xds.type_url", type_url.to_string()),
-                KeyValue::new("xds.version", version.to_string()),
-                KeyValue::new("xds.resources", resources as i64),
-            ],
-        );
-        if let Some(replaced) = self.0.insert(type_url.to_string(), cx) {
-            replaced.span().add_event("superseded", vec![]);
+    /// A response of `type_url` carrying a change applied at `changed_at`
+    /// went out, traced by `span` if any.
+    pub fn sent(&mut self, type_url: &str, changed_at: Option<Instant>, span: Option<Context>) {
+        let pending = Pending { changed_at, span };
+        if let Some(replaced) = self.0.insert(type_url.to_string(), pending) {
+            if let Some(cx) = replaced.span {
+                cx.span().add_event("superseded", vec![]);
+            }
         }
     }
 
-    /// The proxy answered for a type: its push span records the ACK or
-    /// NACK and ends.
-    pub fn answered(&mut self, feedback: Option<&Feedback>) {
-        let Some(feedback) = feedback else { return };
+    /// The client answered for a type; the push's span records it and ends.
+    pub fn answered(&mut self, feedback: &Feedback) -> Option<Answer> {
         let (type_url, version) = match feedback {
             Feedback::Ack { type_url, version }
             | Feedback::Nack {
                 type_url, version, ..
             } => (type_url, version),
         };
-        let Some(cx) = self.0.remove(type_url) else {
-            return;
-        };
-        let span = cx.span();
+        let pending = self.0.remove(type_url)?;
+        let version = KeyValue::new("xds.version", version.clone());
         match feedback {
             Feedback::Ack { .. } => {
-                span.add_event("ack", vec![KeyValue::new("xds.version", version.clone())])
+                if let Some(cx) = &pending.span {
+                    cx.span().add_event("ack", vec![version]);
+                }
+                Some(Answer::Acked(pending.changed_at.map(|at| at.elapsed())))
             }
             Feedback::Nack { error, .. } => {
-                span.add_event(
-                    "nack",
-                    vec![
-                        KeyValue::new("xds.version", version.clone()),
-                        KeyValue::new("xds.error", error.clone()),
-                    ],
-                );
-                telemetry::fail(&cx, format!("NACK: {error}"));
+                if let Some(cx) = &pending.span {
+                    cx.span().add_event(
+                        "nack",
+                        vec![version, KeyValue::new("xds.error", error.clone())],
+                    );
+                    telemetry::fail(cx, format!("NACK: {error}"));
+                }
+                Some(Answer::Nacked)
             }
         }
     }

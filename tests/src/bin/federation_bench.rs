@@ -65,6 +65,7 @@ async fn agent(
         upserts: (0..SERVICES).map(|s| set(s, cluster, 0)).collect(),
         removals: vec![],
         trace: String::new(),
+        observed_unix_ms: 0,
     };
     tx.send(SyncRequest {
         message: Some(Message::Batch(snapshot)),
@@ -106,6 +107,7 @@ async fn agent(
             upserts,
             removals: vec![],
             trace: String::new(),
+            observed_unix_ms: 0,
         };
         tx.send(SyncRequest {
             message: Some(Message::Batch(batch)),
