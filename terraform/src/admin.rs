@@ -10,6 +10,18 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
+/// Whether a call failed for the node's sake (unreachable, gone mid-call,
+/// or without a leader) rather than by the control plane's answer: an
+/// error the client's transport made carries its cause as a source, one
+/// the server sent does not.
+fn node_failed(status: &Status) -> bool {
+    match status.code() {
+        Code::Unavailable => true,
+        Code::Unknown | Code::Cancelled => std::error::Error::source(status).is_some(),
+        _ => false,
+    }
+}
+
 pub struct Admin {
     servers: Vec<String>,
     dialer: Dialer,
@@ -76,7 +88,7 @@ impl Admin {
             };
             match call(client).await {
                 Ok(response) => return Ok(response.into_inner()),
-                Err(status) if status.code() == Code::Unavailable => {
+                Err(status) if node_failed(&status) => {
                     tracing::warn!(node = %self.servers[index], error = %status.message(), "control-plane node unavailable; trying the next");
                     last = status;
                     skip = Some(index);

@@ -47,6 +47,16 @@ impl TfRun {
     }
 }
 
+impl From<std::process::Output> for TfRun {
+    fn from(output: std::process::Output) -> TfRun {
+        TfRun {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
 impl Workspace {
     /// A working directory `dir` whose `meridian/meridian` provider is the
     /// workspace's build.
@@ -81,8 +91,8 @@ impl Workspace {
         std::fs::write(path, text).expect("write a Terraform file");
     }
 
-    /// `terraform ARGS... -no-color`, in this directory.
-    pub fn run(&self, args: &[&str]) -> TfRun {
+    /// `terraform ARGS... -no-color`, in this directory, with this workspace's settings.
+    fn command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(terraform_binary());
         command
             .args(args)
@@ -101,12 +111,21 @@ impl Workspace {
         for (name, value) in &self.env {
             command.env(name, value);
         }
-        let output = command.output().expect("run terraform");
-        TfRun {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> TfRun {
+        let output = self.command(args).output().expect("run terraform");
+        TfRun::from(output)
+    }
+
+    /// Starts a command and returns at once; [`TfRun::from`] its output.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        self.command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start terraform")
     }
 
     /// Runs a command that must succeed, and returns its run.

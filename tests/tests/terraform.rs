@@ -8,12 +8,15 @@
 
 use meridian_identity::tls::TlsFiles;
 use meridian_tests::pki::{dialer, tls_args, Pki};
-use meridian_tests::terraform::{copy_tree, repo_terraform_dir, terraform_binary, Workspace};
+use meridian_tests::terraform::{
+    copy_tree, repo_terraform_dir, terraform_binary, TfRun, Workspace,
+};
 use meridian_tests::{
-    agreed_leader, cli_with, node::start_cluster_with, ServerNode, ServerOptions,
+    agreed_leader, cli_with, eventually, node::start_cluster_with, ServerNode, ServerOptions,
 };
 use serde_json::Value;
 use std::path::Path;
+use std::time::Duration;
 
 /// A control plane of `count` nodes over mutual TLS, and an admin's files.
 async fn mtls_cluster(root: &Path, count: u64) -> (Vec<ServerNode>, TlsFiles) {
@@ -417,6 +420,69 @@ resource "meridian_service" "legacy" {
     }
     let tokens = items(&admin, via, "tokens");
     assert_eq!(find(&tokens, &token_id)["spec"]["revoked"], true);
+}
+
+/// How many services in `namespace` a node holds (its own replica).
+async fn count_services(node: &ServerNode, namespace: &str) -> Option<usize> {
+    use meridian_proto::v1::{Consistency, ListRequest};
+    let request = ListRequest {
+        kind: "Service".into(),
+        namespace: namespace.into(),
+        consistency: Consistency::Stale as i32,
+    };
+    let reply = node.client().await?.list(request).await.ok()?;
+    Some(reply.into_inner().items.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_provider_moves_on_when_its_node_dies_during_an_apply() {
+    const COUNT: usize = 150;
+    let root = tempfile::tempdir().expect("temp dir");
+    let (mut nodes, admin) = mtls_cluster(root.path(), 3).await;
+    let servers: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.grpc)).collect();
+    let tf = workspace(&root.path().join("tf"), &admin);
+    tf.write(
+        "main.tf",
+        &format!(
+            r#"{PROVIDERS}
+provider "meridian" {{
+  servers = [{}]
+}}
+
+resource "meridian_service" "many" {{
+  count     = {COUNT}
+  namespace = "load"
+  name      = "s-${{count.index}}"
+  protocol  = "http"
+  port      = 8000
+}}
+"#,
+            servers.join(", ")
+        ),
+    );
+    // One write at a time, so the apply is still going when the node dies.
+    let apply = tf.spawn(&["apply", "-auto-approve", "-input=false", "-parallelism=1"]);
+    let seen = eventually(
+        Duration::from_secs(60),
+        "the apply to be under way",
+        || async { count_services(&nodes[1], "load").await.filter(|n| *n >= 5) },
+    )
+    .await;
+    nodes[0].kill();
+    let run = tokio::task::spawn_blocking(move || apply.wait_with_output())
+        .await
+        .expect("join")
+        .expect("terraform apply");
+    let run = TfRun::from(run);
+    assert!(run.ok(), "{}", run.output());
+    assert!(
+        seen < COUNT,
+        "the node should die during the apply, not after it"
+    );
+    let all = count_services(&nodes[1], "load").await;
+    assert_eq!(all, Some(COUNT));
+    let plan = tf.plan();
+    assert_eq!(plan.code, 0, "{}", plan.output());
 }
 
 /// A service with one attribute of the test's choosing.

@@ -178,19 +178,18 @@ impl ObjectResource {
         let revision = match admin.put(&manifest, expected).await {
             Ok(revision) => revision,
             Err(status) => {
-                let mut d = self.refused("Cannot write", Some(&key), &status);
-                if prior.is_null() && status.code() == tonic::Code::Aborted {
-                    d.detail.push_str(&format!(
-                        "\nIt exists already: bring it under Terraform with `terraform import` and the id {}.",
-                        Self::id(&key)
-                    ));
-                }
-                let state = if prior.is_null() {
-                    Value::Null
+                // A write retried on another node after its first node died
+                // may have been committed already: holding exactly what was
+                // planned is success, not a concurrent edit.
+                let already = if status.code() == tonic::Code::Aborted {
+                    self.holds(admin, &key, planned).await
                 } else {
-                    prior.clone()
+                    None
                 };
-                return (state, vec![d]);
+                match already {
+                    Some(revision) => revision,
+                    None => return self.write_refused(prior, &key, &status),
+                }
             }
         };
         let mut state = planned.clone();
@@ -216,6 +215,34 @@ impl ObjectResource {
             }
         }
         (state, Vec::new())
+    }
+
+    fn write_refused(
+        &self,
+        prior: &Value,
+        key: &pb::ResourceKey,
+        status: &tonic::Status,
+    ) -> Outcome {
+        let mut d = self.refused("Cannot write", Some(key), status);
+        if prior.is_null() && status.code() == tonic::Code::Aborted {
+            d.detail.push_str(&format!(
+                "\nIt exists already: bring it under Terraform with `terraform import` and the id {}.",
+                Self::id(key)
+            ));
+        }
+        let state = if prior.is_null() {
+            Value::Null
+        } else {
+            prior.clone()
+        };
+        (state, vec![d])
+    }
+
+    /// The object's revision if the control plane holds just what `planned` says.
+    async fn holds(&self, admin: &Admin, key: &pb::ResourceKey, planned: &Value) -> Option<u64> {
+        let stored = admin.get(key.clone()).await.ok()??;
+        let fresh = with_defaults(&self.block, &from_manifest(&self.block, &stored.manifest));
+        (!differs(&self.block, &fresh, planned)).then_some(stored.revision)
     }
 
     /// What the control plane holds now, in the terms the state used; null
