@@ -47,6 +47,26 @@ impl TfRun {
     }
 }
 
+/// A `terraform` command still running.
+pub struct Running(Option<std::process::Child>);
+
+impl Running {
+    /// Waits for it to finish (blocking).
+    pub fn wait(mut self) -> TfRun {
+        let child = self.0.take().expect("waited once");
+        TfRun::from(child.wait_with_output().expect("wait for terraform"))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 impl From<std::process::Output> for TfRun {
     fn from(output: std::process::Output) -> TfRun {
         TfRun {
@@ -119,13 +139,15 @@ impl Workspace {
         TfRun::from(output)
     }
 
-    /// Starts a command and returns at once; [`TfRun::from`] its output.
-    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
-        self.command(args)
+    /// Starts a command and returns at once; killed if dropped before [`Running::wait`].
+    pub fn spawn(&self, args: &[&str]) -> Running {
+        let child = self
+            .command(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("start terraform")
+            .expect("start terraform");
+        Running(Some(child))
     }
 
     /// Runs a command that must succeed, and returns its run.

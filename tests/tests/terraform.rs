@@ -8,9 +8,7 @@
 
 use meridian_identity::tls::TlsFiles;
 use meridian_tests::pki::{dialer, tls_args, Pki};
-use meridian_tests::terraform::{
-    copy_tree, repo_terraform_dir, terraform_binary, TfRun, Workspace,
-};
+use meridian_tests::terraform::{copy_tree, repo_terraform_dir, terraform_binary, Workspace};
 use meridian_tests::{
     agreed_leader, cli_with, eventually, node::start_cluster_with, ServerNode, ServerOptions,
 };
@@ -469,11 +467,9 @@ resource "meridian_service" "many" {{
     )
     .await;
     nodes[0].kill();
-    let run = tokio::task::spawn_blocking(move || apply.wait_with_output())
+    let run = tokio::task::spawn_blocking(move || apply.wait())
         .await
-        .expect("join")
-        .expect("terraform apply");
-    let run = TfRun::from(run);
+        .expect("join");
     assert!(run.ok(), "{}", run.output());
     assert!(
         seen < COUNT,

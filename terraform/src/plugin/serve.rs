@@ -166,8 +166,20 @@ async fn stopped(stop: watch::Sender<bool>) {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    AutoMtls(#[from] super::automtls::AutoMtlsError),
+    #[error("cannot listen or write the handshake: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("serving gRPC: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("the server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 /// Serves the provider until it is told to stop.
-pub async fn run(host: Host, env: crate::provider::Env) -> anyhow::Result<()> {
+pub async fn run(host: Host, env: crate::provider::Env) -> Result<(), ServeError> {
     let tls = match &host.client_cert {
         Some(pem) => Some(super::automtls::server(pem)?),
         None => None,
@@ -208,7 +220,7 @@ pub async fn run(host: Host, env: crate::provider::Env) -> anyhow::Result<()> {
     // Answers in flight get a moment to go out; then the plugin exits regardless.
     match tokio::time::timeout(Duration::from_secs(3), server).await {
         Ok(Ok(Ok(()))) | Err(_) => Ok(()),
-        Ok(Ok(Err(e))) => Err(e.into()),
-        Ok(Err(e)) => Err(e.into()),
+        Ok(Ok(Err(e))) => Err(ServeError::Transport(e)),
+        Ok(Err(e)) => Err(ServeError::Task(e)),
     }
 }
