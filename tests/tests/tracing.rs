@@ -191,6 +191,7 @@ async fn one_change_is_one_trace_from_the_source_to_the_proxy_ack() {
         ancestry(&trace, push),
         [
             "xds.push",
+            "xds.distribute",
             "raft.apply",
             "raft.propose",
             "federation.commit",
@@ -199,6 +200,24 @@ async fn one_change_is_one_trace_from_the_source_to_the_proxy_ack() {
         ],
         "every parent link holds"
     );
+    // The node's summary of the change's pushes: its parent is that node's apply.
+    let summary = eventually(WAIT, "the push summary", || async {
+        collector
+            .trace(&push.trace_id)
+            .into_iter()
+            .find(|s| s.name == "xds.distribute" && s.span_id == push.parent_span_id)
+    })
+    .await;
+    assert!(
+        summary.attribute("xds.pushed").is_some_and(|n| n != "0"),
+        "{summary:#?}"
+    );
+    assert!(
+        summary.attribute("xds.acked").is_some_and(|n| n != "0"),
+        "{summary:#?}"
+    );
+    assert_eq!(summary.attribute("xds.nacked"), Some("0"));
+    assert!(summary.attribute("xds.slowest_ack_ms").is_some());
 
     // A request with a traceparent keeps its trace id to the upstream,
     // which sees the proxy's span as its parent.
@@ -336,6 +355,18 @@ async fn a_nack_is_in_the_trace_and_a_lost_collector_changes_nothing() {
     })
     .await;
     assert_eq!(nacked.attribute("meridian.proxy"), Some("refuser"));
+    let summary = eventually(WAIT, "the push summary with the NACK", || async {
+        collector
+            .trace(&trace_id)
+            .into_iter()
+            .find(|s| s.name == "xds.distribute")
+    })
+    .await;
+    assert!(
+        summary.attribute("xds.nacked").is_some_and(|n| n != "0"),
+        "{summary:#?}"
+    );
+    assert!(summary.error.is_some(), "{summary:#?}");
     let error = nacked.error.clone().unwrap_or_default();
     assert!(error.starts_with("NACK: "), "{nacked:#?}");
     let proxies = cli(&nodes[0].grpc, &["get", "proxies", "-o", "json"], None);

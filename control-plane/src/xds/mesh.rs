@@ -2,6 +2,7 @@
 //! from the state machine's change events and published as immutable
 //! snapshots that every stream can compile from.
 
+use super::distribution::Distribution;
 use crate::{
     events::{Event, EventHub},
     raft::view::DbView,
@@ -27,23 +28,19 @@ pub struct MeshSnapshot {
     /// When this node published it (its latest change applied), to time
     /// each client's ACK of it.
     pub applied_at: Option<std::time::Instant>,
-    /// How many pushes of this snapshot have been traced so far on this
-    /// node, to keep a trace readable with thousands of proxies.
-    pub traced_pushes: std::sync::atomic::AtomicUsize,
+    /// The summary of this snapshot's pushes from this node, when traced.
+    pub distribution: std::sync::OnceLock<Arc<Distribution>>,
 }
 
-/// The most pushes of one snapshot traced per node (each proxy's push is a
-/// span of its own, up to this many).
-pub const MAX_TRACED_PUSHES: usize = 100;
-
 impl MeshSnapshot {
-    /// The snapshot's trace context when one more push of it may be traced.
-    pub fn trace_push(&self) -> Option<&str> {
+    /// The summary of this (traced) snapshot's pushes on `node`, started by
+    /// the first stream that pushes it.
+    pub fn distribution(&self, node: u64) -> Option<&Arc<Distribution>> {
         let trace = self.trace.as_deref()?;
-        let taken = self
-            .traced_pushes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        (taken < MAX_TRACED_PUSHES).then_some(trace)
+        Some(
+            self.distribution
+                .get_or_init(|| Distribution::start(trace, node)),
+        )
     }
 }
 
@@ -134,7 +131,7 @@ async fn run(
                 generation,
                 trace,
                 applied_at: Some(std::time::Instant::now()),
-                traced_pushes: Default::default(),
+                distribution: Default::default(),
             }))
             .is_err()
         {

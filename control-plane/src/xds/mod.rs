@@ -2,6 +2,7 @@
 //! and delta, served by every control-plane node from its own replica.
 
 mod delta;
+mod distribution;
 pub mod mesh;
 mod protocol;
 mod push;
@@ -236,12 +237,13 @@ async fn run_stream<P: AdsProtocol>(
                 }
                 let (compiled, version, snapshot) = ctx.compiled();
                 let responses = stream.on_update(&compiled, &version);
+                let distribution = snapshot.distribution(ctx.node_id);
                 for response in &responses {
                     let (type_url, version, resources) = P::sent(response);
-                    let span = snapshot.trace_push().map(|trace| {
-                        push::span(trace, ctx.node_id, &ctx.proxy_id, type_url, version, resources)
+                    let span = distribution.and_then(|d| {
+                        d.pushed(ctx.node_id, &ctx.proxy_id, type_url, version, resources)
                     });
-                    pushes.sent(type_url, snapshot.applied_at, span);
+                    pushes.sent(type_url, snapshot.applied_at, distribution.cloned(), span);
                 }
                 responses
             }

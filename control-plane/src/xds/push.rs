@@ -1,13 +1,14 @@
 //! One stream's pushes of changes, waiting for the client's answer: how
 //! long a change took from its apply to the client's ACK, and, for a traced
-//! change, an `xds.push` span (a child of the change's apply) that records
-//! the ACK, or the NACK with its error text, and ends with it (or when a
-//! newer push of the type replaces it).
+//! change, an `xds.push` span (a child of the change's `xds.distribute`)
+//! that records the ACK, or the NACK with its error text, and ends with it
+//! (or when a newer push of the type replaces it).
 
-use super::protocol::Feedback;
+use super::{distribution::Distribution, protocol::Feedback};
 use meridian_telemetry::{self as telemetry, Context, KeyValue, SpanKind, TraceContextExt};
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -15,6 +16,7 @@ struct Pending {
     /// When the change was applied on this node.
     changed_at: Option<Instant>,
     span: Option<Context>,
+    distribution: Option<Arc<Distribution>>,
 }
 
 /// The pushes waiting for the client's answer, by type URL.
@@ -53,9 +55,19 @@ pub fn span(
 
 impl Pushes {
     /// A response of `type_url` carrying a change applied at `changed_at`
-    /// went out, traced by `span` if any.
-    pub fn sent(&mut self, type_url: &str, changed_at: Option<Instant>, span: Option<Context>) {
-        let pending = Pending { changed_at, span };
+    /// went out, summed up in `distribution` and traced by `span`, if any.
+    pub fn sent(
+        &mut self,
+        type_url: &str,
+        changed_at: Option<Instant>,
+        distribution: Option<Arc<Distribution>>,
+        span: Option<Context>,
+    ) {
+        let pending = Pending {
+            changed_at,
+            span,
+            distribution,
+        };
         if let Some(replaced) = self.0.insert(type_url.to_string(), pending) {
             if let Some(cx) = replaced.span {
                 cx.span().add_event("superseded", vec![]);
@@ -72,13 +84,17 @@ impl Pushes {
             } => (type_url, version),
         };
         let pending = self.0.remove(type_url)?;
+        let took = pending.changed_at.map(|at| at.elapsed());
+        if let Some(distribution) = &pending.distribution {
+            distribution.answered(matches!(feedback, Feedback::Ack { .. }), took);
+        }
         let version = KeyValue::new("xds.version", version.clone());
         match feedback {
             Feedback::Ack { .. } => {
                 if let Some(cx) = &pending.span {
                     cx.span().add_event("ack", vec![version]);
                 }
-                Some(Answer::Acked(pending.changed_at.map(|at| at.elapsed())))
+                Some(Answer::Acked(took))
             }
             Feedback::Nack { error, .. } => {
                 if let Some(cx) = &pending.span {
