@@ -6,6 +6,7 @@ mod certificates;
 mod cli;
 mod demo;
 mod events;
+mod explain;
 mod federation;
 mod forward;
 mod grpc_client;

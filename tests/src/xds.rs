@@ -22,7 +22,10 @@ use envoy_types::pb::{
 use prost::Message;
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
 };
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -128,10 +131,19 @@ fn dependent_names(held: &Held, parent: &str) -> BTreeSet<String> {
 /// A running client; dropping it closes its stream.
 pub struct AdsClient {
     held: Arc<Mutex<Held>>,
+    /// Cleared by [`AdsClient::stop_answering`].
+    answering: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl AdsClient {
+    /// From now on the client keeps its stream open and takes what it is
+    /// sent, but neither ACKs nor NACKs nor asks for anything again: a proxy
+    /// that has stopped making progress.
+    pub fn stop_answering(&self) {
+        self.answering.store(false, Ordering::Relaxed);
+    }
+
     pub fn held(&self) -> Held {
         self.held.lock().expect("lock").clone()
     }
@@ -210,6 +222,8 @@ pub async fn sotw_on(
         ..Default::default()
     }));
     let shared = held.clone();
+    let answering = Arc::new(AtomicBool::new(true));
+    let answer = answering.clone();
     let task = tokio::spawn(async move {
         let mut responses = match client
             .stream_aggregated_resources(ReceiverStream::new(rx))
@@ -288,6 +302,9 @@ pub async fn sotw_on(
                 }
                 followups
             };
+            if !answer.load(Ordering::Relaxed) {
+                continue;
+            }
             let ack = DiscoveryRequest {
                 type_url: response.type_url.clone(),
                 version_info: if refuse {
@@ -317,7 +334,11 @@ pub async fn sotw_on(
             }
         }
     });
-    AdsClient { held, task }
+    AdsClient {
+        held,
+        answering,
+        task,
+    }
 }
 
 /// A delta client that applies every increment.
@@ -343,6 +364,8 @@ pub async fn delta_on(channel: tonic::transport::Channel, node: Node) -> AdsClie
             .await;
     }
     let shared = held.clone();
+    let answering = Arc::new(AtomicBool::new(true));
+    let answer = answering.clone();
     let task = tokio::spawn(async move {
         let mut responses = match client
             .delta_aggregated_resources(ReceiverStream::new(rx))
@@ -413,6 +436,9 @@ pub async fn delta_on(channel: tonic::transport::Channel, node: Node) -> AdsClie
                 }
                 followups
             };
+            if !answer.load(Ordering::Relaxed) {
+                continue;
+            }
             let ack = DeltaDiscoveryRequest {
                 type_url: response.type_url.clone(),
                 response_nonce: response.nonce.clone(),
@@ -428,7 +454,11 @@ pub async fn delta_on(channel: tonic::transport::Channel, node: Node) -> AdsClie
             }
         }
     });
-    AdsClient { held, task }
+    AdsClient {
+        held,
+        answering,
+        task,
+    }
 }
 
 /// The name inside a state-of-the-world resource.

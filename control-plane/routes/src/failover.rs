@@ -21,17 +21,40 @@ pub struct Origin {
     pub cluster: String,
 }
 
-/// The rank of a locality: lower is preferred. Ranks are not yet contiguous.
-fn rank(origin: &Origin, locality: &Locality, order: &[String]) -> usize {
+/// Why a locality ranks where it does for the proxy asking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In the proxy's own zone.
+    Zone,
+    /// In the proxy's region.
+    Region,
+    /// The cluster at this index of the failover order.
+    Order(usize),
+    /// Neither, and not in the failover order: last.
+    Rest,
+}
+
+/// Where a locality ranks for `origin`: its zone, its region, the failover order, or last.
+pub fn placement(origin: &Origin, locality: &Locality, order: &[String]) -> Placement {
     if !origin.zone.is_empty() && locality.zone == origin.zone {
-        return 0;
+        return Placement::Zone;
     }
     if !origin.region.is_empty() && locality.region == origin.region {
-        return 1;
+        return Placement::Region;
     }
     match order.iter().position(|c| *c == locality.cluster) {
-        Some(i) => 2 + i,
-        None => 2 + order.len(),
+        Some(i) => Placement::Order(i),
+        None => Placement::Rest,
+    }
+}
+
+/// The rank of a locality: lower is preferred. Ranks are not yet contiguous.
+fn rank(origin: &Origin, locality: &Locality, order: &[String]) -> usize {
+    match placement(origin, locality, order) {
+        Placement::Zone => 0,
+        Placement::Region => 1,
+        Placement::Order(i) => 2 + i,
+        Placement::Rest => 2 + order.len(),
     }
 }
 
@@ -102,6 +125,30 @@ mod tests {
                 vec!["ap"]
             ]
         );
+    }
+
+    #[test]
+    fn placement_says_why() {
+        let origin = Origin {
+            region: "us-east-1".into(),
+            zone: "us-east-1a".into(),
+            cluster: "east-a".into(),
+        };
+        let order = vec!["west".to_string()];
+        let at = |l: Locality| placement(&origin, &l, &order);
+        assert_eq!(
+            at(loc("us-east-1", "us-east-1a", "east-a")),
+            Placement::Zone
+        );
+        assert_eq!(
+            at(loc("us-east-1", "us-east-1b", "east-b")),
+            Placement::Region
+        );
+        assert_eq!(
+            at(loc("us-west-2", "us-west-2a", "west")),
+            Placement::Order(0)
+        );
+        assert_eq!(at(loc("eu-west-1", "eu-west-1a", "eu")), Placement::Rest);
     }
 
     #[test]

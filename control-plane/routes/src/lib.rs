@@ -13,7 +13,7 @@ mod listener;
 pub mod names;
 mod proto;
 mod route;
-mod split;
+pub mod split;
 mod state;
 pub mod transport;
 mod version;

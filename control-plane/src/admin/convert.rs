@@ -1,6 +1,7 @@
 //! Conversions at the admin API boundary: wire messages to model types, and
 //! every error to the one `tonic::Status` a user can act on.
 
+use crate::explain::ExplainError;
 use crate::node::{Consistency, NodeError};
 use crate::raft::NodeId;
 use meridian_model::{Kind, Manifest, ModelError, Op, RejectionCode, Resource, ResourceKey};
@@ -18,6 +19,17 @@ pub fn node_error(e: NodeError) -> Status {
         },
         NodeError::Unavailable(message) => Status::unavailable(message),
         NodeError::InvalidMembership(message) => Status::failed_precondition(message),
+    }
+}
+
+/// An explanation that cannot be given, as the caller should read it.
+pub fn explain_error(e: ExplainError) -> Status {
+    match e {
+        ExplainError::UnknownService(_) | ExplainError::UnknownCluster(_) => {
+            Status::not_found(e.to_string())
+        }
+        ExplainError::NotReachable { .. } => Status::failed_precondition(e.to_string()),
+        ExplainError::Undecodable { .. } => Status::internal(e.to_string()),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The admin gRPC API: resources, watch, membership, status and snapshots.
+//! The admin gRPC API: resources, watch, membership, status, where proxies
+//! stand, explanations of routing, and snapshots.
 
 mod convert;
 mod proxies;
@@ -12,13 +13,15 @@ use crate::raft::view::DbView;
 use crate::{
     metrics::Metrics,
     node::{MembershipChange, Node},
-    xds::registry::Registry,
+    xds::{mesh::MeshSnapshot, registry::Registry},
 };
 use convert::{
-    consistency, delete_from_pb, key_from_pb, members, parse_kind, put_from_pb, resource_to_pb,
+    consistency, delete_from_pb, explain_error, key_from_pb, members, parse_kind, put_from_pb,
+    resource_to_pb,
 };
 use meridian_model::{Command, Kind, Resource, ResourceKey, StateView};
 use meridian_proto::v1::{self as pb, admin_server};
+use meridian_routes::ServiceId;
 use meridian_telemetry::{self as telemetry, Context, KeyValue, SpanKind, TraceContextExt};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -44,6 +47,8 @@ pub struct AdminService {
     node: Arc<Node>,
     metrics: Arc<Metrics>,
     proxies: Arc<Registry>,
+    /// The mesh as this node's xDS streams compile it.
+    mesh: tokio::sync::watch::Receiver<Arc<MeshSnapshot>>,
     /// `--insecure`: members may only be added on loopback addresses.
     plaintext: bool,
 }
@@ -53,6 +58,7 @@ impl AdminService {
         node: Arc<Node>,
         metrics: Arc<Metrics>,
         proxies: Arc<Registry>,
+        mesh: tokio::sync::watch::Receiver<Arc<MeshSnapshot>>,
         plaintext: bool,
     ) -> Self {
         AdminService {
@@ -60,7 +66,21 @@ impl AdminService {
             metrics,
             plaintext,
             proxies,
+            mesh,
         }
+    }
+
+    /// This node's proxies, and with `everywhere` every member's: the
+    /// proxies and the members that did not answer.
+    async fn proxies(&self, everywhere: bool) -> (Vec<pb::Proxy>, Vec<u64>) {
+        let local = self.proxies.list(&self.mesh.borrow().clone());
+        if !everywhere {
+            return (local, Vec::new());
+        }
+        let peers = convert::members(&self.node.metrics())
+            .into_iter()
+            .filter(|m| m.node_id != self.node.id);
+        proxies::everywhere(local, peers).await
     }
 
     /// Proposes an operator's change in a span of its own (`admin.METHOD`),
@@ -328,25 +348,58 @@ impl admin_server::Admin for AdminService {
         &self,
         request: Request<pb::ListProxiesRequest>,
     ) -> Result<Response<pb::ListProxiesResponse>, Status> {
-        let mut response = pb::ListProxiesResponse {
-            proxies: self.proxies.list(),
-            unreachable_nodes: Vec::new(),
+        let (proxies, unreachable_nodes) = self.proxies(!request.into_inner().local_only).await;
+        let response = pb::ListProxiesResponse {
+            proxies,
+            unreachable_nodes,
         };
-        if !request.into_inner().local_only {
-            let peers = convert::members(&self.node.metrics())
-                .into_iter()
-                .filter(|m| m.node_id != self.node.id);
-            for peer in peers {
-                match proxies::list_remote(peer.node_id, &peer.addr).await {
-                    Ok(remote) => response.proxies.extend(remote),
-                    Err(e) => {
-                        tracing::debug!(node = peer.node_id, error = %e, "listing a peer's proxies failed");
-                        response.unreachable_nodes.push(peer.node_id);
-                    }
-                }
-            }
-        }
         self.count("ListProxies", Ok(Response::new(response)))
+    }
+
+    async fn propagation(
+        &self,
+        request: Request<pb::PropagationRequest>,
+    ) -> Result<Response<pb::PropagationResponse>, Status> {
+        let revision = request.into_inner().revision;
+        let committed = self.node.committed_index();
+        let result = match revision {
+            0 => Err(Status::invalid_argument(
+                "give the revision to look for (the one `meridian apply` printed)",
+            )),
+            r if r > committed => Err(Status::invalid_argument(format!(
+                "revision {r} is not committed yet (the newest this node knows of is {committed})"
+            ))),
+            _ => {
+                let (proxies, unreachable) = self.proxies(true).await;
+                let mut response = proxies::propagation(proxies, revision);
+                response.unreachable_nodes = unreachable;
+                Ok(response)
+            }
+        };
+        self.count("Propagation", result.map(Response::new))
+    }
+
+    async fn explain(
+        &self,
+        request: Request<pb::ExplainRequest>,
+    ) -> Result<Response<pb::ExplainResponse>, Status> {
+        let request = request.into_inner();
+        let result = if request.service.is_empty() || request.cluster.is_empty() {
+            Err(Status::invalid_argument(
+                "explain needs a service and the cluster of the proxy asking",
+            ))
+        } else {
+            let snapshot = self.mesh.borrow().clone();
+            let service = ServiceId::parse(&request.service, "default");
+            crate::explain::explain(&snapshot.state, &service, &request.cluster, &request.zone)
+                .map(|explained| pb::ExplainResponse {
+                    revision: snapshot.revision,
+                    node_id: self.node.id,
+                    ..explained
+                })
+                .map_err(explain_error)
+        };
+        self.count("Explain", result.map(Response::new))
     }
 
     async fn create_token(

@@ -55,13 +55,15 @@ enum Access {
     Unknown,
 }
 
-const ADMIN_READS: [&str; 6] = [
+const ADMIN_READS: [&str; 8] = [
     "Get",
     "List",
     "Watch",
     "ListMembers",
     "Status",
     "ListProxies",
+    "Propagation",
+    "Explain",
 ];
 
 /// Admin methods that read secrets: a snapshot holds every object, bootstrap
@@ -238,6 +240,11 @@ mod tests {
         assert!(authorize("/meridian.v1.Admin/Apply", &admin(), |_| true).is_ok());
         assert!(denied("/meridian.v1.Admin/Apply", &viewer()));
         assert!(authorize("/meridian.v1.Admin/List", &viewer(), |_| true).is_ok());
+        for read in ["ListProxies", "Propagation", "Explain"] {
+            let path = format!("/meridian.v1.Admin/{read}");
+            assert!(authorize(&path, &viewer(), |_| true).is_ok(), "{path}");
+            assert!(denied(&path, &proxy()), "{path}");
+        }
         assert!(denied("/meridian.v1.Admin/RemoveMember", &viewer()));
         assert!(
             denied("/meridian.v1.Admin/SomethingNew", &viewer()),

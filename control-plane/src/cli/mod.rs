@@ -1,9 +1,11 @@
 //! The admin CLI: `apply`, `get`, `delete`, `members`, `status`,
-//! `snapshot`. It speaks only the admin gRPC API, but for the offline
+//! `explain`, `snapshot`. It speaks only the admin gRPC API, but for the offline
 //! `snapshot restore` and `snapshot status`.
 
 pub mod certs;
+mod explain;
 mod output;
+mod proxies;
 mod snapshot;
 mod tokens;
 
@@ -55,6 +57,27 @@ pub enum AdminCommand {
     },
     /// This node's view of the cluster: leader, term, indexes, members.
     Status {
+        /// Instead: which proxies, on every node, hold this revision (as
+        /// `apply` printed it), which do not yet, and which rejected it.
+        #[arg(long, value_name = "REVISION")]
+        propagation: Option<u64>,
+        #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
+        output: Format,
+    },
+    /// How a proxy in a locality routes a service now: the split, the
+    /// priority tiers in failover order, their endpoints, health and share
+    /// of the traffic, and why.
+    Explain {
+        /// `namespace/name`, or `name` with -n.
+        service: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// The member cluster of the proxy.
+        #[arg(long)]
+        cluster: String,
+        /// The zone the proxy would claim (taken only in a cluster that spans zones).
+        #[arg(long)]
+        zone: Option<String>,
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
         output: Format,
     },
@@ -227,7 +250,7 @@ pub async fn run(
                     .list_proxies(pb::ListProxiesRequest { local_only: false })
                     .await?
                     .into_inner();
-                return output::print_proxies(&reply, format);
+                return proxies::print_proxies(&reply, format);
             }
             let kind: Kind = kind.parse()?;
             let consistency = match consistency {
@@ -279,13 +302,50 @@ pub async fn run(
         AdminCommand::Members { command } => {
             members(connect(server, &dialer).await?, command).await?
         }
-        AdminCommand::Status { output: format } => {
+        AdminCommand::Status {
+            propagation: Some(revision),
+            output: format,
+        } => {
+            let reply = connect(server, &dialer)
+                .await?
+                .propagation(pb::PropagationRequest { revision })
+                .await?
+                .into_inner();
+            proxies::print_propagation(&reply, format)?;
+        }
+        AdminCommand::Status {
+            propagation: None,
+            output: format,
+        } => {
             let status = connect(server, &dialer)
                 .await?
                 .status(pb::StatusRequest {})
                 .await?
                 .into_inner();
             output::print_status(&status, format)?;
+        }
+        AdminCommand::Explain {
+            service,
+            namespace,
+            cluster,
+            zone,
+            output: format,
+        } => {
+            let service = match (namespace, service.contains('/')) {
+                (Some(_), true) => bail!("give the namespace in SERVICE or with -n, not both"),
+                (Some(namespace), false) => format!("{namespace}/{service}"),
+                (None, _) => service,
+            };
+            let reply = connect(server, &dialer)
+                .await?
+                .explain(pb::ExplainRequest {
+                    service,
+                    cluster,
+                    zone: zone.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            explain::print_explain(&reply, format)?;
         }
         AdminCommand::Tokens { command } => {
             tokens::run(connect(server, &dialer).await?, command).await?

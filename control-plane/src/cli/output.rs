@@ -1,4 +1,5 @@
-//! How the CLI prints resources, members and status: table, YAML or JSON.
+//! How the CLI prints resources, members and status: table, YAML or JSON
+//! (proxies in `proxies.rs`, explanations in `explain.rs`).
 
 use super::Format;
 use anyhow::Context;
@@ -28,7 +29,7 @@ fn manifest_value(item: &pb::Resource) -> anyhow::Result<Value> {
         .context("the server sent a resource that does not parse")
 }
 
-fn print_value(value: &Value, format: Format) -> anyhow::Result<()> {
+pub(super) fn print_value(value: &Value, format: Format) -> anyhow::Result<()> {
     match format {
         Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
         _ => print!("{}", serde_yaml::to_string(value)?),
@@ -166,7 +167,7 @@ fn to_text<T: serde::Serialize>(value: &T) -> String {
     }
 }
 
-fn print_table(rows: &[Vec<String>]) {
+pub(super) fn print_table(rows: &[Vec<String>]) {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {
@@ -249,90 +250,4 @@ pub fn print_status(status: &pb::StatusResponse, format: Format) -> anyhow::Resu
     );
     println!();
     print_members(&status.members, Format::Table)
-}
-
-fn short_type(type_url: &str) -> &str {
-    match type_url.rsplit('.').next().unwrap_or(type_url) {
-        "Cluster" => "cds",
-        "ClusterLoadAssignment" => "eds",
-        "Listener" => "lds",
-        "RouteConfiguration" => "rds",
-        other => other,
-    }
-}
-
-pub fn print_proxies(reply: &pb::ListProxiesResponse, format: Format) -> anyhow::Result<()> {
-    if format != Format::Table {
-        let items: Vec<Value> = reply
-            .proxies
-            .iter()
-            .map(|p| {
-                json!({
-                    "nodeId": p.node_id,
-                    "cluster": p.cluster,
-                    "region": p.region,
-                    "zone": p.zone,
-                    "controlPlaneNode": p.control_plane_node,
-                    "protocol": p.protocol,
-                    "identity": p.identity,
-                    "ackedVersions": p.acked_versions.iter().map(|(t, v)| (short_type(t).to_string(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
-                    "lastNack": if p.last_nack_error.is_empty() { Value::Null } else {
-                        json!({"type": short_type(&p.last_nack_type_url), "version": p.last_nack_version, "error": p.last_nack_error})
-                    },
-                })
-            })
-            .collect();
-        return print_value(
-            &json!({ "items": items, "unreachableNodes": reply.unreachable_nodes }),
-            format,
-        );
-    }
-    let mut rows = vec![[
-        "NODE",
-        "CLUSTER",
-        "LOCALITY",
-        "CONTROL-PLANE",
-        "PROTOCOL",
-        "ACKED",
-        "LAST-NACK",
-    ]
-    .map(String::from)
-    .to_vec()];
-    for p in &reply.proxies {
-        let acked: std::collections::BTreeMap<&str, &str> = p
-            .acked_versions
-            .iter()
-            .map(|(t, v)| (short_type(t), v.as_str()))
-            .collect();
-        rows.push(vec![
-            p.node_id.clone(),
-            p.cluster.clone(),
-            format!("{}/{}", p.region, p.zone),
-            p.control_plane_node.to_string(),
-            p.protocol.clone(),
-            acked
-                .iter()
-                .map(|(t, v)| format!("{t}={v}"))
-                .collect::<Vec<_>>()
-                .join(" "),
-            if p.last_nack_error.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "{} {}: {}",
-                    short_type(&p.last_nack_type_url),
-                    p.last_nack_version,
-                    p.last_nack_error
-                )
-            },
-        ]);
-    }
-    print_table(&rows);
-    if !reply.unreachable_nodes.is_empty() {
-        eprintln!(
-            "warning: control-plane nodes {:?} did not answer",
-            reply.unreachable_nodes
-        );
-    }
-    Ok(())
 }

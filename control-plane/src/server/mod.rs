@@ -146,6 +146,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             node.clone(),
             metrics.clone(),
             proxies.clone(),
+            mesh.clone(),
             config.tls.is_none(),
         )))
         .add_service(FederationServer::new(FederationService::new(

@@ -9,7 +9,10 @@ use crate::{
 };
 use meridian_model::{Kind, StateView};
 use meridian_routes::MeshState;
-use std::sync::Arc;
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
 use tokio::sync::{broadcast, watch};
 
 /// The mesh at one point of the replicated log.
@@ -30,9 +33,18 @@ pub struct MeshSnapshot {
     pub applied_at: Option<std::time::Instant>,
     /// The summary of this snapshot's pushes from this node, when traced.
     pub distribution: std::sync::OnceLock<Arc<Distribution>>,
+    /// The last change of any kind folded while this was the latest
+    /// snapshot: changes that route nothing (bootstrap tokens) publish no
+    /// snapshot, so proxies current with this one hold them too.
+    pub through: AtomicU64,
 }
 
 impl MeshSnapshot {
+    /// The newest revision whose routes are this snapshot's.
+    pub fn through(&self) -> u64 {
+        self.revision.max(self.through.load(Ordering::Relaxed))
+    }
+
     /// The summary of this (traced) snapshot's pushes on `node`, started by
     /// the first stream that pushes it.
     pub fn distribution(&self, node: u64) -> Option<&Arc<Distribution>> {
@@ -84,7 +96,7 @@ async fn run(
         (current.state.clone(), current.revision, current.generation)
     };
     loop {
-        let (mut relist, mut changed, mut trace) = (false, false, None);
+        let (mut relist, mut changed, mut trace, mut seen) = (false, false, None, 0);
         let mut event = events.recv().await;
         // Fold every change already waiting into one snapshot.
         loop {
@@ -100,7 +112,7 @@ async fn run(
                         trace = change.trace;
                     }
                 }
-                Ok(Event::Change(_)) => {}
+                Ok(Event::Change(change)) => seen = seen.max(change.revision),
                 Ok(Event::Reset) | Err(broadcast::error::RecvError::Lagged(_)) => relist = true,
                 Err(broadcast::error::RecvError::Closed) => return,
             }
@@ -114,6 +126,7 @@ async fn run(
             }
         }
         if !changed && !relist {
+            tx.borrow().through.fetch_max(seen, Ordering::Relaxed);
             continue;
         }
         if relist {
@@ -132,6 +145,7 @@ async fn run(
                 trace,
                 applied_at: Some(std::time::Instant::now()),
                 distribution: Default::default(),
+                through: AtomicU64::new(seen),
             }))
             .is_err()
         {

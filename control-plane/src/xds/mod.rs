@@ -8,6 +8,7 @@ mod protocol;
 mod push;
 pub mod registry;
 mod sotw;
+pub mod standing;
 mod table;
 
 use crate::authz::{caller_of, may_subscribe, refused, Caller};
@@ -23,7 +24,8 @@ use meridian_proto::v1::Proxy;
 use meridian_routes::ProxyLocality;
 use mesh::MeshSnapshot;
 use protocol::{check_subscriptions, AdsProtocol, Feedback, MAX_NAMES_PER_REQUEST};
-use registry::Registry;
+use registry::{unix_ms, Registry};
+use standing::Standing;
 use std::{pin::Pin, sync::Arc};
 use table::RouteTable;
 use tokio::sync::{mpsc, watch};
@@ -64,6 +66,8 @@ impl XdsService {
             registration: None,
             proxy_id: String::new(),
             protocol: "",
+            standing: None,
+            revision: 0,
             caller: caller_of(request),
             metrics: self.metrics.clone(),
         }
@@ -84,6 +88,10 @@ struct StreamContext {
     proxy_id: String,
     /// "sotw" or "delta", once registered.
     protocol: &'static str,
+    /// Where the proxy stands per type, from the first response or answer.
+    standing: Option<Standing>,
+    /// The mesh revision of the routes compiled last.
+    revision: u64,
     /// Who opened the stream, and the metrics to count a refusal in.
     caller: Caller,
     metrics: Arc<Metrics>,
@@ -143,8 +151,9 @@ impl StreamContext {
 
     /// The routes for this stream's proxy from the latest snapshot, its
     /// version, and the snapshot itself.
-    fn compiled(&self) -> (Arc<meridian_routes::Compiled>, String, Arc<MeshSnapshot>) {
+    fn compiled(&mut self) -> (Arc<meridian_routes::Compiled>, String, Arc<MeshSnapshot>) {
         let snapshot = self.mesh.borrow().clone();
+        self.revision = snapshot.revision;
         let proxy = self
             .registration
             .as_ref()
@@ -157,24 +166,75 @@ impl StreamContext {
         )
     }
 
-    fn record(&self, feedback: Option<Feedback>) {
-        let (Some((id, _)), Some(feedback)) = (&self.registration, feedback) else {
+    /// After a request: what the proxy answered, and the response to it.
+    fn record<P: AdsProtocol>(
+        &mut self,
+        feedback: Option<Feedback>,
+        response: Option<&P::Response>,
+    ) {
+        let Some(id) = self.registration.as_ref().map(|(id, _)| *id) else {
             return;
         };
-        self.registry.update(*id, |proxy| match feedback {
-            Feedback::Ack { type_url, version } => {
-                proxy.acked_versions.insert(type_url, version);
+        if feedback.is_none() && response.is_none() {
+            return;
+        }
+        let (now, revision) = (unix_ms(), self.revision);
+        let standing = self
+            .standing
+            .get_or_insert_with(|| Standing::new(P::SUPERSEDES));
+        if let Some(feedback) = &feedback {
+            standing.answered(feedback, revision, now);
+        }
+        if let Some(response) = response {
+            let (type_url, version, _) = P::sent(response);
+            standing.sent(type_url, version, revision, now);
+        }
+        let (types, held) = (standing.report(), standing.revision());
+        self.registry.update(id, |proxy| {
+            proxy.types = types;
+            proxy.revision = held;
+            match feedback {
+                Some(Feedback::Ack { type_url, version }) => {
+                    proxy.acked_versions.insert(type_url, version);
+                }
+                Some(Feedback::Nack {
+                    type_url,
+                    version,
+                    error,
+                }) => {
+                    tracing::warn!(node = %proxy.node_id, %type_url, %version, %error, "proxy NACKed");
+                    proxy.last_nack_type_url = type_url;
+                    proxy.last_nack_version = version;
+                    proxy.last_nack_error = error;
+                }
+                None => {}
             }
-            Feedback::Nack {
-                type_url,
-                version,
-                error,
-            } => {
-                tracing::warn!(node = %proxy.node_id, %type_url, %version, %error, "proxy NACKed");
-                proxy.last_nack_type_url = type_url;
-                proxy.last_nack_version = version;
-                proxy.last_nack_error = error;
-            }
+        });
+    }
+
+    /// After a mesh update: every type was compared with the routes of
+    /// `self.revision`, and `responses` go out for those that changed.
+    /// Recorded as they are handed to the stream (a send fails only once
+    /// the stream is gone, and the proxy's entry with it).
+    fn pushed<P: AdsProtocol>(&mut self, responses: &[P::Response]) {
+        let Some(id) = self.registration.as_ref().map(|(id, _)| *id) else {
+            return;
+        };
+        let (now, revision) = (unix_ms(), self.revision);
+        let standing = self
+            .standing
+            .get_or_insert_with(|| Standing::new(P::SUPERSEDES));
+        let mut types = Vec::with_capacity(responses.len());
+        for response in responses {
+            let (type_url, version, _) = P::sent(response);
+            standing.sent(type_url, version, revision, now);
+            types.push(type_url);
+        }
+        standing.evaluated(revision, &types);
+        let (types, held) = (standing.report(), standing.revision());
+        self.registry.update(id, |proxy| {
+            proxy.types = types;
+            proxy.revision = held;
         });
     }
 }
@@ -223,7 +283,7 @@ async fn run_stream<P: AdsProtocol>(
                         _ => {}
                     }
                 }
-                ctx.record(feedback);
+                ctx.record::<P>(feedback, response.as_ref());
                 let (types, names) = stream.subscribed();
                 check_subscriptions(types, names).map_err(Status::resource_exhausted)?;
                 response.into_iter().collect()
@@ -237,6 +297,7 @@ async fn run_stream<P: AdsProtocol>(
                 }
                 let (compiled, version, snapshot) = ctx.compiled();
                 let responses = stream.on_update(&compiled, &version);
+                ctx.pushed::<P>(&responses);
                 let distribution = snapshot.distribution(ctx.node_id);
                 for response in &responses {
                     let (type_url, version, resources) = P::sent(response);

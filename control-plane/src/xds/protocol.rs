@@ -10,6 +10,10 @@ pub trait AdsProtocol: Default + Send + 'static {
     type Response: Send + 'static;
     /// "sotw" or "delta", as listed for connected proxies.
     const NAME: &'static str;
+    /// Whether a response replaces the unanswered ones of its type (state
+    /// of the world: the client answers only the latest) or each response
+    /// is answered in turn (delta).
+    const SUPERSEDES: bool;
 
     fn node(request: &Self::Request) -> Option<&Node>;
     /// How many resource names the request carries, to refuse oversized ones.

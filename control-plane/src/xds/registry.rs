@@ -1,5 +1,7 @@
-//! The proxies connected to this node, with what each has ACKed or NACKed.
+//! The proxies connected to this node, with where each stands: what it was
+//! sent, ACKed or NACKed per type, and the mesh revision it holds.
 
+use super::{mesh::MeshSnapshot, standing};
 use meridian_proto::v1::Proxy;
 use std::{
     collections::BTreeMap,
@@ -32,11 +34,32 @@ impl Registry {
         self.lock().remove(&id);
     }
 
-    pub fn list(&self) -> Vec<Proxy> {
-        self.lock().values().cloned().collect()
+    /// Every proxy as of now, against `mesh`, this node's latest snapshot:
+    /// how long each type has been behind, and the revision each holds.
+    pub fn list(&self, mesh: &MeshSnapshot) -> Vec<Proxy> {
+        let now = unix_ms();
+        let (revision, through) = (mesh.revision, mesh.through());
+        self.lock()
+            .values()
+            .cloned()
+            .map(|mut proxy| {
+                standing::as_listed(&mut proxy.types, now, revision, through);
+                proxy.revision = standing::held_revision(&proxy.types);
+                proxy
+            })
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Proxy>> {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The wall clock in Unix milliseconds: when a proxy fell behind, as every
+/// node can show it.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
 }

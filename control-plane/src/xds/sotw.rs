@@ -149,6 +149,7 @@ impl AdsProtocol for SotwStream {
     type Request = DiscoveryRequest;
     type Response = DiscoveryResponse;
     const NAME: &'static str = "sotw";
+    const SUPERSEDES: bool = true;
 
     fn node(request: &DiscoveryRequest) -> Option<&Node> {
         request.node.as_ref()

@@ -19,4 +19,4 @@ pub use hash::hash64;
 pub use health::{HealthTracker, Thresholds};
 pub use outlier::{Outcome, OutlierPolicy, OutlierTracker, Verdict};
 pub use pick::{Balancer, Host, HostId, Locality, PickContext, Policy};
-pub use priority::priority_loads;
+pub use priority::{priority_health, priority_loads};

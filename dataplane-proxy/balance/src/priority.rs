@@ -3,18 +3,22 @@
 //! left spills to the next priority. If all priorities together are not
 //! 100% healthy, the loads are scaled up to 100%.
 
+/// A priority's health in percent: its healthy share of weight times the
+/// overprovisioning factor, capped at 100.
+pub fn priority_health((healthy, total): (u64, u64), overprovisioning: f64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (100.0 * overprovisioning * healthy as f64 / total as f64).min(100.0)
+    }
+}
+
 /// Percent of traffic per priority (summing to 100 unless nothing is healthy),
 /// given each priority's (healthy weight, total weight).
 pub fn priority_loads(levels: &[(u64, u64)], overprovisioning: f64) -> Vec<f64> {
     let health: Vec<f64> = levels
         .iter()
-        .map(|&(healthy, total)| {
-            if total == 0 {
-                0.0
-            } else {
-                (100.0 * overprovisioning * healthy as f64 / total as f64).min(100.0)
-            }
-        })
+        .map(|&level| priority_health(level, overprovisioning))
         .collect();
     let total_health: f64 = health.iter().sum::<f64>().min(100.0);
     if total_health <= 0.0 {
@@ -54,5 +58,12 @@ mod tests {
             "{loads:?}"
         );
         assert_eq!(priority_loads(&[(0, 10)], 1.4), vec![0.0]);
+    }
+
+    #[test]
+    fn health_is_the_healthy_share_times_the_factor_capped() {
+        assert!((priority_health((5, 10), 1.4) - 70.0).abs() < 1e-9);
+        assert_eq!(priority_health((8, 10), 1.4), 100.0);
+        assert_eq!(priority_health((0, 0), 1.4), 0.0);
     }
 }
