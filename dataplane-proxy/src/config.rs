@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::{
         http_connection_manager::RouteSpecifier, HttpConnectionManager,
     },
 };
-use meridian_balance::{Host, Locality, OutlierPolicy, Policy};
+use meridian_balance::{outlier, Host, Locality, OutlierPolicy, Policy};
 use prost::Message;
 use serde::{Deserialize, Serialize};
 use std::{collections::BTreeMap, time::Duration};
@@ -188,6 +188,9 @@ fn outlier_policy(od: &OutlierDetection) -> OutlierPolicy {
             .unwrap_or(10)
             .min(100),
         any_5xx: !gateway_only,
+        interval: duration(od.interval.as_ref()).unwrap_or(outlier::DEFAULT_INTERVAL),
+        max_ejection: duration(od.max_ejection_time.as_ref())
+            .unwrap_or(outlier::DEFAULT_MAX_EJECTION),
     }
 }
 

@@ -10,7 +10,7 @@
 mod hash;
 mod health;
 mod maglev;
-mod outlier;
+pub mod outlier;
 mod pick;
 mod priority;
 mod ring;

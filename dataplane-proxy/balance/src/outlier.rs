@@ -4,8 +4,12 @@
 //! number of times it has been ejected, unless that would eject more than
 //! the maximum share of the cluster or its last host. A host that cannot be
 //! connected to (refused, or no answer within the connect timeout) is
-//! ejected at once: nothing is listening there, or nothing is there. Time is passed
-//! in, so the logic is pure.
+//! ejected at once: nothing is listening there, or nothing is there. As in
+//! Envoy, an ejection never lasts longer than the maximum ejection time
+//! (300 s), and each interval a readmitted host stays in rotation takes one
+//! off its multiplier, so a host that was down for a long while and came
+//! back is not ejected for minutes at its next hiccup. Time is passed in,
+//! so the logic is pure.
 
 use std::{collections::HashMap, time::Duration, time::Instant};
 
@@ -16,7 +20,15 @@ pub struct OutlierPolicy {
     pub max_ejection_percent: u32,
     /// Count every 5xx as a failure, not only gateway errors (502, 503, 504).
     pub any_5xx: bool,
+    /// How often a readmitted host's multiplier goes down by one.
+    pub interval: Duration,
+    /// The longest one ejection lasts, however many came before.
+    pub max_ejection: Duration,
 }
+
+/// Envoy's defaults for the fields xDS may leave out.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_EJECTION: Duration = Duration::from_secs(300);
 
 /// How one request to a host ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +57,9 @@ struct HostState {
     consecutive: u32,
     ejections: u32,
     ejected_until: Option<Instant>,
+    /// Since when the host has been in rotation with its multiplier
+    /// unchanged (readmitted, or last decremented).
+    calm_since: Option<Instant>,
 }
 
 /// What the caller should do to the balancer.
@@ -118,17 +133,35 @@ impl OutlierTracker {
         }
         state.consecutive = 0;
         state.ejections += 1;
-        state.ejected_until = Some(now + self.policy.base_ejection * state.ejections);
+        state.calm_since = None;
+        let ejection = (self.policy.base_ejection * state.ejections)
+            .min(self.policy.max_ejection.max(self.policy.base_ejection));
+        state.ejected_until = Some(now + ejection);
         Some(Verdict::Eject(host.to_string()))
     }
 
-    /// Hosts whose ejection has run out.
+    /// Hosts whose ejection has run out; readmitted hosts that stayed in
+    /// rotation for an interval have their multiplier taken down by one.
     pub fn expire(&mut self, now: Instant) -> Vec<Verdict> {
         let mut readmitted = Vec::new();
+        let interval = self.policy.interval.max(Duration::from_millis(1));
         for (host, state) in &mut self.hosts {
             if state.ejected_until.is_some_and(|until| until <= now) {
                 state.ejected_until = None;
+                state.calm_since = Some(now);
                 readmitted.push(Verdict::Readmit(host.clone()));
+            }
+            if let (None, Some(since)) = (state.ejected_until, state.calm_since) {
+                // One off per whole interval in rotation, however rarely this runs.
+                let intervals =
+                    now.saturating_duration_since(since).as_nanos() / interval.as_nanos();
+                let off = u32::try_from(intervals)
+                    .unwrap_or(u32::MAX)
+                    .min(state.ejections);
+                if off > 0 {
+                    state.ejections -= off;
+                    state.calm_since = Some(since + interval * off);
+                }
             }
         }
         readmitted.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
@@ -149,7 +182,40 @@ mod tests {
             base_ejection: Duration::from_secs(5),
             max_ejection_percent: 100,
             any_5xx: false,
+            interval: Duration::from_secs(1),
+            max_ejection: DEFAULT_MAX_EJECTION,
         }
+    }
+
+    #[test]
+    fn ejections_are_capped_and_the_multiplier_decays_once_back() {
+        let policy = OutlierPolicy {
+            max_ejection: Duration::from_secs(12),
+            ..gateway_policy()
+        };
+        let mut tracker = OutlierTracker::new(policy, 2);
+        let mut now = Instant::now();
+        // Down for a long while: 5 s, 10 s, then capped at 12 s.
+        for expected in [5, 10, 12, 12] {
+            assert_eq!(
+                tracker.record("a", Outcome::Unreachable, now),
+                Some(Verdict::Eject("a".into()))
+            );
+            now += Duration::from_secs(expected);
+            assert!(tracker.expire(now - Duration::from_millis(1)).is_empty());
+            assert_eq!(tracker.expire(now), [Verdict::Readmit("a".into())]);
+        }
+        // Back and healthy: each interval in rotation takes one ejection off,
+        // however rarely the tracker is asked.
+        now += Duration::from_millis(3_500);
+        tracker.expire(now);
+        tracker.record("a", Outcome::Unreachable, now);
+        let back_in = tracker.hosts["a"].ejected_until.map(|u| u - now);
+        assert_eq!(
+            back_in,
+            Some(Duration::from_secs(10)),
+            "4 - 3 + 1 = 2 ejections"
+        );
     }
 
     #[test]
@@ -198,6 +264,8 @@ mod tests {
             base_ejection: Duration::from_secs(10),
             max_ejection_percent: 50,
             any_5xx: true,
+            interval: Duration::from_secs(10),
+            max_ejection: DEFAULT_MAX_EJECTION,
         };
         let mut tracker = OutlierTracker::new(policy, 4);
         let t0 = Instant::now();
