@@ -93,9 +93,34 @@ pub struct Mesh {
     service_port: u16,
 }
 
-/// A port the OS says is free on `ip` now.
+/// A port free on `ip` now, taken below the kernel's ephemeral range: a port
+/// from that range (what binding port 0 gives) can be taken by any outgoing
+/// connection's source port before the process it is meant for binds it.
 fn free_port(ip: Ipv4Addr) -> anyhow::Result<u16> {
-    Ok(TcpListener::bind((ip, 0))?.local_addr()?.port())
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (20_000, ephemeral_low.max(22_000));
+    // Two demos (or a demo and the tests) start at different places.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id();
+    let _ = NEXT.compare_exchange(0, seed % (high - low), Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..(high - low) {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % (high - low);
+        let Ok(port) = u16::try_from(low + offset) else {
+            continue;
+        };
+        if TcpListener::bind((ip, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port between {low} and {high}")
 }
 
 /// A port free on every cluster's proxy address, for the service.

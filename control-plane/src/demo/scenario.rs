@@ -507,6 +507,7 @@ fn hints(mesh: &Mesh) -> Vec<String> {
         "meridian status; meridian members list".into(),
         "meridian get clusters; meridian get trafficsplits -n shop; meridian get failoverpolicies -n shop".into(),
         "meridian get endpoints -n shop; meridian get proxies".into(),
+        "meridian explain shop/checkout-v1 --cluster east   (the tiers and shares east's proxy uses now)".into(),
     ];
     for proxy in &mesh.proxies {
         hints.push(format!(
