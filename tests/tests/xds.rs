@@ -319,3 +319,65 @@ async fn bad_clients_disturb_nobody_else() {
     assert_ne!(versions[0], versions[1]);
     assert!(good.held().ended.is_none() && refusing.held().ended.is_none());
 }
+
+/// Flow control: a client that stops answering is sent at most one
+/// response per type, however many changes follow (a slow proxy gets one
+/// coalesced update when it answers, never a queue), while a client that
+/// answers gets every change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_answering_gets_no_queue_of_updates() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = start_cluster(root.path(), 1, ServerOptions::default());
+    agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    apply(&nodes[0], MESH);
+    apply(&nodes[0], &east_endpoints("healthy", ""));
+    let node = xds::node("stuck", "us-east-1a");
+    for delta in [false, true] {
+        let stuck = match delta {
+            true => xds::delta(&nodes[0].grpc, node.clone()).await,
+            false => xds::sotw(&nodes[0].grpc, node.clone(), None, false).await,
+        }
+        .expect("connect");
+        let live = xds::delta(&nodes[0].grpc, xds::node("live", "us-east-1a"))
+            .await
+            .expect("connect");
+        let holds_checkout = |client: &xds::AdsClient| {
+            client.with(|h| checkout_assignment(h).is_some().then_some(()))
+        };
+        eventually(WAIT, "both clients hold checkout", || async {
+            holds_checkout(&stuck).and(holds_checkout(&live))
+        })
+        .await;
+        stuck.stop_answering();
+        let endpoint_responses = |client: &xds::AdsClient| {
+            client.with(|h| h.responses.iter().filter(|(t, _)| t == ENDPOINT).count())
+        };
+        let before = endpoint_responses(&stuck);
+        for i in 0..6 {
+            let health = if i % 2 == 0 { "unhealthy" } else { "healthy" };
+            apply(&nodes[0], &east_endpoints(health, ""));
+        }
+        // The last change (healthy again, after an unhealthy one) reached
+        // the client that answers: every change has been pushed by now.
+        let last = format!("10.0.0.{}", 9);
+        apply(
+            &nodes[0],
+            &east_endpoints(
+                "healthy",
+                &format!("  - {{address: {last}, port: 8080, zone: us-east-1a}}\n"),
+            ),
+        );
+        eventually(
+            WAIT,
+            "the answering client to get the last change",
+            || async { live.with(|h| health_of(h, &last).map(|_| ())) },
+        )
+        .await;
+        let after = endpoint_responses(&stuck);
+        assert_eq!(
+            after - before,
+            1,
+            "delta={delta}: a client that does not answer is sent one update per type, not a queue"
+        );
+    }
+}

@@ -15,8 +15,11 @@ struct TypeState {
     subscription: Subscription,
     /// What the client holds (as far as we know): name to version.
     known: BTreeMap<String, String>,
-    /// Responses not yet answered, by nonce.
+    /// Responses not yet answered, by nonce (at most one: changes wait for
+    /// the answer, flow control) ...
     pending: BTreeMap<String, Sent>,
+    /// ... and this says changes waited, so the answer brings the newest state.
+    dirty: bool,
 }
 
 /// One response as the stream remembers it until the client answers.
@@ -101,7 +104,8 @@ impl DeltaStream {
                 state.known.remove(name);
             }
         }
-        if refused && !first && !resubscribed {
+        let dirty = state.pending.is_empty() && std::mem::take(&mut state.dirty);
+        if refused && !first && !resubscribed && !dirty {
             // What was refused goes out again with the next change, not in a loop now.
             return (None, feedback);
         }
@@ -118,7 +122,14 @@ impl DeltaStream {
         let types: Vec<String> = self.types.keys().cloned().collect();
         types
             .iter()
-            .filter_map(|t| self.respond(t, compiled, false))
+            .filter_map(|t| {
+                let state = self.types.get_mut(t)?;
+                if !state.pending.is_empty() {
+                    state.dirty = true;
+                    return None;
+                }
+                self.respond(t, compiled, false)
+            })
             .collect()
     }
 
@@ -252,6 +263,40 @@ mod tests {
             response_nonce: nonce.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_busy_client_gets_one_coalesced_update_when_it_answers() {
+        let mut stream = DeltaStream::default();
+        let (first, _) = stream.handle_request(
+            request(type_url::LISTENER, &[], ""),
+            &compiled(8080, 1),
+            "1",
+        );
+        let first = first.expect("initial");
+        // Two changes while the first response is unanswered: nothing queued.
+        assert!(stream.handle_update(&compiled(8081, 2), "2").is_empty());
+        assert!(stream.handle_update(&compiled(8082, 3), "3").is_empty());
+        // The ACK brings the newest state, once: 8082 added, 8080 removed,
+        // and nothing of 8081, which the client never saw.
+        let (update, _) = stream.handle_request(
+            request(type_url::LISTENER, &[], &first.nonce),
+            &compiled(8082, 3),
+            "3",
+        );
+        let update = update.expect("the coalesced update");
+        let added: Vec<&str> = update.resources.iter().map(|r| r.name.as_str()).collect();
+        assert!(added.contains(&"outbound_8082"), "{added:?}");
+        assert!(!added.contains(&"outbound_8081"), "{added:?}");
+        assert!(update
+            .removed_resources
+            .contains(&"outbound_8080".to_string()));
+        let (again, _) = stream.handle_request(
+            request(type_url::LISTENER, &[], &update.nonce),
+            &compiled(8082, 3),
+            "3",
+        );
+        assert!(again.is_none(), "nothing more to send");
     }
 
     #[test]

@@ -56,6 +56,9 @@ impl MeshSnapshot {
     }
 }
 
+/// How long changes gather into one snapshot: milliseconds, not Istio's 100 ms.
+const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// Starts following the state machine; the receiver always holds the latest snapshot.
 pub fn follow(hub: Arc<EventHub>, view: DbView) -> watch::Receiver<Arc<MeshSnapshot>> {
     let (state, revision, events) = list(&hub, &view);
@@ -98,6 +101,9 @@ async fn run(
     loop {
         let (mut relist, mut changed, mut trace, mut seen) = (false, false, None, 0);
         let mut event = events.recv().await;
+        // A short pause lets a burst of applies (an agent's batch next to
+        // an operator's write) become one snapshot and one push.
+        tokio::time::sleep(DEBOUNCE).await;
         // Fold every change already waiting into one snapshot.
         loop {
             match event {

@@ -34,6 +34,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub struct XdsService {
     node_id: u64,
+    /// Streams computing and sending an update at once, at most: a change
+    /// does not wake 10,000 streams onto two cores together.
+    pushing: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
     mesh: watch::Receiver<Arc<MeshSnapshot>>,
     table: Arc<RouteTable>,
@@ -48,8 +51,10 @@ impl XdsService {
         metrics: Arc<Metrics>,
         trust_domain: Option<String>,
     ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         XdsService {
             node_id,
+            pushing: Arc::new(tokio::sync::Semaphore::new(cores * 2)),
             metrics,
             mesh,
             table: Arc::new(RouteTable::new(trust_domain)),
@@ -60,6 +65,7 @@ impl XdsService {
     fn stream_context<T>(&self, request: &Request<T>) -> StreamContext {
         StreamContext {
             node_id: self.node_id,
+            pushing: self.pushing.clone(),
             mesh: self.mesh.clone(),
             table: self.table.clone(),
             registry: self.registry.clone(),
@@ -74,11 +80,16 @@ impl XdsService {
     }
 }
 
+/// Responses a stream may have waiting to be written: with at most one
+/// unanswered response per type (of at most 16), a handful.
+const RESPONSE_BUFFER: usize = 16;
+
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Everything one stream's task needs.
 struct StreamContext {
     node_id: u64,
+    pushing: Arc<tokio::sync::Semaphore>,
     mesh: watch::Receiver<Arc<MeshSnapshot>>,
     table: Arc<RouteTable>,
     registry: Arc<Registry>,
@@ -295,6 +306,9 @@ async fn run_stream<P: AdsProtocol>(
                 if ctx.registration.is_none() {
                     continue;
                 }
+                let Ok(_turn) = ctx.pushing.clone().acquire_owned().await else {
+                    return Err(Status::unavailable("the control plane is shutting down"));
+                };
                 let (compiled, version, snapshot) = ctx.compiled();
                 let responses = stream.on_update(&compiled, &version);
                 ctx.pushed::<P>(&responses);
@@ -340,7 +354,7 @@ impl AggregatedDiscoveryService for XdsService {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         spawn_stream(
             tx.clone(),
             run_stream::<sotw::SotwStream>(self.stream_context(&request), request.into_inner(), tx),
@@ -352,7 +366,7 @@ impl AggregatedDiscoveryService for XdsService {
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(64);
+        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
         spawn_stream(
             tx.clone(),
             run_stream::<delta::DeltaStream>(

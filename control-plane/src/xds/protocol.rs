@@ -87,6 +87,15 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// Every resource of the type.
+    #[cfg(test)]
+    pub fn wildcard() -> Subscription {
+        Subscription {
+            wildcard: true,
+            ..Default::default()
+        }
+    }
+
     pub fn wants(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
     }

@@ -25,6 +25,11 @@ struct TypeState {
     /// differs from these (the protocol lets these types omit the rest), so
     /// a resource in a NACKed response goes out again with the next one.
     held: BTreeMap<String, String>,
+    /// The last response is not answered yet: changes wait (flow control,
+    /// at most one unanswered response per type) ...
+    awaiting: bool,
+    /// ... and this says one did, so the answer brings the newest state.
+    dirty: bool,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +50,7 @@ impl SotwStream {
         if !request.response_nonce.is_empty() {
             match &state.sent {
                 Some((version, nonce)) if *nonce == request.response_nonce => {
+                    state.awaiting = false;
                     feedback = Some(match &request.error_detail {
                         Some(error) => {
                             state.nacked = Some(version.clone());
@@ -101,15 +107,28 @@ impl SotwStream {
             let type_url = request.type_url.clone();
             return (self.respond(&type_url, compiled, true), feedback);
         }
+        if std::mem::take(&mut state.dirty) {
+            // Changes came while the client was busy: one coalesced update.
+            let type_url = request.type_url.clone();
+            return (self.respond(&type_url, compiled, false), feedback);
+        }
         (None, feedback)
     }
 
-    /// Responses for every subscribed type whose contents changed.
+    /// Responses for every subscribed type whose contents changed and whose
+    /// last response the client has answered; the others wait for it.
     fn handle_update(&mut self, compiled: &Compiled) -> Vec<DiscoveryResponse> {
         let types: Vec<String> = self.types.keys().cloned().collect();
         types
             .iter()
-            .filter_map(|t| self.respond(t, compiled, false))
+            .filter_map(|t| {
+                let state = self.types.get_mut(t)?;
+                if state.awaiting {
+                    state.dirty = true;
+                    return None;
+                }
+                self.respond(t, compiled, false)
+            })
             .collect()
     }
 
@@ -135,6 +154,7 @@ impl SotwStream {
         state.sent_resources = versions(&chosen);
         let nonce = self.nonces.next();
         state.sent = Some((version.clone(), nonce.clone()));
+        state.awaiting = true;
         Some(DiscoveryResponse {
             version_info: version,
             resources,
@@ -225,6 +245,32 @@ mod tests {
             response_nonce: nonce.into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_busy_client_gets_one_coalesced_update_when_it_answers() {
+        let mut stream = SotwStream::default();
+        let (first, _) =
+            stream.handle_request(request(type_url::CLUSTER, &[], "", ""), &compiled(8080, 1));
+        let first = first.expect("initial response");
+        // Two changes while the first response is unanswered: nothing queued.
+        assert!(stream.handle_update(&compiled(8081, 2)).is_empty());
+        assert!(stream.handle_update(&compiled(8082, 3)).is_empty());
+        // The ACK brings the newest state, once.
+        let latest = compiled(8082, 3);
+        let (update, feedback) = stream.handle_request(
+            request(type_url::CLUSTER, &[], &first.version_info, &first.nonce),
+            &latest,
+        );
+        assert!(matches!(feedback, Some(Feedback::Ack { .. })));
+        let update = update.expect("the coalesced update");
+        let (expected, _) = contents(type_url::CLUSTER, &Subscription::wildcard(), &latest);
+        assert_eq!(update.version_info, expected);
+        let (again, _) = stream.handle_request(
+            request(type_url::CLUSTER, &[], &update.version_info, &update.nonce),
+            &latest,
+        );
+        assert!(again.is_none(), "nothing more to send");
     }
 
     #[test]
