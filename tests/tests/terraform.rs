@@ -672,3 +672,72 @@ fn run_by_hand_the_provider_says_it_is_a_plugin() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("Terraform plugin"), "{stderr}");
 }
+
+/// Whether process `pid` has exited (gone, or a zombie waiting to be reaped).
+fn exited(pid: &str) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn the_provider_prints_its_handshake_and_exits_when_terraform_does() {
+    use std::io::BufRead;
+    let client = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    // A stand-in for Terraform: a shell that starts the provider and is then killed.
+    let mut host = std::process::Command::new("sh")
+        .args(["-c", "\"$0\" & echo \"pid $!\"; exec sleep 60"])
+        .arg(meridian_tests::binary("terraform-provider-meridian"))
+        .env(
+            "TF_PLUGIN_MAGIC_COOKIE",
+            "d602bf8f470bc67ca7faa0386276bbdd4330efaf76d1a219cb4d6991ca9872b2",
+        )
+        .env("PLUGIN_PROTOCOL_VERSIONS", "5,6")
+        .env("PLUGIN_MIN_PORT", "10000")
+        .env("PLUGIN_MAX_PORT", "25000")
+        .env("PLUGIN_CLIENT_CERT", client.cert.pem())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the stand-in");
+    let stdout = host.stdout.take().expect("stdout");
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let (mut pid, mut handshake) = (None, None);
+    while pid.is_none() || handshake.is_none() {
+        let line = lines.next().expect("a line").expect("readable");
+        match line.strip_prefix("pid ") {
+            Some(p) => pid = Some(p.to_string()),
+            None => handshake = Some(line),
+        }
+    }
+    let (pid, handshake) = (pid.unwrap_or_default(), handshake.unwrap_or_default());
+    let parts: Vec<&str> = handshake.split('|').collect();
+    assert_eq!(parts[..3], ["1", "6", "tcp"], "{handshake}");
+    let port: u16 = parts[3]
+        .strip_prefix("127.0.0.1:")
+        .expect("loopback")
+        .parse()
+        .expect("port");
+    assert!((10000..=25000).contains(&port), "{handshake}");
+    assert_eq!(parts[4], "grpc");
+    // The provider's certificate: base64 DER without padding, as go-plugin reads it.
+    assert!(
+        parts[5].len() > 50 && !parts[5].contains('='),
+        "{handshake}"
+    );
+    assert!(!exited(&pid));
+
+    let _ = host.kill();
+    let _ = host.wait();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !exited(&pid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the provider outlived Terraform"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

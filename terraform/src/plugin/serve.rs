@@ -137,10 +137,9 @@ fn incoming(listener: TcpListener, tls: Option<AutoMtls>) -> mpsc::Receiver<std:
     rx
 }
 
-/// Resolves when the plugin should exit.
-async fn stopped(stop: watch::Sender<bool>) {
+/// Resolves when the plugin should exit; `parent` is Terraform's process id.
+async fn stopped(stop: watch::Sender<bool>, parent: u32) {
     let mut flag = stop.subscribe();
-    let parent = std::os::unix::process::parent_id();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut interrupt =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).ok();
@@ -180,6 +179,8 @@ pub enum ServeError {
 
 /// Serves the provider until it is told to stop.
 pub async fn run(host: Host, env: crate::provider::Env) -> Result<(), ServeError> {
+    // Taken before the handshake, after which Terraform may go at any time.
+    let parent = std::os::unix::process::parent_id();
     let tls = match &host.client_cert {
         Some(pem) => Some(super::automtls::server(pem)?),
         None => None,
@@ -213,7 +214,7 @@ pub async fn run(host: Host, env: crate::provider::Env) -> Result<(), ServeError
             stop.clone(),
         )))
         .add_service(health_service)
-        .serve_with_incoming_shutdown(incoming, stopped(stop.clone()));
+        .serve_with_incoming_shutdown(incoming, stopped(stop.clone(), parent));
     let server = tokio::spawn(server);
     let mut flag = stop.subscribe();
     let _ = flag.wait_for(|s| *s).await;
