@@ -177,20 +177,16 @@ impl ObjectResource {
         };
         let revision = match admin.put(&manifest, expected).await {
             Ok(revision) => revision,
-            Err(status) => {
-                // A write retried on another node after its first node died
-                // may have been committed already: holding exactly what was
-                // planned is success, not a concurrent edit.
-                let already = if status.code() == tonic::Code::Aborted {
-                    self.holds(admin, &key, planned).await
-                } else {
-                    None
-                };
-                match already {
+            Err(status) if status.code() == tonic::Code::Aborted => {
+                match self
+                    .after_conflict(admin, &key, &manifest, prior, planned)
+                    .await
+                {
                     Some(revision) => revision,
                     None => return self.write_refused(prior, &key, &status),
                 }
             }
+            Err(status) => return self.write_refused(prior, &key, &status),
         };
         let mut state = planned.clone();
         state.set("id", Value::string(Self::id(&key)));
@@ -238,11 +234,30 @@ impl ObjectResource {
         (state, vec![d])
     }
 
-    /// The object's revision if the control plane holds just what `planned` says.
-    async fn holds(&self, admin: &Admin, key: &pb::ResourceKey, planned: &Value) -> Option<u64> {
+    /// A write refused because the object's revision moved: its revision
+    /// after all when the move changed nothing Terraform manages. Either the
+    /// object already holds what was planned (a write retried on another
+    /// node after its first node died, committed before it did), or only
+    /// what the control plane writes itself changed (a cluster's status, as
+    /// its agent reports), and the write is made again at the new revision.
+    /// A change to a managed field is a concurrent edit: `None`.
+    async fn after_conflict(
+        &self,
+        admin: &Admin,
+        key: &pb::ResourceKey,
+        manifest: &serde_json::Value,
+        prior: &Value,
+        planned: &Value,
+    ) -> Option<u64> {
         let stored = admin.get(key.clone()).await.ok()??;
         let fresh = with_defaults(&self.block, &from_manifest(&self.block, &stored.manifest));
-        (!differs(&self.block, &fresh, planned)).then_some(stored.revision)
+        if !differs(&self.block, &fresh, planned) {
+            return Some(stored.revision);
+        }
+        if prior.is_null() || differs(&self.block, &fresh, prior) {
+            return None;
+        }
+        admin.put(manifest, stored.revision).await.ok()
     }
 
     /// What the control plane holds now, in the terms the state used; null
