@@ -31,11 +31,13 @@ pub fn with_defaults(block: &Block, config: &Value) -> Value {
     value
 }
 
+/// The value as compared: a default for null, and no map (labels, which the
+/// control plane leaves out when empty) for null. A null list is not an
+/// empty one: no `allowed_clusters` admits every cluster, `[]` none.
 fn normal<'a>(attr: &'a Attr, value: &'a Value) -> std::borrow::Cow<'a, Value> {
     use std::borrow::Cow;
     match (value, &attr.default, &attr.ty) {
         (Value::Null, Some(default), _) => Cow::Borrowed(default),
-        (Value::Null, None, Type::List(_)) => Cow::Owned(Value::List(Vec::new())),
         (Value::Null, None, Type::Map(_)) => Cow::Owned(Value::Map(Default::default())),
         _ => Cow::Borrowed(value),
     }
