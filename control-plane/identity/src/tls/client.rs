@@ -301,3 +301,56 @@ impl std::fmt::Display for DialError {
 }
 
 impl std::error::Error for DialError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An address nothing listens on: a port bound, then let go.
+    fn closed_addr() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        drop(listener);
+        addr
+    }
+
+    #[test]
+    fn server_lists_are_comma_separated() {
+        let listed: Vec<&str> = server_list(" a:1, ,b:2,").collect();
+        assert_eq!(listed, ["a:1", "b:2"]);
+    }
+
+    #[tokio::test]
+    async fn connect_first_takes_the_first_that_answers_and_says_why_none_did() {
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let live_addr = live.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            // Accept and hold connections; HTTP/2 is negotiated lazily.
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = live.accept().await {
+                held.push(socket);
+            }
+        });
+        let dead = closed_addr();
+        let dialer = Dialer::insecure();
+        let (index, _) = dialer
+            .connect_first([dead.as_str(), live_addr.as_str()])
+            .await
+            .expect("the second answers");
+        assert_eq!(index, 1);
+        let none = dialer
+            .connect_first([dead.as_str(), closed_addr().as_str()])
+            .await
+            .expect_err("none answers");
+        assert_eq!(none.0.len(), 2);
+        assert!(
+            none.to_string()
+                .starts_with("cannot reach any control-plane node"),
+            "{none}"
+        );
+        let empty = dialer.connect_first([]).await.expect_err("none listed");
+        assert!(empty.0.is_empty());
+    }
+}
