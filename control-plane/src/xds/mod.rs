@@ -52,12 +52,14 @@ impl XdsService {
         trust_domain: Option<String>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let table = Arc::new(RouteTable::new(trust_domain));
+        let mesh = compile_ahead(mesh, table.clone());
         XdsService {
             node_id,
             pushing: Arc::new(tokio::sync::Semaphore::new(cores * 2)),
             metrics,
             mesh,
-            table: Arc::new(RouteTable::new(trust_domain)),
+            table,
             registry,
         }
     }
@@ -83,6 +85,30 @@ impl XdsService {
 /// Responses a stream may have waiting to be written: with at most one
 /// unanswered response per type (of at most 16), a handful.
 const RESPONSE_BUFFER: usize = 16;
+
+/// The push pipeline: each new mesh snapshot is compiled for every
+/// locality served, once, on a blocking thread, before the streams see it;
+/// the returned receiver publishes snapshots whose routes are ready.
+fn compile_ahead(
+    mut mesh: watch::Receiver<Arc<MeshSnapshot>>,
+    table: Arc<RouteTable>,
+) -> watch::Receiver<Arc<MeshSnapshot>> {
+    let (ready, ready_rx) = watch::channel(mesh.borrow_and_update().clone());
+    tokio::spawn(async move {
+        while mesh.changed().await.is_ok() {
+            let snapshot = mesh.borrow_and_update().clone();
+            let (table, compiling) = (table.clone(), snapshot.clone());
+            if let Err(e) = tokio::task::spawn_blocking(move || table.compile_all(&compiling)).await
+            {
+                tracing::error!(error = %e, "compiling routes ahead of the streams failed");
+            }
+            if ready.send(snapshot).is_err() {
+                return;
+            }
+        }
+    });
+    ready_rx
+}
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 

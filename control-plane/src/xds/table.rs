@@ -90,6 +90,24 @@ impl RouteTable {
         compiled
     }
 
+    /// Compiles `snapshot` for every locality a stream serves, ahead of the
+    /// streams (the push pipeline runs it off the runtime's workers): each
+    /// locality once, however many proxies share it.
+    pub fn compile_all(&self, snapshot: &MeshSnapshot) {
+        let localities: Vec<ProxyLocality> = {
+            let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            inner
+                .localities
+                .iter()
+                .filter(|(_, e)| e.users > 0)
+                .map(|(l, _)| l.clone())
+                .collect()
+        };
+        for locality in localities {
+            self.get(snapshot, &locality);
+        }
+    }
+
     /// Localities with compiled routes, and origins in the compiler's cache.
     #[cfg(test)]
     fn sizes(&self) -> (usize, usize) {
@@ -151,6 +169,28 @@ mod tests {
             "{:?}",
             listeners(&after)
         );
+    }
+
+    #[test]
+    fn compile_all_prepares_every_served_locality_once() {
+        let table = RouteTable::new(None);
+        let served = |cluster: &str| ProxyLocality {
+            cluster: cluster.into(),
+            ..Default::default()
+        };
+        table.acquire(&served("c1"));
+        table.acquire(&served("c2"));
+        let mesh = snapshot(8080, 1, 1, 1);
+        table.compile_all(&mesh);
+        let first = table.get(&mesh, &served("c1"));
+        table.compile_all(&mesh);
+        assert!(
+            Arc::ptr_eq(&first, &table.get(&mesh, &served("c1"))),
+            "the same generation is compiled once"
+        );
+        let next = snapshot(9090, 2, 2, 2);
+        table.compile_all(&next);
+        assert!(listeners(&table.get(&next, &served("c2"))).contains(&"outbound_9090".to_string()));
     }
 
     #[test]
