@@ -1,25 +1,33 @@
 //! Outgoing gRPC channels to other control-plane nodes: one per node and
 //! address, shared, over the process's dialer (mutual TLS, or plaintext with
 //! `--insecure`), set once at start-up. Over TLS the server must prove to be
-//! the very node dialled.
+//! the very node dialled. A node listed in `--peer-address` is dialled at
+//! that address instead of its member address.
 
 use meridian_identity::spiffe::Identity;
 use meridian_identity::tls::Dialer;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 use tonic::transport::Channel;
 
 static DIALER: OnceLock<Dialer> = OnceLock::new();
+static PEER_ADDRESSES: OnceLock<BTreeMap<u64, String>> = OnceLock::new();
 static CHANNELS: OnceLock<Mutex<HashMap<(u64, String), Channel>>> = OnceLock::new();
 
-/// Sets how this process dials its peers; the first call wins.
-pub fn init(dialer: Dialer) {
+/// Sets how this process dials its peers, and where it dials those whose
+/// member address it cannot use; the first call wins.
+pub fn init(dialer: Dialer, peer_addresses: BTreeMap<u64, String>) {
     let _ = DIALER.set(dialer);
+    let _ = PEER_ADDRESSES.set(peer_addresses);
 }
 
-/// A lazily connecting channel to node `node_id` at `addr` (`HOST:PORT`);
-/// the first call connects.
+/// A lazily connecting channel to node `node_id` at `addr` (`HOST:PORT`),
+/// or at its `--peer-address` if it has one; the first call connects.
 pub fn channel(node_id: u64, addr: &str) -> Result<Channel, ChannelError> {
+    let addr = PEER_ADDRESSES
+        .get()
+        .and_then(|peers| peers.get(&node_id))
+        .map_or(addr, String::as_str);
     let channels = CHANNELS.get_or_init(Default::default);
     let mut channels = channels.lock().unwrap_or_else(|p| p.into_inner());
     let key = (node_id, addr.to_string());

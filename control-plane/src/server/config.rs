@@ -30,6 +30,12 @@ pub struct ServerArgs {
     /// every founding node. Omit it on a node that will join as a learner.
     #[arg(long, env = "MERIDIAN_INITIAL_CLUSTER")]
     pub initial_cluster: Option<String>,
+    /// How this node reaches a peer when that differs from the peer's member
+    /// address (NAT, a tunnel, a local TCP proxy): `ID=HOST:PORT`, repeated
+    /// or comma-separated. Only this node's outgoing connections use it; the
+    /// membership and everyone else keep the member address.
+    #[arg(long, env = "MERIDIAN_PEER_ADDRESS", value_delimiter = ',')]
+    pub peer_address: Vec<String>,
     /// Take a snapshot (and purge the log behind it) after this many entries.
     #[arg(long, env = "MERIDIAN_SNAPSHOT_THRESHOLD", default_value_t = 10_000)]
     pub snapshot_threshold: u64,
@@ -75,6 +81,8 @@ pub struct ServerConfig {
     pub http_addr: SocketAddr,
     /// The founding members, if this node founds the cluster.
     pub initial_cluster: Option<BTreeMap<NodeId, String>>,
+    /// Where this node dials a peer instead of its member address.
+    pub peer_addresses: BTreeMap<NodeId, String>,
     pub snapshot_threshold: u64,
     pub agent_grace: std::time::Duration,
     /// An in-process discovery source and the cluster it reports.
@@ -102,6 +110,17 @@ impl ServerArgs {
             .as_deref()
             .map(parse_initial_cluster)
             .transpose()?;
+        let peer_addresses = if self.peer_address.is_empty() {
+            BTreeMap::new()
+        } else {
+            parse_members("--peer-address", &self.peer_address.join(","))?
+        };
+        if peer_addresses.contains_key(&self.node_id) {
+            return Err(invalid(format!(
+                "--peer-address names this node ({}); it only says how to reach the others",
+                self.node_id
+            )));
+        }
         if let Some(members) = &initial_cluster {
             if !members.contains_key(&self.node_id) {
                 return Err(invalid(format!(
@@ -115,6 +134,9 @@ impl ServerArgs {
             require_loopback("--http-addr", &http_addr)?;
             for addr in initial_cluster.iter().flat_map(|m| m.values()) {
                 require_loopback("--initial-cluster", &resolve("--initial-cluster", addr)?)?;
+            }
+            for addr in peer_addresses.values() {
+                require_loopback("--peer-address", &resolve("--peer-address", addr)?)?;
             }
         }
         let source = match (&self.source, &self.source_cluster) {
@@ -138,6 +160,7 @@ impl ServerArgs {
             grpc_addr,
             http_addr,
             initial_cluster,
+            peer_addresses,
             snapshot_threshold: self.snapshot_threshold,
             tls,
             ca_dir: self.ca_dir.clone(),
@@ -191,25 +214,29 @@ pub fn check_peer_addr(addr: &str) -> Result<(), String> {
 
 /// Parses `1=HOST:PORT,2=HOST:PORT`.
 pub fn parse_initial_cluster(text: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
+    parse_members("--initial-cluster", text)
+}
+
+/// Parses `1=HOST:PORT,2=HOST:PORT` given to `flag`.
+fn parse_members(flag: &str, text: &str) -> Result<BTreeMap<NodeId, String>, ConfigError> {
     let mut members = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (id, addr) = part
             .split_once('=')
-            .ok_or_else(|| invalid(format!("--initial-cluster: '{part}' is not ID=HOST:PORT")))?;
-        let id: NodeId = id.trim().parse().ok().filter(|id| *id > 0).ok_or_else(|| {
-            invalid(format!(
-                "--initial-cluster: '{id}' is not a positive node id"
-            ))
-        })?;
-        check_peer_addr(addr.trim()).map_err(|e| invalid(format!("--initial-cluster: {e}")))?;
+            .ok_or_else(|| invalid(format!("{flag}: '{part}' is not ID=HOST:PORT")))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| invalid(format!("{flag}: '{id}' is not a positive node id")))?;
+        check_peer_addr(addr.trim()).map_err(|e| invalid(format!("{flag}: {e}")))?;
         if members.insert(id, addr.trim().to_string()).is_some() {
-            return Err(invalid(format!(
-                "--initial-cluster: node {id} is listed twice"
-            )));
+            return Err(invalid(format!("{flag}: node {id} is listed twice")));
         }
     }
     if members.is_empty() {
-        return Err(invalid("--initial-cluster names no members"));
+        return Err(invalid(format!("{flag} names no members")));
     }
     Ok(members)
 }
@@ -225,6 +252,7 @@ mod tests {
             grpc_addr: grpc.into(),
             http_addr: "127.0.0.1:7401".into(),
             initial_cluster: cluster.map(str::to_string),
+            peer_address: Vec::new(),
             snapshot_threshold: 100,
             agent_grace_period: meridian_model::Duration::from_millis(30_000),
             source: None,
@@ -275,6 +303,24 @@ mod tests {
         assert!(args("0.0.0.0:7400", Some("1=10.1.2.3:7400"))
             .validate(tls())
             .is_ok());
+    }
+
+    #[test]
+    fn peer_addresses_name_other_nodes_and_stay_loopback_in_plaintext() {
+        let mut with_peers = args("127.0.0.1:7400", Some("1=127.0.0.1:1,2=127.0.0.1:2"));
+        with_peers.peer_address = vec!["2=127.0.0.1:9002".into(), "3=localhost:9003".into()];
+        let config = with_peers.validate(None).expect("valid");
+        assert_eq!(config.peer_addresses[&2], "127.0.0.1:9002");
+        assert_eq!(config.peer_addresses[&3], "localhost:9003");
+        with_peers.peer_address = vec!["1=127.0.0.1:9001".into()];
+        let err = with_peers.validate(None).expect_err("names itself");
+        assert!(err.to_string().contains("this node"), "{err}");
+        with_peers.peer_address = vec!["2=10.0.0.2:7400".into()];
+        assert!(with_peers.validate(None).is_err());
+        assert!(with_peers.validate(tls()).is_ok());
+        with_peers.peer_address = vec!["2=nope".into()];
+        let err = with_peers.validate(tls()).expect_err("no port");
+        assert!(err.to_string().contains("--peer-address"), "{err}");
     }
 
     #[test]

@@ -77,7 +77,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         &config.otlp,
     )?;
     let (credentials, dialer) = credentials(&config)?;
-    grpc_client::init(dialer.clone());
+    grpc_client::init(dialer.clone(), config.peer_addresses.clone());
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let db_dir = config.data_dir.join("db");
