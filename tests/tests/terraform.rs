@@ -7,6 +7,7 @@
 //! formatted.
 
 use meridian_identity::tls::TlsFiles;
+use meridian_tests::agent::AgentProcess;
 use meridian_tests::pki::{dialer, tls_args, Pki};
 use meridian_tests::terraform::{copy_tree, repo_terraform_dir, terraform_binary, Workspace};
 use meridian_tests::{
@@ -18,6 +19,12 @@ use std::time::Duration;
 
 /// A control plane of `count` nodes over mutual TLS, and an admin's files.
 async fn mtls_cluster(root: &Path, count: u64) -> (Vec<ServerNode>, TlsFiles) {
+    let (nodes, admin, _) = mtls_cluster_with_ca(root, count).await;
+    (nodes, admin)
+}
+
+/// The same, with the CA to issue more certificates from.
+async fn mtls_cluster_with_ca(root: &Path, count: u64) -> (Vec<ServerNode>, TlsFiles, Pki) {
     let pki = Pki::new(root, "ca");
     let admin = pki.issue("admin", &["--admin", "terraform"]);
     let nodes = start_cluster_with(root, count, |id| {
@@ -30,7 +37,7 @@ async fn mtls_cluster(root: &Path, count: u64) -> (Vec<ServerNode>, TlsFiles) {
         }
     });
     agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
-    (nodes, admin)
+    (nodes, admin, pki)
 }
 
 /// A Terraform directory whose provider reads the admin's files from the
@@ -479,6 +486,88 @@ resource "meridian_service" "many" {{
     assert_eq!(all, Some(COUNT));
     let plan = tf.plan();
     assert_eq!(plan.code, 0, "{}", plan.output());
+}
+
+/// The status of the only cluster, as the CLI shows it.
+fn cluster_status(admin: &TlsFiles, server: &str) -> Value {
+    items(admin, server, "clusters")
+        .first()
+        .map(|c| c["status"].clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_agent_reports_is_managed_all_the_same() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (nodes, admin, pki) = mtls_cluster_with_ca(root.path(), 1).await;
+    let server = nodes[0].grpc.as_str();
+    let tf = workspace(&root.path().join("tf"), &admin);
+    let cluster = |label: &str| {
+        let body = format!(
+            "resource \"meridian_cluster\" \"east\" {{\n  name   = \"east\"\n  region = \"us-east-1\"\n  labels = {{ rack = \"{label}\" }}\n}}"
+        );
+        one_service(server, &body).replace(
+            "resource \"meridian_cluster\" \"east\" {\n  name   = \"east\"\n  region = \"us-east-1\"\n}\n",
+            "",
+        )
+    };
+    tf.write("main.tf", &cluster("r1"));
+    tf.apply();
+    tf.write("main.tf", &cluster("r2"));
+    tf.must(&["plan", "-input=false", "-out=change.plan"]);
+
+    let planned_at = items(&admin, server, "clusters")[0]["metadata"]["revision"].clone();
+    // The cluster's agent connects: its status, and so its revision, moves.
+    let files = pki.issue("agent-east", &["--agent", "--cluster", "east"]);
+    let source = root.path().join("east.yaml");
+    std::fs::write(&source, "[]\n").expect("write the source file");
+    let tls = tls_args(&files);
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let agent = |name: &str| {
+        let mut agent = AgentProcess::new(
+            root.path(),
+            name,
+            "east",
+            &[server],
+            &format!("file:{}", source.display()),
+            &[],
+        )
+        .secure(&tls);
+        agent.start();
+        agent
+    };
+    let mut first = agent("agent-1");
+    let session = eventually(Duration::from_secs(30), "the agent to report", || async {
+        let status = cluster_status(&admin, server);
+        status["session"]
+            .as_u64()
+            .filter(|_| !status["agent"].is_null())
+    })
+    .await;
+
+    let moved = items(&admin, server, "clusters")[0]["metadata"]["revision"].clone();
+    assert_ne!(
+        moved, planned_at,
+        "the agent's report should move the revision"
+    );
+    // Only the control plane's own field moved: the saved plan still applies.
+    let applied = tf.run(&["apply", "-input=false", "change.plan"]);
+    assert!(applied.ok(), "{}", applied.output());
+    let clusters = items(&admin, server, "clusters");
+    assert_eq!(clusters[0]["metadata"]["labels"]["rack"], "r2");
+
+    // The same for a destroy planned before the agent came back with a new session.
+    tf.must(&["plan", "-destroy", "-input=false", "-out=destroy.plan"]);
+    first.kill();
+    let _second = agent("agent-2");
+    eventually(Duration::from_secs(30), "a new agent session", || async {
+        let now = cluster_status(&admin, server)["session"].as_u64()?;
+        (now != session).then_some(())
+    })
+    .await;
+    let destroyed = tf.run(&["apply", "-input=false", "destroy.plan"]);
+    assert!(destroyed.ok(), "{}", destroyed.output());
+    assert!(items(&admin, server, "clusters").is_empty());
 }
 
 /// A service with one attribute of the test's choosing.

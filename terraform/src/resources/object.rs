@@ -152,7 +152,20 @@ impl ObjectResource {
                 return (Value::Null, Vec::new());
             };
             let expected = prior.get("revision").as_u64().unwrap_or(0);
-            return match admin.delete(key.clone(), expected).await {
+            let mut deleted = admin.delete(key.clone(), expected).await;
+            if let Err(status) = &deleted {
+                // As for writes: a revision moved only by the control plane's
+                // own writes is no reason to keep the object.
+                if status.code() == tonic::Code::Aborted {
+                    if let Ok(Some(stored)) = admin.get(key.clone()).await {
+                        let fresh = from_manifest(&self.block, &stored.manifest);
+                        if !differs(&self.block, &with_defaults(&self.block, &fresh), prior) {
+                            deleted = admin.delete(key.clone(), stored.revision).await;
+                        }
+                    }
+                }
+            }
+            return match deleted {
                 Ok(()) => (Value::Null, Vec::new()),
                 Err(status) => (
                     prior.clone(),
