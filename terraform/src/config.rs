@@ -23,7 +23,8 @@ pub fn schema() -> Block {
                 Type::list(Type::String),
                 Field::None,
                 "Control-plane nodes, `HOST:PORT`, tried in order (a node that fails is left for the next); `MERIDIAN_SERVER` (comma-separated), else `127.0.0.1:7400`.",
-            ),
+            )
+            .check(host_port),
             path("cert", "The operator's certificate (PEM file); `MERIDIAN_CERT`."),
             path("key", "Its private key (PEM file); `MERIDIAN_KEY`."),
             path("trust_bundle", "The CA certificates nodes must chain to (PEM file); `MERIDIAN_TRUST_BUNDLE`."),
@@ -31,6 +32,35 @@ pub fn schema() -> Block {
         ],
         vec![],
     )
+}
+
+/// `HOST:PORT`, as the CLI's `--server` takes it.
+fn host_port(value: &serde_json::Value) -> Result<(), String> {
+    let text = value.as_str().unwrap_or_default();
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(())
+        }
+        _ => Err(format!("'{text}' is not HOST:PORT")),
+    }
+}
+
+/// What can be told from the configuration alone, before any variable is read.
+pub fn validate(config: &Value) -> Vec<Diag> {
+    let mut diags = crate::semantic::check_values(&schema(), config, &Path::default());
+    let files = ["cert", "key", "trust_bundle"]
+        .iter()
+        .any(|name| !config.get(name).is_null());
+    if config.get("insecure").as_bool() == Some(true) && files {
+        diags.push(
+            Diag::error(
+                "Conflicting TLS settings",
+                "insecure (plaintext) excludes cert, key and trust_bundle",
+            )
+            .at(Path::attr("insecure")),
+        );
+    }
+    diags
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +185,23 @@ mod tests {
         let config = resolve(&explicit, &vars).expect("valid");
         assert_eq!(config.servers, ["127.0.0.1:1"]);
         assert_eq!(config.tls.expect("tls").cert, PathBuf::from("/mine.pem"));
+    }
+
+    #[test]
+    fn the_configuration_alone_is_checked() {
+        let mut config = Value::Null;
+        config.set(
+            "servers",
+            Value::List(vec![Value::string("cp-1:7400"), Value::string("cp-2")]),
+        );
+        config.set("insecure", Value::Bool(true));
+        config.set("cert", Value::string("/c.pem"));
+        let diags = validate(&config);
+        let paths: Vec<String> = diags
+            .iter()
+            .filter_map(|d| d.path.as_ref().map(|p| p.to_string()))
+            .collect();
+        assert_eq!(paths, ["servers[1]", "insecure"]);
     }
 
     #[test]

@@ -132,7 +132,7 @@ impl tf::provider_server::Provider for Provider {
         request: Request<tf::validate_provider_config::Request>,
     ) -> Result<Response<tf::validate_provider_config::Response>, Status> {
         let diags = match decode(request.get_ref().config.as_ref(), &self.config.ty()) {
-            Ok(config) => crate::semantic::check_values(&self.config, &config, &Default::default()),
+            Ok(config) => config::validate(&config),
             Err(d) => vec![d],
         };
         Ok(Response::new(tf::validate_provider_config::Response {
