@@ -2,6 +2,7 @@
 //! certificates naming a SPIFFE ID. Crypto only (rcgen, ring); files are the
 //! CLI's business.
 
+use crate::enrolment::Enrolment;
 use crate::spiffe::SpiffeId;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -61,12 +62,16 @@ pub struct Signer<'a> {
 
 fn leaf_params(
     id: &SpiffeId,
+    enrolment: Option<&Enrolment>,
     dns_names: &[String],
     validity: Duration,
 ) -> Result<CertificateParams, CaError> {
     let mut params = CertificateParams::default();
     let mut name = DistinguishedName::new();
     name.push(DnType::CommonName, id.to_string());
+    if let Some(enrolment) = enrolment {
+        name.push(DnType::OrganizationalUnitName, enrolment.to_subject_value());
+    }
     params.distinguished_name = name;
     params.subject_alt_names =
         vec![SanType::URI(id.to_string().try_into().map_err(|_| {
@@ -122,7 +127,7 @@ pub fn issue(
     dns_names: &[String],
     validity: Duration,
 ) -> Result<Issued, CaError> {
-    let params = leaf_params(id, dns_names, validity)?;
+    let params = leaf_params(id, None, dns_names, validity)?;
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, &issuer(ca)?)?;
     Ok(Issued {
@@ -131,18 +136,20 @@ pub fn issue(
     })
 }
 
-/// Signs the public key of a PEM certificate signing request for `id`.
-/// Only the key is taken from the request: the names and lifetime are ours.
+/// Signs the public key of a PEM certificate signing request for `id`, of
+/// the chain enrolled with `enrolment`. Only the key is taken from the
+/// request: the names, the subject (so the enrolment) and the lifetime are ours.
 pub fn sign_csr(
     ca: &Signer<'_>,
     csr_pem: &str,
     id: &SpiffeId,
+    enrolment: Option<&Enrolment>,
     validity: Duration,
 ) -> Result<String, CaError> {
     let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
         CaError::Invalid(format!("the certificate signing request is invalid: {e}"))
     })?;
-    csr.params = leaf_params(id, &[], validity)?;
+    csr.params = leaf_params(id, enrolment, &[], validity)?;
     Ok(csr.signed_by(&issuer(ca)?)?.pem())
 }
 
@@ -229,7 +236,7 @@ mod tests {
             key_pem: "not a key",
         };
         assert!(issue(&no_key, &id, &[], Duration::from_secs(60)).is_err());
-        assert!(sign_csr(&signer, "not a CSR", &id, Duration::from_secs(60)).is_err());
+        assert!(sign_csr(&signer, "not a CSR", &id, None, Duration::from_secs(60)).is_err());
     }
 
     #[test]
@@ -248,8 +255,66 @@ mod tests {
             },
         )
         .expect("id");
-        let cert = sign_csr(&signer, &request, &id, Duration::from_secs(600)).expect("signed");
+        let cert =
+            sign_csr(&signer, &request, &id, None, Duration::from_secs(600)).expect("signed");
         let leaf = crate::tls::Leaf::from_pem(&cert, &key, &crate::tls::provider()).expect("leaf");
         assert_eq!(leaf.id, id);
+        assert_eq!(leaf.enrolment, None);
+    }
+
+    #[test]
+    fn the_enrolment_is_the_cas_to_write_never_the_requests() {
+        let ca = create_ca("mesh.example", Duration::from_secs(3600)).expect("CA");
+        let signer = Signer {
+            cert_pem: &ca.cert_pem,
+            key_pem: &ca.key_pem,
+        };
+        let id = SpiffeId::new(
+            "mesh.example",
+            Identity::Proxy {
+                cluster: "east".into(),
+                id: "web-1".into(),
+            },
+        )
+        .expect("id");
+        // A workload asks for an enrolment of its choosing in its CSR's subject.
+        let key = KeyPair::generate().expect("key");
+        let mut wanted = CertificateParams::default();
+        wanted
+            .distinguished_name
+            .push(DnType::OrganizationalUnitName, "enrolment:mrd-aaaaaaaaaaaa");
+        let request = wanted
+            .serialize_request(&key)
+            .expect("csr")
+            .pem()
+            .expect("pem");
+        let key = key.serialize_pem();
+        let leaf = |cert: &str| {
+            crate::tls::Leaf::from_pem(cert, &key, &crate::tls::provider()).expect("leaf")
+        };
+
+        let unenrolled =
+            sign_csr(&signer, &request, &id, None, Duration::from_secs(600)).expect("signed");
+        assert_eq!(
+            leaf(&unenrolled).enrolment,
+            None,
+            "the CSR's subject is ignored"
+        );
+
+        let enrolment = Enrolment::new("mrd-0123456789ab").expect("enrolment");
+        let enrolled = sign_csr(
+            &signer,
+            &request,
+            &id,
+            Some(&enrolment),
+            Duration::from_secs(600),
+        )
+        .expect("signed");
+        let enrolled = leaf(&enrolled);
+        assert_eq!(enrolled.enrolment, Some(enrolment));
+        assert_eq!(
+            enrolled.id, id,
+            "the enrolment is not part of the SPIFFE ID"
+        );
     }
 }

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod ca;
 pub mod ca_dir;
 pub mod enroll;
+pub mod enrolment;
 pub mod expiry;
 pub mod spiffe;
 pub mod tls;

@@ -38,17 +38,24 @@ pub fn generate() -> Result<NewToken, String> {
     })
 }
 
+fn is_hex(text: &str) -> bool {
+    text.bytes()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Whether `id` is a token's id (`mrd-` and 12 lowercase hex digits).
+pub fn is_id(id: &str) -> bool {
+    id.strip_prefix(PREFIX)
+        .is_some_and(|hex| hex.len() == 12 && is_hex(hex))
+}
+
 /// The stored token's ID and the secret's hash, from what a user presents.
 pub fn parse(token: &str) -> Result<(String, String), String> {
     let (id, secret) = token
         .trim()
         .split_once('.')
         .ok_or("the token is malformed: expected mrd-ID.SECRET")?;
-    let well_formed = id.starts_with(PREFIX)
-        && id.len() == PREFIX.len() + 12
-        && secret.len() == 64
-        && (id[PREFIX.len()..].bytes().chain(secret.bytes()))
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let well_formed = is_id(id) && secret.len() == 64 && is_hex(secret);
     if !well_formed {
         return Err("the token is malformed: expected mrd-ID.SECRET".into());
     }
@@ -73,6 +80,8 @@ mod tests {
         let new = generate().expect("token");
         let (id, hash) = parse(&new.token).expect("parses");
         assert_eq!(id, new.id);
+        assert!(is_id(&new.id));
+        assert!(!is_id("mrd-0123456789AB") && !is_id("mrd-0123") && !is_id("0123456789ab"));
         assert!(same_hash(&hash, &new.secret_sha256));
         assert!(!same_hash(&hash, &sha256_hex("other")));
         for bad in [

@@ -1,6 +1,7 @@
-//! What a certificate says: its SPIFFE ID and validity. Parsing only; the
-//! chain is verified elsewhere.
+//! What a certificate says: its SPIFFE ID, validity and enrolment. Parsing
+//! only; the chain is verified elsewhere.
 
+use crate::enrolment::Enrolment;
 use crate::spiffe::SpiffeId;
 use rustls::pki_types::CertificateDer;
 use std::time::{Duration, SystemTime};
@@ -10,6 +11,8 @@ pub struct Facts {
     pub id: SpiffeId,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
+    /// The token the certificate's chain was enrolled with, if any.
+    pub enrolment: Option<Enrolment>,
 }
 
 fn time(t: x509_parser::time::ASN1Time) -> SystemTime {
@@ -21,7 +24,26 @@ fn time(t: x509_parser::time::ASN1Time) -> SystemTime {
     }
 }
 
-/// The SPIFFE ID (the one `spiffe://` URI SAN) and validity of `cert`.
+/// The enrolment in `cert`'s subject: at most one.
+fn enrolment(
+    parsed: &x509_parser::certificate::X509Certificate<'_>,
+) -> Result<Option<Enrolment>, String> {
+    let mut found = parsed
+        .subject()
+        .iter_organizational_unit()
+        .filter_map(|ou| ou.as_str().ok())
+        .filter_map(Enrolment::from_subject_value);
+    let first = found
+        .next()
+        .transpose()
+        .map_err(|e| format!("certificate: {e}"))?;
+    if found.next().is_some() {
+        return Err("certificate: more than one enrolment in its subject".into());
+    }
+    Ok(first)
+}
+
+/// The SPIFFE ID (the one `spiffe://` URI SAN), validity and enrolment of `cert`.
 pub fn facts(cert: &CertificateDer<'_>) -> Result<Facts, String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert)
         .map_err(|e| format!("certificate: cannot parse: {e}"))?;
@@ -42,5 +64,6 @@ pub fn facts(cert: &CertificateDer<'_>) -> Result<Facts, String> {
         id,
         not_before: time(parsed.validity().not_before),
         not_after: time(parsed.validity().not_after),
+        enrolment: enrolment(&parsed)?,
     })
 }

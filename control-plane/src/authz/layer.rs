@@ -68,16 +68,17 @@ impl AuthzLayer {
     pub fn new(node: Arc<Node>, metrics: Arc<Metrics>) -> Self {
         AuthzLayer { node, metrics }
     }
+}
 
-    /// Whether node `id` is a voter or learner. A node that knows no
-    /// membership yet (just started to join) accepts any node of the mesh:
-    /// it has nothing to protect, and learns the membership from the leader.
-    fn is_member(&self, id: u64) -> bool {
-        let metrics = self.node.metrics();
-        let membership = metrics.membership_config.membership();
-        let mut nodes = membership.nodes().peekable();
-        nodes.peek().is_none() || nodes.any(|(n, _)| *n == id)
-    }
+/// Whether node `id` is a voter or learner, in the membership `node` has
+/// applied. A node that knows no membership yet (just started to join)
+/// accepts any node of the mesh: it has nothing to protect, and learns the
+/// membership from the leader.
+pub fn is_member(node: &Node, id: u64) -> bool {
+    let metrics = node.metrics();
+    let membership = metrics.membership_config.membership();
+    let mut nodes = membership.nodes().peekable();
+    nodes.peek().is_none() || nodes.any(|(n, _)| *n == id)
 }
 
 impl<S> tower::Layer<S> for AuthzLayer {
@@ -119,7 +120,7 @@ where
             .map(Peer::identity_now)
             .unwrap_or_else(|| PeerIdentity::Unverified("the connection is not identified".into()));
         let path = request.uri().path().to_string();
-        match authorize(&path, &identity, |n| self.layer.is_member(n)) {
+        match authorize(&path, &identity, |n| is_member(&self.layer.node, n)) {
             Ok(caller) => {
                 request.extensions_mut().insert::<Caller>(caller);
                 Box::pin(self.inner.call(request))

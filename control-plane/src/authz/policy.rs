@@ -112,6 +112,23 @@ fn access(path: &str) -> Access {
     }
 }
 
+/// A node identity counts only while the node is a member: the certificate
+/// of a removed node stays valid until it expires, but no longer speaks for
+/// a node. Refused unless `is_member(n)` for a node `n` (other callers pass).
+pub fn node_is_member(
+    id: &SpiffeId,
+    path: &str,
+    is_member: impl Fn(u64) -> bool,
+) -> Result<(), Refusal> {
+    match id.identity {
+        Identity::Node(n) if !is_member(n) => Err(Refusal::PermissionDenied(format!(
+            "{id} may not call {path}: node {n} is not a member of this control plane \
+             (removed, or not added yet), and only member nodes are admitted as nodes"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Lets a call through or says why not. `is_member` tells whether a node id
 /// belongs to the Raft cluster.
 pub fn authorize(
@@ -132,17 +149,26 @@ pub fn authorize(
         }
         PeerIdentity::Verified(id) => id,
     };
-    let allowed = match (access, &id.identity) {
-        (Access::Bootstrap | Access::AnyIdentity, _) => true,
-        (Access::Read, Identity::Admin { .. } | Identity::Viewer { .. } | Identity::Node(_)) => {
-            true
-        }
-        (Access::Write | Access::Secrets, Identity::Admin { .. }) => true,
-        (Access::Raft, Identity::Node(n)) => is_member(*n),
-        (Access::Federation, Identity::Agent { .. } | Identity::Node(_)) => true,
-        (Access::Xds, Identity::Proxy { .. }) => true,
-        _ => false,
-    };
+    // Issuance decides for itself (a token does not depend on the
+    // certificate; a node's renewal is refused there).
+    if access != Access::Bootstrap {
+        node_is_member(id, path, is_member)?;
+    }
+    let allowed = matches!(
+        (access, &id.identity),
+        (Access::Bootstrap | Access::AnyIdentity, _)
+            | (
+                Access::Read,
+                Identity::Admin { .. } | Identity::Viewer { .. } | Identity::Node(_)
+            )
+            | (Access::Write | Access::Secrets, Identity::Admin { .. })
+            | (Access::Raft, Identity::Node(_))
+            | (
+                Access::Federation,
+                Identity::Agent { .. } | Identity::Node(_)
+            )
+            | (Access::Xds, Identity::Proxy { .. })
+    );
     if allowed {
         Ok(Caller::Verified(id.clone()))
     } else {
@@ -298,6 +324,31 @@ mod tests {
         assert!(authorize(raft, &verified(Identity::Node(2)), |n| n <= 3).is_ok());
         assert!(denied(raft, &verified(Identity::Node(9))));
         assert!(denied(raft, &admin()));
+    }
+
+    #[test]
+    fn a_node_that_is_not_a_member_is_no_node() {
+        let removed = verified(Identity::Node(9));
+        let member = verified(Identity::Node(2));
+        for path in [
+            "/meridian.v1.Federation/Sync",
+            "/meridian.v1.Admin/ListProxies",
+            "/meridian.v1.Admin/List",
+            "/meridian.v1.Raft/Propose",
+            "/grpc.health.v1.Health/Check",
+        ] {
+            assert!(authorize(path, &member, |n| n <= 3).is_ok(), "{path}");
+            let refused = authorize(path, &removed, |n| n <= 3);
+            assert!(
+                matches!(&refused, Err(Refusal::PermissionDenied(r)) if r.contains("not a member")),
+                "{path}: {refused:?}"
+            );
+        }
+        // Issuance: the service refuses a node's renewal; a token is not the
+        // certificate's business.
+        assert!(authorize("/meridian.v1.Certificates/Issue", &removed, |n| n <= 3).is_ok());
+        // Other identities are not nodes.
+        assert!(authorize("/meridian.v1.Federation/Sync", &agent(), |_| false).is_ok());
     }
 
     #[test]

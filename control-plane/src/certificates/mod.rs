@@ -1,12 +1,15 @@
 //! Certificate issuance: a node holding the CA key signs CSRs for callers
 //! with a bootstrap token (first certificate) or with their current
-//! certificate (renewal, same identity). The CA key never leaves the node.
+//! certificate (renewal, same identity, while the token it was enrolled
+//! with is not revoked). The CA key never leaves the node.
 
+mod renewal;
 pub mod tokens;
 
 use crate::authz::{caller_of, refused, Caller, Refusal};
 use crate::metrics::Metrics;
 use crate::node::Node;
+use meridian_identity::enrolment::Enrolment;
 use meridian_identity::spiffe::{Identity, SpiffeId};
 use meridian_identity::{ca, ca_dir::CaDir, tls::Credentials};
 use meridian_model::spec::TokenRole;
@@ -108,11 +111,12 @@ impl Certificates for CertificatesService {
         request: Request<IssueRequest>,
     ) -> Result<Response<IssueResponse>, Status> {
         let caller = caller_of(&request);
-        let remote = request
-            .extensions()
-            .get::<meridian_identity::tls::Peer>()
-            .and_then(|p| p.remote);
-        let result = self.issue_certificate(caller, request.into_inner()).await;
+        let peer = request.extensions().get::<meridian_identity::tls::Peer>();
+        let remote = peer.and_then(|p| p.remote);
+        let enrolment = peer.and_then(|p| p.enrolment.clone());
+        let result = self
+            .issue_certificate(caller, enrolment, request.into_inner())
+            .await;
         // Refused tokens and identities are logged and counted like every refusal.
         result.map(Response::new).map_err(|status| {
             let refusal = match status.code() {
@@ -126,9 +130,28 @@ impl Certificates for CertificatesService {
 }
 
 impl CertificatesService {
+    /// A renewal: the caller's valid certificate speaks for the new one,
+    /// which keeps its identity and enrolment, while the token of that
+    /// enrolment is on record and not revoked.
+    async fn renewal(
+        &self,
+        id: &SpiffeId,
+        enrolment: Option<Enrolment>,
+    ) -> Result<Enrolment, Status> {
+        let enrolment = renewal::enrolment_of(id, enrolment.as_ref())
+            .map_err(Status::permission_denied)?
+            .clone();
+        let token = tokens::enrolment(&self.node, enrolment.token_id()).await?;
+        match renewal::refusal(id, &enrolment, token.as_ref()) {
+            Some(reason) => Err(Status::permission_denied(reason)),
+            None => Ok(enrolment),
+        }
+    }
+
     async fn issue_certificate(
         &self,
         caller: Caller,
+        enrolment: Option<Enrolment>,
         request: IssueRequest,
     ) -> Result<IssueResponse, Status> {
         let Some(ca_dir) = &self.ca else {
@@ -136,10 +159,12 @@ impl CertificatesService {
                 "this node holds no CA (start it with --ca-dir) and cannot issue certificates",
             ));
         };
-        let (redemption, id) = if request.token.is_empty() {
-            // Renewal: the caller's valid certificate speaks for the new one.
+        let (redemption, id, enrolment) = if request.token.is_empty() {
             match caller {
-                Caller::Verified(id) => (None, id),
+                Caller::Verified(id) => {
+                    let enrolment = self.renewal(&id, enrolment).await?;
+                    (None, id, enrolment)
+                }
                 Caller::Unauthenticated(reason) => {
                     return Err(Status::unauthenticated(format!(
                         "no bootstrap token, and no valid client certificate to renew: {reason}"
@@ -166,21 +191,27 @@ impl CertificatesService {
                 redemption.spec.cluster.clone(),
                 request.name,
             )?;
-            (Some(redemption), id)
+            let enrolment = Enrolment::new(&redemption.id).map_err(Status::internal)?;
+            (Some(redemption), id, enrolment)
         };
         let ca = ca_dir.read().map_err(|e| {
             tracing::error!(error = %e, "reading the CA");
             Status::internal("this node cannot read its CA")
         })?;
-        let cert_pem = ca::sign_csr(&ca.signer(), &request.csr_pem, &id, self.lifetime).map_err(
-            |e| match e {
-                ca::CaError::Invalid(reason) => Status::invalid_argument(reason),
-                other => {
-                    tracing::error!(error = %other, "signing with the CA");
-                    Status::internal("this node's CA cannot sign")
-                }
-            },
-        )?;
+        let cert_pem = ca::sign_csr(
+            &ca.signer(),
+            &request.csr_pem,
+            &id,
+            Some(&enrolment),
+            self.lifetime,
+        )
+        .map_err(|e| match e {
+            ca::CaError::Invalid(reason) => Status::invalid_argument(reason),
+            other => {
+                tracing::error!(error = %other, "signing with the CA");
+                Status::internal("this node's CA cannot sign")
+            }
+        })?;
         if let Some(redemption) = redemption {
             redemption.redeem(&self.node).await?;
         }
@@ -188,7 +219,7 @@ impl CertificatesService {
             Some(credentials) => credentials.current().bundle.pem.clone(),
             None => ca.cert,
         };
-        tracing::info!(%id, renewal = request.token.is_empty(), "issued a certificate");
+        tracing::info!(%id, %enrolment, renewal = request.token.is_empty(), "issued a certificate");
         Ok(IssueResponse {
             cert_pem,
             trust_bundle_pem,

@@ -8,7 +8,7 @@ mod batch;
 pub mod liveness;
 mod pacing;
 
-use crate::authz::{caller_of, may_stream_endpoints, refused, Caller};
+use crate::authz::{caller_of, is_member, may_stream_endpoints, node_is_member, refused, Caller};
 use crate::metrics::Metrics;
 use crate::node::{Node, NodeError};
 use batch::{endpoint_sets, truncated, MAX_REASON_LEN};
@@ -218,6 +218,12 @@ async fn serve(
             }
         };
         let Some(request) = request else { break };
+        // A node admitted when the stream opened and removed since writes
+        // nothing more: its certificate no longer speaks for a node.
+        if let Caller::Verified(id) = &caller {
+            node_is_member(id, SYNC_METHOD, |n| is_member(&session.node, n))
+                .map_err(|refusal| refused(&session.metrics, SYNC_METHOD, None, &refusal))?;
+        }
         match request.message {
             Some(Message::Batch(batch)) => {
                 let seq = batch.seq;

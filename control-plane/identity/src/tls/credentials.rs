@@ -67,6 +67,8 @@ pub struct Leaf {
     pub id: SpiffeId,
     pub not_before: SystemTime,
     pub not_after: SystemTime,
+    /// The bootstrap token its chain was enrolled with, if it was.
+    pub enrolment: Option<crate::enrolment::Enrolment>,
 }
 
 /// The trust bundle: the roots peers' certificates must chain to.
@@ -143,6 +145,7 @@ impl Leaf {
             id: facts.id,
             not_before: facts.not_before,
             not_after: facts.not_after,
+            enrolment: facts.enrolment,
         })
     }
 

@@ -10,6 +10,7 @@
 use super::credentials::Credentials;
 use super::io::Io;
 use super::verify::{verify_peer, Signatures, Usage};
+use crate::enrolment::Enrolment;
 use crate::spiffe::SpiffeId;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
@@ -43,6 +44,9 @@ pub struct Peer {
     pub identity: PeerIdentity,
     /// When the verified certificate expires: connections outlive it.
     pub expires: Option<std::time::SystemTime>,
+    /// The bootstrap token the verified certificate's chain was enrolled
+    /// with, if it was: what a renewal is checked against.
+    pub enrolment: Option<Enrolment>,
 }
 
 impl Peer {
@@ -193,11 +197,15 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// What the peer of a finished handshake proved, and until when.
+/// What the peer of a finished handshake proved, until when, and its enrolment.
 fn identify(
     credentials: &Credentials,
     stream: &TlsStream<TcpStream>,
-) -> (PeerIdentity, Option<std::time::SystemTime>) {
+) -> (
+    PeerIdentity,
+    Option<std::time::SystemTime>,
+    Option<Enrolment>,
+) {
     let loaded = credentials.current();
     let own_domain = loaded.leaf.as_ref().map(|l| l.id.trust_domain.as_str());
     let chain = stream.get_ref().1.peer_certificates().unwrap_or(&[]);
@@ -209,13 +217,14 @@ fn identify(
         Usage::Client,
     ) {
         Ok(id) => {
-            let expires = chain
-                .first()
-                .and_then(|leaf| crate::x509::facts(leaf).ok())
-                .map(|f| f.not_after);
-            (PeerIdentity::Verified(id), expires)
+            let facts = chain.first().and_then(|leaf| crate::x509::facts(leaf).ok());
+            let (expires, enrolment) = match facts {
+                Some(facts) => (Some(facts.not_after), facts.enrolment),
+                None => (None, None),
+            };
+            (PeerIdentity::Verified(id), expires, enrolment)
         }
-        Err(reason) => (PeerIdentity::Unverified(reason), None),
+        Err(reason) => (PeerIdentity::Unverified(reason), None, None),
     }
 }
 
@@ -256,6 +265,7 @@ pub fn incoming(
                         remote: Some(remote),
                         identity: PeerIdentity::Plaintext,
                         expires: None,
+                        enrolment: None,
                     },
                 };
                 if tx.send(Ok(conn)).await.is_err() {
@@ -267,13 +277,14 @@ pub fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let (identity, expires) = identify(&credentials, &stream);
+                        let (identity, expires, enrolment) = identify(&credentials, &stream);
                         let conn = Conn {
                             io: Io::Tls(Box::new(stream)),
                             peer: Peer {
                                 remote: Some(remote),
                                 identity,
                                 expires,
+                                enrolment,
                             },
                         };
                         let _ = tx.send(Ok(conn)).await;
