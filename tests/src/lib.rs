@@ -10,11 +10,14 @@ pub mod kube_api;
 pub mod linearizability;
 pub mod node;
 pub mod otlp;
+pub mod peer_links;
 pub mod pki;
 pub mod process;
 pub mod proxy;
+pub mod relay;
 pub mod terraform;
 pub mod upstream;
+pub mod workload;
 pub mod xds;
 
 pub use node::{agreed_leader, start_cluster, ServerNode, ServerOptions};

@@ -75,6 +75,12 @@ impl ServerNode {
         self
     }
 
+    /// More `meridian server` flags for this node only.
+    pub fn with_args(mut self, args: impl IntoIterator<Item = String>) -> Self {
+        self.options.extra_args.extend(args);
+        self
+    }
+
     /// Starts the node (again, on the same data dir and ports, after a kill).
     pub fn start(&mut self) {
         let mut args: Vec<String> = self.options.global_args.clone();

@@ -1,27 +1,32 @@
-//! Breaking the control plane on purpose: three `meridian server` processes
-//! while clients write and read through the admin API, and a seeded fault
-//! loop kills nodes with SIGKILL (then restarts them on their data dirs) and
-//! pauses them with SIGSTOP longer than the election timeout. Every
-//! operation is recorded with its invocation and completion times and the
-//! history is checked for linearizability; afterwards every node holds the
-//! same state. A short run is part of CI; `scripts/chaos --duration D --seed
-//! S` runs long ones (MERIDIAN_CHAOS_SECONDS, MERIDIAN_CHAOS_SEED).
+//! Breaking the control plane on purpose: `meridian server` processes (3 or
+//! 5) whose Raft traffic goes through fault-injecting relays, while clients
+//! write and read through the admin API (dialling each node directly), and
+//! a seeded fault loop kills nodes with SIGKILL (then restarts them on their
+//! data dirs), pauses them with SIGSTOP longer than the election timeout,
+//! isolates the leader with a minority, cuts a node off, cuts single links
+//! one way, and slows and drops traffic on every link. Every operation is
+//! recorded with its invocation and completion times and the history is
+//! checked for linearizability; once the network heals every node holds
+//! the same state. A short run of each size is part of CI; `scripts/chaos`
+//! runs long ones (MERIDIAN_CHAOS_SECONDS, MERIDIAN_CHAOS_SEED,
+//! MERIDIAN_CHAOS_FAULTS).
 
-use meridian_proto::v1::{Consistency, GetRequest, PutRequest, ResourceKey};
+use meridian_proto::v1::{Consistency, StatusRequest};
 use meridian_tests::{
     agreed_leader, eventually,
-    linearizability::{check, Kind, Operation},
-    start_cluster, ServerNode, ServerOptions,
+    linearizability::check,
+    peer_links::{start_cluster_behind_relays, PeerLinks},
+    relay::Mode,
+    workload::{state_of, Rng, Workload},
+    ServerNode, ServerOptions,
 };
 use std::{
-    sync::{Arc, Mutex},
+    collections::BTreeMap,
     time::{Duration, Instant},
 };
 
 const KEYS: usize = 4;
 const CLIENTS: usize = 3;
-/// A client gives up on one operation after this long (its outcome is then unknown).
-const OPERATION_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -30,190 +35,191 @@ fn setting(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A small seeded generator, so a run can be repeated.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
+/// The faults the loop picks from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    /// SIGKILL a node, restart it on its data dir 0.5–1.5 s later.
+    Crash,
+    /// SIGSTOP a node for 2.5 s (past the 1–2 s election timeout).
+    Pause,
+    /// The leader (with one follower, in five nodes) cut from the majority.
+    IsolateLeader,
+    /// Any one node cut from all the others.
+    Isolate,
+    /// One direction of one link cut, most often leader → follower.
+    OneWay,
+    /// Every link slowed, losing and resetting some traffic.
+    Degrade,
 }
 
-fn key(i: usize) -> String {
-    format!("chaos-{i}")
-}
+impl Fault {
+    const ALL: [Fault; 6] = [
+        Fault::Crash,
+        Fault::Pause,
+        Fault::IsolateLeader,
+        Fault::Isolate,
+        Fault::OneWay,
+        Fault::Degrade,
+    ];
 
-fn manifest(key: &str, value: &str) -> String {
-    serde_json::json!({
-        "kind": "Cluster",
-        "metadata": {"name": key},
-        "spec": {"region": value},
-    })
-    .to_string()
-}
-
-/// One client's operation against `node`: `Some(kind)` with what it saw, or
-/// `None` if no answer came.
-async fn operate(node: &str, key: &str, write: Option<&str>) -> Option<Kind> {
-    let channel = meridian_identity::tls::Dialer::insecure()
-        .connect(node)
-        .await
-        .ok()?;
-    let mut client = meridian_proto::v1::admin_client::AdminClient::new(channel);
-    match write {
-        Some(value) => {
-            let request = PutRequest {
-                manifest_json: manifest(key, value),
-                expected_revision: None,
-            };
-            client.put(request).await.ok()?;
-            Some(Kind::Write(value.to_string()))
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Crash => "crash",
+            Fault::Pause => "pause",
+            Fault::IsolateLeader => "isolate-leader",
+            Fault::Isolate => "isolate",
+            Fault::OneWay => "one-way",
+            Fault::Degrade => "degrade",
         }
-        None => read(&mut client, key, Consistency::Linearizable)
-            .await
-            .map(Kind::Read),
     }
 }
 
-/// A key's value as `client`'s node reads it: `Some(None)` when absent,
-/// `None` when the read failed.
-async fn read(
-    client: &mut meridian_proto::v1::admin_client::AdminClient<tonic::transport::Channel>,
-    key: &str,
-    consistency: Consistency,
-) -> Option<Option<String>> {
-    let request = GetRequest {
-        key: Some(ResourceKey {
-            kind: "Cluster".into(),
-            name: key.to_string(),
-            ..Default::default()
-        }),
-        consistency: consistency as i32,
+/// MERIDIAN_CHAOS_FAULTS (`crash,pause,...`), or every fault.
+fn faults_setting() -> Vec<Fault> {
+    let Ok(names) = std::env::var("MERIDIAN_CHAOS_FAULTS") else {
+        return Fault::ALL.to_vec();
     };
-    match client.get(request).await {
-        Ok(resource) => {
-            let value: serde_json::Value =
-                serde_json::from_str(&resource.into_inner().manifest_json).ok()?;
-            Some(Some(value["spec"]["region"].as_str()?.to_string()))
-        }
-        Err(status) if status.code() == tonic::Code::NotFound => Some(None),
-        Err(_) => None,
-    }
+    names
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            Fault::ALL
+                .into_iter()
+                .find(|f| f.name() == n)
+                .unwrap_or_else(|| panic!("MERIDIAN_CHAOS_FAULTS: no fault '{n}'"))
+        })
+        .collect()
 }
 
-/// A client loop: random reads and writes of random keys on random nodes
-/// until `stop`, recorded into `history`.
-async fn client(
-    id: usize,
-    seed: u64,
-    nodes: Vec<String>,
-    started: Instant,
-    stop: Instant,
-    history: Arc<Mutex<Vec<Operation>>>,
-) {
-    let mut rng = Rng(seed ^ (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut written = 0u64;
-    // Bounded by `stop`, and each operation by OPERATION_TIMEOUT.
-    while Instant::now() < stop {
-        let key = key(rng.below(KEYS as u64) as usize);
-        let node = &nodes[rng.below(nodes.len() as u64) as usize];
-        let value = (rng.below(2) == 0).then(|| {
-            written += 1;
-            format!("c{id}-v{written}")
-        });
-        let invoked = started.elapsed().as_nanos() as u64;
-        let outcome =
-            tokio::time::timeout(OPERATION_TIMEOUT, operate(node, &key, value.as_deref()))
-                .await
-                .ok()
-                .flatten();
-        let completed = started.elapsed().as_nanos() as u64;
-        let (kind, completed) = match (outcome, value) {
-            (Some(kind), _) => (kind, Some(completed)),
-            // A write without an answer may or may not have happened.
-            (None, Some(value)) => (Kind::Write(value), None),
-            // A read without an answer says nothing.
-            (None, None) => continue,
+/// The node that believes it leads with the highest term, asked quickly
+/// (faults are under way: some nodes do not answer).
+async fn believed_leader(nodes: &[ServerNode]) -> Option<u64> {
+    let mut best: Option<(u64, u64)> = None;
+    for node in nodes.iter().filter(|n| n.is_running()) {
+        let asked = async {
+            let mut client = node.client().await?;
+            client.status(StatusRequest {}).await.ok()
         };
-        history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Operation {
-                key,
-                kind,
-                invoked,
-                completed,
-            });
+        let Ok(Some(status)) = tokio::time::timeout(Duration::from_millis(500), asked).await else {
+            continue;
+        };
+        let status = status.into_inner();
+        if status.state == "leader" && best.is_none_or(|(term, _)| status.term > term) {
+            best = Some((status.term, status.node_id));
+        }
+    }
+    best.map(|(_, id)| id)
+}
+
+fn partition_mode(rng: &mut Rng) -> Mode {
+    if rng.below(2) == 0 {
+        Mode::Cut
+    } else {
+        Mode::Stall
     }
 }
 
-/// The faults: every couple of seconds one node is killed and restarted, or
-/// paused past the election timeout and resumed. Never more than one node
-/// down, so a quorum remains. Returns how many faults were injected.
-async fn faults(nodes: &mut [ServerNode], seed: u64, stop: Instant) -> usize {
+/// The faults, one at a time, every couple of seconds, until `stop`; never
+/// more than a minority down or cut off, so a quorum remains. Returns how
+/// many of each were injected.
+async fn inject(
+    nodes: &mut [ServerNode],
+    links: &PeerLinks,
+    kinds: &[Fault],
+    seed: u64,
+    stop: Instant,
+) -> BTreeMap<Fault, usize> {
     let mut rng = Rng(seed);
-    let mut injected = 0;
-    while Instant::now() + Duration::from_secs(3) < stop {
-        tokio::time::sleep(Duration::from_millis(500 + rng.below(1_000))).await;
-        let victim = rng.below(nodes.len() as u64) as usize;
-        let node = &mut nodes[victim];
-        if rng.below(2) == 0 {
-            node.kill();
-            tokio::time::sleep(Duration::from_millis(500 + rng.below(1_000))).await;
-            node.start();
-        } else {
-            node.signal("STOP");
-            tokio::time::sleep(Duration::from_millis(2_500)).await;
-            node.signal("CONT");
+    let mut injected = BTreeMap::new();
+    let ids: Vec<u64> = nodes.iter().map(|n| n.id).collect();
+    let count = nodes.len() as u64;
+    while Instant::now() + Duration::from_secs(4) < stop {
+        tokio::time::sleep(rng.millis(500, 1_500)).await;
+        let fault = kinds[rng.below(kinds.len() as u64) as usize];
+        let victim = rng.below(count) as usize;
+        match fault {
+            Fault::Crash => {
+                nodes[victim].kill();
+                tokio::time::sleep(rng.millis(500, 1_500)).await;
+                nodes[victim].start();
+            }
+            Fault::Pause => {
+                nodes[victim].signal("STOP");
+                tokio::time::sleep(Duration::from_millis(2_500)).await;
+                nodes[victim].signal("CONT");
+            }
+            Fault::IsolateLeader => {
+                let leader = believed_leader(nodes).await.unwrap_or(ids[victim]);
+                let mut side = vec![leader];
+                if count >= 5 {
+                    let others: Vec<u64> = ids.iter().copied().filter(|&i| i != leader).collect();
+                    side.push(others[rng.below(others.len() as u64) as usize]);
+                }
+                links.partition(&side, partition_mode(&mut rng));
+                tokio::time::sleep(rng.millis(2_000, 4_000)).await;
+                links.heal();
+            }
+            Fault::Isolate => {
+                links.isolate(ids[victim], partition_mode(&mut rng));
+                tokio::time::sleep(rng.millis(2_000, 4_000)).await;
+                links.heal();
+            }
+            Fault::OneWay => {
+                let from = match believed_leader(nodes).await {
+                    Some(leader) if rng.below(4) != 0 => leader,
+                    _ => ids[victim],
+                };
+                let others: Vec<u64> = ids.iter().copied().filter(|&i| i != from).collect();
+                let to = others[rng.below(others.len() as u64) as usize];
+                links.set_mode(from, to, partition_mode(&mut rng));
+                tokio::time::sleep(rng.millis(2_000, 4_000)).await;
+                links.heal();
+            }
+            Fault::Degrade => {
+                let latency = rng.millis(10, 100);
+                let loss = 50 + rng.below(150) as u32;
+                let reset = rng.below(20) as u32;
+                links.degrade(latency, loss, reset);
+                tokio::time::sleep(rng.millis(2_000, 4_000)).await;
+                links.heal();
+            }
         }
-        injected += 1;
+        *injected.entry(fault).or_default() += 1;
     }
     injected
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn histories_under_crashes_and_pauses_are_linearizable() {
-    let seconds = setting("MERIDIAN_CHAOS_SECONDS", 15);
-    let seed = setting("MERIDIAN_CHAOS_SEED", 7);
+/// One seeded run: `count` nodes, clients and faults for the run's length,
+/// then the checks.
+async fn run(count: u64, default_seconds: u64, default_seed: u64) {
+    let seconds = setting("MERIDIAN_CHAOS_SECONDS", default_seconds);
+    let seed = setting("MERIDIAN_CHAOS_SEED", default_seed);
+    let kinds = faults_setting();
     let root = tempfile::tempdir().expect("temp dir");
-    let mut nodes = start_cluster(root.path(), 3, ServerOptions::default());
+    let (mut nodes, links) =
+        start_cluster_behind_relays(root.path(), count, ServerOptions::default(), seed);
     agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
     let addrs: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
 
     let started = Instant::now();
     let stop = started + Duration::from_secs(seconds);
-    let history = Arc::new(Mutex::new(Vec::new()));
-    let clients: Vec<_> = (0..CLIENTS)
-        .map(|id| {
-            tokio::spawn(client(
-                id,
-                seed,
-                addrs.clone(),
-                started,
-                stop,
-                history.clone(),
-            ))
-        })
-        .collect();
-    let injected = faults(&mut nodes, seed, stop).await;
-    for client in clients {
-        client.await.expect("client task");
-    }
+    let workload = Workload::start(CLIENTS, KEYS, seed, addrs, started, stop);
+    let injected = inject(&mut nodes, &links, &kinds, seed, stop).await;
+    let history = workload.finish().await;
+    links.heal();
 
-    let history = history.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let answered = history.iter().filter(|op| op.completed.is_some()).count();
     let anomalies = check(&history);
+    let faults: Vec<String> = injected
+        .iter()
+        .map(|(fault, n)| format!("{} {n}", fault.name()))
+        .collect();
     println!(
-        "chaos: seed {seed}, {seconds} s, {} operations checked ({answered} answered), {injected} faults injected, {} anomalies",
+        "chaos: {count} nodes, seed {seed}, {seconds} s, {} operations checked ({answered} answered), {} faults injected ({}), {} anomalies",
         history.len(),
+        injected.values().sum::<usize>(),
+        faults.join(", "),
         anomalies.len()
     );
     assert!(
@@ -222,28 +228,31 @@ async fn histories_under_crashes_and_pauses_are_linearizable() {
     );
     assert!(anomalies.is_empty(), "not linearizable: {anomalies:?}");
 
-    // Every node ends with the same state.
+    // Healed, every node ends with the same state.
     let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
     let leader_node = nodes.iter().find(|n| n.id == leader).expect("leader");
-    let expected = state_of(leader_node, Consistency::Linearizable)
-        .await
-        .expect("the leader's state");
+    let expected = eventually(Duration::from_secs(30), "the leader's state", || {
+        state_of(leader_node, KEYS, Consistency::Linearizable)
+    })
+    .await;
     for node in &nodes {
         eventually(
             Duration::from_secs(30),
             "every node to hold the same state",
-            || async { (state_of(node, Consistency::Stale).await? == expected).then_some(()) },
+            || async {
+                (state_of(node, KEYS, Consistency::Stale).await? == expected).then_some(())
+            },
         )
         .await;
     }
 }
 
-/// Each chaos key's value on `node`.
-async fn state_of(node: &ServerNode, consistency: Consistency) -> Option<Vec<Option<String>>> {
-    let mut client = node.client().await?;
-    let mut values = Vec::new();
-    for i in 0..KEYS {
-        values.push(read(&mut client, &key(i), consistency).await?);
-    }
-    Some(values)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_under_crashes_pauses_and_partitions_stay_linearizable() {
+    run(3, 15, 7).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_under_crashes_pauses_and_partitions_stay_linearizable() {
+    run(5, 15, 5).await;
 }

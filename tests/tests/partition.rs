@@ -1,0 +1,142 @@
+//! Network partitions between control-plane nodes, one scenario at a time,
+//! through the relays of `meridian_tests::peer_links`: a leader cut off
+//! with a minority is replaced and serves no stale read, and the cluster
+//! converges once the partition heals; a link cut one way (the leader can
+//! no longer reach a follower, which still reaches it) leaves the cluster
+//! writable; a silent partition (connections kept open, nothing moving) is
+//! survived like one that resets.
+
+use meridian_proto::v1::{Consistency, PutRequest};
+use meridian_tests::{
+    agreed_leader, eventually,
+    peer_links::start_cluster_behind_relays,
+    relay::Mode,
+    workload::{key, read},
+    ServerNode, ServerOptions,
+};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(30);
+/// How long a client waits for one answer while a partition is on.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Writes `value` to the test key through `node`; `Some(())` once acknowledged.
+async fn put(node: &ServerNode, value: &str) -> Option<()> {
+    let request = PutRequest {
+        manifest_json: serde_json::json!({
+            "kind": "Cluster",
+            "metadata": {"name": key(0)},
+            "spec": {"region": value},
+        })
+        .to_string(),
+        expected_revision: None,
+    };
+    let attempt = async { node.client().await?.put(request).await.ok() };
+    tokio::time::timeout(CLIENT_TIMEOUT, attempt)
+        .await
+        .ok()
+        .flatten()
+        .map(|_| ())
+}
+
+/// The test key's value on `node`: `Some(None)` absent, `None` no answer.
+async fn get(node: &ServerNode, consistency: Consistency) -> Option<Option<String>> {
+    let attempt = async { read(&mut node.client().await?, &key(0), consistency).await };
+    tokio::time::timeout(CLIENT_TIMEOUT, attempt)
+        .await
+        .ok()
+        .flatten()
+}
+
+fn nodes_except<'a>(nodes: &'a [ServerNode], ids: &[u64]) -> Vec<&'a ServerNode> {
+    nodes.iter().filter(|n| !ids.contains(&n.id)).collect()
+}
+
+/// Five nodes, the leader and one follower cut from the other three.
+async fn leader_with_a_minority(mode: Mode) {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (nodes, links) = start_cluster_behind_relays(root.path(), 5, ServerOptions::default(), 1);
+    let all: Vec<&ServerNode> = nodes.iter().collect();
+    let old = agreed_leader(&all).await;
+    let old_node = nodes.iter().find(|n| n.id == old).expect("leader");
+    eventually(WAIT, "a first write", || put(old_node, "before")).await;
+
+    let buddy = nodes.iter().find(|n| n.id != old).expect("a follower").id;
+    links.partition(&[old, buddy], mode);
+    let majority = nodes_except(&nodes, &[old, buddy]);
+    let new = agreed_leader(&majority).await;
+    assert_ne!(new, old, "the majority kept a leader it cannot hear");
+    eventually(WAIT, "a write on the majority side", || {
+        put(majority[0], "during")
+    })
+    .await;
+    // The old leader may still believe it leads; it must not answer a
+    // linearizable read with what it holds, nor acknowledge a write.
+    let stale = get(old_node, Consistency::Linearizable).await;
+    assert!(
+        stale.is_none(),
+        "the cut-off leader answered a linearizable read: {stale:?}"
+    );
+    assert!(
+        put(old_node, "lost").await.is_none(),
+        "the cut-off leader acknowledged a write"
+    );
+
+    links.heal();
+    let healed = agreed_leader(&all).await;
+    let healed = nodes.iter().find(|n| n.id == healed).expect("leader");
+    let value = eventually(WAIT, "a linearizable read after healing", || {
+        get(healed, Consistency::Linearizable)
+    })
+    .await;
+    // The refused write had no answer: it may yet have gone through the new leader.
+    assert!(
+        matches!(value.as_deref(), Some("during" | "lost")),
+        "{value:?}"
+    );
+    for node in &nodes {
+        eventually(WAIT, "every node to hold the same value", || async {
+            (get(node, Consistency::Stale).await? == value).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_with_a_minority_is_replaced_and_serves_no_stale_read() {
+    leader_with_a_minority(Mode::Cut).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_partition_of_the_leader_is_survived_like_a_reset_one() {
+    leader_with_a_minority(Mode::Stall).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_cut_one_way_from_the_leader_leaves_the_cluster_writable() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (nodes, links) = start_cluster_behind_relays(root.path(), 3, ServerOptions::default(), 2);
+    let all: Vec<&ServerNode> = nodes.iter().collect();
+    let leader = agreed_leader(&all).await;
+    let follower = nodes.iter().find(|n| n.id != leader).expect("a follower");
+    // The leader's heartbeats no longer reach the follower; the follower's
+    // messages still reach the leader.
+    links.set_mode(leader, follower.id, Mode::Cut);
+    for i in 0..10 {
+        let through = &nodes[i % nodes.len()];
+        let value = format!("v{i}");
+        eventually(
+            Duration::from_secs(10),
+            "a write during the one-way cut",
+            || put(through, &value),
+        )
+        .await;
+    }
+    links.heal();
+    for node in &nodes {
+        eventually(WAIT, "every node to hold the last write", || async {
+            (get(node, Consistency::Stale).await?? == "v9").then_some(())
+        })
+        .await;
+    }
+}
