@@ -2,36 +2,46 @@
 //! (HTTP GET of a path, or a TCP connect) every interval, and hosts go down
 //! and come back by the cluster's thresholds.
 
-use crate::{config::HealthCheckConfig, runtime::Runtime};
+use crate::{config::HealthCheckConfig, proxy::Proxy, runtime::Runtime};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use meridian_balance::{HealthTracker, Thresholds};
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Weak};
 use tokio::task::JoinHandle;
 
-/// Starts a checker per cluster that has a health check; the tasks stop when aborted.
-pub fn spawn(runtime: &Arc<Runtime>) -> Vec<JoinHandle<()>> {
+/// What a cluster's checker probes, and how: a checker whose cluster keeps
+/// the same hosts and settings across a configuration update keeps running,
+/// with its counts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checks {
+    hosts: Vec<String>,
+    config: HealthCheckConfig,
+}
+
+/// The checks each cluster of `runtime` asks for.
+pub fn wanted(runtime: &Runtime) -> HashMap<String, Checks> {
     runtime
         .snapshot
         .clusters
         .iter()
         .filter_map(|(name, cluster)| {
             let config = cluster.health_check.clone()?;
-            let hosts: Vec<String> = cluster
+            let hosts = cluster
                 .localities
                 .iter()
                 .flat_map(|l| &l.hosts)
                 .map(|h| h.address.clone())
                 .collect();
-            Some(tokio::spawn(check_cluster(
-                runtime.clone(),
-                name.clone(),
-                hosts,
-                config,
-            )))
+            Some((name.clone(), Checks { hosts, config }))
         })
         .collect()
+}
+
+/// Starts the checker of one cluster; it reports to whatever runtime the
+/// proxy serves at the time, and stops with the proxy or when aborted.
+pub fn spawn(proxy: Weak<Proxy>, cluster: String, checks: Checks) -> JoinHandle<()> {
+    tokio::spawn(check_cluster(proxy, cluster, checks))
 }
 
 async fn probe(
@@ -60,12 +70,8 @@ async fn probe(
         .unwrap_or(false)
 }
 
-async fn check_cluster(
-    runtime: Arc<Runtime>,
-    cluster: String,
-    hosts: Vec<String>,
-    config: HealthCheckConfig,
-) {
+async fn check_cluster(proxy: Weak<Proxy>, cluster: String, checks: Checks) {
+    let Checks { hosts, config } = checks;
     let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let mut tracker = HealthTracker::new(Thresholds {
         unhealthy: config.unhealthy_threshold,
@@ -78,7 +84,10 @@ async fn check_cluster(
             let passed = probe(&client, host, &config).await;
             if let Some(up) = tracker.record(host, passed) {
                 tracing::info!(%cluster, %host, up, "health check changed a host");
-                runtime.set_check(&cluster, host, up);
+                let Some(proxy) = proxy.upgrade() else { return };
+                if let Some(runtime) = proxy.current() {
+                    runtime.set_check(&cluster, host, up);
+                }
             }
         }
     }

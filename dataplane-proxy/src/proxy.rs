@@ -35,8 +35,8 @@ pub struct Proxy {
     /// Tells open HTTP connections to finish up, on shutdown.
     graceful: Mutex<Option<hyper_util::server::graceful::GracefulShutdown>>,
     draining: std::sync::atomic::AtomicBool,
-    /// The active health checkers of the current configuration.
-    health_checks: Mutex<Vec<JoinHandle<()>>>,
+    /// The active health checkers of the current configuration, by cluster.
+    health_checks: Mutex<HashMap<String, (health_check::Checks, JoinHandle<()>)>>,
     me: std::sync::Weak<Proxy>,
 }
 
@@ -57,7 +57,7 @@ impl Proxy {
             tls,
             header_read_timeout,
             listeners: Mutex::new(HashMap::new()),
-            health_checks: Mutex::new(Vec::new()),
+            health_checks: Mutex::new(HashMap::new()),
             graceful: Mutex::new(Some(hyper_util::server::graceful::GracefulShutdown::new())),
             draining: std::sync::atomic::AtomicBool::new(false),
             me: me.clone(),
@@ -80,15 +80,25 @@ impl Proxy {
             .collect();
         let runtime = Arc::new(Runtime::new(snapshot, self.current().as_deref()));
         self.metrics.config_installed();
-        let checkers = health_check::spawn(&runtime);
-        let previous = std::mem::replace(
-            &mut *self.health_checks.lock().unwrap_or_else(|p| p.into_inner()),
-            checkers,
-        );
-        for old in previous {
-            old.abort();
-        }
+        let wanted = health_check::wanted(&runtime);
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Some(runtime);
+        // Checkers of unchanged clusters keep running (and counting); the
+        // rest stop, and new ones start.
+        let mut checkers = self.health_checks.lock().unwrap_or_else(|p| p.into_inner());
+        checkers.retain(|cluster, (checks, task)| {
+            let keep = wanted.get(cluster) == Some(checks);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (cluster, checks) in wanted {
+            if let std::collections::hash_map::Entry::Vacant(slot) = checkers.entry(cluster) {
+                let task = health_check::spawn(self.me.clone(), slot.key().clone(), checks.clone());
+                slot.insert((checks, task));
+            }
+        }
+        drop(checkers);
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
         listeners.retain(|port, (kind, task)| {
             let keep = ports.iter().any(|(p, k)| p == port && k == kind);

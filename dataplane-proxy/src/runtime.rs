@@ -125,7 +125,43 @@ impl Runtime {
             })
             .collect();
         runtime.hold_out_carried_ejections();
+        if let Some(previous) = previous {
+            runtime.hold_out_carried_check_failures(previous);
+        }
         runtime
+    }
+
+    /// Keeps out the hosts that were failing their active health checks, in
+    /// clusters whose checks are unchanged: a configuration update (of any
+    /// other service) must not put a dead host back into rotation until its
+    /// checks fail again.
+    fn hold_out_carried_check_failures(&self, previous: &Runtime) {
+        let failing: Vec<(String, String)> = previous
+            .held_out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, (_, failing))| *failing)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (cluster, address) in failing {
+            let same_checks = match (
+                self.snapshot.clusters.get(&cluster),
+                previous.snapshot.clusters.get(&cluster),
+            ) {
+                (Some(now), Some(before)) => {
+                    now.health_check.is_some() && now.health_check == before.health_check
+                }
+                _ => false,
+            };
+            let still_there = self
+                .localities
+                .get(&cluster)
+                .is_some_and(|hosts| hosts.contains_key(&address));
+            if same_checks && still_there {
+                self.set_check(&cluster, &address, false);
+            }
+        }
     }
 
     /// Takes the hosts that a carried-over outlier tracker still ejects out of rotation.

@@ -177,6 +177,75 @@ async fn outlier_detection_ejects_a_failing_endpoint_and_readmits_it() {
     .await;
 }
 
+/// A configuration update (here: another service added) keeps what it does
+/// not change: a host failing its active health checks stays out of
+/// rotation, rather than coming back until its checks fail again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_check_results_survive_a_configuration_update() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let nodes = control_plane(root.path()).await;
+    let cp = nodes[0].grpc.clone();
+    let steady = Upstream::start("steady").await;
+    let flaky = Upstream::start("flaky").await;
+    let (port, other_port) = (free_port(), free_port());
+    // Slow checks: after an update that forgot them, the host would be back
+    // for seconds before two more checks failed.
+    let mesh = format!(
+        "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: us-east-1, zone: us-east-1a}}\n---\n\
+         kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}, \
+         healthCheck: {{http: {{path: /healthz}}, interval: 2s, timeout: 500ms, unhealthyThreshold: 2, healthyThreshold: 2}}}}\n---\n{}",
+        endpoints("east", "us-east-1a", &[(steady.port, 1, "healthy"), (flaky.port, 1, "healthy")]),
+    );
+    flaky.fail(true);
+    let (proxy, addr) = routed_proxy(root.path(), &cp, "proxy-hc-update", &mesh, port).await;
+    let clusters = || {
+        let admin = proxy.admin.clone();
+        async move {
+            let (_, body) = http::get(&admin, "/clusters").await?;
+            serde_json::from_str::<serde_json::Value>(&body).ok()
+        }
+    };
+    let flaky_address = format!("127.0.0.1:{}", flaky.port);
+    let flaky_healthy = |value: &serde_json::Value| {
+        value["hosts"]
+            .as_array()
+            .and_then(|hosts| {
+                hosts
+                    .iter()
+                    .find(|h| h["address"] == flaky_address.as_str())
+            })
+            .map(|h| h["healthy"] == true)
+    };
+    eventually(WAIT, "the failing host to be checked out", || async {
+        (flaky_healthy(&clusters().await?) == Some(false)).then_some(())
+    })
+    .await;
+    let other = format!(
+        "kind: Service\nmetadata: {{name: other, namespace: shop}}\nspec: {{protocol: http, port: {other_port}}}\n---\n\
+         kind: Endpoints\nmetadata: {{name: other, namespace: shop, cluster: east}}\nspec: {{endpoints: [{{address: 127.0.0.1, port: {}}}]}}\n",
+        steady.port
+    );
+    let applied = meridian_tests::cli(&cp, &["apply", "-f", "-"], Some(&other));
+    assert!(applied.ok, "{}", applied.stderr);
+    let updated = eventually(WAIT, "the update to be installed", || async {
+        let value = clusters().await?;
+        let hosts = value["hosts"].as_array()?;
+        hosts
+            .iter()
+            .any(|h| h["cluster"].as_str().is_some_and(|c| c.contains("other")))
+            .then_some(value)
+    })
+    .await;
+    assert_eq!(
+        flaky_healthy(&updated),
+        Some(false),
+        "the update put a host failing its checks back into rotation"
+    );
+    let client = proxy::client();
+    let counts = spread(&client, &addr, 20).await;
+    assert_eq!(counts.get("steady"), Some(&20), "{counts:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn active_health_checks_take_a_host_out_and_back() {
     let root = tempfile::tempdir().expect("temp dir");
