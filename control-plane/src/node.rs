@@ -285,6 +285,13 @@ impl Node {
         change: MembershipChange,
     ) -> Result<Attempt<()>, NodeError> {
         let metrics = self.metrics();
+        // Only the leader's membership is current: a follower's copy may lag
+        // behind a change just made through another node, and judging the
+        // request against it refused valid changes ("not a member" right
+        // after an add). A follower judges nothing and forwards.
+        if metrics.current_leader != Some(self.id) {
+            return Ok(Attempt::NotLeader(self.leader()));
+        }
         let membership = metrics.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let is_member = |id: NodeId| membership.nodes().any(|(n, _)| *n == id);

@@ -11,7 +11,10 @@ use meridian_proto::v1::{
     admin_client::AdminClient, Consistency, GetRequest, PutRequest, ResourceKey,
 };
 use std::{
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
     time::{Duration, Instant},
 };
 use tokio::task::JoinHandle;
@@ -58,6 +61,7 @@ fn manifest(key: &str, value: &str) -> String {
 pub struct Workload {
     history: Arc<Mutex<Vec<Operation>>>,
     targets: Arc<Mutex<Vec<String>>>,
+    stopped: Arc<AtomicBool>,
     clients: Vec<JoinHandle<()>>,
 }
 
@@ -74,22 +78,26 @@ impl Workload {
     ) -> Workload {
         let history = Arc::new(Mutex::new(Vec::new()));
         let targets = Arc::new(Mutex::new(targets));
+        let stopped = Arc::new(AtomicBool::new(false));
         let clients = (0..clients)
             .map(|id| {
-                tokio::spawn(client(
+                let client = Client {
                     id,
                     keys,
-                    seed ^ (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                    targets.clone(),
+                    seed: seed ^ (id as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                    targets: targets.clone(),
                     started,
                     stop,
-                    history.clone(),
-                ))
+                    stopped: stopped.clone(),
+                    history: history.clone(),
+                };
+                tokio::spawn(client.run())
             })
             .collect();
         Workload {
             history,
             targets,
+            stopped,
             clients,
         }
     }
@@ -97,6 +105,13 @@ impl Workload {
     /// From now on the clients pick among these nodes.
     pub fn set_targets(&self, targets: Vec<String>) {
         *self.targets.lock().unwrap_or_else(|p| p.into_inner()) = targets;
+    }
+
+    /// Stops the clients before their deadline (each finishes the
+    /// operation under way); the history.
+    pub async fn finish_now(self) -> Vec<Operation> {
+        self.stopped.store(true, Ordering::Relaxed);
+        self.finish().await
     }
 
     /// Waits for the clients to reach their deadline; the history.
@@ -109,53 +124,58 @@ impl Workload {
     }
 }
 
-/// A client loop: random reads and writes of random keys on random nodes
-/// until `stop`, recorded into `history`.
-async fn client(
+/// One client: random reads and writes of random keys on random nodes
+/// until `stop` (or `stopped`), recorded into `history`.
+struct Client {
     id: usize,
     keys: usize,
     seed: u64,
     targets: Arc<Mutex<Vec<String>>>,
     started: Instant,
     stop: Instant,
+    stopped: Arc<AtomicBool>,
     history: Arc<Mutex<Vec<Operation>>>,
-) {
-    let mut rng = Rng(seed);
-    let mut written = 0u64;
-    // Bounded by `stop`, and each operation by OPERATION_TIMEOUT.
-    while Instant::now() < stop {
-        let key = key(rng.below(keys as u64) as usize);
-        let node = {
-            let targets = targets.lock().unwrap_or_else(|p| p.into_inner());
-            targets[rng.below(targets.len() as u64) as usize].clone()
-        };
-        let value = (rng.below(2) == 0).then(|| {
-            written += 1;
-            format!("c{id}-v{written}")
-        });
-        let invoked = started.elapsed().as_nanos() as u64;
-        let outcome =
-            tokio::time::timeout(OPERATION_TIMEOUT, operate(&node, &key, value.as_deref()))
-                .await
-                .ok()
-                .flatten();
-        let completed = started.elapsed().as_nanos() as u64;
-        let (kind, completed) = match (outcome, value) {
-            (Some(kind), _) => (kind, Some(completed)),
-            // A write without an answer may or may not have happened.
-            (None, Some(value)) => (Kind::Write(value), None),
-            // A read without an answer says nothing.
-            (None, None) => continue,
-        };
-        history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Operation {
-                key,
-                kind,
-                invoked,
-                completed,
+}
+
+impl Client {
+    async fn run(self) {
+        let mut rng = Rng(self.seed);
+        let mut written = 0u64;
+        // Bounded by `stop`, and each operation by OPERATION_TIMEOUT.
+        while Instant::now() < self.stop && !self.stopped.load(Ordering::Relaxed) {
+            let key = key(rng.below(self.keys as u64) as usize);
+            let node = {
+                let targets = self.targets.lock().unwrap_or_else(|p| p.into_inner());
+                targets[rng.below(targets.len() as u64) as usize].clone()
+            };
+            let value = (rng.below(2) == 0).then(|| {
+                written += 1;
+                format!("c{}-v{written}", self.id)
             });
+            let invoked = self.started.elapsed().as_nanos() as u64;
+            let outcome =
+                tokio::time::timeout(OPERATION_TIMEOUT, operate(&node, &key, value.as_deref()))
+                    .await
+                    .ok()
+                    .flatten();
+            let completed = self.started.elapsed().as_nanos() as u64;
+            let (kind, completed) = match (outcome, value) {
+                (Some(kind), _) => (kind, Some(completed)),
+                // A write without an answer may or may not have happened.
+                (None, Some(value)) => (Kind::Write(value), None),
+                // A read without an answer says nothing.
+                (None, None) => continue,
+            };
+            self.history
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(Operation {
+                    key,
+                    kind,
+                    invoked,
+                    completed,
+                });
+        }
     }
 }
 
