@@ -67,7 +67,7 @@ pub struct Workload {
 
 impl Workload {
     /// `clients` clients on `keys` keys against the nodes at `targets` until
-    /// `stop`; times are counted from `started`.
+    /// `stop`; times are counted from `started`. Reads are linearizable.
     pub fn start(
         clients: usize,
         keys: usize,
@@ -75,6 +75,26 @@ impl Workload {
         targets: Vec<String>,
         started: Instant,
         stop: Instant,
+    ) -> Workload {
+        Self::start_reading(
+            clients,
+            keys,
+            seed,
+            targets,
+            (started, stop),
+            Consistency::Linearizable,
+        )
+    }
+
+    /// Like [`Workload::start`], reading with `reads` (`Stale`: to check that
+    /// the checker catches what stale reads do).
+    pub fn start_reading(
+        clients: usize,
+        keys: usize,
+        seed: u64,
+        targets: Vec<String>,
+        (started, stop): (Instant, Instant),
+        reads: Consistency,
     ) -> Workload {
         let history = Arc::new(Mutex::new(Vec::new()));
         let targets = Arc::new(Mutex::new(targets));
@@ -88,6 +108,7 @@ impl Workload {
                     targets: targets.clone(),
                     started,
                     stop,
+                    reads,
                     stopped: stopped.clone(),
                     history: history.clone(),
                 };
@@ -133,6 +154,7 @@ struct Client {
     targets: Arc<Mutex<Vec<String>>>,
     started: Instant,
     stop: Instant,
+    reads: Consistency,
     stopped: Arc<AtomicBool>,
     history: Arc<Mutex<Vec<Operation>>>,
 }
@@ -153,11 +175,13 @@ impl Client {
                 format!("c{}-v{written}", self.id)
             });
             let invoked = self.started.elapsed().as_nanos() as u64;
-            let outcome =
-                tokio::time::timeout(OPERATION_TIMEOUT, operate(&node, &key, value.as_deref()))
-                    .await
-                    .ok()
-                    .flatten();
+            let outcome = tokio::time::timeout(
+                OPERATION_TIMEOUT,
+                operate(&node, &key, value.as_deref(), self.reads),
+            )
+            .await
+            .ok()
+            .flatten();
             let completed = self.started.elapsed().as_nanos() as u64;
             let (kind, completed) = match (outcome, value) {
                 (Some(kind), _) => (kind, Some(completed)),
@@ -181,7 +205,7 @@ impl Client {
 
 /// One client's operation against `node`: `Some(kind)` with what it saw, or
 /// `None` if no answer came.
-async fn operate(node: &str, key: &str, write: Option<&str>) -> Option<Kind> {
+async fn operate(node: &str, key: &str, write: Option<&str>, reads: Consistency) -> Option<Kind> {
     let channel = meridian_identity::tls::Dialer::insecure()
         .connect(node)
         .await
@@ -196,9 +220,7 @@ async fn operate(node: &str, key: &str, write: Option<&str>) -> Option<Kind> {
             client.put(request).await.ok()?;
             Some(Kind::Write(value.to_string()))
         }
-        None => read(&mut client, key, Consistency::Linearizable)
-            .await
-            .map(Kind::Read),
+        None => read(&mut client, key, reads).await.map(Kind::Read),
     }
 }
 

@@ -14,7 +14,7 @@
 use meridian_proto::v1::{Consistency, StatusRequest};
 use meridian_tests::{
     agreed_leader, eventually,
-    linearizability::check,
+    linearizability::{check, Kind, Operation},
     peer_links::{start_cluster_behind_relays, PeerLinks},
     relay::Mode,
     workload::{state_of, Rng, Workload},
@@ -204,7 +204,12 @@ async fn run(count: u64, default_seconds: u64, default_seed: u64) {
 
     let started = Instant::now();
     let stop = started + Duration::from_secs(seconds);
-    let workload = Workload::start(CLIENTS, KEYS, seed, addrs, started, stop);
+    // MERIDIAN_CHAOS_READS=stale checks the checker: stale reads must be caught.
+    let reads = match std::env::var("MERIDIAN_CHAOS_READS").as_deref() {
+        Ok("stale") => Consistency::Stale,
+        _ => Consistency::Linearizable,
+    };
+    let workload = Workload::start_reading(CLIENTS, KEYS, seed, addrs, (started, stop), reads);
     let injected = inject(&mut nodes, &links, &kinds, seed, stop).await;
     let history = workload.finish().await;
     links.heal();
@@ -226,7 +231,10 @@ async fn run(count: u64, default_seconds: u64, default_seed: u64) {
         answered > 20,
         "too few operations completed to mean anything"
     );
-    assert!(anomalies.is_empty(), "not linearizable: {anomalies:?}");
+    if !anomalies.is_empty() {
+        let kept = keep_history(&history, &format!("{count}-nodes-seed-{seed}"));
+        panic!("not linearizable: {anomalies:?} (history in {kept})");
+    }
 
     // Healed, every node ends with the same state.
     let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
@@ -244,6 +252,32 @@ async fn run(count: u64, default_seconds: u64, default_seed: u64) {
             },
         )
         .await;
+    }
+}
+
+/// Writes `history` where it outlives the test, one operation a line
+/// (key, kind, value, invoked, completed in ns); returns the path.
+fn keep_history(history: &[Operation], name: &str) -> String {
+    let path = std::env::temp_dir().join(format!("meridian-chaos-{name}.history"));
+    let lines: Vec<String> = history
+        .iter()
+        .map(|op| {
+            let (kind, value) = match &op.kind {
+                Kind::Write(v) => ("write", Some(v.as_str())),
+                Kind::Read(v) => ("read", v.as_deref()),
+            };
+            let completed = op.completed.map_or("-".to_string(), |c| c.to_string());
+            format!(
+                "{} {kind} {} {} {completed}",
+                op.key,
+                value.unwrap_or("-"),
+                op.invoked
+            )
+        })
+        .collect();
+    match std::fs::write(&path, lines.join("\n")) {
+        Ok(()) => path.display().to_string(),
+        Err(e) => format!("nowhere: {e}"),
     }
 }
 
