@@ -10,6 +10,12 @@ use envoy_types::pb::envoy::{
 use meridian_routes::{type_url, Compiled};
 use std::collections::BTreeMap;
 
+/// About how many bytes of resources one response carries: a client's
+/// first view (every endpoint of every cluster, say) goes out in several
+/// responses, each answered before the next, so no stream's encode buffer
+/// grows to the size of the whole view and stays that size.
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
 #[derive(Debug, Default)]
 struct TypeState {
     subscription: Subscription,
@@ -144,11 +150,18 @@ impl DeltaStream {
         let current = compiled.of_type(type_url).unwrap_or(&empty);
         let mut resources = Vec::new();
         let mut changes = Vec::new();
+        let mut bytes = 0;
         for (name, resource) in current
             .iter()
             .filter(|(name, _)| state.subscription.wants(name))
         {
             if state.known.get(name) != Some(&resource.version) {
+                if bytes >= MAX_RESPONSE_BYTES {
+                    // The rest goes out once the client has answered this one.
+                    state.dirty = true;
+                    break;
+                }
+                bytes += resource.resource.value.len();
                 let previous = state.known.insert(name.clone(), resource.version.clone());
                 changes.push((name.clone(), Some(resource.version.clone()), previous));
                 resources.push(Resource {
@@ -263,6 +276,89 @@ mod tests {
             response_nonce: nonce.into(),
             ..Default::default()
         }
+    }
+
+    /// A mesh whose services' load assignments are together far over one
+    /// response's byte budget.
+    fn large_mesh() -> Compiled {
+        let mut text =
+            String::from("kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1, zone: z1}\n");
+        for service in 0..20 {
+            text.push_str(&format!(
+                "---\nkind: Service\nmetadata: {{name: s{service}, namespace: shop}}\nspec: {{protocol: http, port: 8080}}\n---\nkind: Endpoints\nmetadata: {{name: s{service}, namespace: shop, cluster: c1}}\nspec:\n  endpoints:\n"
+            ));
+            for i in 0..500 {
+                text.push_str(&format!(
+                    "  - {{address: 10.{service}.{}.{}, port: 8080}}\n",
+                    i / 200,
+                    i % 200
+                ));
+            }
+        }
+        let resources = meridian_model::parse_manifests(&text)
+            .expect("valid")
+            .into_iter()
+            .map(|mut r| {
+                r.metadata.revision = Some(1);
+                r
+            });
+        meridian_routes::compile(
+            &meridian_routes::MeshState::from_resources(resources),
+            &meridian_routes::ProxyLocality {
+                cluster: "c1".into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn a_large_first_view_goes_out_in_answered_chunks() {
+        let mesh = large_mesh();
+        let all = mesh.of_type(type_url::ENDPOINT).expect("endpoints").len();
+        let total: usize = mesh
+            .of_type(type_url::ENDPOINT)
+            .expect("endpoints")
+            .values()
+            .map(|r| r.resource.value.len())
+            .sum();
+        assert!(
+            total > 3 * MAX_RESPONSE_BYTES,
+            "the fixture is large: {total}"
+        );
+        let mut stream = DeltaStream::default();
+        let mut request = request(type_url::ENDPOINT, &["*"], "");
+        let mut received = 0;
+        let mut responses = 0;
+        loop {
+            let (response, _) = stream.handle_request(request, &mesh, "1");
+            let Some(response) = response else { break };
+            let bytes: usize = response
+                .resources
+                .iter()
+                .filter_map(|r| r.resource.as_ref())
+                .map(|a| a.value.len())
+                .sum();
+            let largest = response
+                .resources
+                .iter()
+                .filter_map(|r| r.resource.as_ref())
+                .map(|a| a.value.len())
+                .max()
+                .unwrap_or(0);
+            assert!(
+                bytes <= MAX_RESPONSE_BYTES + largest,
+                "{bytes} bytes in one response"
+            );
+            received += response.resources.len();
+            responses += 1;
+            assert!(
+                stream.handle_update(&mesh, "1").is_empty(),
+                "nothing more before the client answers"
+            );
+            request = super::tests::request(type_url::ENDPOINT, &[], &response.nonce);
+        }
+        assert_eq!(received, all, "every resource arrives, once");
+        assert!(responses > 3, "in several responses: {responses}");
     }
 
     #[test]
