@@ -98,8 +98,19 @@ pub fn start_cluster_behind_relays(
     options: ServerOptions,
     seed: u64,
 ) -> (Vec<ServerNode>, PeerLinks) {
+    start_cluster_behind_relays_with(root, count, |_| options.clone(), seed)
+}
+
+/// Like [`start_cluster_behind_relays`], with each node's own options (its
+/// certificate, say).
+pub fn start_cluster_behind_relays_with(
+    root: &Path,
+    count: u64,
+    options: impl Fn(u64) -> ServerOptions,
+    seed: u64,
+) -> (Vec<ServerNode>, PeerLinks) {
     let nodes: Vec<ServerNode> = (1..=count)
-        .map(|id| ServerNode::new(root, id, options.clone()))
+        .map(|id| ServerNode::new(root, id, options(id)))
         .collect();
     let links = PeerLinks::new(&nodes.iter().collect::<Vec<_>>(), seed);
     let members = ServerNode::initial_cluster(&nodes.iter().collect::<Vec<_>>());

@@ -4,12 +4,14 @@
 //! converges once the partition heals; a link cut one way (the leader can
 //! no longer reach a follower, which still reaches it) leaves the cluster
 //! writable; a silent partition (connections kept open, nothing moving) is
-//! survived like one that resets.
+//! survived like one that resets; the relays carry mutual TLS, where each
+//! node must still prove to be the very node its peer dialled.
 
 use meridian_proto::v1::{Consistency, PutRequest};
 use meridian_tests::{
     agreed_leader, eventually,
-    peer_links::start_cluster_behind_relays,
+    peer_links::{start_cluster_behind_relays, start_cluster_behind_relays_with},
+    pki::{dialer, tls_args, Pki},
     relay::Mode,
     workload::{key, read},
     ServerNode, ServerOptions,
@@ -136,6 +138,43 @@ async fn a_link_cut_one_way_from_the_leader_leaves_the_cluster_writable() {
     for node in &nodes {
         eventually(WAIT, "every node to hold the last write", || async {
             (get(node, Consistency::Stale).await?? == "v9").then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_through_the_relays_work_over_mutual_tls() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let pki = Pki::new(root.path(), "ca");
+    let alice = pki.issue("alice", &["--admin", "alice"]);
+    let (nodes, links) = start_cluster_behind_relays_with(
+        root.path(),
+        3,
+        |id| {
+            let node = pki.issue(&format!("node-{id}-cert"), &["--node", &id.to_string()]);
+            ServerOptions {
+                global_args: tls_args(&node),
+                dialer: dialer(&alice),
+                ..ServerOptions::default()
+            }
+        },
+        4,
+    );
+    let all: Vec<&ServerNode> = nodes.iter().collect();
+    let old = agreed_leader(&all).await;
+    links.isolate(old, Mode::Cut);
+    let others = nodes_except(&nodes, &[old]);
+    assert_ne!(agreed_leader(&others).await, old);
+    eventually(WAIT, "a write on the majority side", || {
+        put(others[0], "over-tls")
+    })
+    .await;
+    links.heal();
+    agreed_leader(&all).await;
+    for node in &nodes {
+        eventually(WAIT, "every node to hold the write", || async {
+            (get(node, Consistency::Stale).await?? == "over-tls").then_some(())
         })
         .await;
     }
