@@ -1,5 +1,8 @@
 //! `meridian`: the control-plane server and the admin CLI in one binary.
 
+#[macro_use]
+mod stdout;
+
 mod admin;
 mod authz;
 mod certificates;

@@ -358,3 +358,36 @@ async fn an_insecure_cluster_adds_no_member_beyond_loopback() {
     assert!(listed.ok, "{}", listed.stderr);
     assert!(!listed.stdout.contains("10.1.2.3"), "{}", listed.stdout);
 }
+
+/// A reader that goes away (`meridian get services | head -1`) ends the
+/// command quietly: no panic and a successful exit, as with SIGPIPE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_ends_quietly_when_its_reader_goes_away() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let node = start_single(root.path());
+    wait_ready(&node).await;
+    let applied = cli(&node.grpc, &["apply", "-f", "-"], Some(MESH));
+    assert!(applied.ok, "{}", applied.stderr);
+    for _ in 0..3 {
+        let mut child = std::process::Command::new(meridian_tests::binary("meridian"))
+            .args([
+                "--insecure",
+                "--server",
+                &node.grpc,
+                "get",
+                "services",
+                "-o",
+                "yaml",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the CLI");
+        // The reader is gone before the answer comes back.
+        drop(child.stdout.take());
+        let output = child.wait_with_output().expect("the CLI ends");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(output.status.success(), "{}: {stderr}", output.status);
+    }
+}

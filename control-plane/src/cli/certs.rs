@@ -89,7 +89,7 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
                 &format!("{trust_domain}\n"),
                 false,
             )?;
-            println!("created the CA for {trust_domain} in {}", dir.display());
+            outln!("created the CA for {trust_domain} in {}", dir.display());
         }
         CertsCommand::Issue {
             ca_dir,
@@ -119,7 +119,7 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
             let cert_path = out.with_extension("pem");
             write_new(&key_path, &issued.key_pem, true)?;
             write_new(&cert_path, &issued.cert_pem, false)?;
-            println!(
+            outln!(
                 "issued {id}: {} and {}",
                 cert_path.display(),
                 key_path.display()

@@ -59,9 +59,14 @@ pub fn print_explain(r: &pb::ExplainResponse, format: Format) -> anyhow::Result<
     if format != Format::Table {
         return print_value(&explain_json(r), format);
     }
-    println!(
+    outln!(
         "{} for a proxy in cluster {} ({}/{}), revision {} on node {}",
-        r.service, r.cluster, r.region, r.zone, r.revision, r.node_id
+        r.service,
+        r.cluster,
+        r.region,
+        r.zone,
+        r.revision,
+        r.node_id
     );
     if let Some(split) = r.splits.first() {
         let parts: Vec<String> = r
@@ -69,27 +74,27 @@ pub fn print_explain(r: &pb::ExplainResponse, format: Format) -> anyhow::Result<
             .iter()
             .map(|b| format!("{} {}", b.service, percent(b.split_percent)))
             .collect();
-        println!("split {split}: {}", parts.join(", "));
+        outln!("split {split}: {}", parts.join(", "));
         if r.splits.len() > 1 {
-            println!("  nesting {}", r.splits[1..].join(", "));
+            outln!("  nesting {}", r.splits[1..].join(", "));
         }
     }
     for note in &r.notes {
-        println!("note: {note}");
+        outln!("note: {note}");
     }
     for b in &r.backends {
-        println!();
-        println!(
+        outln!();
+        outln!(
             "backend {} ({} of the traffic)",
             b.service,
             percent(b.split_percent)
         );
         match b.failover_policy.is_empty() {
-            true => println!(
+            true => outln!(
                 "  no failover policy: the proxy's zone, then its region, then the rest; overprovisioning factor {}",
                 b.overprovisioning_factor
             ),
-            false => println!(
+            false => outln!(
                 "  failover policy {}: {}; overprovisioning factor {}",
                 b.failover_policy,
                 b.failover_order.join(", "),
@@ -130,7 +135,7 @@ pub fn print_explain(r: &pb::ExplainResponse, format: Format) -> anyhow::Result<
             print_table(&rows);
         }
         for note in &b.notes {
-            println!("note: {note}");
+            outln!("note: {note}");
         }
     }
     Ok(())

@@ -229,7 +229,7 @@ pub async fn run(
                 .await
                 .with_context(|| file.clone())?;
             for (resource, revision) in applied {
-                println!(
+                outln!(
                     "{} applied (revision {revision})",
                     output::describe(&resource.key())
                 );
@@ -296,7 +296,7 @@ pub async fn run(
             });
             telemetry::propagation::inject_grpc(&cx, &mut request);
             connect(server, &dialer).await?.delete(request).await?;
-            println!("{kind} {name} deleted");
+            outln!("{kind} {name} deleted");
             print_trace(&cx);
         }
         AdminCommand::Members { command } => {
@@ -446,7 +446,7 @@ pub(crate) async fn apply_manifests(
 /// `trace ID` when the change was traced.
 fn print_trace(cx: &TraceContext) {
     if let Some(id) = telemetry::propagation::trace_id(cx) {
-        println!("trace {id}");
+        outln!("trace {id}");
     }
 }
 

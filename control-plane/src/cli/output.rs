@@ -31,8 +31,8 @@ fn manifest_value(item: &pb::Resource) -> anyhow::Result<Value> {
 
 pub(super) fn print_value(value: &Value, format: Format) -> anyhow::Result<()> {
     match format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
-        _ => print!("{}", serde_yaml::to_string(value)?),
+        Format::Json => outln!("{}", serde_json::to_string_pretty(value)?),
+        _ => out!("{}", serde_yaml::to_string(value)?),
     }
     Ok(())
 }
@@ -184,7 +184,7 @@ pub(super) fn print_table(rows: &[Vec<String>]) {
             .enumerate()
             .map(|(c, cell)| format!("{cell:<width$}", width = widths[c]))
             .collect();
-        println!("{}", line.join("   ").trim_end());
+        outln!("{}", line.join("   ").trim_end());
     }
 }
 
@@ -239,15 +239,17 @@ pub fn print_status(status: &pb::StatusResponse, format: Format) -> anyhow::Resu
         .leader
         .map(|l| l.to_string())
         .unwrap_or_else(|| "none".into());
-    println!("node:      {} ({})", status.node_id, status.state);
-    println!("leader:    {leader}");
-    println!("term:      {}", status.term);
-    println!("committed: {}", status.commit_index);
-    println!("applied:   {}", status.applied_index);
-    println!(
+    outln!("node:      {} ({})", status.node_id, status.state);
+    outln!("leader:    {leader}");
+    outln!("term:      {}", status.term);
+    outln!("committed: {}", status.commit_index);
+    outln!("applied:   {}", status.applied_index);
+    outln!(
         "log:       last {}, snapshot {}, purged {}",
-        status.last_log_index, status.snapshot_index, status.purged_index
+        status.last_log_index,
+        status.snapshot_index,
+        status.purged_index
     );
-    println!();
+    outln!();
     print_members(&status.members, Format::Table)
 }

@@ -196,7 +196,7 @@ pub fn print_propagation(reply: &pb::PropagationResponse, format: Format) -> any
         );
     }
     let total = reply.holding.len() + reply.pending.len() + reply.rejected.len();
-    println!(
+    outln!(
         "revision {}: {} of {total} proxies hold it, {} not yet, {} rejected it",
         reply.revision,
         reply.holding.len(),
@@ -233,7 +233,7 @@ pub fn print_propagation(reply: &pb::PropagationResponse, format: Format) -> any
         }
     }
     if total > 0 {
-        println!();
+        outln!();
         print_table(&rows);
     }
     warn_unreachable(&reply.unreachable_nodes);

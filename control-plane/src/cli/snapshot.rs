@@ -68,7 +68,7 @@ pub async fn run(
             restore(&data, &data_dir, &members)
                 .await
                 .with_context(|| format!("restoring {}", file.display()))?;
-            println!(
+            outln!(
                 "restored {} objects at index {} into {} for node {node_id} of a {}-node cluster",
                 data.resources.len(),
                 data.index(),
@@ -141,13 +141,13 @@ fn print_summary(file: &Path, data: &SnapshotData, checksum: &str) {
     for (resource, _) in data.parsed().unwrap_or_default() {
         *counts.entry(resource.kind().to_string()).or_default() += 1;
     }
-    println!("snapshot: {}", file.display());
-    println!("index:    {}", data.index());
-    println!("objects:  {}", data.resources.len());
+    outln!("snapshot: {}", file.display());
+    outln!("index:    {}", data.index());
+    outln!("objects:  {}", data.resources.len());
     for kind in Kind::ALL {
         if let Some(count) = counts.get(&kind.to_string()) {
-            println!("  {kind}: {count}");
+            outln!("  {kind}: {count}");
         }
     }
-    println!("sha256:   {checksum}");
+    outln!("sha256:   {checksum}");
 }

@@ -64,7 +64,7 @@ pub async fn run(mut client: AdminClient<Channel>, command: TokensCommand) -> an
                 })
                 .await?
                 .into_inner();
-            println!("{}", reply.token);
+            outln!("{}", reply.token);
             eprintln!(
                 "token {} expires at {} (unix seconds); it is not shown again",
                 reply.id, reply.expires_at_unix_seconds
@@ -74,7 +74,7 @@ pub async fn run(mut client: AdminClient<Channel>, command: TokensCommand) -> an
             client
                 .revoke_token(pb::RevokeTokenRequest { id: id.clone() })
                 .await?;
-            println!("token {id} revoked");
+            outln!("token {id} revoked");
         }
     }
     Ok(())
@@ -101,7 +101,7 @@ pub async fn enroll(
         bundle: redeem.out.with_extension("bundle.pem"),
     };
     enrolled.save(&files)?;
-    println!(
+    outln!(
         "wrote {}, {} and {}",
         files.cert.display(),
         files.key.display(),

@@ -43,14 +43,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let outcome = tokio::select! {
         outcome = play(&mut mesh, &args, live) => outcome,
         signal = interrupted() => signal.map(|()| {
-            println!("\ninterrupted: stopping every process");
+            showln!("\ninterrupted: stopping every process");
             true
         }),
     };
     mesh.shutdown().await;
     let dir = mesh.dir().display().to_string();
     drop(mesh);
-    println!("stopped every process and removed {dir}");
+    showln!("stopped every process and removed {dir}");
     match outcome? {
         true => Ok(()),
         false => anyhow::bail!("the scenario did not complete (see above)"),
@@ -59,21 +59,21 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
 /// Starts the mesh and plays the scenario; whether every step completed.
 async fn play(mesh: &mut Mesh, args: &DemoArgs, live: bool) -> anyhow::Result<bool> {
-    println!("starting a mesh in {}", mesh.dir().display());
+    showln!("starting a mesh in {}", mesh.dir().display());
     let leader = mesh
         .start_control_plane()
         .await
         .context("starting the control plane")?;
-    println!("control plane: 3 nodes over mutual TLS, leader node-{leader}");
+    showln!("control plane: 3 nodes over mutual TLS, leader node-{leader}");
     mesh.control
         .apply(&mesh.manifests(80))
         .await
         .context("applying the mesh's objects")?;
-    println!("applied: clusters east (us-east) and west (eu-west), service checkout.shop split 80/20 between checkout-v1 and checkout-v2, failover order east then west");
+    showln!("applied: clusters east (us-east) and west (eu-west), service checkout.shop split 80/20 between checkout-v1 and checkout-v2, failover order east then west");
     mesh.start_data_plane()
         .await
         .context("starting agents, upstreams and proxies")?;
-    println!("data plane: in each cluster an agent (file source), three echo upstreams and a meridian-proxy");
+    showln!("data plane: in each cluster an agent (file source), three echo upstreams and a meridian-proxy");
     let mut demo = Demo::new(mesh, args.rate, live);
     if args.no_scenario {
         demo.run_until(args.duration.map(|d| d.as_std())).await;

@@ -74,9 +74,9 @@ impl<'m> Demo<'m> {
         })]));
         let hints = hints(mesh);
         if !live {
-            println!("in another terminal:");
+            showln!("in another terminal:");
             for hint in &hints {
-                println!("  {hint}");
+                showln!("  {hint}");
             }
         }
         Demo {
@@ -112,7 +112,7 @@ impl<'m> Demo<'m> {
     fn say(&mut self, text: impl Into<String>) {
         let line = format!("[{:>6.1} s] {}", self.elapsed().as_secs_f64(), text.into());
         if !self.live {
-            println!("{line}");
+            showln!("{line}");
         }
         self.narration.push(line);
     }
@@ -169,9 +169,9 @@ impl<'m> Demo<'m> {
             hints: &self.hints,
         };
         if self.live {
-            print!("\x1b[H\x1b[2J{}", view::live(&frame));
+            show!("\x1b[H\x1b[2J{}", view::live(&frame));
         } else if self.last_line.elapsed() >= Duration::from_secs(1) {
-            println!("{}", view::line(&frame));
+            showln!("{}", view::line(&frame));
             self.last_line = Instant::now();
         }
     }
@@ -243,9 +243,9 @@ impl<'m> Demo<'m> {
         if self.live {
             self.draw();
         }
-        println!("\nsummary");
+        showln!("\nsummary");
         for outcome in &outcomes {
-            println!("  {}", outcome.line);
+            showln!("  {}", outcome.line);
         }
         outcomes.iter().all(|o| o.completed)
     }
