@@ -46,8 +46,12 @@ impl MeshSnapshot {
     }
 
     /// The summary of this (traced) snapshot's pushes on `node`, started by
-    /// the first stream that pushes it.
+    /// the first stream that pushes it; nothing when this node exports no
+    /// spans (there would be no one to read it).
     pub fn distribution(&self, node: u64) -> Option<&Arc<Distribution>> {
+        if !meridian_telemetry::enabled() {
+            return None;
+        }
         let trace = self.trace.as_deref()?;
         Some(
             self.distribution
