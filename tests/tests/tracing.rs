@@ -145,14 +145,21 @@ async fn one_change_is_one_trace_from_the_source_to_the_proxy_ack() {
                 .filter(|s| s.name == "source.file.refresh")
                 .map(|s| collector.trace(&s.trace_id))
                 .find(|trace| {
-                    trace.iter().any(|s| {
-                        s.name == "xds.push"
-                            && s.attribute("meridian.proxy") == Some("east-proxy")
-                            && s.attribute("xds.type_url")
-                                .is_some_and(|t| t.ends_with("ClusterLoadAssignment"))
-                            && s.events.iter().any(|(name, _)| name == "ack")
-                            && s.attribute("xds.resources") == Some("1")
-                    })
+                    // The change's batch (a delta), not the agent's first
+                    // snapshot, which a proxy already connected also gets.
+                    let change = trace.iter().any(|s| {
+                        s.name == "federation.batch"
+                            && s.attribute("meridian.batch.full") == Some("false")
+                    });
+                    change
+                        && trace.iter().any(|s| {
+                            s.name == "xds.push"
+                                && s.attribute("meridian.proxy") == Some("east-proxy")
+                                && s.attribute("xds.type_url")
+                                    .is_some_and(|t| t.ends_with("ClusterLoadAssignment"))
+                                && s.events.iter().any(|(name, _)| name == "ack")
+                                && s.attribute("xds.resources") == Some("1")
+                        })
                 })
         },
     )
