@@ -111,6 +111,24 @@ pub fn tls_args(files: &TlsFiles) -> Vec<String> {
     ]
 }
 
+/// Runs `meridian` with `files` as its TLS flags against `server`.
+pub fn cli_as(
+    files: &TlsFiles,
+    server: &str,
+    command: &[&str],
+    stdin: Option<&str>,
+) -> crate::CliRun {
+    let global = tls_args(files);
+    let global: Vec<&str> = global.iter().map(String::as_str).collect();
+    crate::cli_with(&global, server, command, stdin)
+}
+
+/// Asserts that `status` is `code` and gives `reason` in its message.
+pub fn assert_refused(status: &tonic::Status, code: tonic::Code, reason: &str) {
+    assert_eq!(status.code(), code, "{}", status.message());
+    assert!(status.message().contains(reason), "{}", status.message());
+}
+
 /// A dialer presenting `files`' certificate to control-plane nodes.
 pub fn dialer(files: &TlsFiles) -> Dialer {
     let credentials = Credentials::from_files(files.clone()).expect("credentials");

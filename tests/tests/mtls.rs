@@ -9,9 +9,11 @@ use meridian_proto::v1::{
     federation_client::FederationClient, raft_client::RaftClient, sync_request::Message, Hello,
     IssueRequest, ListRequest, PutRequest, RaftPayload, SyncRequest,
 };
-use meridian_tests::pki::{anonymous_dialer, dialer, tls_args, Pki, TRUST_DOMAIN};
+use meridian_tests::pki::{
+    anonymous_dialer, assert_refused, cli_as, dialer, tls_args, Pki, TRUST_DOMAIN,
+};
 use meridian_tests::{
-    agreed_leader, cli_with, eventually, http,
+    agreed_leader, eventually, http,
     node::{start_cluster_with, ServerNode, ServerOptions},
 };
 use std::time::Duration;
@@ -21,23 +23,6 @@ const WAIT: Duration = Duration::from_secs(30);
 
 const MESH: &str = "kind: Cluster\nmetadata: {name: east}\nspec: {region: us-east-1}\n---\n\
 kind: Service\nmetadata: {name: web, namespace: shop}\nspec: {protocol: http, port: 8080}\n";
-
-fn cli_as(
-    files: &TlsFiles,
-    server: &str,
-    command: &[&str],
-    stdin: Option<&str>,
-) -> meridian_tests::CliRun {
-    let global = tls_args(files);
-    let global: Vec<&str> = global.iter().map(String::as_str).collect();
-    cli_with(&global, server, command, stdin)
-}
-
-/// Asserts that `status` is `code` and gives `reason` in its message.
-fn assert_refused(status: &tonic::Status, code: Code, reason: &str) {
-    assert_eq!(status.code(), code, "{}", status.message());
-    assert!(status.message().contains(reason), "{}", status.message());
-}
 
 async fn admin(files: &TlsFiles, node: &ServerNode) -> AdminClient<tonic::transport::Channel> {
     AdminClient::new(dialer(files).connect(&node.grpc).await.expect("connect"))

@@ -10,9 +10,9 @@ use meridian_proto::v1::{
     federation_client::FederationClient, raft_client::RaftClient, sync_request::Message, Batch,
     Hello, IssueRequest, ListRequest, RaftPayload, SyncRequest, SyncResponse,
 };
-use meridian_tests::pki::{anonymous_dialer, dialer, tls_args, Pki};
+use meridian_tests::pki::{anonymous_dialer, assert_refused, cli_as, dialer, tls_args, Pki};
 use meridian_tests::{
-    agreed_leader, cli_with, eventually, http,
+    agreed_leader, eventually, http,
     node::{start_cluster_with, ServerNode, ServerOptions},
     xds,
 };
@@ -21,22 +21,6 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn cli_as(
-    files: &TlsFiles,
-    server: &str,
-    command: &[&str],
-    stdin: Option<&str>,
-) -> meridian_tests::CliRun {
-    let global = tls_args(files);
-    let global: Vec<&str> = global.iter().map(String::as_str).collect();
-    cli_with(&global, server, command, stdin)
-}
-
-fn assert_refused(status: &tonic::Status, code: Code, reason: &str) {
-    assert_eq!(status.code(), code, "{}", status.message());
-    assert!(status.message().contains(reason), "{}", status.message());
-}
 
 /// A control plane of `count` nodes over mTLS, each issuing with `pki` and
 /// `extra` flags, with a leader, holding cluster `east` and a service on

@@ -66,13 +66,7 @@ const KINDS: [&str; 6] = [
 ];
 
 fn cli_as(files: &TlsFiles, server: &str, command: &[&str]) -> CliRun {
-    input_as(files, server, command, None)
-}
-
-fn input_as(files: &TlsFiles, server: &str, command: &[&str], stdin: Option<&str>) -> CliRun {
-    let global = tls_args(files);
-    let global: Vec<&str> = global.iter().map(String::as_str).collect();
-    cli_with(&global, server, command, stdin)
+    meridian_tests::pki::cli_as(files, server, command, None)
 }
 
 /// `meridian snapshot ...` with no server and no TLS flags: restore and
@@ -136,7 +130,8 @@ async fn a_cluster_restored_from_a_snapshot_serves_the_same_objects() {
     let mut old = start_cluster_with(&old_root, 3, options);
     let leader = agreed_leader(&old.iter().collect::<Vec<_>>()).await;
 
-    let applied = input_as(&alice, &old[1].grpc, &["apply", "-f", "-"], Some(MESH));
+    let applied =
+        meridian_tests::pki::cli_as(&alice, &old[1].grpc, &["apply", "-f", "-"], Some(MESH));
     assert!(applied.ok, "{}", applied.stderr);
     let token = cli_as(
         &alice,
@@ -263,7 +258,7 @@ async fn a_cluster_restored_from_a_snapshot_serves_the_same_objects() {
         .filter_map(|item| item["metadata"]["revision"].as_u64())
         .max()
         .expect("revisions");
-    let written = input_as(
+    let written = meridian_tests::pki::cli_as(
         &alice,
         &new[2].grpc,
         &["apply", "-f", "-"],
