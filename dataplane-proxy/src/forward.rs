@@ -170,9 +170,9 @@ async fn forward(
             "the route has no weighted cluster",
         );
     };
-    span.set("server.address", authority.clone());
-    span.set("meridian.route", route.prefix.clone());
-    span.set("meridian.cluster", cluster.clone());
+    span.set("server.address", || authority.clone());
+    span.set("meridian.route", || route.prefix.clone());
+    span.set("meridian.cluster", || cluster.clone());
     let (Some(cluster_config), Some(breaker)) = (
         runtime.snapshot.clusters.get(&cluster),
         runtime.breaker(&cluster),
@@ -322,9 +322,9 @@ async fn forward(
             return local_response(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
         };
         span.inject(upstream.headers_mut());
-        span.set("meridian.endpoint", host.to_string());
-        span.set("meridian.locality", locality.to_string());
-        span.set("meridian.retries", (failed.len()) as i64);
+        span.set("meridian.endpoint", || host.to_string());
+        span.set("meridian.locality", || locality.to_string());
+        span.set("meridian.retries", || failed.len() as i64);
         tracing::debug!(%cluster, %host, "forwarding");
         let result = tokio::time::timeout(per_try, client.request(upstream)).await;
         let report = |outcome| {

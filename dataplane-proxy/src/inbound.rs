@@ -71,7 +71,7 @@ async fn handle(
         peer.remote
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
     );
-    span.set("meridian.service", inbound.service.clone());
+    span.set("meridian.service", || inbound.service.clone());
     let http2 = service.is_some_and(|s| s.http2);
     let response = forward(&proxy, &inbound, own, caller, http2, request, &span).await;
     span.finish(response.status());

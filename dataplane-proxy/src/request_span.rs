@@ -37,9 +37,11 @@ impl RequestSpan {
         RequestSpan(Some(cx))
     }
 
-    pub fn set(&self, key: &'static str, value: impl Into<Value>) {
+    /// Sets an attribute; `value` is built only when the request is traced,
+    /// so an untraced request allocates nothing for its span.
+    pub fn set<V: Into<Value>>(&self, key: &'static str, value: impl FnOnce() -> V) {
         if let Some(cx) = &self.0 {
-            cx.span().set_attribute(KeyValue::new(key, value));
+            cx.span().set_attribute(KeyValue::new(key, value()));
         }
     }
 
