@@ -5,25 +5,18 @@
 
 use super::{
     control::ControlPlane,
+    pki::{tls_args, Pki},
     process::{Binaries, Process},
     traffic,
 };
-use crate::cli::certs::write_new;
 use anyhow::{bail, Context};
-use meridian_identity::{
-    ca,
-    ca_dir::CaDir,
-    spiffe::{Identity, SpiffeId},
-    tls::TlsFiles,
-};
+use meridian_identity::{spiffe::Identity, tls::TlsFiles};
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener},
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
-/// The mesh's trust domain.
-const TRUST_DOMAIN: &str = "demo.meridian";
 /// The host name clients call.
 pub const HOST: &str = "checkout.shop";
 
@@ -139,61 +132,6 @@ fn service_port() -> anyhow::Result<u16> {
 
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
-}
-
-/// Where one identity's certificate and key are.
-fn credentials(dir: &Path, name: &str, bundle: &Path) -> TlsFiles {
-    TlsFiles {
-        cert: dir.join(format!("{name}.pem")),
-        key: dir.join(format!("{name}.key")),
-        bundle: bundle.to_path_buf(),
-    }
-}
-
-/// The mesh's CA, and a certificate for every identity the demo runs.
-struct Pki {
-    ca: CaDir,
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn create(dir: &Path) -> anyhow::Result<Pki> {
-        let ca = CaDir::new(dir.join("ca"));
-        std::fs::create_dir_all(ca.path())?;
-        let issued = ca::create_ca(TRUST_DOMAIN, Duration::from_secs(24 * 3600))?;
-        write_new(&ca.key_path(), &issued.key_pem, true)?;
-        write_new(&ca.cert_path(), &issued.cert_pem, false)?;
-        write_new(&ca.trust_domain_path(), &format!("{TRUST_DOMAIN}\n"), false)?;
-        Ok(Pki {
-            ca,
-            dir: dir.to_path_buf(),
-        })
-    }
-
-    fn issue(&self, name: &str, identity: Identity) -> anyhow::Result<TlsFiles> {
-        let id = SpiffeId::new(TRUST_DOMAIN, identity).map_err(anyhow::Error::msg)?;
-        let issued = ca::issue(
-            &self.ca.read()?.signer(),
-            &id,
-            &[],
-            Duration::from_secs(24 * 3600),
-        )?;
-        let files = credentials(&self.dir, name, &self.ca.cert_path());
-        write_new(&files.cert, &issued.cert_pem, false)?;
-        write_new(&files.key, &issued.key_pem, true)?;
-        Ok(files)
-    }
-}
-
-fn tls_args(files: &TlsFiles) -> Vec<String> {
-    vec![
-        "--cert".into(),
-        files.cert.display().to_string(),
-        "--key".into(),
-        files.key.display().to_string(),
-        "--trust-bundle".into(),
-        files.bundle.display().to_string(),
-    ]
 }
 
 impl Mesh {

@@ -3,6 +3,7 @@
 
 mod control;
 mod mesh;
+mod pki;
 mod process;
 mod scenario;
 mod traffic;
