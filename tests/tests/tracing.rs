@@ -151,6 +151,9 @@ async fn one_change_is_one_trace_from_the_source_to_the_proxy_ack() {
                         s.name == "federation.batch"
                             && s.attribute("meridian.batch.full") == Some("false")
                     });
+                    // Each process exports on its own schedule: wait until
+                    // every span from the push up to the source has arrived
+                    // (the federation.commit span ends after the push).
                     change
                         && trace.iter().any(|s| {
                             s.name == "xds.push"
@@ -159,6 +162,8 @@ async fn one_change_is_one_trace_from_the_source_to_the_proxy_ack() {
                                     .is_some_and(|t| t.ends_with("ClusterLoadAssignment"))
                                 && s.events.iter().any(|(name, _)| name == "ack")
                                 && s.attribute("xds.resources") == Some("1")
+                                && ancestry(trace, s).last().map(String::as_str)
+                                    == Some("source.file.refresh")
                         })
                 })
         },
