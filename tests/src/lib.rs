@@ -8,6 +8,7 @@ pub mod http;
 pub mod http_sd;
 pub mod kube_api;
 pub mod linearizability;
+pub mod mesh_traffic;
 pub mod node;
 pub mod otlp;
 pub mod peer_links;

@@ -1,32 +1,38 @@
 //! Breaking the control plane on purpose: `meridian server` processes (3 or
 //! 5) whose Raft traffic goes through fault-injecting relays, while clients
-//! write and read through the admin API (dialling each node directly), and
-//! a seeded fault loop kills nodes with SIGKILL (then restarts them on their
-//! data dirs), pauses them with SIGSTOP longer than the election timeout,
-//! isolates the leader with a minority, cuts a node off, cuts single links
-//! one way, and slows and drops traffic on every link. Every operation is
-//! recorded with its invocation and completion times and the history is
-//! checked for linearizability; once the network heals every node holds
-//! the same state. A short run of each size is part of CI; `scripts/chaos`
-//! runs long ones (MERIDIAN_CHAOS_SECONDS, MERIDIAN_CHAOS_SEED,
-//! MERIDIAN_CHAOS_FAULTS).
+//! write and read through the admin API (dialling each node directly), an
+//! agent streams a changing endpoint set and a proxy carries traffic to it,
+//! and a seeded fault loop kills nodes with SIGKILL (then restarts them on
+//! their data dirs), pauses them with SIGSTOP longer than the election
+//! timeout, isolates the leader with a minority, cuts a node off, cuts
+//! single links one way, slows and drops traffic on every link, and cuts the
+//! agent and the proxy off from a node. Every operation is recorded with its
+//! invocation and completion times and the history is checked for
+//! linearizability; the proxy must fail no request; once the network heals
+//! every node holds the same state and the agent's last endpoint set, and
+//! the proxy routes to that set. A short run of each size is part of CI;
+//! `scripts/chaos` runs long ones (MERIDIAN_CHAOS_SECONDS,
+//! MERIDIAN_CHAOS_SEED, MERIDIAN_CHAOS_FAULTS).
 
 use meridian_proto::v1::{Consistency, StatusRequest};
 use meridian_tests::{
-    agreed_leader, eventually,
+    agreed_leader, endpoints_of, eventually,
     linearizability::{check, Kind, Operation},
+    mesh_traffic::{self, MeshTraffic},
     peer_links::{start_cluster_behind_relays, PeerLinks},
     relay::Mode,
     workload::{state_of, Rng, Workload},
     ServerNode, ServerOptions,
 };
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, Instant},
 };
 
 const KEYS: usize = 4;
 const CLIENTS: usize = 3;
+/// The upstreams behind the proxy; the agent names a changing subset.
+const UPSTREAMS: usize = 3;
 
 fn setting(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -50,16 +56,20 @@ enum Fault {
     OneWay,
     /// Every link slowed, losing and resetting some traffic.
     Degrade,
+    /// The agent and the proxy cut off from one node (their streams there
+    /// reset or go silent).
+    MeshLink,
 }
 
 impl Fault {
-    const ALL: [Fault; 6] = [
+    const ALL: [Fault; 7] = [
         Fault::Crash,
         Fault::Pause,
         Fault::IsolateLeader,
         Fault::Isolate,
         Fault::OneWay,
         Fault::Degrade,
+        Fault::MeshLink,
     ];
 
     fn name(self) -> &'static str {
@@ -70,6 +80,7 @@ impl Fault {
             Fault::Isolate => "isolate",
             Fault::OneWay => "one-way",
             Fault::Degrade => "degrade",
+            Fault::MeshLink => "mesh-link",
         }
     }
 }
@@ -126,6 +137,7 @@ fn partition_mode(rng: &mut Rng) -> Mode {
 async fn inject(
     nodes: &mut [ServerNode],
     links: &PeerLinks,
+    mesh: &MeshTraffic,
     kinds: &[Fault],
     seed: u64,
     stop: Instant,
@@ -184,6 +196,12 @@ async fn inject(
                 tokio::time::sleep(rng.millis(2_000, 4_000)).await;
                 links.heal();
             }
+            Fault::MeshLink => {
+                let link = &mesh.links[victim];
+                link.set_mode(partition_mode(&mut rng));
+                tokio::time::sleep(rng.millis(2_000, 4_000)).await;
+                link.set_mode(Mode::Open);
+            }
         }
         *injected.entry(fault).or_default() += 1;
     }
@@ -201,6 +219,7 @@ async fn run(count: u64, default_seconds: u64, default_seed: u64) {
         start_cluster_behind_relays(root.path(), count, ServerOptions::default(), seed);
     agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
     let addrs: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
+    let mut mesh = MeshTraffic::start(root.path(), &addrs, UPSTREAMS).await;
 
     let started = Instant::now();
     let stop = started + Duration::from_secs(seconds);
@@ -210,8 +229,10 @@ async fn run(count: u64, default_seconds: u64, default_seed: u64) {
         _ => Consistency::Linearizable,
     };
     let workload = Workload::start_reading(CLIENTS, KEYS, seed, addrs, (started, stop), reads);
-    let injected = inject(&mut nodes, &links, &kinds, seed, stop).await;
+    mesh.drive(seed, stop);
+    let injected = inject(&mut nodes, &links, &mesh, &kinds, seed, stop).await;
     let history = workload.finish().await;
+    let (requests, changes, final_ports) = mesh.finish().await;
     links.heal();
 
     let answered = history.iter().filter(|op| op.completed.is_some()).count();
@@ -221,11 +242,14 @@ async fn run(count: u64, default_seconds: u64, default_seed: u64) {
         .map(|(fault, n)| format!("{} {n}", fault.name()))
         .collect();
     println!(
-        "chaos: {count} nodes, seed {seed}, {seconds} s, {} operations checked ({answered} answered), {} faults injected ({}), {} anomalies",
+        "chaos: {count} nodes, seed {seed}, {seconds} s, {} operations checked ({answered} answered), {} faults injected ({}), {} anomalies; proxy: {} requests, {} failed ({:.1} per 10k), endpoint set changed {changes} times",
         history.len(),
         injected.values().sum::<usize>(),
         faults.join(", "),
-        anomalies.len()
+        anomalies.len(),
+        requests.sent,
+        requests.failed,
+        requests.failed_per_10k(),
     );
     assert!(
         answered > 20,
@@ -235,6 +259,13 @@ async fn run(count: u64, default_seconds: u64, default_seed: u64) {
         let kept = keep_history(&history, &format!("{count}-nodes-seed-{seed}"));
         panic!("not linearizable: {anomalies:?} (history in {kept})");
     }
+    // Control-plane faults never reach the data plane: every upstream the
+    // proxy may pick is up, so every request answers.
+    assert!(requests.sent > 100, "too few requests: {requests:?}");
+    assert_eq!(
+        requests.failed, 0,
+        "the proxy failed requests: {requests:?}"
+    );
 
     // Healed, every node ends with the same state.
     let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
@@ -253,6 +284,47 @@ async fn run(count: u64, default_seconds: u64, default_seed: u64) {
         )
         .await;
     }
+    // The agent's last endpoint set, whatever node it ended on, is what every
+    // node holds (no stale endpoints from a batch of an older stream) and
+    // what the proxy routes to.
+    let expected: Vec<String> = final_ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    for node in &nodes {
+        eventually(
+            Duration::from_secs(30),
+            "every node to hold the agent's last endpoint set",
+            || async {
+                let held = endpoints_of(node, "shop", "web", mesh_traffic::CLUSTER).await?;
+                let addrs: Vec<String> = held
+                    .iter()
+                    .filter_map(|e| e.split(' ').next().map(str::to_string))
+                    .collect();
+                (addrs == expected).then_some(())
+            },
+        )
+        .await;
+    }
+    let wanted: BTreeSet<String> = mesh.names_of(&final_ports).into_iter().collect();
+    let client = meridian_tests::proxy::client();
+    eventually(
+        Duration::from_secs(30),
+        "the proxy to route to the last endpoint set only",
+        || async {
+            let mut answered = BTreeSet::new();
+            for _ in 0..(4 * UPSTREAMS) {
+                let (status, body) =
+                    meridian_tests::proxy::get(&client, &mesh.proxy_addr, "web.shop", "/").await?;
+                if status != 200 {
+                    return None;
+                }
+                answered.insert(body);
+            }
+            answered.is_subset(&wanted).then_some(())
+        },
+    )
+    .await;
 }
 
 /// Writes `history` where it outlives the test, one operation a line
