@@ -134,6 +134,11 @@ impl ServerNode {
         self.process.exited()
     }
 
+    /// How the process ended, once it has exited by itself (reaping it).
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.process.exit_status()
+    }
+
     /// The last `lines` of the node's log.
     pub fn log_tail(&self, lines: usize) -> String {
         self.process.log_tail(lines)

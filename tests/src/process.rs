@@ -77,6 +77,14 @@ impl Process {
         }
     }
 
+    /// How the process ended, once it has (reaping it); `None` while it
+    /// runs, or if it was never started or already reaped.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }

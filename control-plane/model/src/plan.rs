@@ -52,6 +52,12 @@ pub enum Op {
         cluster: String,
         keep: Vec<ResourceKey>,
     },
+    /// Node `node` holds this cluster's data: it has been a member with a
+    /// log and a vote it must not forget. Each node records itself once;
+    /// the record is never removed, so a node that comes back with an empty
+    /// data dir under the same id can be told from a founding member that
+    /// has not started yet.
+    RecordBootstrapped { node: u64 },
 }
 
 /// The payload of one Raft log entry: a batch of writes applied all or nothing.
@@ -80,6 +86,9 @@ pub enum Write {
         created: bool,
     },
     Delete(ResourceKey),
+    /// Adds `node` to the nodes recorded as holding the cluster's data
+    /// (a set: recording a node again changes nothing).
+    Bootstrapped(u64),
 }
 
 /// Plans `command` at log index `index`. Each op sees the effect of the ops
@@ -94,6 +103,7 @@ pub fn plan(
         base: view,
         changes: BTreeMap::new(),
         created: BTreeSet::new(),
+        bootstrapped: BTreeSet::new(),
     };
     let mut revisions = Vec::with_capacity(command.ops.len());
     for (i, op) in command.ops.iter().enumerate() {
@@ -105,7 +115,7 @@ pub fn plan(
         })?;
         revisions.push(revision);
     }
-    let writes = overlay
+    let mut writes: Vec<Write> = overlay
         .changes
         .into_iter()
         .map(|(key, change)| match change {
@@ -116,6 +126,7 @@ pub fn plan(
             None => Write::Delete(key),
         })
         .collect();
+    writes.extend(overlay.bootstrapped.into_iter().map(Write::Bootstrapped));
     Ok((writes, revisions))
 }
 
@@ -202,6 +213,14 @@ fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Reject
             }
             Ok(index)
         }
+        Op::RecordBootstrapped { node: 0 } => Err(Rejection::new(
+            RejectionCode::InvalidArgument,
+            "node ids are positive; node 0 cannot be recorded",
+        )),
+        Op::RecordBootstrapped { node } => {
+            overlay.bootstrapped.insert(*node);
+            Ok(index)
+        }
     }
 }
 
@@ -231,6 +250,8 @@ struct Overlay<'a> {
     changes: BTreeMap<ResourceKey, Option<Resource>>,
     /// Keys this batch creates (absent from the base).
     created: BTreeSet<ResourceKey>,
+    /// Nodes this batch records as holding the cluster's data.
+    bootstrapped: BTreeSet<u64>,
 }
 
 impl StateView for Overlay<'_> {
@@ -287,6 +308,7 @@ pub(crate) mod tests {
                 match write {
                     Write::Put { resource, .. } => self.0.insert(resource.key(), *resource),
                     Write::Delete(k) => self.0.remove(&k),
+                    Write::Bootstrapped(_) => None,
                 };
             }
             Ok(revisions)
@@ -529,6 +551,22 @@ pub(crate) mod tests {
             state.apply(&missing, 4).expect_err("missing").code,
             RejectionCode::NotFound
         );
+    }
+
+    #[test]
+    fn recording_a_node_writes_it_beside_the_batch_or_nothing_if_refused() {
+        let state = MemState::default();
+        let record = |node| Op::RecordBootstrapped { node };
+        let (writes, revisions) =
+            plan(&state, &Command::new(vec![record(3), record(3)]), 9).expect("plans");
+        assert_eq!(writes, vec![Write::Bootstrapped(3)]);
+        assert_eq!(revisions, vec![9, 9]);
+        let refused = plan(&state, &Command::new(vec![record(0)]), 10).expect_err("node 0");
+        assert_eq!(refused.code, RejectionCode::InvalidArgument);
+        // All or nothing, as for any batch.
+        let mut mixed = puts(SPLIT);
+        mixed.ops.insert(0, record(2));
+        assert!(plan(&state, &mixed, 11).is_err());
     }
 
     #[test]

@@ -329,6 +329,13 @@ impl admin_server::Admin for AdminService {
         _request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
         let metrics = self.node.metrics();
+        let bootstrapped = match self.node.state.bootstrapped() {
+            Ok(nodes) => nodes.into_iter().collect(),
+            Err(e) => {
+                let e = Status::internal(format!("reading the state machine: {e}"));
+                return self.count("Status", Err(e));
+            }
+        };
         let status = pb::StatusResponse {
             node_id: self.node.id,
             leader: metrics.current_leader,
@@ -340,6 +347,7 @@ impl admin_server::Admin for AdminService {
             purged_index: metrics.purged.map(|l| l.index).unwrap_or(0),
             state: state_name(metrics.state).to_string(),
             members: members(&metrics),
+            bootstrapped,
         };
         self.count("Status", Ok(Response::new(status)))
     }

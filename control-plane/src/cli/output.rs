@@ -231,6 +231,7 @@ pub fn print_status(status: &pb::StatusResponse, format: Format) -> anyhow::Resu
         "snapshotIndex": status.snapshot_index,
         "purgedIndex": status.purged_index,
         "members": members_json(&status.members),
+        "bootstrapped": status.bootstrapped,
     });
     if format != Format::Table {
         return print_value(&value, format);
@@ -250,6 +251,13 @@ pub fn print_status(status: &pb::StatusResponse, format: Format) -> anyhow::Resu
         status.snapshot_index,
         status.purged_index
     );
+    // The nodes recorded as having held the cluster's data (none may come
+    // back with an empty data dir under the same id).
+    let bootstrapped: Vec<String> = status.bootstrapped.iter().map(u64::to_string).collect();
+    match bootstrapped.is_empty() {
+        true => outln!("held data: none recorded"),
+        false => outln!("held data: {}", bootstrapped.join(", ")),
+    }
     outln!();
     print_members(&status.members, Format::Table)
 }

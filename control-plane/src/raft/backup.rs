@@ -78,6 +78,7 @@ mod tests {
                 r#"{"kind":"Cluster","metadata":{"name":"east"},"spec":{"region":"us-east-1"}}"#
                     .into(),
             ],
+            bootstrapped: [1, 2].into(),
         }
     }
 

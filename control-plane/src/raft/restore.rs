@@ -3,7 +3,8 @@
 //! a leader and the log starts purged at its index, so the node starts as if
 //! it had just installed it. The membership is the new cluster's, given by
 //! the operator; terms start again from zero while indexes, and so object
-//! revisions, go on from the snapshot's.
+//! revisions, go on from the snapshot's. The record of which nodes held the
+//! old cluster's data is left behind.
 
 use super::{
     log_store::LogStore, snapshot_data::SnapshotData, state_machine::StateMachine, store, LogId,
@@ -98,6 +99,10 @@ async fn build(
         last_applied: Some(log_id),
         membership: membership.clone(),
         resources: data.resources.clone(),
+        // A restored cluster is a new one: its nodes record themselves as
+        // they start. The old cluster's record would refuse an empty
+        // founding member of the new one that never held its data.
+        bootstrapped: BTreeSet::new(),
     };
     let meta = SnapshotMeta {
         last_log_id: Some(log_id),
@@ -137,6 +142,7 @@ mod tests {
                 r#"{"kind":"Cluster","metadata":{"name":"east","revision":12},"spec":{"region":"us-east-1"}}"#
                     .into(),
             ],
+            bootstrapped: BTreeSet::from([1, 2]),
         }
     }
 
@@ -158,7 +164,12 @@ mod tests {
         assert_eq!(applied, Some(expected));
         let voters: Vec<NodeId> = membership.membership().voter_ids().collect();
         assert_eq!(voters, vec![1, 2]);
-        assert_eq!(state.read_state().expect("read").resources.len(), 1);
+        let restored = state.read_state().expect("read");
+        assert_eq!(restored.resources.len(), 1);
+        assert!(
+            restored.bootstrapped.is_empty(),
+            "the old cluster's record stays behind"
+        );
         let current = state
             .get_current_snapshot()
             .await

@@ -1,10 +1,12 @@
-//! What a snapshot holds and its one encoding (JSON): every stored resource
-//! and the applied log id and membership they were read at. Raft sends it to
+//! What a snapshot holds and its one encoding (JSON): every stored resource,
+//! the nodes recorded as holding the cluster's data, and the applied log id
+//! and membership they were read at. Raft sends it to
 //! lagging followers; `meridian snapshot save` wraps it in a backup file.
 
 use super::{LogId, Membership};
 use meridian_model::Resource;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 /// The whole replicated state at one log id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -13,6 +15,10 @@ pub struct SnapshotData {
     pub membership: Membership,
     /// Stored resources as their JSON.
     pub resources: Vec<String>,
+    /// The nodes recorded as holding the cluster's data; absent from
+    /// snapshots taken before the record existed.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub bootstrapped: BTreeSet<u64>,
 }
 
 impl SnapshotData {
@@ -54,12 +60,24 @@ mod tests {
             )),
             membership: Membership::default(),
             resources: vec![cluster.to_string()],
+            bootstrapped: BTreeSet::from([1, 3]),
         };
         let decoded = SnapshotData::decode(&data.encode().expect("encode")).expect("decode");
         assert_eq!(decoded, data);
         assert_eq!(decoded.index(), 42);
         let parsed = decoded.parsed().expect("parses");
         assert_eq!(parsed[0].0.metadata.name, "east");
+
+        // A snapshot from before the record reads as one with no node recorded.
+        let mut older: serde_json::Value =
+            serde_json::from_slice(&data.encode().expect("encode")).expect("json");
+        older
+            .as_object_mut()
+            .expect("an object")
+            .remove("bootstrapped");
+        let older = SnapshotData::decode(&serde_json::to_vec(&older).expect("encode"))
+            .expect("an older snapshot decodes");
+        assert!(older.bootstrapped.is_empty());
 
         let broken = SnapshotData {
             resources: vec!["{not json".into()],

@@ -1,6 +1,7 @@
-//! The replicated state machine in RocksDB: resources, the last applied log id
-//! and membership, and the current snapshot. Deciding what a command changes
-//! is `meridian_model::plan`; this module only carries it out.
+//! The replicated state machine in RocksDB: resources, the nodes recorded as
+//! holding the cluster's data, the last applied log id and membership, and
+//! the current snapshot. Deciding what a command changes is
+//! `meridian_model::plan`; this module only carries it out.
 
 use super::snapshot_data::SnapshotData;
 use super::view::DbView;
@@ -17,12 +18,14 @@ use openraft::{
 };
 use rocksdb::{IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
-use std::{io::Cursor, sync::Arc};
+use std::{collections::BTreeSet, io::Cursor, sync::Arc};
 
 const KEY_APPLIED: &[u8] = b"last_applied";
 const KEY_MEMBERSHIP: &[u8] = b"membership";
 const KEY_SNAPSHOT_META: &[u8] = b"snapshot_meta";
 const KEY_SNAPSHOT_DATA: &[u8] = b"snapshot_data";
+/// The nodes recorded as holding the cluster's data (`Op::RecordBootstrapped`).
+const KEY_BOOTSTRAPPED: &[u8] = b"bootstrapped";
 
 #[derive(Clone)]
 pub struct StateMachine {
@@ -67,6 +70,12 @@ impl StateMachine {
         Ok(true)
     }
 
+    /// The nodes this replica has applied records of: each has held the
+    /// cluster's data, so none may come back with an empty data dir.
+    pub fn bootstrapped(&self) -> Result<BTreeSet<u64>, StorageError> {
+        Ok(read_json(&self.db, KEY_BOOTSTRAPPED)?.unwrap_or_default())
+    }
+
     pub fn events(&self) -> Arc<EventHub> {
         self.events.clone()
     }
@@ -88,6 +97,7 @@ impl StateMachine {
         };
         let last_applied: Option<LogId> = parse_json(read(KEY_APPLIED)?)?;
         let membership: Membership = parse_json(read(KEY_MEMBERSHIP)?)?.unwrap_or_default();
+        let bootstrapped = parse_json(read(KEY_BOOTSTRAPPED)?)?.unwrap_or_default();
         let mut resources = Vec::new();
         for item in point.iterator_cf(cf(&self.db, CF_RESOURCES), IteratorMode::Start) {
             let (_, value) = item.map_err(|e| read_err(ErrorSubject::StateMachine, e))?;
@@ -97,6 +107,7 @@ impl StateMachine {
             last_applied,
             membership,
             resources,
+            bootstrapped,
         })
     }
 
@@ -122,16 +133,17 @@ impl StateMachine {
         batch: &mut WriteBatch,
     ) -> Result<Vec<Change>, StorageError> {
         let resources = cf(&self.db, CF_RESOURCES);
-        writes
-            .into_iter()
-            .map(|write| match write {
+        let mut changes = Vec::with_capacity(writes.len());
+        let mut recorded = Vec::new();
+        for write in writes {
+            match write {
                 Write::Put { resource, created } => {
                     let key = resource.key();
                     let json = serde_json::to_vec(&resource)
                         .map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
                     let size = json.len();
                     batch.put_cf(resources, key.encode(), json);
-                    Ok(Change {
+                    changes.push(Change {
                         size,
                         revision,
                         change: if created {
@@ -142,21 +154,29 @@ impl StateMachine {
                         key,
                         resource: Some(*resource),
                         trace: None,
-                    })
+                    });
                 }
                 Write::Delete(key) => {
                     batch.delete_cf(resources, key.encode());
-                    Ok(Change {
+                    changes.push(Change {
                         size: key.encode().len(),
                         revision,
                         change: ChangeType::Deleted,
                         key,
                         resource: None,
                         trace: None,
-                    })
+                    });
                 }
-            })
-            .collect()
+                Write::Bootstrapped(node) => recorded.push(node),
+            }
+        }
+        if !recorded.is_empty() {
+            // Earlier entries of this apply are written already: this reads them.
+            let mut nodes = self.bootstrapped()?;
+            nodes.extend(recorded);
+            put_json(&self.db, batch, KEY_BOOTSTRAPPED, &nodes)?;
+        }
+        Ok(changes)
     }
 }
 
@@ -290,6 +310,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
         put_json(&self.db, &mut batch, KEY_APPLIED, &meta.last_log_id)?;
         put_json(&self.db, &mut batch, KEY_MEMBERSHIP, &meta.last_membership)?;
+        put_json(&self.db, &mut batch, KEY_BOOTSTRAPPED, &data.bootstrapped)?;
         put_json(&self.db, &mut batch, KEY_SNAPSHOT_META, meta)?;
         batch.put_cf(cf(&self.db, CF_SM_META), KEY_SNAPSHOT_DATA, &bytes);
         {
@@ -393,6 +414,40 @@ mod tests {
             .block_on(machine.get_current_snapshot())
             .expect("read")
             .map(|s| (s.meta.snapshot_id, s.snapshot.into_inner()))
+    }
+
+    #[tokio::test]
+    async fn recorded_nodes_accumulate_and_travel_in_snapshots() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut machine =
+            StateMachine::new(super::super::store::open(dir.path()).expect("rocksdb"))
+                .expect("state machine");
+        let record = |index: u64, node: u64| openraft::Entry::<TypeConfig> {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Command::new(vec![Op::RecordBootstrapped { node }])),
+        };
+        // Two in one apply (the second reads the first), and one again.
+        machine
+            .apply([record(1, 3), record(2, 1)])
+            .await
+            .expect("apply");
+        machine.apply([record(3, 3)]).await.expect("apply");
+        assert_eq!(
+            machine.bootstrapped().expect("read"),
+            BTreeSet::from([1, 3])
+        );
+
+        // A follower that catches up through a snapshot holds the record too.
+        let snapshot = machine.build_snapshot().await.expect("build");
+        let other_dir = tempfile::tempdir().expect("temp dir");
+        let mut other =
+            StateMachine::new(super::super::store::open(other_dir.path()).expect("rocksdb"))
+                .expect("state machine");
+        other
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .expect("install");
+        assert_eq!(other.bootstrapped().expect("read"), BTreeSet::from([1, 3]));
     }
 
     #[test]

@@ -1,6 +1,9 @@
-//! `meridian server`: open the node's RocksDB, start Raft, serve gRPC and HTTP,
-//! found the cluster if this node is one of its initial members.
+//! `meridian server`: open the node's RocksDB, start Raft, refuse to start
+//! if the data dir is empty but a peer records this node as having held the
+//! cluster's data, serve gRPC and HTTP, found the cluster if this node is
+//! one of its initial members.
 
+mod bootstrapped;
 pub mod config;
 
 use crate::{
@@ -95,6 +98,16 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     )
     .await
     .context("starting raft")?;
+    if !raft.is_initialized().await.context("reading raft state")? {
+        // Before anything is served: nothing can reach this Raft yet, so it
+        // has voted for and acknowledged nothing when it refuses.
+        let peers = bootstrapped::peers(
+            config.node_id,
+            config.initial_cluster.as_ref(),
+            &config.peer_addresses,
+        );
+        bootstrapped::check(config.node_id, &peers).await?;
+    }
     let mesh = xds::mesh::follow(state.events(), state.view());
     let metrics = Arc::new(Metrics::default());
     let node = Arc::new(Node::new(
@@ -182,6 +195,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     if let Some(members) = &config.initial_cluster {
         found_cluster(&raft, members).await?;
     }
+    tokio::spawn(bootstrapped::record_self(node.clone()));
     tokio::spawn(federation::liveness::run(
         node.clone(),
         liveness,
