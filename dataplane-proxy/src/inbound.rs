@@ -137,10 +137,14 @@ pub async fn serve(
     tracing::info!(service = %inbound.service, listen = %inbound.listen, app = %inbound.app, "inbound mTLS listener");
     while let Some(connection) = connections.next().await {
         let Ok(connection) = connection else { continue };
+        let Some(permit) = proxy.admit() else {
+            continue;
+        };
         let peer = connection.peer.clone();
         let (proxy, inbound, own) = (proxy.clone(), inbound.clone(), own.clone());
         let server = proxy.http_server();
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |request| {
                 handle(
                     proxy.clone(),

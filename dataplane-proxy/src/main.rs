@@ -8,6 +8,7 @@ mod config;
 mod forward;
 mod health_check;
 mod inbound;
+mod limits;
 mod mesh_client;
 mod metrics;
 mod proxy;
@@ -98,6 +99,47 @@ struct Args {
         value_parser = clap::value_parser!(u64).range(1..)
     )]
     header_read_timeout: u64,
+    /// Open client connections, every listener together; past it a new
+    /// connection is closed at once (counted in
+    /// meridian_proxy_connections_refused_total). Keep it below the
+    /// process's open-file limit (`ulimit -n`), which upstream connections
+    /// share.
+    #[arg(
+        long,
+        env = "MERIDIAN_PROXY_MAX_CONNECTIONS",
+        default_value_t = 16_384,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    max_connections: u64,
+    /// Concurrent streams a client may open on one HTTP/2 connection.
+    #[arg(
+        long,
+        env = "MERIDIAN_PROXY_MAX_CONCURRENT_STREAMS",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    max_concurrent_streams: u32,
+    /// KiB a request's head may take (HTTP/1.1 request line and headers;
+    /// HTTP/2 decoded header list); larger is refused with 431. At most
+    /// 100 headers per HTTP/1.1 request.
+    #[arg(
+        long,
+        env = "MERIDIAN_PROXY_MAX_REQUEST_HEADERS_KB",
+        default_value_t = 60,
+        value_parser = clap::value_parser!(u32).range(8..=8192)
+    )]
+    max_request_headers_kb: u32,
+}
+
+impl Args {
+    fn limits(&self) -> limits::Limits {
+        limits::Limits {
+            header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+            max_concurrent_streams: self.max_concurrent_streams,
+            max_header_bytes: self.max_request_headers_kb as usize * 1024,
+        }
+    }
 }
 
 /// How the proxy dials the control plane (see [`enroll::workload_dialer`]),
@@ -170,7 +212,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.state_dir.clone(),
         tls,
         mesh,
-        std::time::Duration::from_secs(args.header_read_timeout),
+        args.limits(),
     );
     if let Some(credentials) = &credentials {
         proxy.metrics.certificate_expiry.track(credentials.clone());

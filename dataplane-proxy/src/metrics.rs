@@ -34,6 +34,7 @@ pub struct Metrics {
     retries: Family<ClusterOnly, Counter>,
     config_updates: Counter,
     config_updated_at: Gauge,
+    connections_refused: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -87,6 +88,12 @@ impl Default for Metrics {
             "When the configuration now served was installed (Unix seconds)",
             config_updated_at.clone(),
         );
+        let connections_refused = Counter::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed on arrival: the proxy held --max-connections",
+            connections_refused.clone(),
+        );
         Metrics {
             registry,
             certificate_expiry,
@@ -96,6 +103,7 @@ impl Default for Metrics {
             retries,
             config_updates,
             config_updated_at,
+            connections_refused,
         }
     }
 }
@@ -145,6 +153,10 @@ impl Metrics {
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         self.config_updated_at.set(now);
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.inc();
     }
 
     pub fn render(&self) -> String {

@@ -5,6 +5,7 @@ use crate::{
     config::{ListenerKind, Resources, Snapshot},
     forward::{self, Upstreams},
     health_check,
+    limits::{self, ConnectionGate, Limits},
     metrics::Metrics,
     runtime::Runtime,
     state, tls, xds,
@@ -28,9 +29,10 @@ pub struct Proxy {
     bind: IpAddr,
     state_dir: PathBuf,
     tls: Option<tokio_rustls::TlsAcceptor>,
-    /// How long a client has to send a request's head (and, on a new
-    /// connection, its first byte and TLS handshake): slow clients are cut off.
-    header_read_timeout: std::time::Duration,
+    /// What clients may hold: slow and greedy ones are cut off or refused.
+    limits: Limits,
+    /// Every listener's client connections, bounded by `limits`.
+    connections: ConnectionGate,
     listeners: Mutex<HashMap<u16, (ListenerKind, JoinHandle<()>)>>,
     /// Tells open HTTP connections to finish up, on shutdown.
     graceful: Mutex<Option<hyper_util::server::graceful::GracefulShutdown>>,
@@ -46,7 +48,7 @@ impl Proxy {
         state_dir: PathBuf,
         tls: Option<tokio_rustls::TlsAcceptor>,
         mesh: Option<crate::mesh_client::MeshClients>,
-        header_read_timeout: std::time::Duration,
+        limits: Limits,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Proxy {
             runtime: RwLock::new(None),
@@ -55,7 +57,8 @@ impl Proxy {
             bind,
             state_dir,
             tls,
-            header_read_timeout,
+            connections: ConnectionGate::new(limits.max_connections),
+            limits,
             listeners: Mutex::new(HashMap::new()),
             health_checks: Mutex::new(HashMap::new()),
             graceful: Mutex::new(Some(hyper_util::server::graceful::GracefulShutdown::new())),
@@ -124,7 +127,17 @@ impl Proxy {
 
     /// The HTTP server for a connection of one of this proxy's listeners.
     pub fn http_server(&self) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
-        http_server(self.header_read_timeout)
+        self.limits.http_server()
+    }
+
+    /// Room for one more client connection, held for its life; `None` (and
+    /// counted) at `--max-connections`: the caller closes the connection.
+    pub fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = self.connections.enter();
+        if permit.is_none() {
+            self.metrics.connection_refused();
+        }
+        permit
     }
 
     pub fn is_draining(&self) -> bool {
@@ -216,71 +229,91 @@ async fn serve(proxy: Arc<Proxy>, addr: SocketAddr) {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
+                limits::after_accept_error(&e).await;
                 continue;
             }
         };
+        let Some(permit) = proxy.admit() else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let watcher = proxy.watcher();
-        let tls = proxy.tls.clone();
-        let header_read_timeout = proxy.header_read_timeout;
         let proxy = proxy.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let proxy = proxy.clone();
-                async move {
-                    let runtime = proxy.current();
-                    Ok::<_, Infallible>(
-                        forward::handle(
-                            runtime,
-                            &proxy.upstreams,
-                            &proxy.metrics,
-                            port,
-                            peer,
-                            request,
-                        )
-                        .await,
-                    )
-                }
-            });
-            // Garbage, truncated requests and bad frames end this connection only.
-            let Some(watcher) = watcher else { return };
-            let builder = http_server(header_read_timeout);
-            // A connection that sends nothing is closed after the header timeout.
+            let _permit = permit;
+            // A connection that sends nothing is closed after the header
+            // timeout, and until it speaks costs no more than this task.
             let mut first = [0u8; 1];
-            let peeked = tokio::time::timeout(header_read_timeout, stream.peek(&mut first)).await;
+            let peeked =
+                tokio::time::timeout(proxy.limits.header_read_timeout, stream.peek(&mut first))
+                    .await;
             let Ok(Ok(1)) = peeked else {
                 tracing::debug!(%peer, "no request in time; closing");
                 return;
             };
-            let is_tls = tls.is_some() && first[0] == tls::HANDSHAKE;
-            let result = match (&tls, is_tls) {
-                (Some(acceptor), true) => {
-                    match tokio::time::timeout(header_read_timeout, acceptor.accept(stream))
-                        .await
-                        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
-                    {
-                        Ok(tls_stream) => {
-                            watcher
-                                .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
-                                .await
-                        }
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                    }
-                }
-                _ => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            // Boxed: what serving takes is allocated once the client spoke.
+            Box::pin(serve_connection(proxy, stream, peer, port, first[0])).await;
         });
+    }
+}
+
+/// One client connection on an HTTP listener on `port`, whose first byte is
+/// `first`: TLS when it opens a handshake and the proxy has a certificate.
+async fn serve_connection(
+    proxy: Arc<Proxy>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    first: u8,
+) {
+    // Garbage, truncated requests and bad frames end this connection only.
+    let Some(watcher) = proxy.watcher() else {
+        return;
+    };
+    let builder = proxy.http_server();
+    let header_read_timeout = proxy.limits.header_read_timeout;
+    let tls = proxy.tls.clone();
+    let service = service_fn(move |request| {
+        let proxy = proxy.clone();
+        async move {
+            let runtime = proxy.current();
+            Ok::<_, Infallible>(
+                forward::handle(
+                    runtime,
+                    &proxy.upstreams,
+                    &proxy.metrics,
+                    port,
+                    peer,
+                    request,
+                )
+                .await,
+            )
+        }
+    });
+    let result = match tls {
+        Some(acceptor) if first == tls::HANDSHAKE => {
+            match tokio::time::timeout(header_read_timeout, acceptor.accept(stream))
+                .await
+                .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            {
+                Ok(tls_stream) => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
+                        .await
+                }
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+            }
+        }
+        _ => {
+            watcher
+                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -295,11 +328,19 @@ async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
     };
     tracing::info!(%addr, %cluster, "listening (tcp)");
     loop {
-        let Ok((mut inbound, peer)) = listener.accept().await else {
+        let (mut inbound, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                limits::after_accept_error(&e).await;
+                continue;
+            }
+        };
+        let Some(permit) = proxy.admit() else {
             continue;
         };
         let (proxy, cluster) = (proxy.clone(), cluster.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let Some(runtime) = proxy.current() else {
                 return;
             };
@@ -341,17 +382,4 @@ async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
             }
         });
     }
-}
-
-/// HTTP/1.1 and HTTP/2 on one connection, with a client that is slow to
-/// send a request's head cut off after `header_read_timeout`.
-fn http_server(
-    header_read_timeout: std::time::Duration,
-) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
-    builder
 }

@@ -69,6 +69,10 @@ impl ProxyProcess {
     pub fn kill(&mut self) {
         self.process.kill();
     }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
 }
 
 pub type HttpClient = Client<HttpConnector, Empty<Bytes>>;

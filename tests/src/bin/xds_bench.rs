@@ -22,6 +22,7 @@ use meridian_tests::{
     agreed_leader,
     node::start_cluster_with,
     pki::{dialer, tls_args, Pki, TRUST_DOMAIN},
+    rss_kib,
     xds::{self, AdsClient, ENDPOINT},
     ServerNode, ServerOptions,
 };
@@ -85,18 +86,6 @@ async fn load(node: &ServerNode, manifests: Vec<String>) {
             .await
             .expect("apply");
     }
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        .unwrap_or(0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -1,0 +1,95 @@
+//! What clients may hold of the proxy: connections, streams per HTTP/2
+//! connection, header bytes and count, and time to send a request's head.
+//! A client that exceeds them is cut off or refused; everyone else is
+//! served as before. One `Limits` for every listener, outbound and inbound.
+
+use hyper_util::{rt::TokioExecutor, server::conn::auto::Builder};
+use std::{sync::Arc, time::Duration};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Headers per request (HTTP/1.1), as Envoy's and hyper's default.
+pub const MAX_HEADERS: usize = 100;
+
+/// How often an idle HTTP/2 connection is pinged, and how long the answer
+/// may take: a client that vanished (a half-open connection) is closed.
+const H2_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How long a client has to send a request's head (and, on a new
+    /// connection, its first byte and TLS handshake); HTTP/1.1 keep-alive
+    /// connections idle between requests are closed after as long.
+    pub header_read_timeout: Duration,
+    /// Open client connections, every listener together.
+    pub max_connections: usize,
+    /// Concurrent streams a client may open on one HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// A request's head, in bytes (HTTP/1.1: the read buffer; HTTP/2: the
+    /// decoded header list). Larger: 431.
+    pub max_header_bytes: usize,
+}
+
+impl Limits {
+    /// The HTTP server for one accepted connection: HTTP/1.1 and HTTP/2.
+    pub fn http_server(&self) -> Builder<TokioExecutor> {
+        let mut builder = Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .max_headers(MAX_HEADERS)
+            // hyper's floor for its read buffer is 8 KiB.
+            .max_buf_size(self.max_header_bytes.max(8 * 1024));
+        builder
+            .http2()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(self.max_concurrent_streams)
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(H2_KEEPALIVE.0)
+            .keep_alive_timeout(H2_KEEPALIVE.1);
+        builder
+    }
+}
+
+/// The proxy's open client connections, bounded: a connection holds a
+/// permit for its life; past the limit a new one is closed at once.
+#[derive(Clone)]
+pub struct ConnectionGate {
+    permits: Arc<Semaphore>,
+}
+
+impl ConnectionGate {
+    pub fn new(max_connections: usize) -> Self {
+        ConnectionGate {
+            permits: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+        }
+    }
+
+    /// A permit for one more connection, or `None` at the limit.
+    pub fn enter(&self) -> Option<OwnedSemaphorePermit> {
+        self.permits.clone().try_acquire_owned().ok()
+    }
+}
+
+/// What an accept loop does after `accept` failed: out of file descriptors
+/// (or another resource) it waits a little for connections to close
+/// instead of spinning on the error.
+pub async fn after_accept_error(error: &std::io::Error) {
+    tracing::warn!(%error, "accept failed; pausing the listener");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_admits_up_to_its_limit_and_again_once_one_leaves() {
+        let gate = ConnectionGate::new(2);
+        let first = gate.enter().expect("first");
+        let _second = gate.enter().expect("second");
+        assert!(gate.enter().is_none(), "a third past the limit");
+        drop(first);
+        assert!(gate.enter().is_some(), "admitted once one closed");
+    }
+}
