@@ -1,5 +1,5 @@
-//! The Raft log in RocksDB: entries, vote, committed and purged ids, each write
-//! synced before Raft is told it is durable.
+//! The Raft log in RocksDB: entries, vote, committed and purged ids; every
+//! write but the committed id synced before Raft is told it is durable.
 
 use super::{
     store::{cf, read_err, sync_writes, write_err, CF_LOGS, CF_RAFT_META},
@@ -66,10 +66,15 @@ impl LogStore {
             .transpose()
     }
 
-    fn put_meta<T: Serialize>(&self, key: &[u8], value: &T) -> Result<(), StorageError> {
+    fn put_meta<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        options: &rocksdb::WriteOptions,
+    ) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(|e| write_err(ErrorSubject::Store, e))?;
         self.db
-            .put_cf_opt(cf(&self.db, CF_RAFT_META), key, bytes, &sync_writes())
+            .put_cf_opt(cf(&self.db, CF_RAFT_META), key, bytes, options)
             .map_err(|e| write_err(ErrorSubject::Store, e))
     }
 
@@ -134,7 +139,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_VOTE, vote)
+        self.put_meta(KEY_VOTE, vote, &sync_writes())
             .map_err(|e| write_err(ErrorSubject::Vote, std::io::Error::other(e.to_string())))
     }
 
@@ -143,7 +148,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.put_meta(KEY_COMMITTED, &committed)?;
+        // A hint for restarts (how far to apply again), not a promise: it
+        // rides on the next synced append (see `sync_writes`).
+        self.put_meta(KEY_COMMITTED, &committed, &rocksdb::WriteOptions::default())?;
         self.committed_index
             .store(committed.map(|c| c.index).unwrap_or(0), Ordering::Relaxed);
         Ok(())
@@ -192,7 +199,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first: a crash in between leaves extra entries, never a gap.
-        self.put_meta(KEY_LAST_PURGED, &log_id)?;
+        self.put_meta(KEY_LAST_PURGED, &log_id, &sync_writes())?;
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(
             cf(&self.db, CF_LOGS),

@@ -280,9 +280,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .map_err(|e| write_err(ErrorSubject::Apply(entry.log_id), e))?;
             outcomes.push(ApplyOutcome(outcome));
         }
-        self.db
-            .flush_wal(true)
-            .map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
+        // Not synced here: the next synced log append carries these writes
+        // to disk (one write-ahead log; see `store::sync_writes`).
         Ok(outcomes)
     }
 

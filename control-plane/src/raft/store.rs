@@ -26,7 +26,18 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
     Ok(Arc::new(DB::open_cf_descriptors(&opts, dir, cfs)?))
 }
 
-/// Every write that Raft relies on for safety is synced to disk before it is acknowledged.
+/// Every write that Raft relies on for safety (log entries, the vote,
+/// truncation and purge points, snapshots) is synced to disk before it is
+/// acknowledged.
+///
+/// What the state machine applies, and the committed index, are written
+/// without a sync of their own: one database means one write-ahead log,
+/// recovered as a prefix, so the next synced write (the next log append)
+/// makes every earlier write durable with it. A crash can lose only a tail
+/// of applies whose entries are in the synced log, and openraft applies
+/// them again on restart; the log is purged only after a snapshot is
+/// stored (synced), so nothing applied is ever missing from both. This is
+/// etcd's model too: one fsync per appended batch, none per apply.
 pub fn sync_writes() -> rocksdb::WriteOptions {
     let mut opts = rocksdb::WriteOptions::default();
     opts.set_sync(true);
