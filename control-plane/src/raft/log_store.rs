@@ -1,5 +1,6 @@
 //! The Raft log in RocksDB: entries, vote, committed and purged ids; every
-//! write but the committed id synced before Raft is told it is durable.
+//! write but the committed id synced before Raft is told it is durable
+//! (appends by a group-commit thread, many to one fsync).
 
 use super::{
     store::{cf, read_err, sync_writes, write_err, CF_LOGS, CF_RAFT_META},
@@ -29,6 +30,40 @@ pub struct LogStore {
     db: Arc<DB>,
     /// The committed index as last saved, for status and readiness.
     committed_index: Arc<AtomicU64>,
+    /// Makes appended entries durable, many appends per fsync.
+    syncer: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+}
+
+/// Group commit: appends are written at once and their callbacks queued
+/// here; one thread syncs the write-ahead log and reports every append
+/// written before that sync as durable, so a burst of proposals costs one
+/// fsync instead of one each (and Raft's core never waits on the disk).
+/// The thread holds the database weakly (it never keeps it open) and ends
+/// with the last `LogStore`.
+fn spawn_syncer(db: &Arc<DB>) -> std::sync::mpsc::Sender<LogFlushed<TypeConfig>> {
+    let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+    let db = Arc::downgrade(db);
+    let spawned = std::thread::Builder::new()
+        .name("raft-log-sync".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut flushed = vec![first];
+                flushed.extend(rx.try_iter());
+                let synced = match db.upgrade() {
+                    Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+                    None => Err("the database is closed".to_string()),
+                };
+                for callback in flushed {
+                    callback.log_io_completed(synced.clone().map_err(std::io::Error::other));
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        // Without the thread every append reports a failed flush: fatal
+        // for Raft, so the node stops rather than run undurable.
+        tracing::error!(error = %e, "cannot start the raft log sync thread");
+    }
+    tx
 }
 
 fn index_key(index: u64) -> [u8; 8] {
@@ -42,6 +77,7 @@ fn index_of(key: &[u8]) -> Option<u64> {
 impl LogStore {
     pub fn new(db: Arc<DB>) -> Result<Self, StorageError> {
         let store = LogStore {
+            syncer: spawn_syncer(&db),
             db,
             committed_index: Arc::new(AtomicU64::new(0)),
         };
@@ -175,13 +211,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let value = serde_json::to_vec(&entry).map_err(|e| write_err(ErrorSubject::Logs, e))?;
             batch.put_cf(logs, index_key(entry.log_id.index), value);
         }
-        let result = self.db.write_opt(batch, &sync_writes());
-        let io_result = result
-            .as_ref()
-            .map(drop)
-            .map_err(|e| std::io::Error::other(e.to_string()));
-        callback.log_io_completed(io_result);
-        result.map_err(|e| write_err(ErrorSubject::Logs, e))
+        // Written now, durable once the syncer's next fsync reports it.
+        if let Err(e) = self.db.write(batch) {
+            callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
+            return Err(write_err(ErrorSubject::Logs, e));
+        }
+        if let Err(unsent) = self.syncer.send(callback) {
+            let callback = unsent.0;
+            callback.log_io_completed(Err(std::io::Error::other("the log sync thread is gone")));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
