@@ -6,7 +6,7 @@
 //! 90 bytes, then linearizable reads of them; prints writes or reads per
 //! second and the p50/p99 latency.
 //!
-//! `meridian-raft-bench [--seconds S] [--clients 1,64] [--etcd PATH]`
+//! `meridian-raft-bench [--seconds S] [--clients 1,64] [--etcd PATH] [--meridian-only]`
 //! (uses the `meridian` binary beside it; MERIDIAN_BIN_DIR points elsewhere;
 //! etcd from PATH unless `--etcd` says where).
 
@@ -30,6 +30,8 @@ struct Settings {
     seconds: u64,
     clients: Vec<usize>,
     etcd: String,
+    /// `--meridian-only`: skip etcd (to profile Meridian alone).
+    meridian_only: bool,
 }
 
 fn settings() -> Settings {
@@ -37,10 +39,15 @@ fn settings() -> Settings {
         seconds: 10,
         clients: vec![1, 64],
         etcd: "etcd".into(),
+        meridian_only: false,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut args = args.iter();
     while let Some(flag) = args.next() {
+        if flag == "--meridian-only" {
+            settings.meridian_only = true;
+            continue;
+        }
         let value = args.next().cloned().unwrap_or_default();
         match flag.as_str() {
             "--seconds" => settings.seconds = value.parse().expect("--seconds N"),
@@ -405,25 +412,25 @@ async fn main() {
     println!("| system | operation | clients | per second | p50 ms | p99 ms | errors |");
     println!("|---|---|---|---|---|---|---|");
 
-    let etcd = Etcd::start(&settings.etcd, root.path());
-    let etcd_leader = etcd.leader().await;
-    let etcd_target = Target::Etcd(etcd_leader);
     let mut etcd_rates = Vec::new();
-    for &clients in &settings.clients {
-        let writes = run(&etcd_target, clients, settings.seconds, false, 0).await;
-        println!("{}", writes.line("etcd", "write", clients));
-        let reads = run(
-            &etcd_target,
-            clients,
-            settings.seconds,
-            true,
-            writes.operations,
-        )
-        .await;
-        println!("{}", reads.line("etcd", "linearizable read", clients));
-        etcd_rates.push((writes.rate(), reads.rate()));
+    if !settings.meridian_only {
+        let etcd = Etcd::start(&settings.etcd, root.path());
+        let etcd_target = Target::Etcd(etcd.leader().await);
+        for &clients in &settings.clients {
+            let writes = run(&etcd_target, clients, settings.seconds, false, 0).await;
+            println!("{}", writes.line("etcd", "write", clients));
+            let reads = run(
+                &etcd_target,
+                clients,
+                settings.seconds,
+                true,
+                writes.operations,
+            )
+            .await;
+            println!("{}", reads.line("etcd", "linearizable read", clients));
+            etcd_rates.push((writes.rate(), reads.rate()));
+        }
     }
-    drop(etcd);
 
     let meridian_root = root.path().join("meridian");
     std::fs::create_dir_all(&meridian_root).expect("meridian's dir");
@@ -449,7 +456,9 @@ async fn main() {
         )
         .await;
         println!("{}", reads.line("Meridian", "linearizable read", clients));
-        let (etcd_writes, etcd_reads) = etcd_rates[i];
+        let Some((etcd_writes, etcd_reads)) = etcd_rates.get(i) else {
+            continue;
+        };
         println!(
             "| ratio | Meridian / etcd, {clients} clients | | writes {:.2}×, reads {:.2}× | | | |",
             writes.rate() / etcd_writes,
