@@ -145,19 +145,21 @@ pub struct HealthCheckConfig {
     pub http_path: Option<String>,
 }
 
-fn health_check(cluster: &Cluster) -> Option<HealthCheckConfig> {
+fn health_check(cluster: &Cluster) -> Result<Option<HealthCheckConfig>, String> {
     use envoy_types::pb::envoy::config::core::v3::health_check::HealthChecker;
-    let hc = cluster.health_checks.first()?;
+    let Some(hc) = cluster.health_checks.first() else {
+        return Ok(None);
+    };
     let http_path = match &hc.health_checker {
         Some(HealthChecker::HttpHealthCheck(http)) => Some(http.path.clone()),
         Some(HealthChecker::TcpHealthCheck(_)) => None,
-        _ => return None,
+        _ => return Ok(None),
     };
-    Some(HealthCheckConfig {
-        interval: duration(hc.interval.as_ref())
+    Ok(Some(HealthCheckConfig {
+        interval: duration("health check interval", hc.interval.as_ref())?
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(5)),
-        timeout: duration(hc.timeout.as_ref())
+        timeout: duration("health check timeout", hc.timeout.as_ref())?
             .filter(|d| !d.is_zero())
             .unwrap_or(Duration::from_secs(1)),
         unhealthy_threshold: hc
@@ -167,12 +169,12 @@ fn health_check(cluster: &Cluster) -> Option<HealthCheckConfig> {
             .unwrap_or(3),
         healthy_threshold: hc.healthy_threshold.as_ref().map(|v| v.value).unwrap_or(2),
         http_path,
-    })
+    }))
 }
 
 /// The outlier policy of a cluster: Envoy's gateway-failure detector when
 /// the 5xx one is turned off (Meridian's default), else the 5xx one.
-fn outlier_policy(od: &OutlierDetection) -> OutlierPolicy {
+fn outlier_policy(od: &OutlierDetection) -> Result<OutlierPolicy, String> {
     let value = |v: Option<&envoy_types::pb::google::protobuf::UInt32Value>| v.map(|v| v.value);
     let gateway_only = value(od.enforcing_consecutive_5xx.as_ref()) == Some(0)
         && od.consecutive_gateway_failure.is_some();
@@ -181,25 +183,47 @@ fn outlier_policy(od: &OutlierDetection) -> OutlierPolicy {
     } else {
         value(od.consecutive_5xx.as_ref())
     };
-    OutlierPolicy {
+    Ok(OutlierPolicy {
         consecutive_failures: consecutive.unwrap_or(5).max(1),
-        base_ejection: duration(od.base_ejection_time.as_ref()).unwrap_or(Duration::from_secs(30)),
+        base_ejection: duration("base_ejection_time", od.base_ejection_time.as_ref())?
+            .unwrap_or(Duration::from_secs(30)),
         max_ejection_percent: value(od.max_ejection_percent.as_ref())
             .unwrap_or(10)
             .min(100),
         any_5xx: !gateway_only,
-        interval: duration(od.interval.as_ref()).unwrap_or(outlier::DEFAULT_INTERVAL),
-        max_ejection: duration(od.max_ejection_time.as_ref())
+        interval: duration("outlier detection interval", od.interval.as_ref())?
+            .unwrap_or(outlier::DEFAULT_INTERVAL),
+        max_ejection: duration("max_ejection_time", od.max_ejection_time.as_ref())?
             .unwrap_or(outlier::DEFAULT_MAX_EJECTION),
-    }
+    })
 }
 
 fn decode<M: Message + Default>(type_url: &str, name: &str, bytes: &[u8]) -> Result<M, String> {
     M::decode(bytes).map_err(|e| format!("{type_url} {name}: does not decode: {e}"))
 }
 
-fn duration(d: Option<&envoy_types::pb::google::protobuf::Duration>) -> Option<Duration> {
-    d.map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+/// Protobuf's own bound on a duration: ±10,000 years.
+const MAX_DURATION_SECONDS: u64 = 315_576_000_000;
+
+/// A protobuf duration as the proxy uses it, a negative one as zero; one
+/// beyond protobuf's range is refused, as Envoy refuses it: the proxy adds
+/// durations to the clock (a request's deadline, an ejection's end), which
+/// would overflow and panic.
+fn duration(
+    field: &str,
+    d: Option<&envoy_types::pb::google::protobuf::Duration>,
+) -> Result<Option<Duration>, String> {
+    let Some(d) = d else { return Ok(None) };
+    if d.seconds.unsigned_abs() > MAX_DURATION_SECONDS || d.nanos.unsigned_abs() > 999_999_999 {
+        return Err(format!(
+            "{field} of {}s {}ns is out of range",
+            d.seconds, d.nanos
+        ));
+    }
+    Ok(Some(Duration::new(
+        d.seconds.max(0) as u64,
+        d.nanos.max(0) as u32,
+    )))
 }
 
 fn policy(lb: i32) -> Result<(Policy, String), String> {
@@ -214,8 +238,20 @@ fn policy(lb: i32) -> Result<(Policy, String), String> {
     Ok((policy, format!("{policy:?}")))
 }
 
-fn localities(cla: &ClusterLoadAssignment) -> Vec<Locality> {
-    cla.endpoints
+/// The lowest priority (highest number) a load assignment may give, as
+/// Envoy's API bounds it (`lte: 128`): the balancer keeps a level for every
+/// priority up to the lowest, so `u32::MAX` would ask for billions of them.
+const MAX_PRIORITY: u32 = 128;
+
+fn localities(cla: &ClusterLoadAssignment) -> Result<Vec<Locality>, String> {
+    if let Some(l) = cla.endpoints.iter().find(|l| l.priority > MAX_PRIORITY) {
+        return Err(format!(
+            "load assignment {}: priority {} is above {MAX_PRIORITY}",
+            cla.cluster_name, l.priority
+        ));
+    }
+    let localities = cla
+        .endpoints
         .iter()
         .map(|l| Locality {
             priority: l.priority,
@@ -260,7 +296,8 @@ fn localities(cla: &ClusterLoadAssignment) -> Vec<Locality> {
                 })
                 .collect(),
         })
-        .collect()
+        .collect();
+    Ok(localities)
 }
 
 fn routes(config: &RouteConfiguration) -> Result<Vec<VirtualHost>, String> {
@@ -307,13 +344,16 @@ fn routes(config: &RouteConfiguration) -> Result<Vec<VirtualHost>, String> {
                             ))
                         }
                     };
-                    let retry = action.retry_policy.as_ref().map(|p| {
-                        Retry::parse(
+                    let in_host = |e: String| format!("route in {}: {e}", vh.name);
+                    let retry = match &action.retry_policy {
+                        Some(p) => Some(Retry::parse(
                             p.num_retries.as_ref().map(|n| n.value).unwrap_or(1),
-                            duration(p.per_try_timeout.as_ref()),
+                            duration("per_try_timeout", p.per_try_timeout.as_ref())
+                                .map_err(in_host)?,
                             &p.retry_on,
-                        )
-                    });
+                        )),
+                        None => None,
+                    };
                     let hash = action
                         .hash_policy
                         .first()
@@ -329,7 +369,7 @@ fn routes(config: &RouteConfiguration) -> Result<Vec<VirtualHost>, String> {
                     Ok(Route {
                         prefix,
                         clusters,
-                        timeout: duration(action.timeout.as_ref()),
+                        timeout: duration("timeout", action.timeout.as_ref()).map_err(in_host)?,
                         retry,
                         hash,
                     })
@@ -412,8 +452,8 @@ impl Snapshot {
         let mut clusters = BTreeMap::new();
         for (name, (_, bytes)) in of(CLUSTER) {
             let cluster: Cluster = decode(CLUSTER, name, bytes)?;
-            let (policy, policy_name) =
-                policy(cluster.lb_policy).map_err(|e| format!("cluster {name}: {e}"))?;
+            let in_cluster = |e: String| format!("cluster {name}: {e}");
+            let (policy, policy_name) = policy(cluster.lb_policy).map_err(in_cluster)?;
             let eds_name = cluster
                 .eds_cluster_config
                 .as_ref()
@@ -435,13 +475,18 @@ impl Snapshot {
                 ClusterConfig {
                     policy,
                     policy_name,
-                    connect_timeout: duration(cluster.connect_timeout.as_ref())
+                    connect_timeout: duration("connect_timeout", cluster.connect_timeout.as_ref())
+                        .map_err(in_cluster)?
                         .unwrap_or(Duration::from_secs(5)),
                     http2: cluster
                         .typed_extension_protocol_options
                         .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions"),
                     overprovisioning,
-                    localities: cla.as_ref().map(localities).unwrap_or_default(),
+                    localities: cla
+                        .as_ref()
+                        .map(localities)
+                        .transpose()?
+                        .unwrap_or_default(),
                     locality_names: cla
                         .as_ref()
                         .map(|c| {
@@ -454,9 +499,8 @@ impl Snapshot {
                                 .collect()
                         })
                         .unwrap_or_default(),
-                    health_check: health_check(&cluster),
-                    mesh_tls: crate::transport::mesh_tls(&cluster)
-                        .map_err(|e| format!("cluster {name}: {e}"))?,
+                    health_check: health_check(&cluster).map_err(in_cluster)?,
+                    mesh_tls: crate::transport::mesh_tls(&cluster).map_err(in_cluster)?,
                     allowed_clusters: crate::transport::allowed_clusters(&cluster),
                     limits: cluster
                         .circuit_breakers
@@ -475,7 +519,12 @@ impl Snapshot {
                                 .map(|v| v.value)
                                 .unwrap_or(1024),
                         }),
-                    outlier: cluster.outlier_detection.as_ref().map(outlier_policy),
+                    outlier: cluster
+                        .outlier_detection
+                        .as_ref()
+                        .map(outlier_policy)
+                        .transpose()
+                        .map_err(in_cluster)?,
                 },
             );
         }

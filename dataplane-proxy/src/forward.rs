@@ -142,6 +142,15 @@ async fn forward(
     let Some(runtime) = runtime else {
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "no configuration yet");
     };
+    // The asterisk form (`OPTIONS * HTTP/1.1`) names no resource to forward:
+    // joined to a host's address it made one no connection can be made to,
+    // and the hosts tried were reported unreachable, and ejected.
+    if request.uri() == "*" {
+        return local_response(
+            StatusCode::BAD_REQUEST,
+            "the request target * cannot be forwarded",
+        );
+    }
     let authority = request
         .uri()
         .authority()
@@ -221,11 +230,13 @@ async fn forward(
     let buffered = if retry.is_some() {
         match Limited::new(body, MAX_REQUEST_BODY).collect().await {
             Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return local_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+            }
             Err(_) => {
-                return local_response(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large or broken",
-                )
+                // A malformed body (a bad chunk): the client's fault, as when it streams.
+                metrics.count(&cluster, "", "bad_request");
+                return local_response(StatusCode::BAD_REQUEST, "malformed request body");
             }
         }
     } else {

@@ -91,6 +91,27 @@ impl FakeXds {
         self.version.send_modify(|v| *v += 1);
     }
 
+    /// Serves what the route compiler makes of `manifests` for a proxy in
+    /// `cluster`, as a control plane would; returns it, for tests to alter.
+    pub fn set_compiled(&self, manifests: &str, cluster: &str) -> meridian_routes::Compiled {
+        use meridian_routes::{compile, type_url, MeshState, ProxyLocality};
+        let resources = meridian_model::parse_manifests(manifests)
+            .expect("valid manifests")
+            .into_iter()
+            .map(|mut r| {
+                r.metadata.revision = Some(1);
+                r
+            });
+        let state = MeshState::from_resources(resources);
+        let compiled = compile(&state, &ProxyLocality::of(&state, cluster, "", ""));
+        for t in type_url::ALL {
+            for (name, resource) in compiled.of_type(t).into_iter().flatten() {
+                self.set(t, name, resource.resource.clone());
+            }
+        }
+        compiled
+    }
+
     /// The errors of the NACKs received so far.
     pub fn nacks(&self) -> Vec<String> {
         self.shared.nacks.lock().expect("lock").clone()

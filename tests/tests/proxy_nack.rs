@@ -6,8 +6,7 @@ use envoy_types::pb::{
     envoy::config::route::v3::{route::Action, route_action::ClusterSpecifier, RouteConfiguration},
     google::protobuf::Any,
 };
-use meridian_model::parse_manifests;
-use meridian_routes::{compile, type_url, MeshState, ProxyLocality};
+use meridian_routes::type_url;
 use meridian_tests::{
     eventually, fake_xds::FakeXds, free_port, http, proxy::ProxyProcess, upstream::Upstream,
 };
@@ -38,25 +37,7 @@ async fn nacks_keep_old_routes(xds: FakeXds) {
          kind: Endpoints\nmetadata: {{name: web, namespace: shop, cluster: east}}\nspec: {{endpoints: [{{address: 127.0.0.1, port: {}}}]}}\n",
         upstream.port
     );
-    let resources = parse_manifests(&manifests)
-        .expect("valid")
-        .into_iter()
-        .map(|mut r| {
-            r.metadata.revision = Some(1);
-            r
-        });
-    let compiled = compile(
-        &MeshState::from_resources(resources),
-        &ProxyLocality {
-            cluster: "east".into(),
-            ..Default::default()
-        },
-    );
-    for t in type_url::ALL {
-        for (name, resource) in compiled.of_type(t).into_iter().flatten() {
-            xds.set(t, name, resource.resource.clone());
-        }
-    }
+    let compiled = xds.set_compiled(&manifests, "east");
     let mut proxy = ProxyProcess::new(root.path(), "proxy-nack", "east", &[&xds.addr]);
     proxy.start();
     let addr = format!("127.0.0.1:{port}");

@@ -25,6 +25,7 @@ pub use key::ResourceKey;
 pub use kind::Kind;
 pub use manifest::{parse_manifests, Manifest};
 pub use meta::Metadata;
+pub use names::check_label;
 pub use nesting::MAX_SPLIT_DEPTH;
 pub use plan::{plan, Command, Op, StateView, Write};
 pub use references::check_references;

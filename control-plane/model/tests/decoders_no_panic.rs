@@ -8,6 +8,7 @@
 //! `PROPTEST_CASES=20000 cargo test -p meridian-model --test decoders_no_panic`.
 
 use meridian_model::{parse_manifests, Duration, Manifest, Resource};
+use meridian_mutation::{edits, mutate_text};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -178,26 +179,6 @@ fn manifest() -> impl Strategy<Value = Value> {
         })
 }
 
-/// The example with `edits` applied: (position, byte, insert/replace/remove).
-fn mutate(text: &str, edits: &[(usize, u8, u8)]) -> String {
-    let mut bytes = text.as_bytes().to_vec();
-    for &(at, byte, how) in edits {
-        if bytes.is_empty() {
-            bytes.push(byte);
-            continue;
-        }
-        let at = at % bytes.len();
-        match how % 3 {
-            0 => bytes.insert(at, byte),
-            1 => bytes[at] = byte,
-            _ => {
-                bytes.remove(at);
-            }
-        }
-    }
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
 /// Every document of the example, one at a time, so a mutation lands in it.
 fn example_documents() -> Vec<&'static str> {
     EXAMPLE.split("\n---\n").collect()
@@ -212,9 +193,9 @@ proptest! {
     #[test]
     fn a_mutated_example_is_answered(
         document in prop::sample::select(example_documents()),
-        edits in prop::collection::vec((any::<usize>(), any::<u8>(), any::<u8>()), 1..8),
+        edits in edits(1..8),
     ) {
-        let _ = parse_manifests(&mutate(document, &edits));
+        let _ = parse_manifests(&mutate_text(document, &edits));
     }
 
     #[test]

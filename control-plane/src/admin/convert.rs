@@ -1,10 +1,15 @@
 //! Conversions at the admin API boundary: wire messages to model types, and
 //! every error to the one `tonic::Status` a user can act on.
 
+#[cfg(test)]
+mod decoders_no_panic;
+
 use crate::explain::ExplainError;
 use crate::node::{Consistency, NodeError};
 use crate::raft::NodeId;
-use meridian_model::{Kind, Manifest, ModelError, Op, RejectionCode, Resource, ResourceKey};
+use meridian_model::{
+    check_label, Kind, Manifest, ModelError, Op, RejectionCode, Resource, ResourceKey,
+};
 use meridian_proto::v1 as pb;
 use openraft::{BasicNode, RaftMetrics};
 use tonic::Status;
@@ -43,6 +48,22 @@ pub fn model_error(context: &str, e: ModelError) -> Status {
 
 pub fn parse_kind(text: &str) -> Result<Kind, Status> {
     text.parse().map_err(|e| model_error("", e))
+}
+
+/// What a List asks for: the kinds (every kind when none is named) and the
+/// namespace, if any. The namespace becomes a storage prefix, so it must be
+/// a valid name: `shop/checkout` would list the service checkout of shop.
+pub fn list_scope(kind: &str, namespace: &str) -> Result<(Vec<Kind>, Option<String>), Status> {
+    let kinds = if kind.is_empty() {
+        Kind::ALL.to_vec()
+    } else {
+        vec![parse_kind(kind)?]
+    };
+    if namespace.is_empty() {
+        return Ok((kinds, None));
+    }
+    check_label("namespace", namespace).map_err(|e| model_error("", e))?;
+    Ok((kinds, Some(namespace.to_string())))
 }
 
 pub fn key_from_pb(key: Option<pb::ResourceKey>) -> Result<ResourceKey, Status> {

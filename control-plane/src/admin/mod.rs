@@ -16,8 +16,8 @@ use crate::{
     xds::{mesh::MeshSnapshot, registry::Registry},
 };
 use convert::{
-    consistency, delete_from_pb, explain_error, key_from_pb, members, parse_kind, put_from_pb,
-    resource_to_pb,
+    consistency, delete_from_pb, explain_error, key_from_pb, list_scope, members, parse_kind,
+    put_from_pb, resource_to_pb,
 };
 use meridian_model::{Command, Kind, Resource, ResourceKey, StateView};
 use meridian_proto::v1::{self as pb, admin_server};
@@ -231,12 +231,7 @@ impl admin_server::Admin for AdminService {
     ) -> Result<Response<pb::ListResponse>, Status> {
         let request = request.into_inner();
         let result = async {
-            let kinds = if request.kind.is_empty() {
-                Kind::ALL.to_vec()
-            } else {
-                vec![parse_kind(&request.kind)?]
-            };
-            let namespace = Some(request.namespace.as_str()).filter(|ns| !ns.is_empty());
+            let (kinds, namespace) = list_scope(&request.kind, &request.namespace)?;
             let consistency = consistency(request.consistency)?;
             let revision = self
                 .node
@@ -246,7 +241,7 @@ impl admin_server::Admin for AdminService {
             let view = self.node.state.view();
             let items = kinds
                 .into_iter()
-                .flat_map(|kind| view.list_prefix(&ResourceKey::prefix(kind, namespace)))
+                .flat_map(|kind| view.list_prefix(&ResourceKey::prefix(kind, namespace.as_deref())))
                 .map(|r| resource_to_pb(&with_cluster_status(&view, r)))
                 .collect();
             Ok(pb::ListResponse { items, revision })

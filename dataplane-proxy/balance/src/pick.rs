@@ -107,18 +107,19 @@ fn smooth_pick(current: &mut [i64], weights: &[i64]) -> Option<usize> {
     Some(chosen)
 }
 
-/// A weighted random index.
+/// A weighted random index. The total is a `u128`: a retry's weights (a
+/// host's times its locality's) can each come close to `u64::MAX`.
 fn weighted_random(weights: &[u64], random: u64) -> Option<usize> {
-    let total: u64 = weights.iter().sum();
+    let total: u128 = weights.iter().map(|&w| u128::from(w)).sum();
     if total == 0 {
         return None;
     }
-    let mut point = random % total;
-    for (i, w) in weights.iter().enumerate() {
-        if point < *w {
+    let mut point = u128::from(random) % total;
+    for (i, &w) in weights.iter().enumerate() {
+        if point < u128::from(w) {
             return Some(i);
         }
-        point -= w;
+        point -= u128::from(w);
     }
     None
 }
@@ -261,11 +262,14 @@ impl Balancer {
                 let loc = &self.localities[l];
                 let total = total_weight(loc);
                 if total == 0 {
-                    0
-                } else {
-                    (i64::from(loc.weight.max(1)) * 1_000 * healthy_weight(loc) as i64)
-                        / total as i64
+                    return 0;
                 }
+                // At most the locality's weight times 1,000, but the product
+                // before the division does not fit an i64 for large weights.
+                let scaled =
+                    u128::from(loc.weight.max(1)) * 1_000 * u128::from(healthy_weight(loc))
+                        / u128::from(total);
+                i64::try_from(scaled).unwrap_or(i64::MAX)
             })
             .collect();
         let chosen = smooth_pick(&mut level.locality_current, &locality_weights)?;

@@ -1,6 +1,6 @@
 //! Delta (incremental) ADS.
 
-use super::{check, connect, failed, node, wanted, Apply, Ended, XdsConfig};
+use super::{check, connect, failed, node, resource_name, wanted, Apply, Ended, XdsConfig};
 use crate::config::{Resources, Snapshot, CLUSTER, LISTENER};
 use envoy_types::pb::{
     envoy::service::discovery::v3::{
@@ -14,8 +14,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// Applies a response to a copy of the resources.
-fn merged(resources: &Resources, response: &DeltaDiscoveryResponse) -> Resources {
+/// The resources with `response` applied, and the configuration they make,
+/// or why they are refused (NACK).
+pub(super) fn candidate(
+    resources: &Resources,
+    response: &DeltaDiscoveryResponse,
+) -> Result<(Resources, Snapshot), String> {
+    let candidate = merged(resources, response)?;
+    let snapshot = check(&candidate, &response.type_url)?;
+    Ok((candidate, snapshot))
+}
+
+/// Applies a response to a copy of the resources; each must decode as the
+/// response's type, even one no cluster names yet.
+fn merged(resources: &Resources, response: &DeltaDiscoveryResponse) -> Result<Resources, String> {
     let mut candidate = resources.clone();
     let map = candidate.entry(response.type_url.clone()).or_default();
     for name in &response.removed_resources {
@@ -23,13 +35,14 @@ fn merged(resources: &Resources, response: &DeltaDiscoveryResponse) -> Resources
     }
     for resource in &response.resources {
         if let Some(any) = &resource.resource {
+            resource_name(&response.type_url, &any.value)?;
             map.insert(
                 resource.name.clone(),
                 (resource.version.clone(), any.value.clone()),
             );
         }
     }
-    candidate
+    Ok(candidate)
 }
 
 pub(super) async fn run_session(
@@ -82,9 +95,8 @@ pub(super) async fn run_session(
     while let Some(response) = responses.message().await? {
         // The server answers: the stream works, so a later failure starts the backoff over.
         backoff.reset();
-        let candidate = merged(resources, &response);
-        let (ack, followups) = match check(&candidate, &response.type_url) {
-            Ok(snapshot) => {
+        let (ack, followups) = match candidate(resources, &response) {
+            Ok((candidate, snapshot)) => {
                 let mut followups = Vec::new();
                 for (type_url, names) in wanted(&snapshot) {
                     let before = subscribed.get(type_url).cloned().unwrap_or_default();

@@ -5,12 +5,21 @@
 //! keeps the previous one and says why (NACK). Moves to the next control
 //! plane on failure; reconnects presenting what it holds.
 
+#[cfg(test)]
+mod decoders_no_panic;
 mod delta;
 mod sotw;
 
-use crate::config::{ListenerKind, Resources, Snapshot, ENDPOINT, ROUTE};
-use envoy_types::pb::envoy::config::core::v3::{Locality, Node};
+use crate::config::{ListenerKind, Resources, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use envoy_types::pb::envoy::config::{
+    cluster::v3::Cluster,
+    core::v3::{Locality, Node},
+    endpoint::v3::ClusterLoadAssignment,
+    listener::v3::Listener,
+    route::v3::RouteConfiguration,
+};
 use meridian_identity::backoff::Backoff;
+use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone)]
@@ -82,6 +91,19 @@ fn wanted(snapshot: &Snapshot) -> BTreeMap<&'static str, BTreeSet<String>> {
         })
         .collect();
     BTreeMap::from([(ENDPOINT, eds), (ROUTE, rds)])
+}
+
+/// The name inside a resource of `type_url`, or why it is refused: it does
+/// not decode as that type, or the type is not one the proxy asks for.
+fn resource_name(type_url: &str, bytes: &[u8]) -> Result<String, String> {
+    let name = match type_url {
+        CLUSTER => Cluster::decode(bytes).map(|m| m.name),
+        ENDPOINT => ClusterLoadAssignment::decode(bytes).map(|m| m.cluster_name),
+        LISTENER => Listener::decode(bytes).map(|m| m.name),
+        ROUTE => RouteConfiguration::decode(bytes).map(|m| m.name),
+        other => return Err(format!("unexpected type {other}")),
+    };
+    name.map_err(|e| format!("{type_url}: a resource does not decode: {e}"))
 }
 
 /// Checks a candidate resource set; a route update must not name unknown clusters.

@@ -2,38 +2,29 @@
 //! listeners arrive whole (what is missing is gone); route configurations and
 //! load assignments arrive as the server has them (what is missing is unchanged).
 
-use super::{check, connect, failed, node, wanted, Apply, Ended, XdsConfig};
-use crate::config::{Resources, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use super::{check, connect, failed, node, resource_name, wanted, Apply, Ended, XdsConfig};
+use crate::config::{Resources, Snapshot, CLUSTER, LISTENER};
 use envoy_types::pb::{
-    envoy::{
-        config::{
-            cluster::v3::Cluster, endpoint::v3::ClusterLoadAssignment, listener::v3::Listener,
-            route::v3::RouteConfiguration,
-        },
-        service::discovery::v3::{
-            aggregated_discovery_service_client::AggregatedDiscoveryServiceClient,
-            DiscoveryRequest, DiscoveryResponse,
-        },
+    envoy::service::discovery::v3::{
+        aggregated_discovery_service_client::AggregatedDiscoveryServiceClient, DiscoveryRequest,
+        DiscoveryResponse,
     },
-    google::{protobuf::Any, rpc::Status as RpcStatus},
+    google::rpc::Status as RpcStatus,
 };
 use meridian_identity::backoff::Backoff;
-use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-/// The name inside a resource, which state of the world does not carry beside it.
-fn name_of(type_url: &str, any: &Any) -> Result<String, String> {
-    let bytes = any.value.as_slice();
-    let name = match type_url {
-        CLUSTER => Cluster::decode(bytes).map(|m| m.name),
-        ENDPOINT => ClusterLoadAssignment::decode(bytes).map(|m| m.cluster_name),
-        LISTENER => Listener::decode(bytes).map(|m| m.name),
-        ROUTE => RouteConfiguration::decode(bytes).map(|m| m.name),
-        other => return Err(format!("unexpected type {other}")),
-    };
-    name.map_err(|e| format!("{type_url}: a resource does not decode: {e}"))
+/// The resources with `response` applied, and the configuration they make,
+/// or why they are refused (NACK).
+pub(super) fn candidate(
+    resources: &Resources,
+    response: &DiscoveryResponse,
+) -> Result<(Resources, Snapshot), String> {
+    let candidate = merged(resources, response)?;
+    let snapshot = check(&candidate, &response.type_url)?;
+    Ok((candidate, snapshot))
 }
 
 fn merged(resources: &Resources, response: &DiscoveryResponse) -> Result<Resources, String> {
@@ -41,7 +32,8 @@ fn merged(resources: &Resources, response: &DiscoveryResponse) -> Result<Resourc
     let mut incoming = BTreeMap::new();
     for any in &response.resources {
         incoming.insert(
-            name_of(&response.type_url, any)?,
+            // State of the world does not carry the name beside the resource.
+            resource_name(&response.type_url, &any.value)?,
             (response.version_info.clone(), any.value.clone()),
         );
     }
@@ -102,8 +94,7 @@ pub(super) async fn run_session(
             .get(type_url.as_str())
             .cloned()
             .unwrap_or_default();
-        let outcome =
-            merged(resources, &response).and_then(|c| check(&c, &type_url).map(|s| (c, s)));
+        let outcome = candidate(resources, &response);
         let mut followups = Vec::new();
         let reply = match outcome {
             Ok((candidate, snapshot)) => {
