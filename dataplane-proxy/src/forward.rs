@@ -20,6 +20,19 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 pub const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The asterisk form (`OPTIONS * HTTP/1.1`) names no resource to forward:
+/// joined to a host's address it made one no connection can be made to,
+/// and the hosts tried were reported unreachable, and ejected. Refused with
+/// 400 before routing, on every listener.
+pub fn refuse_asterisk(uri: &hyper::Uri) -> Option<Response<ProxyBody>> {
+    (uri == "*").then(|| {
+        local_response(
+            StatusCode::BAD_REQUEST,
+            "the request target * cannot be forwarded",
+        )
+    })
+}
+
 pub struct Upstreams {
     http1: Client<HttpConnector, ProxyBody>,
     http2: Client<HttpConnector, ProxyBody>,
@@ -142,14 +155,8 @@ async fn forward(
     let Some(runtime) = runtime else {
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "no configuration yet");
     };
-    // The asterisk form (`OPTIONS * HTTP/1.1`) names no resource to forward:
-    // joined to a host's address it made one no connection can be made to,
-    // and the hosts tried were reported unreachable, and ejected.
-    if request.uri() == "*" {
-        return local_response(
-            StatusCode::BAD_REQUEST,
-            "the request target * cannot be forwarded",
-        );
+    if let Some(refused) = refuse_asterisk(request.uri()) {
+        return refused;
     }
     let authority = request
         .uri()

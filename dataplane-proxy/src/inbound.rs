@@ -88,6 +88,9 @@ async fn forward(
     request: Request<Incoming>,
     span: &RequestSpan,
 ) -> Response<ProxyBody> {
+    if let Some(refused) = crate::forward::refuse_asterisk(request.uri()) {
+        return refused;
+    }
     let (mut parts, body) = request.into_parts();
     let target = format!("http://{}{}", inbound.app, path_and_query(&parts.uri));
     let Ok(uri) = target.parse() else {

@@ -530,6 +530,12 @@ async fn enrolled_workloads_renew_under_load_without_a_failed_request() {
 
 /// A raw HTTP/1.1 GET over TLS with `files`' certificate: the status code.
 async fn get_over_mtls(files: &TlsFiles, addr: &str) -> Option<u16> {
+    request_over_mtls(files, addr, "GET /").await
+}
+
+/// `METHOD TARGET` (the start of a request line) for web.shop over mutual
+/// TLS with `files`: the response's status.
+async fn request_over_mtls(files: &TlsFiles, addr: &str, start: &str) -> Option<u16> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let credentials = meridian_identity::tls::Credentials::from_files(files.clone()).ok()?;
     let config = meridian_identity::tls::client_config(
@@ -545,7 +551,9 @@ async fn get_over_mtls(files: &TlsFiles, addr: &str) -> Option<u16> {
         .await
         .ok()?;
     stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: web.shop\r\nConnection: close\r\n\r\n")
+        .write_all(
+            format!("{start} HTTP/1.1\r\nHost: web.shop\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .ok()?;
     let mut response = Vec::new();
@@ -608,7 +616,7 @@ async fn proxies_carry_a_service_over_mtls_and_admit_only_allowed_clusters() {
         "127.0.0.2",
         &["--inbound".into(), inbound],
     );
-    let (_client_side, _) = start("caller-east", "east", "127.0.0.1", &[]);
+    let (_client_side, caller_files) = start("caller-east", "east", "127.0.0.1", &[]);
     let (outsider, outsider_files) = start("caller-north", "north", "127.0.0.3", &[]);
 
     // East's proxy reaches the application through west's proxy, over mTLS.
@@ -641,6 +649,13 @@ async fn proxies_carry_a_service_over_mtls_and_admit_only_allowed_clusters() {
         get_over_mtls(&outsider_files, &inbound_addr).await,
         Some(403)
     );
+    // An admitted caller's `OPTIONS *` names nothing to hand on: 400, not
+    // a 502 from a target no connection can be made to.
+    assert_eq!(
+        request_over_mtls(&caller_files, &inbound_addr, "OPTIONS *").await,
+        Some(400)
+    );
+    assert_eq!(get_over_mtls(&caller_files, &inbound_addr).await, Some(200));
     eventually(WAIT, "north's proxy to have its routes", || async {
         let (_, dump) = http::get(&outsider.admin, "/config_dump").await?;
         dump.contains("public.shop").then_some(dump)
