@@ -4,12 +4,13 @@
 //! default connect failures and resets) on idempotent requests, on a host
 //! not tried yet and then on the next priority.
 
-use crate::mesh_client::{MeshClients, MeshConnector};
-use crate::{config::HashOn, metrics::Metrics, request_span::RequestSpan, runtime::Runtime};
+use crate::{
+    config::HashOn, metrics::Metrics, request_span::RequestSpan, runtime::Runtime,
+    upstreams::Upstreams,
+};
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
 use hyper::{body::Incoming, Request, Response, StatusCode};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use meridian_balance::{hash64, HostId, Outcome};
 use meridian_telemetry::SpanKind;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -31,67 +32,6 @@ pub fn refuse_asterisk(uri: &hyper::Uri) -> Option<Response<ProxyBody>> {
             "the request target * cannot be forwarded",
         )
     })
-}
-
-pub struct Upstreams {
-    http1: Client<HttpConnector, ProxyBody>,
-    http2: Client<HttpConnector, ProxyBody>,
-    /// Service-to-service mTLS, when the proxy has a mesh certificate.
-    mesh: Option<MeshClients>,
-}
-
-impl Upstreams {
-    pub fn new(mesh: Option<MeshClients>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let executor = hyper_util::rt::TokioExecutor::new();
-        Upstreams {
-            http1: Client::builder(executor.clone())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(connector.clone()),
-            http2: Client::builder(executor).http2_only(true).build(connector),
-            mesh,
-        }
-    }
-
-    /// The plaintext client, HTTP/2 or HTTP/1.1.
-    pub fn plain(&self, http2: bool) -> &Client<HttpConnector, ProxyBody> {
-        if http2 {
-            &self.http2
-        } else {
-            &self.http1
-        }
-    }
-
-    /// The client for a cluster: mTLS where its transport settings say so.
-    fn for_cluster(
-        &self,
-        cluster: &crate::config::ClusterConfig,
-    ) -> Result<UpstreamClient<'_>, &'static str> {
-        match (&cluster.mesh_tls, &self.mesh, cluster.http2) {
-            (None, _, http2) => Ok(UpstreamClient::Plain(self.plain(http2))),
-            (Some(_), Some(mesh), false) => Ok(UpstreamClient::Mesh(&mesh.http1)),
-            (Some(_), Some(mesh), true) => Ok(UpstreamClient::Mesh(&mesh.http2)),
-            (Some(_), None, _) => {
-                Err("the service requires mutual TLS and this proxy has no mesh certificate")
-            }
-        }
-    }
-}
-
-enum UpstreamClient<'a> {
-    Plain(&'a Client<HttpConnector, ProxyBody>),
-    Mesh(&'a Client<MeshConnector, ProxyBody>),
-}
-
-impl UpstreamClient<'_> {
-    fn request(&self, request: Request<ProxyBody>) -> hyper_util::client::legacy::ResponseFuture {
-        match self {
-            UpstreamClient::Plain(client) => client.request(request),
-            UpstreamClient::Mesh(client) => client.request(request),
-        }
-    }
 }
 
 pub fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {

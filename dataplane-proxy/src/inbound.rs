@@ -111,7 +111,7 @@ async fn forward(
     };
     span.inject(&mut parts.headers);
     let upstream = Request::from_parts(parts, body.boxed());
-    match proxy.upstreams.plain(http2).request(upstream).await {
+    match proxy.upstreams.local(http2).request(upstream).await {
         Ok(response) => {
             proxy.metrics.count(&inbound.service, "", "inbound_ok");
             let (parts, body) = response.into_parts();

@@ -17,6 +17,7 @@ mod runtime;
 mod state;
 mod tls;
 mod transport;
+mod upstreams;
 mod xds;
 
 use clap::Parser;
@@ -204,7 +205,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (dialer, credentials) = dialer(&args).await?;
     let mesh = credentials
         .as_ref()
-        .map(mesh_client::MeshClients::new)
+        .map(mesh_client::MeshTls::new)
         .transpose()
         .context("mesh mTLS client")?;
     let proxy = proxy::Proxy::new(

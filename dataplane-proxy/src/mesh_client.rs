@@ -60,6 +60,8 @@ impl hyper::rt::Write for MeshConn {
 #[derive(Clone)]
 pub struct MeshConnector {
     tls: tokio_rustls::TlsConnector,
+    /// The cluster's `connect_timeout`: TCP connect and TLS handshake.
+    connect_timeout: Duration,
 }
 
 impl tower::Service<hyper::Uri> for MeshConnector {
@@ -72,54 +74,62 @@ impl tower::Service<hyper::Uri> for MeshConnector {
     }
 
     fn call(&mut self, uri: hyper::Uri) -> Self::Future {
-        let tls = self.tls.clone();
-        Box::pin(async move {
+        let (tls, connect_timeout) = (self.tls.clone(), self.connect_timeout);
+        let connect = async move {
             let host = uri.host().unwrap_or_default().to_string();
             let port = uri.port_u16().unwrap_or(80);
-            let tcp = tokio::time::timeout(
-                Duration::from_secs(2),
-                TcpStream::connect((host.as_str(), port)),
-            )
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
-            })??;
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
             // The server's SPIFFE ID is verified, not its name.
             let name = ServerName::try_from(host.clone())
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
             let stream = tls.connect(name, tcp).await?;
             Ok(MeshConn(TokioIo::new(stream)))
+        };
+        Box::pin(async move {
+            tokio::time::timeout(connect_timeout, connect)
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })?
         })
     }
 }
 
-/// Pooled mTLS clients, HTTP/1.1 and HTTP/2, presenting the proxy's current
-/// certificate (renewals apply to new connections).
-pub struct MeshClients {
-    pub http1: Client<MeshConnector, ProxyBody>,
-    pub http2: Client<MeshConnector, ProxyBody>,
+/// This proxy's mesh TLS for upstream connections, HTTP/1.1 and HTTP/2 by
+/// ALPN, presenting its current certificate (renewals apply to new
+/// connections).
+#[derive(Clone)]
+pub struct MeshTls {
+    http1: tokio_rustls::TlsConnector,
+    http2: tokio_rustls::TlsConnector,
 }
 
-impl MeshClients {
+impl MeshTls {
     pub fn new(credentials: &Arc<Credentials>) -> Result<Self, rustls::Error> {
-        let connector = |alpn: &[&[u8]]| -> Result<MeshConnector, rustls::Error> {
-            Ok(MeshConnector {
-                tls: tokio_rustls::TlsConnector::from(client_config(
-                    credentials,
-                    mesh_proxy,
-                    alpn,
-                )?),
-            })
+        let tls = |alpn: &[&[u8]]| -> Result<tokio_rustls::TlsConnector, rustls::Error> {
+            Ok(tokio_rustls::TlsConnector::from(client_config(
+                credentials,
+                mesh_proxy,
+                alpn,
+            )?))
         };
-        let executor = hyper_util::rt::TokioExecutor::new();
-        Ok(MeshClients {
-            http1: Client::builder(executor.clone())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .build(connector(&[b"http/1.1"])?),
-            http2: Client::builder(executor)
-                .http2_only(true)
-                .build(connector(&[b"h2"])?),
+        Ok(MeshTls {
+            http1: tls(&[b"http/1.1"])?,
+            http2: tls(&[b"h2"])?,
         })
+    }
+
+    /// A pooled client whose connections take at most `connect_timeout`.
+    pub fn client(
+        &self,
+        http2: bool,
+        connect_timeout: Duration,
+    ) -> Client<MeshConnector, ProxyBody> {
+        let connector = MeshConnector {
+            tls: if http2 { &self.http2 } else { &self.http1 }.clone(),
+            connect_timeout,
+        };
+        crate::upstreams::pooled(http2).build(connector)
     }
 }

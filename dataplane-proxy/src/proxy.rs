@@ -3,12 +3,13 @@
 
 use crate::{
     config::{ListenerKind, Resources, Snapshot},
-    forward::{self, Upstreams},
-    health_check,
+    forward, health_check,
     limits::{self, ConnectionGate, Limits},
     metrics::Metrics,
     runtime::Runtime,
-    state, tls, xds,
+    state, tls,
+    upstreams::Upstreams,
+    xds,
 };
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -47,7 +48,7 @@ impl Proxy {
         bind: IpAddr,
         state_dir: PathBuf,
         tls: Option<tokio_rustls::TlsAcceptor>,
-        mesh: Option<crate::mesh_client::MeshClients>,
+        mesh: Option<crate::mesh_client::MeshTls>,
         limits: Limits,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Proxy {

@@ -29,8 +29,11 @@ use meridian_model::spec::{
     Detector, LbPolicy, OutlierDetection as OutlierSpec, OutlierSettings, Protocol, ServiceSpec,
 };
 
-/// How long a proxy waits to connect to an endpoint, unless the service's timeout is shorter.
-const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long a proxy waits to connect to an endpoint, unless the service's
+/// timeout is shorter: a host gone from the network costs a request this
+/// long before it moves on (a TCP handshake takes one round trip, well
+/// under this even across regions), so failover waits little.
+const DEFAULT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 const DEFAULT_HEALTH_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 pub fn lb_policy(lb: LbPolicy) -> EnvoyLb {
