@@ -1,8 +1,8 @@
 //! The mesh as route compilation needs it: resources indexed by the service
 //! they belong to. Kept up to date from the state machine's change events.
 
-use meridian_model::{Kind, Resource, ResourceKey, Spec};
 use imbl::OrdMap;
+use meridian_model::{Kind, Resource, ResourceKey, Spec};
 use std::sync::Arc;
 
 /// A service: (namespace, name).
