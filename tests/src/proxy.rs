@@ -157,6 +157,37 @@ pub async fn routed_proxy_with(
     (proxy, addr)
 }
 
+/// A one-node control plane, one upstream answering "up", and a proxy
+/// routing web.shop to it; everything stops when this drops.
+pub struct OneEndpoint {
+    pub proxy: ProxyProcess,
+    /// The proxy's listener for web.shop.
+    pub addr: String,
+    pub upstream: crate::upstream::Upstream,
+    _nodes: Vec<crate::ServerNode>,
+    _root: tempfile::TempDir,
+}
+
+impl OneEndpoint {
+    /// Started with more flags for the proxy; returns once it routes.
+    pub async fn start(name: &str, proxy_args: &[&str]) -> Self {
+        let root = tempfile::tempdir().expect("temp dir");
+        let nodes = control_plane(root.path()).await;
+        let upstream = crate::upstream::Upstream::start("up").await;
+        let port = crate::free_port();
+        let mesh = one_endpoint_mesh(port, upstream.port);
+        let (proxy, addr) =
+            routed_proxy_with(root.path(), &nodes[0].grpc, name, &mesh, port, proxy_args).await;
+        OneEndpoint {
+            proxy,
+            addr,
+            upstream,
+            _nodes: nodes,
+            _root: root,
+        }
+    }
+}
+
 /// Waits until the proxy at `addr` routes web.shop.
 pub async fn wait_routed(addr: &str) {
     crate::eventually(WAIT, "the proxy to route web.shop", || async {

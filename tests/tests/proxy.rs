@@ -6,8 +6,8 @@
 use meridian_tests::{
     agreed_leader, cli, eventually, free_port, http,
     proxy::{
-        self, control_plane, endpoints, one_endpoint_mesh, routed_proxy, routed_proxy_with, spread,
-        wait_routed, ProxyProcess, WAIT,
+        self, control_plane, endpoints, one_endpoint_mesh, routed_proxy, spread, wait_routed,
+        OneEndpoint, ProxyProcess, WAIT,
     },
     start_cluster,
     upstream::Upstream,
@@ -302,35 +302,6 @@ async fn active_health_checks_take_a_host_out_and_back() {
             .then_some(())
     })
     .await;
-}
-
-/// A one-node control plane, one upstream answering "up", and a proxy
-/// routing web.shop to it; everything stops when this drops.
-struct OneEndpoint {
-    proxy: ProxyProcess,
-    addr: String,
-    _upstream: Upstream,
-    _nodes: Vec<meridian_tests::ServerNode>,
-    _root: tempfile::TempDir,
-}
-
-impl OneEndpoint {
-    async fn start(name: &str, proxy_args: &[&str]) -> Self {
-        let root = tempfile::tempdir().expect("temp dir");
-        let nodes = control_plane(root.path()).await;
-        let upstream = Upstream::start("up").await;
-        let port = free_port();
-        let mesh = one_endpoint_mesh(port, upstream.port);
-        let (proxy, addr) =
-            routed_proxy_with(root.path(), &nodes[0].grpc, name, &mesh, port, proxy_args).await;
-        OneEndpoint {
-            proxy,
-            addr,
-            _upstream: upstream,
-            _nodes: nodes,
-            _root: root,
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

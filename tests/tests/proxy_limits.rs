@@ -6,11 +6,9 @@
 //! and a head larger than `--max-request-headers-kb` is refused with 431.
 
 use meridian_tests::{
-    eventually, free_port,
-    proxy::{self, control_plane, one_endpoint_mesh, routed_proxy_with, ProxyProcess, WAIT},
+    eventually,
+    proxy::{self, OneEndpoint, WAIT},
     rss_kib,
-    upstream::Upstream,
-    ServerNode,
 };
 use std::time::{Duration, Instant};
 use tokio::{
@@ -18,49 +16,16 @@ use tokio::{
     net::TcpStream,
 };
 
-/// A control plane, an upstream answering "up", and a proxy routing web.shop
-/// to it with `args`.
-struct Mesh {
-    proxy: ProxyProcess,
-    addr: String,
-    upstream: Upstream,
-    _nodes: Vec<ServerNode>,
-    _root: tempfile::TempDir,
-}
-
-impl Mesh {
-    async fn start(name: &str, args: &[&str]) -> Mesh {
-        let root = tempfile::tempdir().expect("temp dir");
-        let nodes = control_plane(root.path()).await;
-        let upstream = Upstream::start("up").await;
-        let port = free_port();
-        let mesh = one_endpoint_mesh(port, upstream.port);
-        let (proxy, addr) =
-            routed_proxy_with(root.path(), &nodes[0].grpc, name, &mesh, port, args).await;
-        Mesh {
-            proxy,
-            addr,
-            upstream,
-            _nodes: nodes,
-            _root: root,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.proxy.pid().expect("the proxy runs")
-    }
-
-    /// `count` sequential requests through the proxy all answered 200 "up".
-    async fn serves(&self, count: usize) {
-        let client = proxy::client();
-        for i in 0..count {
-            let answer = proxy::get(&client, &self.addr, "web.shop", "/").await;
-            assert_eq!(
-                answer.as_ref().map(|(s, b)| (*s, b.as_str())),
-                Some((200, "up")),
-                "request {i} while the proxy is crowded"
-            );
-        }
+/// `count` sequential requests through the proxy all answered 200 "up".
+async fn serves(mesh: &OneEndpoint, count: usize) {
+    let client = proxy::client();
+    for i in 0..count {
+        let answer = proxy::get(&client, &mesh.addr, "web.shop", "/").await;
+        assert_eq!(
+            answer.as_ref().map(|(s, b)| (*s, b.as_str())),
+            Some((200, "up")),
+            "request {i} while the proxy is crowded"
+        );
     }
 }
 
@@ -123,9 +88,9 @@ async fn ten_thousand_idle_connections_and_slow_heads_leave_everyone_else_served
     const IDLE: usize = 10_000;
     const TIMEOUT: u64 = 15;
     let timeout = TIMEOUT.to_string();
-    let mesh = Mesh::start("proxy-crowd", &["--header-read-timeout", &timeout]).await;
-    let pid = mesh.pid();
-    mesh.serves(20).await;
+    let mesh = OneEndpoint::start("proxy-crowd", &["--header-read-timeout", &timeout]).await;
+    let pid = mesh.proxy.pid().expect("the proxy runs");
+    serves(&mesh, 20).await;
     let (files_before, rss_before) = (open_files(pid), rss_kib(pid));
 
     let slow: Vec<_> = (0..20)
@@ -145,7 +110,7 @@ async fn ten_thousand_idle_connections_and_slow_heads_leave_everyone_else_served
         opened_in < Duration::from_secs(TIMEOUT - 2),
         "accepting {IDLE} connections took {opened_in:?} ({files_held} files open): too slow to hold them together"
     );
-    mesh.serves(50).await;
+    serves(&mesh, 50).await;
     let rss_held = rss_kib(pid);
     let per_connection = rss_held.saturating_sub(rss_before) as f64 * 1024.0 / IDLE as f64;
     println!(
@@ -184,12 +149,12 @@ async fn ten_thousand_idle_connections_and_slow_heads_leave_everyone_else_served
         },
     )
     .await;
-    mesh.serves(20).await;
+    serves(&mesh, 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_max_connections_a_new_connection_is_closed_at_once() {
-    let mesh = Mesh::start("proxy-cap", &["--max-connections", "50"]).await;
+    let mesh = OneEndpoint::start("proxy-cap", &["--max-connections", "50"]).await;
     let mut held = idle_connections(&mesh.addr, 50).await;
     // Accepted and closed: the read ends at once, no answer.
     let mut extra = TcpStream::connect(&mesh.addr).await.expect("connect");
@@ -226,7 +191,7 @@ async fn past_max_connections_a_new_connection_is_closed_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_head_is_refused_with_431() {
-    let mesh = Mesh::start("proxy-headers", &["--max-request-headers-kb", "16"]).await;
+    let mesh = OneEndpoint::start("proxy-headers", &["--max-request-headers-kb", "16"]).await;
     let big = format!(
         "GET / HTTP/1.1\r\nHost: web.shop\r\nX-Big: {}\r\n\r\n",
         "a".repeat(20 * 1024)
@@ -257,7 +222,7 @@ async fn an_oversized_head_is_refused_with_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_client_gets_no_more_streams_than_the_limit() {
-    let mesh = Mesh::start("proxy-streams", &["--max-concurrent-streams", "4"]).await;
+    let mesh = OneEndpoint::start("proxy-streams", &["--max-concurrent-streams", "4"]).await;
     // Every request waits at the upstream, so the streams stay open.
     mesh.upstream.slow(Duration::from_millis(1_500));
     let stream = TcpStream::connect(&mesh.addr).await.expect("connect");
