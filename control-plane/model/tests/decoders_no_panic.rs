@@ -10,7 +10,7 @@
 use meridian_model::{parse_manifests, Duration, Manifest, Resource};
 use meridian_mutation::{edits, mutate_text};
 use proptest::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 const EXAMPLE: &str = include_str!("../../../examples/mesh.yaml");
 
@@ -148,18 +148,7 @@ fn scalar() -> impl Strategy<Value = Value> {
 
 /// JSON values whose objects use the model's field names.
 fn value() -> impl Strategy<Value = Value> {
-    scalar().prop_recursive(4, 48, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec((prop::sample::select(FIELDS), inner), 0..6).prop_map(|fields| {
-                let map: Map<String, Value> = fields
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect();
-                Value::Object(map)
-            }),
-        ]
-    })
+    meridian_mutation::documents(FIELDS, scalar())
 }
 
 /// A manifest-shaped object: a kind, metadata and spec of any shape.

@@ -1,8 +1,9 @@
 //! Random edits of a valid input, for the property tests that stand in for
 //! `cargo fuzz` (`decoders_no_panic`): a few bytes inserted, replaced or
 //! removed at random places, so that most inputs get past a parser's first
-//! check and into what follows it. One copy for every crate's tests; it
-//! depends on proptest alone, and only test code depends on it.
+//! check and into what follows it; and JSON documents built from a format's
+//! own field names, to get past the parser into validation. One copy for
+//! every crate's tests; only test code depends on it.
 
 use proptest::{collection::SizeRange, prelude::*};
 
@@ -54,6 +55,30 @@ pub fn mutate(input: &[u8], edits: &[Edit]) -> Vec<u8> {
 /// reader of bytes into a `String` would make it.
 pub fn mutate_text(input: &str, edits: &[Edit]) -> String {
     String::from_utf8_lossy(&mutate(input.as_bytes(), edits)).into_owned()
+}
+
+/// JSON values whose objects take their keys from `fields` and whose
+/// leaves come from `scalar`: nested a few levels, as a document of the
+/// format would be, with values of every type where it expects one.
+pub fn documents(
+    fields: &'static [&'static str],
+    scalar: impl Strategy<Value = serde_json::Value> + 'static,
+) -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::{Map, Value};
+    scalar.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+            prop::collection::vec((prop::sample::select(fields), inner), 0..6).prop_map(
+                |entries| {
+                    let map: Map<String, Value> = entries
+                        .into_iter()
+                        .map(|(k, v)| (k.to_string(), v))
+                        .collect();
+                    Value::Object(map)
+                }
+            ),
+        ]
+    })
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use meridian_mutation::{edits, mutate_text};
 use meridian_proto::v1 as pb;
 use meridian_routes::{MeshState, ServiceId};
 use proptest::prelude::*;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::{collections::BTreeMap, sync::OnceLock};
 use tonic::Code;
 
@@ -172,18 +172,7 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<f64>().prop_map(|f| json!(f)),
         name().prop_map(Value::String),
     ];
-    scalar.prop_recursive(3, 24, 5, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            prop::collection::vec((prop::sample::select(FIELDS), inner), 0..5).prop_map(|fields| {
-                let map: Map<String, Value> = fields
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v))
-                    .collect();
-                Value::Object(map)
-            }),
-        ]
-    })
+    meridian_mutation::documents(FIELDS, scalar)
 }
 
 /// Where a generated manifest changes one of the example's.
