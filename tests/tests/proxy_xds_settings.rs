@@ -4,7 +4,12 @@
 use envoy_types::pb::envoy::config::cluster::v3::Cluster;
 use envoy_types::pb::google::protobuf::{Any, Duration as ProtoDuration};
 use meridian_routes::type_url;
-use meridian_tests::{eventually, fake_xds::FakeXds, free_port, http, proxy, upstream::Blackhole};
+use meridian_tests::{
+    eventually,
+    fake_xds::FakeXds,
+    free_port, http, proxy,
+    upstream::{Blackhole, Upstream},
+};
 use prost::Message;
 use std::time::{Duration, Instant};
 
@@ -18,12 +23,17 @@ async fn a_clusters_connect_timeout_is_honoured() {
     let xds = FakeXds::start().await;
     let root = tempfile::tempdir().expect("temp dir");
     let hole = Blackhole::start().await;
+    // api.shop, on the same port (so in the same route configuration),
+    // answers: once it does, the proxy holds web.shop's route too.
+    let api = Upstream::start("api").await;
     let port = free_port();
     let manifests = format!(
         "kind: Cluster\nmetadata: {{name: east}}\nspec: {{region: r}}\n---\n\
          kind: Service\nmetadata: {{name: web, namespace: shop}}\nspec: {{protocol: http, port: {port}, timeout: 10s}}\n---\n\
-         kind: Endpoints\nmetadata: {{name: web, namespace: shop, cluster: east}}\nspec: {{endpoints: [{{address: 127.0.0.1, port: {}}}]}}\n",
-        hole.port
+         kind: Endpoints\nmetadata: {{name: web, namespace: shop, cluster: east}}\nspec: {{endpoints: [{{address: 127.0.0.1, port: {}}}]}}\n---\n\
+         kind: Service\nmetadata: {{name: api, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\n\
+         kind: Endpoints\nmetadata: {{name: api, namespace: shop, cluster: east}}\nspec: {{endpoints: [{{address: 127.0.0.1, port: {}}}]}}\n",
+        hole.port, api.port
     );
     let compiled = xds.set_compiled(&manifests, "east");
     let mut cluster = Cluster::decode(
@@ -49,17 +59,19 @@ async fn a_clusters_connect_timeout_is_honoured() {
     );
     let mut proxy = proxy::ProxyProcess::new(root.path(), "proxy-connect", "east", &[&xds.addr]);
     proxy.start();
-    // Ready once it holds a configuration: the one with the 150 ms, set
-    // before it started.
-    eventually(WAIT, "the proxy's configuration", || async {
-        let (status, _) = http::get(&proxy.admin, "/ready").await?;
-        (status == 200).then_some(())
+    // The 150 ms was set before the proxy started: every configuration it
+    // holds has it.
+    let client = proxy::client();
+    let addr = format!("127.0.0.1:{port}");
+    eventually(WAIT, "the proxy to route the port's services", || async {
+        let (status, _) = proxy::get(&client, &addr, "api.shop", "/").await?;
+        let (_, hosts) = http::get(&proxy.admin, "/clusters").await?;
+        (status == 200 && hosts.contains(&format!("127.0.0.1:{}", hole.port))).then_some(())
     })
     .await;
 
-    let client = proxy::client();
     let started = Instant::now();
-    let answer = proxy::get(&client, &format!("127.0.0.1:{port}"), "web.shop", "/").await;
+    let answer = proxy::get(&client, &addr, "web.shop", "/").await;
     let took = started.elapsed();
     let status = answer.map(|(status, _)| status);
     assert!(
