@@ -201,6 +201,15 @@ async fn bad_clients_disturb_nobody_else() {
     let good = xds::delta(addr, xds::node("good", "us-east-1a"))
         .await
         .expect("connect");
+    // The mesh reaches the xDS server a few milliseconds after the apply
+    // (changes are debounced): once the good client holds its clusters, the
+    // refusing one's first CDS version is the mesh's, not an empty one.
+    eventually(
+        WAIT,
+        "the good client to hold the mesh's clusters",
+        || async { (!good.held().resources.get(CLUSTER)?.is_empty()).then_some(()) },
+    )
+    .await;
     let refusing = xds::sotw(addr, xds::node("refusing", "us-east-1a"), None, true)
         .await
         .expect("connect");
