@@ -16,6 +16,20 @@ pub trait StateView {
     fn list(&self, kind: Kind) -> Vec<Resource>;
 }
 
+/// A state held in memory, by key: what tests and offline tools plan against.
+impl StateView for BTreeMap<ResourceKey, Resource> {
+    fn get(&self, key: &ResourceKey) -> Option<Resource> {
+        BTreeMap::get(self, key).cloned()
+    }
+
+    fn list(&self, kind: Kind) -> Vec<Resource> {
+        self.values()
+            .filter(|r| r.kind() == kind)
+            .cloned()
+            .collect()
+    }
+}
+
 /// One write in a command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -290,14 +304,10 @@ pub(crate) mod tests {
 
     impl StateView for MemState {
         fn get(&self, key: &ResourceKey) -> Option<Resource> {
-            self.0.get(key).cloned()
+            StateView::get(&self.0, key)
         }
         fn list(&self, kind: Kind) -> Vec<Resource> {
-            self.0
-                .values()
-                .filter(|r| r.kind() == kind)
-                .cloned()
-                .collect()
+            self.0.list(kind)
         }
     }
 

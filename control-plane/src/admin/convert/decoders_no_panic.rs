@@ -17,7 +17,7 @@ use super::{
     put_from_pb,
 };
 use crate::node::NodeError;
-use meridian_model::{plan, Command, Kind, Resource, ResourceKey, StateView};
+use meridian_model::{plan, Command, Kind, Resource, ResourceKey};
 use meridian_mutation::{edits, mutate_text};
 use meridian_proto::v1 as pb;
 use meridian_routes::{MeshState, ServiceId};
@@ -49,24 +49,8 @@ fn example_json() -> Vec<String> {
 }
 
 /// The state the example mesh makes, as the planner reads it.
-struct View(BTreeMap<ResourceKey, Resource>);
-
-impl StateView for View {
-    fn get(&self, key: &ResourceKey) -> Option<Resource> {
-        self.0.get(key).cloned()
-    }
-
-    fn list(&self, kind: Kind) -> Vec<Resource> {
-        self.0
-            .values()
-            .filter(|r| r.kind() == kind)
-            .cloned()
-            .collect()
-    }
-}
-
-fn view() -> View {
-    View(example().iter().map(|r| (r.key(), r.clone())).collect())
+fn view() -> BTreeMap<ResourceKey, Resource> {
+    example().iter().map(|r| (r.key(), r.clone())).collect()
 }
 
 const KINDS: &[&str] = &[
