@@ -84,6 +84,15 @@ pub fn free_port() -> u16 {
     panic!("no free port below the ephemeral range ({low}..{high})")
 }
 
+/// The `p` quantile (0 to 1) of `sorted` latencies, nearest rank; zero
+/// when there are none. For the benchmarks' figures.
+pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
 /// The resident memory of process `pid` in KiB (0 if it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

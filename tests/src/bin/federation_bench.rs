@@ -10,7 +10,7 @@ use meridian_proto::v1::{
     federation_client::FederationClient, sync_request::Message, Batch, EndpointSet, Hello,
     StatusRequest, SyncRequest,
 };
-use meridian_tests::{agreed_leader, cli, start_cluster, ServerOptions};
+use meridian_tests::{agreed_leader, cli, percentile, start_cluster, ServerOptions};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -119,13 +119,6 @@ async fn agent(
         latencies.extend(pending.drain(..).map(|t| committed - t));
     }
     (snapshot_latency, latencies)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 #[tokio::main]

@@ -13,7 +13,7 @@
 use meridian_proto::v1::{
     admin_client::AdminClient, Consistency, GetRequest, PutRequest, ResourceKey,
 };
-use meridian_tests::{agreed_leader, free_port, start_cluster, ServerOptions};
+use meridian_tests::{agreed_leader, free_port, percentile, start_cluster, ServerOptions};
 use std::{
     path::Path,
     process::{Child, Command, Stdio},
@@ -68,6 +68,7 @@ fn settings() -> Settings {
 struct Figures {
     operations: usize,
     elapsed: Duration,
+    /// Sorted.
     latencies: Vec<Duration>,
     errors: usize,
 }
@@ -90,15 +91,6 @@ impl Figures {
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn percentile(latencies: &[Duration], p: f64) -> Duration {
-    let mut sorted = latencies.to_vec();
-    sorted.sort_unstable();
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// The two systems' operations, as one client sees them.
@@ -221,6 +213,7 @@ async fn run(target: &Target, clients: usize, seconds: u64, read: bool, written:
         figures.errors += errors;
     }
     figures.elapsed = started.elapsed();
+    figures.latencies.sort_unstable();
     figures
 }
 

@@ -21,6 +21,7 @@ use meridian_routes::{compile, MeshState, ProxyLocality};
 use meridian_tests::{
     agreed_leader,
     node::start_cluster_with,
+    percentile,
     pki::{dialer, tls_args, Pki, TRUST_DOMAIN},
     rss_kib,
     xds::{self, AdsClient, ENDPOINT},
@@ -86,13 +87,6 @@ async fn load(node: &ServerNode, manifests: Vec<String>) {
             .await
             .expect("apply");
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
 /// A dialer presenting a fresh certificate for proxy `id` of `cluster`.
