@@ -1,4 +1,5 @@
-//! One `meridian-agent` process, killed on drop.
+//! One `meridian-agent` process, killed on drop, and the endpoint files its
+//! file source reads.
 
 use crate::process::Process;
 use std::path::Path;
@@ -62,4 +63,22 @@ impl AgentProcess {
     pub fn kill(&mut self) {
         self.process.kill();
     }
+}
+
+/// Replaces the agent's endpoint file at `path` with `text`: written beside
+/// it, then renamed, so the agent never reads half a file.
+pub fn write_endpoint_file(path: &Path, text: &str) {
+    let staging = path.with_extension("tmp");
+    std::fs::write(&staging, text).expect("write the endpoint file");
+    std::fs::rename(&staging, path).expect("replace the endpoint file");
+}
+
+/// An endpoint file naming web.shop's endpoints on these ports of
+/// 127.0.0.1, in zone us-east-1a.
+pub fn local_web_endpoints(ports: &[u16]) -> String {
+    let items: Vec<String> = ports
+        .iter()
+        .map(|p| format!("{{address: 127.0.0.1, port: {p}, zone: us-east-1a}}"))
+        .collect();
+    format!("- service: shop/web\n  endpoints: [{}]\n", items.join(", "))
 }

@@ -7,7 +7,7 @@
 //! (`links`), so a test can cut them off from a node.
 
 use crate::{
-    agent::AgentProcess,
+    agent::{local_web_endpoints, write_endpoint_file, AgentProcess},
     proxy::{self, ProxyProcess},
     relay::Relay,
     upstream::Upstream,
@@ -143,17 +143,9 @@ struct Driven {
     churn: JoinHandle<(usize, Vec<u16>)>,
 }
 
-/// The agent's file source: web.shop's endpoints on these ports of 127.0.0.1,
-/// replaced in one rename so the agent never reads half a file.
+/// The agent's file source: web.shop's endpoints on these ports.
 fn write_endpoints(path: &Path, ports: &[u16]) {
-    let items: Vec<String> = ports
-        .iter()
-        .map(|p| format!("{{address: 127.0.0.1, port: {p}, zone: us-east-1a}}"))
-        .collect();
-    let text = format!("- service: shop/web\n  endpoints: [{}]\n", items.join(", "));
-    let staging = PathBuf::from(format!("{}.new", path.display()));
-    std::fs::write(&staging, text).expect("write the endpoint file");
-    std::fs::rename(&staging, path).expect("replace the endpoint file");
+    write_endpoint_file(path, &local_web_endpoints(ports));
 }
 
 async fn send_until(addr: String, stop: Instant) -> Requests {

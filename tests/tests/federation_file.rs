@@ -4,19 +4,12 @@
 //! and a leader killed while agents stream loses no change.
 
 use meridian_tests::{
-    agent::AgentProcess, agreed_leader, cli, cluster_status, endpoints_of, eventually,
-    start_cluster, ServerOptions,
+    agent::{write_endpoint_file, AgentProcess},
+    agreed_leader, cli, cluster_status, endpoints_of, eventually, start_cluster, ServerOptions,
 };
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn write(path: &std::path::Path, text: &str) {
-    // Write then rename, so the agent never reads half a file.
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write endpoints file");
-    std::fs::rename(&tmp, path).expect("rename endpoints file");
-}
 
 fn set(service: &str, endpoints: &[(&str, &str)]) -> String {
     let items: Vec<String> = endpoints
@@ -49,14 +42,14 @@ async fn file_agents_sync_go_stale_and_survive_a_leader_kill() {
     let addr_refs: Vec<&str> = addrs.iter().map(String::as_str).collect();
     let east_file = root.path().join("east.yaml");
     let west_file = root.path().join("west.yaml");
-    write(
+    write_endpoint_file(
         &east_file,
         &(set(
             "shop/checkout",
             &[("10.0.0.1", "healthy"), ("10.0.0.2", "healthy")],
         ) + &set("shop/cart", &[("10.0.0.9", "healthy")])),
     );
-    write(
+    write_endpoint_file(
         &west_file,
         &set("shop/checkout", &[("10.1.0.1", "healthy")]),
     );
@@ -89,7 +82,7 @@ async fn file_agents_sync_go_stale_and_survive_a_leader_kill() {
     .await;
 
     // Added, removed, a readiness flip, a draining endpoint; a removed service.
-    write(
+    write_endpoint_file(
         &east_file,
         &set(
             "shop/checkout",
@@ -110,7 +103,7 @@ async fn file_agents_sync_go_stale_and_survive_a_leader_kill() {
     .await;
 
     // A malformed file: the last good view stays and the error shows on the cluster.
-    write(
+    write_endpoint_file(
         &east_file,
         "- service: shop/checkout\n  endpoints: [{address: not-an-ip, port: 8080}]\n",
     );
@@ -129,7 +122,7 @@ async fn file_agents_sync_go_stale_and_survive_a_leader_kill() {
             "10.0.0.3:8080 draining"
         ]))
     );
-    write(
+    write_endpoint_file(
         &east_file,
         &set(
             "shop/checkout",
@@ -195,7 +188,7 @@ async fn file_agents_sync_go_stale_and_survive_a_leader_kill() {
         .find(|n| n.id == leader)
         .expect("leader")
         .kill();
-    write(
+    write_endpoint_file(
         &east_file,
         &set(
             "shop/checkout",
@@ -219,7 +212,7 @@ async fn file_agents_sync_go_stale_and_survive_a_leader_kill() {
 async fn an_in_process_source_feeds_its_own_node() {
     let root = tempfile::tempdir().expect("temp dir");
     let file = root.path().join("lab.yaml");
-    write(&file, &set("lab/printer", &[("10.7.0.1", "healthy")]));
+    write_endpoint_file(&file, &set("lab/printer", &[("10.7.0.1", "healthy")]));
     let options = ServerOptions {
         extra_args: vec![
             "--source".into(),

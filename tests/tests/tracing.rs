@@ -4,7 +4,7 @@
 //! trace with its error; and with the collector gone everything goes on.
 
 use meridian_tests::{
-    agent::AgentProcess,
+    agent::{local_web_endpoints, write_endpoint_file, AgentProcess},
     agreed_leader, cli, eventually, free_port,
     otlp::{ancestry, OtlpCollector},
     proxy::ProxyProcess,
@@ -16,20 +16,6 @@ use std::{
 };
 
 const WAIT: Duration = Duration::from_secs(40);
-
-fn write(path: &std::path::Path, text: &str) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).expect("write endpoints file");
-    std::fs::rename(&tmp, path).expect("rename endpoints file");
-}
-
-fn endpoints(ports: &[u16]) -> String {
-    let items: Vec<String> = ports
-        .iter()
-        .map(|p| format!("{{address: 127.0.0.1, port: {p}, zone: us-east-1a}}"))
-        .collect();
-    format!("- service: shop/web\n  endpoints: [{}]\n", items.join(", "))
-}
 
 /// An upstream that answers 200 and keeps the `traceparent` of every
 /// request it gets.
@@ -103,7 +89,7 @@ async fn one_change_is_one_trace_from_the_source_to_the_proxy_ack() {
         .to_string();
 
     let source = root.path().join("east.yaml");
-    write(&source, &endpoints(&[upstream]));
+    write_endpoint_file(&source, &local_web_endpoints(&[upstream]));
     let addrs: Vec<&str> = nodes.iter().map(|n| n.grpc.as_str()).collect();
     let mut agent = AgentProcess::new(
         root.path(),
@@ -134,7 +120,7 @@ async fn one_change_is_one_trace_from_the_source_to_the_proxy_ack() {
     assert_eq!(admin.instance, format!("node-{}", follower.id));
 
     // One endpoint change: a second endpoint in the source file.
-    write(&source, &endpoints(&[upstream, free_port()]));
+    write_endpoint_file(&source, &local_web_endpoints(&[upstream, free_port()]));
     let trace = eventually(
         WAIT,
         "a traced push of the change ACKed by the proxy",
