@@ -56,6 +56,9 @@ struct Level {
     table: Option<(HashTable, Vec<HostId>)>,
     /// Smooth WRR state over localities.
     locality_current: Vec<i64>,
+    /// Each locality's weight scaled by its healthy share, as of the last
+    /// rebuild (health changes rebuild): a pick allocates nothing.
+    locality_weights: Vec<u64>,
 }
 
 pub struct Balancer {
@@ -66,6 +69,8 @@ pub struct Balancer {
     levels: Vec<Level>,
     /// Smooth WRR state per host.
     current: Vec<Vec<i64>>,
+    /// Each host's weight, 0 when unhealthy, per locality (rebuilt with health).
+    host_weights: Vec<Vec<u64>>,
 }
 
 fn healthy_weight(locality: &Locality) -> u64 {
@@ -86,15 +91,33 @@ fn total_weight(locality: &Locality) -> u64 {
         .sum()
 }
 
-/// Smooth weighted round robin: add each weight, take the largest, subtract the total.
-fn smooth_pick(current: &mut [i64], weights: &[i64]) -> Option<usize> {
-    let total: i64 = weights.iter().sum();
+/// A locality's weight times 1,000, scaled by its healthy share.
+fn scaled_locality_weight(locality: &Locality) -> u64 {
+    let total = total_weight(locality);
+    if total == 0 {
+        return 0;
+    }
+    // At most the locality's weight times 1,000, but the product before
+    // the division does not fit an i64 for large weights.
+    let scaled = u128::from(locality.weight.max(1)) * 1_000 * u128::from(healthy_weight(locality))
+        / u128::from(total);
+    u64::try_from(scaled).unwrap_or(u64::MAX)
+}
+
+/// Smooth weighted round robin: add each weight, take the largest, subtract
+/// the total. Weights are host weights (`u32`) or locality weights times
+/// 1,000: their sum fits an `i64`.
+fn smooth_pick(current: &mut [i64], weights: &[u64]) -> Option<usize> {
+    let weights = weights
+        .iter()
+        .map(|&w| i64::try_from(w).unwrap_or(i64::MAX));
+    let total: i64 = weights.clone().fold(0i64, |sum, w| sum.saturating_add(w));
     if total <= 0 {
         return None;
     }
     let mut best: Option<usize> = None;
-    for (i, w) in weights.iter().enumerate() {
-        if *w <= 0 {
+    for (i, w) in weights.enumerate() {
+        if w <= 0 {
             continue;
         }
         current[i] += w;
@@ -134,6 +157,7 @@ impl Balancer {
             loads: Vec::new(),
             levels: Vec::new(),
             current,
+            host_weights: Vec::new(),
         };
         balancer.rebuild();
         balancer
@@ -194,6 +218,7 @@ impl Balancer {
                 localities: Vec::new(),
                 table: None,
                 locality_current: Vec::new(),
+                locality_weights: Vec::new(),
             })
             .collect();
         for (i, locality) in self.localities.iter().enumerate() {
@@ -216,8 +241,23 @@ impl Balancer {
             })
             .collect();
         self.loads = priority_loads(&weights, self.overprovisioning);
+        self.host_weights = self
+            .localities
+            .iter()
+            .map(|l| {
+                l.hosts
+                    .iter()
+                    .map(|h| if h.healthy { u64::from(h.weight) } else { 0 })
+                    .collect()
+            })
+            .collect();
         for level in &mut levels {
             level.locality_current = vec![0; level.localities.len()];
+            level.locality_weights = level
+                .localities
+                .iter()
+                .map(|&l| scaled_locality_weight(&self.localities[l]))
+                .collect();
             if matches!(self.policy, Policy::RingHash | Policy::Maglev) {
                 let mut ids = Vec::new();
                 let mut keys = Vec::new();
@@ -255,39 +295,17 @@ impl Balancer {
             return ids.get(index).copied();
         }
         // A locality by weight, scaled by its healthy share.
-        let locality_weights: Vec<i64> = level
-            .localities
-            .iter()
-            .map(|&l| {
-                let loc = &self.localities[l];
-                let total = total_weight(loc);
-                if total == 0 {
-                    return 0;
-                }
-                // At most the locality's weight times 1,000, but the product
-                // before the division does not fit an i64 for large weights.
-                let scaled =
-                    u128::from(loc.weight.max(1)) * 1_000 * u128::from(healthy_weight(loc))
-                        / u128::from(total);
-                i64::try_from(scaled).unwrap_or(i64::MAX)
-            })
-            .collect();
-        let chosen = smooth_pick(&mut level.locality_current, &locality_weights)?;
+        let chosen = smooth_pick(&mut level.locality_current, &level.locality_weights)?;
         let l = level.localities[chosen];
-        let hosts = &self.localities[l].hosts;
-        let weights: Vec<u64> = hosts
-            .iter()
-            .map(|h| if h.healthy { u64::from(h.weight) } else { 0 })
-            .collect();
+        let weights = &self.host_weights[l];
         let host = match self.policy {
             Policy::RoundRobin | Policy::RingHash | Policy::Maglev => {
-                let signed: Vec<i64> = weights.iter().map(|w| *w as i64).collect();
-                smooth_pick(&mut self.current[l], &signed)?
+                smooth_pick(&mut self.current[l], weights)?
             }
-            Policy::Random => weighted_random(&weights, ctx.random[1])?,
+            Policy::Random => weighted_random(weights, ctx.random[1])?,
             Policy::LeastRequest => {
-                let a = weighted_random(&weights, ctx.random[1])?;
-                let b = weighted_random(&weights, ctx.random[2])?;
+                let a = weighted_random(weights, ctx.random[1])?;
+                let b = weighted_random(weights, ctx.random[2])?;
                 let load = |h: usize| {
                     (ctx.in_flight)(HostId {
                         locality: l,
