@@ -556,23 +556,6 @@ impl Snapshot {
             clusters,
         })
     }
-
-    /// The route for a request to `port` with this authority and path.
-    pub fn route(&self, port: u16, authority: &str, path: &str) -> Option<&Route> {
-        let ListenerKind::Http(route) = self.listeners.get(&port)? else {
-            return None;
-        };
-        let vhosts = self.routes.get(route)?;
-        let host = authority.to_ascii_lowercase();
-        let vhost = vhosts
-            .iter()
-            .find(|v| v.domains.iter().any(|d| d == &host || d == "*"))
-            .or_else(|| {
-                let bare = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&host);
-                vhosts.iter().find(|v| v.domains.iter().any(|d| d == bare))
-            })?;
-        vhost.routes.iter().find(|r| path.starts_with(&r.prefix))
-    }
 }
 
 /// A cluster with no endpoints, for tests of what reads its settings.

@@ -5,8 +5,8 @@
 //! not tried yet and then on the next priority.
 
 use crate::{
-    config::HashOn, metrics::Metrics, request_span::RequestSpan, runtime::Runtime,
-    upstreams::Upstreams,
+    config::HashOn, metrics::Metrics, request_span::RequestSpan, route_table::Target,
+    runtime::Runtime, upstreams::Upstreams,
 };
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
@@ -101,17 +101,19 @@ async fn forward(
     let authority = request
         .uri()
         .authority()
-        .map(|a| a.as_str().to_string())
+        .map(|a| a.as_str())
         .or_else(|| {
             request
                 .headers()
                 .get(hyper::header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
         })
         .unwrap_or_default();
-    let path = request.uri().path().to_string();
-    let Some(route) = runtime.snapshot.route(port, &authority, &path) else {
+    let path = request.uri().path();
+    let Some(route) = runtime
+        .routes(port)
+        .and_then(|table| table.route(authority, path))
+    else {
         // Counted without the authority: labels come from the configuration,
         // never from a request's Host header.
         metrics.count("", "", "no_route");
@@ -120,37 +122,40 @@ async fn forward(
             &format!("no route for {authority}{path}"),
         );
     };
-    let Some(cluster) = runtime.pick_cluster(route).map(str::to_string) else {
-        return local_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the route has no weighted cluster",
-        );
+    let cluster = match route.pick(runtime.random()) {
+        Some(Target::Cluster(cluster)) => cluster,
+        Some(Target::Unknown(name)) => {
+            return local_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("unknown cluster {name}"),
+            )
+        }
+        None => {
+            return local_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the route has no weighted cluster",
+            )
+        }
     };
-    span.set("server.address", || authority.clone());
+    let name = cluster.name.as_str();
+    let route = &route.config;
+    span.set("server.address", || authority.to_string());
     span.set("meridian.route", || route.prefix.clone());
-    span.set("meridian.cluster", || cluster.clone());
-    let (Some(cluster_config), Some(breaker)) = (
-        runtime.snapshot.clusters.get(&cluster),
-        runtime.breaker(&cluster),
-    ) else {
-        return local_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("unknown cluster {cluster}"),
-        );
-    };
+    span.set("meridian.cluster", || name.to_string());
     let hash = route.hash.as_ref().map(|h| match h {
         HashOn::SourceIp => hash64(peer.ip().to_string().as_bytes()),
-        HashOn::Header(name) => hash64(
+        HashOn::Header(header) => hash64(
             request
                 .headers()
-                .get(name.as_str())
+                .get(header.as_str())
                 .map(|v| v.as_bytes())
                 .unwrap_or_default(),
         ),
     });
-    tracing::debug!(%cluster, %peer, "request");
+    tracing::debug!(cluster = name, %peer, "request");
+    let breaker = &cluster.breaker;
     let Some(_admitted) = breaker.admit() else {
-        metrics.count(&cluster, "", "overflow");
+        metrics.count(name, "", "overflow");
         let mut response = local_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "circuit breaker open: too many requests",
@@ -182,7 +187,7 @@ async fn forward(
             }
             Err(_) => {
                 // A malformed body (a bad chunk): the client's fault, as when it streams.
-                metrics.count(&cluster, "", "bad_request");
+                metrics.count(name, "", "bad_request");
                 return local_response(StatusCode::BAD_REQUEST, "malformed request body");
             }
         }
@@ -194,14 +199,14 @@ async fn forward(
         .and_then(|r| r.per_try_timeout)
         .or(route.timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
-    let client = match upstreams.for_cluster(cluster_config) {
+    let client = match upstreams.for_cluster(&cluster.config) {
         Ok(client) => client,
         Err(reason) => {
-            metrics.count(&cluster, "", "no_mesh_identity");
+            metrics.count(name, "", "no_mesh_identity");
             return local_response(StatusCode::SERVICE_UNAVAILABLE, reason);
         }
     };
-    let path_and_query = path_and_query(&parts.uri);
+    let mut head = Head::new(parts, cluster.config.http2, retry.is_some());
     let started = std::time::Instant::now();
     // The hosts this request failed on: a retry goes elsewhere, and to the
     // next priority once the current one has none left.
@@ -222,72 +227,54 @@ async fn forward(
     loop {
         let remaining = deadline.saturating_duration_since(std::time::Instant::now());
         if remaining.is_zero() {
-            metrics.count(&cluster, "", "timeout");
+            metrics.count(name, "", "timeout");
             return local_response(StatusCode::GATEWAY_TIMEOUT, "the route's timeout ran out");
         }
         let per_try = per_try.min(remaining);
         if !failed.is_empty() {
-            metrics.retried(&cluster);
+            metrics.retried(name);
             // The retry budget: retries may be at most a fifth of the cluster's requests in flight.
             match breaker.admit_retry() {
                 Some(guard) => _retry = Some(guard),
                 None => {
-                    metrics.count(&cluster, "", "retry_budget_exhausted");
+                    metrics.count(name, "", "retry_budget_exhausted");
                     break;
                 }
             }
         }
-        let Some((id, host, _in_flight)) = runtime.pick_host(&cluster, hash, &failed) else {
+        let Some(host) = cluster.pick_host(runtime.randoms(), hash, &failed) else {
             if failed.is_empty() {
-                metrics.count(&cluster, "", "no_healthy_upstream");
+                metrics.count(name, "", "no_healthy_upstream");
             }
             break;
         };
-        let locality = runtime.locality(&cluster, &host);
+        let locality = host.locality;
         // A connection to the cluster, waiting as a pending request if all are busy.
         let Ok(_connection) = breaker.connection(per_try).await else {
-            metrics.count(&cluster, locality, "overflow");
+            metrics.count(name, locality, "overflow");
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "circuit breaker open: connection and pending request limits reached",
             );
         };
-        let mut upstream =
-            Request::builder()
-                .method(parts.method.clone())
-                .version(if cluster_config.http2 {
-                    hyper::Version::HTTP_2
-                } else {
-                    hyper::Version::HTTP_11
-                });
-        let uri = format!("http://{host}{path_and_query}");
-        upstream = upstream.uri(uri);
-        for (name, value) in &parts.headers {
-            if name != hyper::header::CONNECTION
-                && name != "keep-alive"
-                && name != "proxy-connection"
-            {
-                upstream = upstream.header(name, value);
-            }
-        }
         let body: ProxyBody = match streamed.take() {
             Some(incoming) => incoming.boxed(),
             None => Full::new(buffered.clone())
                 .map_err(|never| match never {})
                 .boxed(),
         };
-        let Ok(mut upstream) = upstream.body(body) else {
+        let Some(mut upstream) = head.request(host.authority, body) else {
             return local_response(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
         };
         span.inject(upstream.headers_mut());
-        span.set("meridian.endpoint", || host.to_string());
+        span.set("meridian.endpoint", || host.address.to_string());
         span.set("meridian.locality", || locality.to_string());
         span.set("meridian.retries", || failed.len() as i64);
-        tracing::debug!(%cluster, %host, "forwarding");
+        tracing::debug!(cluster = name, host = host.address, "forwarding");
         let result = tokio::time::timeout(per_try, client.request(upstream)).await;
         let report = |outcome| {
-            if runtime.report(&cluster, &host, outcome) {
-                metrics.ejected(&cluster, locality);
+            if cluster.report(host.address, outcome) {
+                host.metrics.ejected();
             }
         };
         // What the try's end says of the host, whether to try again, and
@@ -295,37 +282,29 @@ async fn forward(
         let (reported, retryable, uses_a_retry) = match result {
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
-                metrics.observe(&cluster, locality, started.elapsed().as_secs_f64());
+                host.metrics.observe(started.elapsed().as_secs_f64());
                 if !(retry.is_some_and(|r| r.on_status(status)) && retried < attempts) {
                     report(Outcome::Status(status));
-                    metrics.count(
-                        &cluster,
-                        locality,
-                        if response.status().is_server_error() {
-                            "upstream_5xx"
-                        } else {
-                            "ok"
-                        },
-                    );
+                    host.metrics.answered(response.status().is_server_error());
                     let (parts, body) = response.into_parts();
                     return Response::from_parts(parts, body.boxed());
                 }
-                metrics.count(&cluster, locality, "retry_5xx");
+                metrics.count(name, locality, "retry_5xx");
                 (Outcome::Status(status), true, true)
             }
             Ok(Err(e)) if client_body_failed(&e) => {
                 // The client's own body was malformed (a bad chunk, say): its
                 // fault, not the upstream's; nothing to retry or eject.
-                tracing::debug!(%cluster, %peer, error = %e, "the request body is malformed");
-                metrics.count(&cluster, locality, "bad_request");
+                tracing::debug!(cluster = name, %peer, error = %e, "the request body is malformed");
+                metrics.count(name, locality, "bad_request");
                 return local_response(StatusCode::BAD_REQUEST, "malformed request body");
             }
             Ok(Err(e)) => {
-                tracing::debug!(%cluster, %host, error = %e, "upstream request failed");
-                metrics.count(&cluster, locality, "upstream_error");
+                tracing::debug!(cluster = name, host = host.address, error = %e, "upstream request failed");
+                metrics.count(name, locality, "upstream_error");
                 outcome = Some(local_response(
                     StatusCode::BAD_GATEWAY,
-                    &format!("upstream {host} failed"),
+                    &format!("upstream {} failed", host.address),
                 ));
                 if e.is_connect() {
                     let retryable = retry.is_some_and(|r| r.on_connect_failure);
@@ -335,10 +314,10 @@ async fn forward(
                 }
             }
             Err(_) => {
-                metrics.count(&cluster, locality, "timeout");
+                metrics.count(name, locality, "timeout");
                 outcome = Some(local_response(
                     StatusCode::GATEWAY_TIMEOUT,
-                    &format!("upstream {host} timed out"),
+                    &format!("upstream {} timed out", host.address),
                 ));
                 (Outcome::Failed, retry.is_some_and(|r| r.on_reset), true)
             }
@@ -350,10 +329,66 @@ async fn forward(
         if uses_a_retry {
             retried += 1;
         }
-        failed.push(id);
+        failed.push(host.id);
     }
     outcome
         .unwrap_or_else(|| local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"))
+}
+
+/// The request's head as it goes upstream: hop-by-hop headers removed,
+/// the version the cluster speaks. A request that cannot be retried gives
+/// its head away (no copy); one that may be sent again copies it per try.
+struct Head {
+    parts: Option<hyper::http::request::Parts>,
+    keep: bool,
+}
+
+impl Head {
+    fn new(mut parts: hyper::http::request::Parts, http2: bool, keep: bool) -> Self {
+        for hop_by_hop in ["connection", "keep-alive", "proxy-connection"] {
+            parts.headers.remove(hop_by_hop);
+        }
+        // What the server side of hyper keeps with a request is not the upstream's.
+        parts.extensions = hyper::http::Extensions::new();
+        parts.version = if http2 {
+            hyper::Version::HTTP_2
+        } else {
+            hyper::Version::HTTP_11
+        };
+        Head {
+            parts: Some(parts),
+            keep,
+        }
+    }
+
+    /// The request to `authority` with `body`; `None` when the host's
+    /// address is not an authority (or a head given away is asked again).
+    fn request(
+        &mut self,
+        authority: Option<&hyper::http::uri::Authority>,
+        body: ProxyBody,
+    ) -> Option<Request<ProxyBody>> {
+        let authority = authority?.clone();
+        let mut parts = if self.keep {
+            let kept = self.parts.as_ref()?;
+            let mut request = Request::new(());
+            *request.method_mut() = kept.method.clone();
+            *request.uri_mut() = kept.uri.clone();
+            *request.version_mut() = kept.version;
+            *request.headers_mut() = kept.headers.clone();
+            request.into_parts().0
+        } else {
+            self.parts.take()?
+        };
+        let mut uri = std::mem::take(&mut parts.uri).into_parts();
+        uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+        uri.authority = Some(authority);
+        if uri.path_and_query.is_none() {
+            uri.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
+        }
+        parts.uri = hyper::Uri::from_parts(uri).ok()?;
+        Some(Request::from_parts(parts, body))
+    }
 }
 
 /// Whether forwarding failed because the client's request body did (it

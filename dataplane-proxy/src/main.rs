@@ -4,6 +4,7 @@
 
 mod admin;
 mod breaker;
+mod cluster;
 mod config;
 mod forward;
 mod health_check;
@@ -13,6 +14,7 @@ mod mesh_client;
 mod metrics;
 mod proxy;
 mod request_span;
+mod route_table;
 mod runtime;
 mod state;
 mod tls;

@@ -108,7 +108,60 @@ impl Default for Metrics {
     }
 }
 
+/// The metrics of one locality of a cluster, resolved once when the
+/// cluster's configuration is installed: a request counts without building
+/// labels or looking them up.
+#[derive(Clone)]
+pub struct LocalityMetrics {
+    ok: Counter,
+    upstream_5xx: Counter,
+    latency: Histogram,
+    ejections: Counter,
+}
+
+impl LocalityMetrics {
+    /// Counts a response from the upstream (`ok`, or `upstream_5xx`).
+    pub fn answered(&self, server_error: bool) {
+        if server_error {
+            self.upstream_5xx.inc();
+        } else {
+            self.ok.inc();
+        }
+    }
+
+    pub fn observe(&self, seconds: f64) {
+        self.latency.observe(seconds);
+    }
+
+    pub fn ejected(&self) {
+        self.ejections.inc();
+    }
+}
+
 impl Metrics {
+    /// The handles of `cluster`'s `locality`.
+    pub fn locality(&self, cluster: &str, locality: &str) -> LocalityMetrics {
+        let outcome = |outcome: &str| {
+            self.requests
+                .get_or_create(&Labels {
+                    cluster: cluster.to_string(),
+                    locality: locality.to_string(),
+                    outcome: outcome.to_string(),
+                })
+                .clone()
+        };
+        let labels = ClusterLabels {
+            cluster: cluster.to_string(),
+            locality: locality.to_string(),
+        };
+        LocalityMetrics {
+            ok: outcome("ok"),
+            upstream_5xx: outcome("upstream_5xx"),
+            latency: self.latency.get_or_create(&labels).clone(),
+            ejections: self.ejections.get_or_create(&labels).clone(),
+        }
+    }
+
     /// Counts a request's outcome; `locality` is empty when no host was chosen.
     pub fn count(&self, cluster: &str, locality: &str, outcome: &str) {
         self.requests
@@ -116,24 +169,6 @@ impl Metrics {
                 cluster: cluster.to_string(),
                 locality: locality.to_string(),
                 outcome: outcome.to_string(),
-            })
-            .inc();
-    }
-
-    pub fn observe(&self, cluster: &str, locality: &str, seconds: f64) {
-        self.latency
-            .get_or_create(&ClusterLabels {
-                cluster: cluster.to_string(),
-                locality: locality.to_string(),
-            })
-            .observe(seconds);
-    }
-
-    pub fn ejected(&self, cluster: &str, locality: &str) {
-        self.ejections
-            .get_or_create(&ClusterLabels {
-                cluster: cluster.to_string(),
-                locality: locality.to_string(),
             })
             .inc();
     }

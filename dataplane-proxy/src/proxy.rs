@@ -82,7 +82,11 @@ impl Proxy {
             .iter()
             .map(|(p, k)| (*p, k.clone()))
             .collect();
-        let runtime = Arc::new(Runtime::new(snapshot, self.current().as_deref()));
+        let runtime = Arc::new(Runtime::new(
+            snapshot,
+            self.current().as_deref(),
+            &self.metrics,
+        ));
         self.metrics.config_installed();
         let wanted = health_check::wanted(&runtime);
         *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Some(runtime);
@@ -345,39 +349,40 @@ async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
             let Some(runtime) = proxy.current() else {
                 return;
             };
+            let Some(state) = runtime.cluster(&cluster) else {
+                proxy.metrics.count(&cluster, "", "no_healthy_upstream");
+                return;
+            };
             let hash = meridian_balance::hash64(peer.ip().to_string().as_bytes());
             // A connect failure moves on to a host not tried yet.
             let mut failed = Vec::new();
             for _ in 0..3 {
-                let Some((id, host, _in_flight)) = runtime.pick_host(&cluster, Some(hash), &failed)
-                else {
+                let Some(host) = state.pick_host(runtime.randoms(), Some(hash), &failed) else {
                     proxy.metrics.count(&cluster, "", "no_healthy_upstream");
                     return;
                 };
                 let connect = tokio::time::timeout(
-                    std::time::Duration::from_secs(2),
-                    tokio::net::TcpStream::connect(&host),
+                    state.config.connect_timeout,
+                    tokio::net::TcpStream::connect(host.address),
                 )
                 .await;
                 match connect {
                     Ok(Ok(mut outbound)) => {
-                        runtime.report(&cluster, &host, Outcome::Status(200));
-                        proxy.metrics.count(
-                            &cluster,
-                            runtime.locality(&cluster, &host),
-                            "tcp_connection",
-                        );
+                        state.report(host.address, Outcome::Status(200));
+                        proxy
+                            .metrics
+                            .count(&cluster, host.locality, "tcp_connection");
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         return;
                     }
                     Ok(Err(_)) | Err(_) => {
-                        runtime.report(&cluster, &host, Outcome::Unreachable);
-                        proxy.metrics.count(
-                            &cluster,
-                            runtime.locality(&cluster, &host),
-                            "upstream_error",
-                        );
-                        failed.push(id);
+                        if state.report(host.address, Outcome::Unreachable) {
+                            host.metrics.ejected();
+                        }
+                        proxy
+                            .metrics
+                            .count(&cluster, host.locality, "upstream_error");
+                        failed.push(host.id);
                     }
                 }
             }

@@ -15,6 +15,7 @@ mod messages;
 
 use super::{delta, resource_name, sotw, wanted};
 use crate::config::{Resources, Snapshot, CLUSTER, ENDPOINT, LISTENER, ROUTE};
+use crate::metrics::Metrics;
 use crate::runtime::Runtime;
 use envoy_types::pb::{
     envoy::{
@@ -214,14 +215,14 @@ fn serve(snapshot: Snapshot, previous: Option<&Runtime>) -> Runtime {
             );
         }
     }
-    let runtime = Runtime::new(snapshot, previous);
+    let runtime = Runtime::new(snapshot, previous, &Metrics::default());
     let _ = crate::health_check::wanted(&runtime);
     let snapshot = &runtime.snapshot;
     for port in snapshot.listeners.keys() {
         for authority in AUTHORITIES {
             for path in ["/", "/x", ""] {
-                if let Some(route) = snapshot.route(*port, authority, path) {
-                    let _ = runtime.pick_cluster(route);
+                if let Some(route) = runtime.routes(*port).and_then(|t| t.route(authority, path)) {
+                    let _ = route.pick(runtime.random());
                 }
             }
         }
@@ -233,20 +234,21 @@ fn serve(snapshot: Snapshot, previous: Option<&Runtime>) -> Runtime {
         Outcome::Status(200),
     ];
     for name in snapshot.clusters.keys() {
+        let Some(cluster) = runtime.cluster(name) else {
+            continue;
+        };
         let mut failed = Vec::new();
         for (i, outcome) in outcomes.into_iter().enumerate() {
             let hash = (i % 2 == 0).then_some(i as u64);
-            let Some((id, host, _in_flight)) = runtime.pick_host(name, hash, &failed) else {
+            let Some(host) = cluster.pick_host(runtime.randoms(), hash, &failed) else {
                 break;
             };
-            let _ = runtime.locality(name, &host);
-            runtime.report(name, &host, outcome);
-            runtime.set_check(name, &host, i % 2 == 1);
-            failed.push(id);
+            cluster.report(host.address, outcome);
+            cluster.set_check(host.address, i % 2 == 1);
+            failed.push(host.id);
         }
-        if let Some(breaker) = runtime.breaker(name) {
-            let _ = breaker.admit().map(|_| breaker.admit_retry());
-        }
+        let breaker = &cluster.breaker;
+        let _ = breaker.admit().map(|_| breaker.admit_retry());
     }
     let _ = runtime.hosts();
     runtime
@@ -480,8 +482,9 @@ fn a_duration_beyond_protobufs_range_is_refused() {
     assert!(refused.is_err_and(|e| e.contains("base_ejection_time")));
     // The longest protobuf allows is served, and ejects.
     let snapshot = Snapshot::build(&two_hosts(ejecting(315_576_000_000), 0), false);
-    let runtime = Runtime::new(snapshot.expect("in range"), None);
-    assert!(runtime.report("c", "10.0.0.1:1", Outcome::Unreachable));
+    let runtime = Runtime::new(snapshot.expect("in range"), None, &Metrics::default());
+    let cluster = runtime.cluster("c").expect("cluster c");
+    assert!(cluster.report("10.0.0.1:1", Outcome::Unreachable));
 }
 
 /// Delta ACKed a resource that did not decode, or of a type the proxy never
