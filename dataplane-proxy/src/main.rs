@@ -20,6 +20,7 @@ mod state;
 mod tls;
 mod transport;
 mod upstreams;
+mod workers;
 mod xds;
 
 use clap::Parser;
@@ -132,9 +133,25 @@ struct Args {
         value_parser = clap::value_parser!(u32).range(8..=8192)
     )]
     max_request_headers_kb: u32,
+    /// Threads serving the outbound listeners, each with its own listener
+    /// socket (SO_REUSEPORT), event loop and upstream connection pools.
+    /// Default: the cores available to the process.
+    #[arg(
+        long,
+        env = "MERIDIAN_PROXY_WORKERS",
+        value_parser = clap::value_parser!(u16).range(1..=1024)
+    )]
+    workers: Option<u16>,
 }
 
 impl Args {
+    fn workers(&self) -> usize {
+        match self.workers {
+            Some(workers) => usize::from(workers),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
     fn limits(&self) -> limits::Limits {
         limits::Limits {
             header_read_timeout: std::time::Duration::from_secs(self.header_read_timeout),
@@ -216,7 +233,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tls,
         mesh,
         args.limits(),
-    );
+        args.workers(),
+    )
+    .context("starting the worker threads")?;
     if let Some(credentials) = &credentials {
         proxy.metrics.certificate_expiry.track(credentials.clone());
     }

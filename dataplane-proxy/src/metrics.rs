@@ -35,6 +35,12 @@ pub struct Metrics {
     config_updates: Counter,
     config_updated_at: Gauge,
     connections_refused: Counter,
+    accepted: Family<WorkerLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: u64,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,7 +100,14 @@ impl Default for Metrics {
             "Client connections closed on arrival: the proxy held --max-connections",
             connections_refused.clone(),
         );
+        let accepted = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "worker_connections",
+            "Client connections accepted on the outbound listeners, by worker thread",
+            accepted.clone(),
+        );
         Metrics {
+            accepted,
             registry,
             certificate_expiry,
             requests,
@@ -188,6 +201,15 @@ impl Metrics {
             .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
             .unwrap_or(0);
         self.config_updated_at.set(now);
+    }
+
+    /// The counter of connections worker `worker` accepts.
+    pub fn worker_connections(&self, worker: usize) -> Counter {
+        self.accepted
+            .get_or_create(&WorkerLabels {
+                worker: worker as u64,
+            })
+            .clone()
     }
 
     pub fn connection_refused(&self) {

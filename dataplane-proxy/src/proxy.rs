@@ -9,8 +9,10 @@ use crate::{
     runtime::Runtime,
     state, tls,
     upstreams::Upstreams,
+    workers::{self, Workers},
     xds,
 };
+use arc_swap::ArcSwapOption;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use meridian_balance::Outcome;
@@ -19,13 +21,18 @@ use std::{
     convert::Infallible,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
-    sync::{Arc, Mutex, RwLock},
+    sync::{Arc, Mutex},
 };
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 pub struct Proxy {
-    runtime: RwLock<Option<Arc<Runtime>>>,
+    /// Read on every request without a lock; swapped on install.
+    runtime: ArcSwapOption<Runtime>,
+    /// Upstream connections of the inbound listeners (on the main runtime);
+    /// outbound listeners use their worker's.
     pub upstreams: Upstreams,
+    /// The threads that serve the outbound listeners.
+    workers: Workers,
     pub metrics: Metrics,
     bind: IpAddr,
     state_dir: PathBuf,
@@ -34,7 +41,8 @@ pub struct Proxy {
     limits: Limits,
     /// Every listener's client connections, bounded by `limits`.
     connections: ConnectionGate,
-    listeners: Mutex<HashMap<u16, (ListenerKind, JoinHandle<()>)>>,
+    /// Each listener's accept loops, one per worker.
+    listeners: Mutex<HashMap<u16, (ListenerKind, Vec<JoinHandle<()>>)>>,
     /// Tells open HTTP connections to finish up, on shutdown.
     graceful: Mutex<Option<hyper_util::server::graceful::GracefulShutdown>>,
     draining: std::sync::atomic::AtomicBool,
@@ -50,10 +58,13 @@ impl Proxy {
         tls: Option<tokio_rustls::TlsAcceptor>,
         mesh: Option<crate::mesh_client::MeshTls>,
         limits: Limits,
-    ) -> Arc<Self> {
-        Arc::new_cyclic(|me| Proxy {
-            runtime: RwLock::new(None),
+        workers: usize,
+    ) -> std::io::Result<Arc<Self>> {
+        let workers = Workers::start(workers, mesh.as_ref())?;
+        Ok(Arc::new_cyclic(|me| Proxy {
+            runtime: ArcSwapOption::empty(),
             upstreams: Upstreams::new(mesh),
+            workers,
             metrics: Metrics::default(),
             bind,
             state_dir,
@@ -65,14 +76,11 @@ impl Proxy {
             graceful: Mutex::new(Some(hyper_util::server::graceful::GracefulShutdown::new())),
             draining: std::sync::atomic::AtomicBool::new(false),
             me: me.clone(),
-        })
+        }))
     }
 
     pub fn current(&self) -> Option<Arc<Runtime>> {
-        self.runtime
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.runtime.load_full()
     }
 
     /// Serves `snapshot` from now on: swaps the runtime, opens and closes listeners.
@@ -89,7 +97,7 @@ impl Proxy {
         ));
         self.metrics.config_installed();
         let wanted = health_check::wanted(&runtime);
-        *self.runtime.write().unwrap_or_else(|p| p.into_inner()) = Some(runtime);
+        self.runtime.store(Some(runtime));
         // Checkers of unchanged clusters keep running (and counting); the
         // rest stop, and new ones start.
         let mut checkers = self.health_checks.lock().unwrap_or_else(|p| p.into_inner());
@@ -108,11 +116,11 @@ impl Proxy {
         }
         drop(checkers);
         let mut listeners = self.listeners.lock().unwrap_or_else(|p| p.into_inner());
-        listeners.retain(|port, (kind, task)| {
+        listeners.retain(|port, (kind, tasks)| {
             let keep = ports.iter().any(|(p, k)| p == port && k == kind);
             if !keep {
                 tracing::info!(port, "closing listener");
-                task.abort();
+                tasks.iter().for_each(JoinHandle::abort);
             }
             keep
         });
@@ -122,11 +130,15 @@ impl Proxy {
             }
             let Some(me) = self.me.upgrade() else { return };
             let addr = SocketAddr::new(self.bind, port);
-            let task = match &kind {
-                ListenerKind::Http(_) => tokio::spawn(serve(me, addr)),
-                ListenerKind::Tcp(cluster) => tokio::spawn(serve_tcp(me, addr, cluster.clone())),
+            let tasks = match &kind {
+                ListenerKind::Http(_) => self
+                    .workers
+                    .spawn_each(|worker| serve(me.clone(), addr, worker)),
+                ListenerKind::Tcp(cluster) => self
+                    .workers
+                    .spawn_each(|worker| serve_tcp(me.clone(), addr, worker, cluster.clone())),
             };
-            listeners.insert(port, (kind, task));
+            listeners.insert(port, (kind, tasks));
         }
     }
 
@@ -162,13 +174,13 @@ impl Proxy {
     pub async fn drain(&self, deadline: std::time::Duration) {
         self.draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        for (_, (_, task)) in self
+        for (_, (_, tasks)) in self
             .listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
         {
-            task.abort();
+            tasks.iter().for_each(JoinHandle::abort);
         }
         let graceful = self
             .graceful
@@ -220,16 +232,28 @@ impl xds::Apply for Proxy {
     }
 }
 
-async fn serve(proxy: Arc<Proxy>, addr: SocketAddr) {
-    let listener = match TcpListener::bind(addr).await {
-        Ok(listener) => listener,
+/// Binds `addr` for one worker: shared with the other workers' listeners
+/// when there are several.
+fn bind(proxy: &Proxy, addr: SocketAddr) -> Option<tokio::net::TcpListener> {
+    match workers::listen(addr, proxy.workers.len() > 1) {
+        Ok(listener) => Some(listener),
         Err(e) => {
             tracing::error!(%addr, error = %e, "cannot listen");
-            return;
+            None
         }
+    }
+}
+
+/// One worker's accept loop of an HTTP listener.
+async fn serve(proxy: Arc<Proxy>, addr: SocketAddr, worker: usize) {
+    let Some(listener) = bind(&proxy, addr) else {
+        return;
     };
-    tracing::info!(%addr, "listening");
+    if worker == 0 {
+        tracing::info!(%addr, workers = proxy.workers.len(), "listening");
+    }
     let port = addr.port();
+    let accepted = proxy.metrics.worker_connections(worker);
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -241,6 +265,7 @@ async fn serve(proxy: Arc<Proxy>, addr: SocketAddr) {
         let Some(permit) = proxy.admit() else {
             continue;
         };
+        accepted.inc();
         let _ = stream.set_nodelay(true);
         let proxy = proxy.clone();
         tokio::spawn(async move {
@@ -256,7 +281,10 @@ async fn serve(proxy: Arc<Proxy>, addr: SocketAddr) {
                 return;
             };
             // Boxed: what serving takes is allocated once the client spoke.
-            Box::pin(serve_connection(proxy, stream, peer, port, first[0])).await;
+            Box::pin(serve_connection(
+                proxy, stream, peer, port, worker, first[0],
+            ))
+            .await;
         });
     }
 }
@@ -268,6 +296,7 @@ async fn serve_connection(
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     port: u16,
+    worker: usize,
     first: u8,
 ) {
     // Garbage, truncated requests and bad frames end this connection only.
@@ -284,7 +313,7 @@ async fn serve_connection(
             Ok::<_, Infallible>(
                 forward::handle(
                     runtime,
-                    &proxy.upstreams,
+                    &proxy.workers.get(worker).upstreams,
                     &proxy.metrics,
                     port,
                     peer,
@@ -323,15 +352,13 @@ async fn serve_connection(
 }
 
 /// A raw TCP listener: each connection goes to one host of the cluster.
-async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, cluster: String) {
-    let listener = match TcpListener::bind(addr).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!(%addr, error = %e, "cannot listen");
-            return;
-        }
+async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, worker: usize, cluster: String) {
+    let Some(listener) = bind(&proxy, addr) else {
+        return;
     };
-    tracing::info!(%addr, %cluster, "listening (tcp)");
+    if worker == 0 {
+        tracing::info!(%addr, %cluster, "listening (tcp)");
+    }
     loop {
         let (mut inbound, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
