@@ -25,6 +25,9 @@ use std::{
 };
 use tokio::task::JoinHandle;
 
+/// An open listener: what it serves, and its accept loop on each worker.
+type Listener = (ListenerKind, Vec<JoinHandle<()>>);
+
 pub struct Proxy {
     /// Read on every request without a lock; swapped on install.
     runtime: ArcSwapOption<Runtime>,
@@ -41,8 +44,7 @@ pub struct Proxy {
     limits: Limits,
     /// Every listener's client connections, bounded by `limits`.
     connections: ConnectionGate,
-    /// Each listener's accept loops, one per worker.
-    listeners: Mutex<HashMap<u16, (ListenerKind, Vec<JoinHandle<()>>)>>,
+    listeners: Mutex<HashMap<u16, Listener>>,
     /// Tells open HTTP connections to finish up, on shutdown.
     graceful: Mutex<Option<hyper_util::server::graceful::GracefulShutdown>>,
     draining: std::sync::atomic::AtomicBool,
