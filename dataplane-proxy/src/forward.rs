@@ -5,17 +5,58 @@
 //! not tried yet and then on the next priority.
 
 use crate::{
-    config::HashOn, metrics::Metrics, request_span::RequestSpan, route_table::Target,
-    runtime::Runtime, upstreams::Upstreams,
+    config::{ClusterConfig, HashOn},
+    metrics::Metrics,
+    request_span::RequestSpan,
+    route_table::Target,
+    runtime::Runtime,
 };
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
-use hyper::{body::Incoming, Request, Response, StatusCode};
+use hyper::{body::Body, Request, Response, StatusCode};
 use meridian_balance::{hash64, HostId, Outcome};
 use meridian_telemetry::SpanKind;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
+use tower::{Service, ServiceExt};
 
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// How a try failed, as forwarding tells failures apart.
+#[derive(Debug)]
+pub enum TryError {
+    /// No connection could be made: another host is tried at no cost.
+    Connect(BoxError),
+    /// The client's own request body was malformed: its fault, not the host's.
+    ClientBody(BoxError),
+    /// The connection failed once made (reset, closed before a response).
+    Failed(BoxError),
+}
+
+impl std::fmt::Display for TryError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TryError::Connect(e) => write!(f, "connecting: {e}"),
+            TryError::ClientBody(e) => write!(f, "the request body: {e}"),
+            TryError::Failed(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// Where a request's tries go: one service per cluster, which answers a
+/// request or says how the try failed. The proxy's pooled clients
+/// (`Upstreams`); in tests, upstreams that answer as they are told.
+pub trait Upstream {
+    type Service: tower::Service<
+        Request<ProxyBody>,
+        Response = Response<ProxyBody>,
+        Error = TryError,
+    >;
+
+    /// The service for `cluster`; an error says why there is none.
+    fn for_cluster(&self, cluster: &ClusterConfig) -> Result<Self::Service, &'static str>;
+}
 
 /// Requests larger than this are refused (they are buffered so they can be retried).
 pub const MAX_REQUEST_BODY: usize = 16 * 1024 * 1024;
@@ -63,14 +104,18 @@ fn idempotent(method: &hyper::Method) -> bool {
     )
 }
 
-pub async fn handle(
+pub async fn handle<U, B>(
     runtime: Option<Arc<Runtime>>,
-    upstreams: &Upstreams,
+    upstreams: &U,
     metrics: &Metrics,
     port: u16,
     peer: SocketAddr,
-    request: Request<Incoming>,
-) -> Response<ProxyBody> {
+    request: Request<B>,
+) -> Response<ProxyBody>
+where
+    U: Upstream,
+    B: Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+{
     let span = RequestSpan::start(
         SpanKind::Client,
         request.headers(),
@@ -83,15 +128,19 @@ pub async fn handle(
     response
 }
 
-async fn forward(
+async fn forward<U, B>(
     runtime: Option<Arc<Runtime>>,
-    upstreams: &Upstreams,
+    upstreams: &U,
     metrics: &Metrics,
     port: u16,
     peer: SocketAddr,
-    request: Request<Incoming>,
+    request: Request<B>,
     span: &RequestSpan,
-) -> Response<ProxyBody> {
+) -> Response<ProxyBody>
+where
+    U: Upstream,
+    B: Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+{
     let Some(runtime) = runtime else {
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "no configuration yet");
     };
@@ -199,7 +248,7 @@ async fn forward(
         .and_then(|r| r.per_try_timeout)
         .or(route.timeout)
         .unwrap_or(DEFAULT_TIMEOUT);
-    let client = match upstreams.for_cluster(&cluster.config) {
+    let mut client = match upstreams.for_cluster(&cluster.config) {
         Ok(client) => client,
         Err(reason) => {
             metrics.count(name, "", "no_mesh_identity");
@@ -271,7 +320,8 @@ async fn forward(
         span.set("meridian.locality", || locality.to_string());
         span.set("meridian.retries", || failed.len() as i64);
         tracing::debug!(cluster = name, host = host.address, "forwarding");
-        let result = tokio::time::timeout(per_try, client.request(upstream)).await;
+        let call = async { client.ready().await?.call(upstream).await };
+        let result = tokio::time::timeout(per_try, call).await;
         let report = |outcome| {
             if cluster.report(host.address, outcome) {
                 host.metrics.ejected();
@@ -286,13 +336,12 @@ async fn forward(
                 if !(retry.is_some_and(|r| r.on_status(status)) && retried < attempts) {
                     report(Outcome::Status(status));
                     host.metrics.answered(response.status().is_server_error());
-                    let (parts, body) = response.into_parts();
-                    return Response::from_parts(parts, body.boxed());
+                    return response;
                 }
                 metrics.count(name, locality, "retry_5xx");
                 (Outcome::Status(status), true, true)
             }
-            Ok(Err(e)) if client_body_failed(&e) => {
+            Ok(Err(TryError::ClientBody(e))) => {
                 // The client's own body was malformed (a bad chunk, say): its
                 // fault, not the upstream's; nothing to retry or eject.
                 tracing::debug!(cluster = name, %peer, error = %e, "the request body is malformed");
@@ -306,7 +355,7 @@ async fn forward(
                     StatusCode::BAD_GATEWAY,
                     &format!("upstream {} failed", host.address),
                 ));
-                if e.is_connect() {
+                if matches!(e, TryError::Connect(_)) {
                     let retryable = retry.is_some_and(|r| r.on_connect_failure);
                     (Outcome::Unreachable, retryable, false)
                 } else {
@@ -391,18 +440,5 @@ impl Head {
     }
 }
 
-/// Whether forwarding failed because the client's request body did (it
-/// streams through, so its errors surface as the upstream call's).
-fn client_body_failed(error: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if cause
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(|e| e.is_user())
-        {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
-}
+#[cfg(test)]
+mod tests;

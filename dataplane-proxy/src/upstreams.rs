@@ -3,10 +3,14 @@
 //! `connect_timeout`. The few distinct settings of the configured clusters
 //! each get one pooled client, made on first use and kept.
 
-use crate::forward::ProxyBody;
+use crate::forward::{ProxyBody, TryError, Upstream};
 use crate::mesh_client::{MeshConnector, MeshTls};
-use hyper::Request;
+use http_body_util::BodyExt;
+use hyper::{Request, Response};
 use hyper_util::client::legacy::{connect::HttpConnector, Builder, Client, ResponseFuture};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 /// The connect timeout of a client with no cluster (the application behind
@@ -42,6 +46,55 @@ impl UpstreamClient {
     }
 }
 
+/// A try through the pooled client, its failure told apart as forwarding
+/// needs it (no connection, the client's own body, or the connection
+/// failing after it was made).
+impl tower::Service<Request<ProxyBody>> for UpstreamClient {
+    type Response = Response<ProxyBody>;
+    type Error = TryError;
+    type Future = Try;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), TryError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<ProxyBody>) -> Try {
+        Try(self.request(request))
+    }
+}
+
+/// The client's response future, mapped (no allocation beyond the client's own).
+pub struct Try(ResponseFuture);
+
+impl Future for Try {
+    type Output = Result<Response<ProxyBody>, TryError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|result| match result {
+            Ok(response) => Ok(response.map(|body| body.boxed())),
+            Err(e) if client_body_failed(&e) => Err(TryError::ClientBody(e.into())),
+            Err(e) if e.is_connect() => Err(TryError::Connect(e.into())),
+            Err(e) => Err(TryError::Failed(e.into())),
+        })
+    }
+}
+
+/// Whether forwarding failed because the client's request body did (it
+/// streams through, so its errors surface as the upstream call's).
+fn client_body_failed(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(|e| e.is_user())
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
 /// What tells two clients apart.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 struct Settings {
@@ -75,21 +128,6 @@ impl Upstreams {
             .unwrap_or_else(|| UpstreamClient::Plain(plain(settings)))
     }
 
-    /// The client for a cluster: mTLS where its transport settings say so,
-    /// connecting within its `connect_timeout`.
-    pub fn for_cluster(
-        &self,
-        cluster: &crate::config::ClusterConfig,
-    ) -> Result<UpstreamClient, &'static str> {
-        let settings = Settings {
-            mesh_tls: cluster.mesh_tls.is_some(),
-            http2: cluster.http2,
-            connect_timeout: cluster.connect_timeout,
-        };
-        self.client(settings)
-            .ok_or("the service requires mutual TLS and this proxy has no mesh certificate")
-    }
-
     /// The client with `settings`, made on first use; `None` for mTLS
     /// without a mesh certificate.
     fn client(&self, settings: Settings) -> Option<UpstreamClient> {
@@ -106,6 +144,25 @@ impl Upstreams {
         };
         clients.insert(settings, client.clone());
         Some(client)
+    }
+}
+
+impl Upstream for Upstreams {
+    type Service = UpstreamClient;
+
+    /// The client for a cluster: mTLS where its transport settings say so,
+    /// connecting within its `connect_timeout`.
+    fn for_cluster(
+        &self,
+        cluster: &crate::config::ClusterConfig,
+    ) -> Result<UpstreamClient, &'static str> {
+        let settings = Settings {
+            mesh_tls: cluster.mesh_tls.is_some(),
+            http2: cluster.http2,
+            connect_timeout: cluster.connect_timeout,
+        };
+        self.client(settings)
+            .ok_or("the service requires mutual TLS and this proxy has no mesh certificate")
     }
 }
 
