@@ -49,9 +49,24 @@ pub struct Held {
     pub bytes: u64,
     /// Set when the stream ends: its status.
     pub ended: Option<String>,
+    /// Keep load assignments by name and version only, without their
+    /// bodies: ten thousand clients of a large mesh fit in memory.
+    pub drop_endpoint_bodies: bool,
 }
 
 impl Held {
+    /// What is kept of `resource`, of `type_url`.
+    fn kept(&self, type_url: &str, resource: &Any) -> Any {
+        if self.drop_endpoint_bodies && type_url == ENDPOINT {
+            Any {
+                type_url: resource.type_url.clone(),
+                value: Vec::new(),
+            }
+        } else {
+            resource.clone()
+        }
+    }
+
     /// Name to resource bytes, across types: what two clients compare.
     pub fn contents(&self) -> BTreeMap<(String, String), Vec<u8>> {
         self.resources
@@ -219,6 +234,7 @@ pub async fn sotw_on(
     let held = Arc::new(Mutex::new(Held {
         resources: previous.resources,
         type_versions: previous.type_versions,
+        drop_endpoint_bodies: previous.drop_endpoint_bodies,
         ..Default::default()
     }));
     let shared = held.clone();
@@ -262,7 +278,10 @@ pub async fn sotw_on(
                         .map(|any| {
                             (
                                 resource_name(&response.type_url, any),
-                                (response.version_info.clone(), any.clone()),
+                                (
+                                    response.version_info.clone(),
+                                    h.kept(&response.type_url, any),
+                                ),
                             )
                         })
                         .collect();
@@ -351,8 +370,13 @@ pub async fn delta(addr: &str, node: Node) -> Result<AdsClient, tonic::transport
 
 /// [`delta`] on a channel made elsewhere (over mTLS, say).
 pub async fn delta_on(channel: tonic::transport::Channel, node: Node) -> AdsClient {
+    delta_with(channel, node, Held::default()).await
+}
+
+/// [`delta_on`], starting from `held` (empty, with its settings).
+pub async fn delta_with(channel: tonic::transport::Channel, node: Node, held: Held) -> AdsClient {
     let mut client = AggregatedDiscoveryServiceClient::new(channel);
-    let held = Arc::new(Mutex::new(Held::default()));
+    let held = Arc::new(Mutex::new(held));
     let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(64);
     for type_url in [CLUSTER, LISTENER] {
         let _ = tx
@@ -400,15 +424,19 @@ pub async fn delta_on(channel: tonic::transport::Channel, node: Node) -> AdsClie
                     .filter_map(|r| r.resource.as_ref())
                     .map(|r| r.value.len() as u64)
                     .sum::<u64>();
-                let map = h.resources.entry(response.type_url.clone()).or_default();
-                for resource in &response.resources {
-                    if let Some(any) = &resource.resource {
-                        map.insert(
+                let kept: Vec<(String, (String, Any))> = response
+                    .resources
+                    .iter()
+                    .filter_map(|resource| {
+                        let any = resource.resource.as_ref()?;
+                        Some((
                             resource.name.clone(),
-                            (resource.version.clone(), any.clone()),
-                        );
-                    }
-                }
+                            (resource.version.clone(), h.kept(&response.type_url, any)),
+                        ))
+                    })
+                    .collect();
+                let map = h.resources.entry(response.type_url.clone()).or_default();
+                map.extend(kept);
                 for name in &response.removed_resources {
                     map.remove(name);
                 }

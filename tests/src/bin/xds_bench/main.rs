@@ -5,10 +5,14 @@
 //! change, and each node's RSS; then the full compile time for 100,000
 //! endpoints.
 //!
-//! `cargo run -p meridian-tests --bin meridian-xds-bench -- [CLIENTS] [ENDPOINTS] [--tls]`
+//! `meridian-xds-bench [CLIENTS] [ENDPOINTS] [--tls] [--same-process] [--light] [--one-node]`
 //! (uses the `meridian` binary beside it; MERIDIAN_BIN_DIR points elsewhere).
-//! With `--tls`, the control plane and every client speak mutual TLS, each
-//! client with its own proxy certificate.
+//! The clients run in a process of their own, pinned to other cores than
+//! the control plane's where the machine has two or more; `--same-process`
+//! runs them in this one, as `--tls` does (the control plane and every
+//! client then speak mutual TLS, each client with its own proxy
+//! certificate). `--light` clients keep load assignments by name and
+//! version only (for 10,000 clients of 100,000 endpoints).
 
 use meridian_identity::{
     ca,
@@ -24,10 +28,13 @@ use meridian_tests::{
     percentile,
     pki::{dialer, tls_args, Pki, TRUST_DOMAIN},
     rss_kib,
-    xds::{self, AdsClient, ENDPOINT},
+    xds::ENDPOINT,
     ServerNode, ServerOptions,
 };
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+mod clients;
+use clients::{ClientSet, Remote};
 
 const CLUSTERS: usize = 10;
 const SERVICES: usize = 100;
@@ -103,10 +110,34 @@ fn proxy_dialer(pki: &Pki, cluster: &str, id: &str) -> Dialer {
     Dialer::tls(&credentials, control_plane_node).expect("dialer")
 }
 
-async fn run(node_count: u64, client_count: usize, endpoint_count: usize, tls: bool) {
+/// Where the clients run.
+enum Clients {
+    /// In this process, on the same cores as the control plane (`--same-process`, `--tls`).
+    Here(ClientSet),
+    /// In a process of their own, pinned to other cores where there are any.
+    Apart(Remote),
+}
+
+/// The cores the control plane and the client process get: split when the
+/// machine has two or more (taskset lists), else shared.
+fn cores() -> Option<(String, String)> {
+    let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (n >= 2).then(|| ("0".to_string(), format!("1-{}", n - 1)))
+}
+
+struct Setup {
+    nodes: u64,
+    clients: usize,
+    endpoints: usize,
+    tls: bool,
+    apart: bool,
+    light: bool,
+}
+
+async fn run(setup: &Setup) {
     let root = tempfile::tempdir().expect("temp dir");
-    let pki = tls.then(|| Pki::new(root.path(), "ca"));
-    let nodes = start_cluster_with(root.path(), node_count, |id| match &pki {
+    let pki = setup.tls.then(|| Pki::new(root.path(), "ca"));
+    let nodes = start_cluster_with(root.path(), setup.nodes, |id| match &pki {
         None => ServerOptions::default(),
         Some(pki) => ServerOptions {
             global_args: tls_args(&pki.issue(&format!("node-{id}"), &["--node", &id.to_string()])),
@@ -115,7 +146,7 @@ async fn run(node_count: u64, client_count: usize, endpoint_count: usize, tls: b
         },
     });
     agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
-    let per_set = (endpoint_count / (SERVICES * CLUSTERS)).max(1);
+    let per_set = (setup.endpoints / (SERVICES * CLUSTERS)).max(1);
     let mut manifests = clusters();
     manifests.extend((0..SERVICES).map(service));
     manifests.extend(
@@ -123,94 +154,71 @@ async fn run(node_count: u64, client_count: usize, endpoint_count: usize, tls: b
     );
     load(&nodes[0], manifests).await;
 
+    let servers: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
     let started = Instant::now();
-    let mut clients: Vec<AdsClient> = Vec::with_capacity(client_count);
-    for i in 0..client_count {
-        let node = &nodes[i % nodes.len()];
-        let (name, cluster) = (format!("bench-{i}"), format!("c{}", i % CLUSTERS));
-        let id = xds::node(&name, &cluster);
-        let channel = match &pki {
+    let mut clients = if setup.apart {
+        let cpus = cores().map(|(_, clients)| clients);
+        Clients::Apart(Remote::start(
+            &servers,
+            setup.clients,
+            setup.light,
+            cpus.as_deref(),
+        ))
+    } else {
+        let dial = |_: usize, name: &str, cluster: &str| match &pki {
             None => Dialer::insecure(),
-            Some(pki) => proxy_dialer(pki, &cluster, &name),
-        }
-        .connect(&node.grpc)
-        .await
-        .expect("connect");
-        let client = if i % 2 == 0 {
-            xds::delta_on(channel, id).await
-        } else {
-            xds::sotw_on(channel, id, None, false).await
+            Some(pki) => proxy_dialer(pki, cluster, name),
         };
-        clients.push(client);
-    }
-    let full = |c: &AdsClient| {
-        c.with(|h| h.resources.get(ENDPOINT).map(|m| m.len()).unwrap_or(0) >= SERVICES)
+        let set = ClientSet::connect(&servers, setup.clients, CLUSTERS, setup.light, &dial).await;
+        set.wait_full_view(SERVICES).await;
+        Clients::Here(set)
     };
-    while !clients.iter().all(full) {
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "clients did not get the full view"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let first_view = started.elapsed();
+    let first_view = match &clients {
+        Clients::Here(_) => started.elapsed(),
+        Clients::Apart(remote) => remote.first_view,
+    };
 
     let mut latencies = Vec::new();
     let mut bytes = 0;
     for change in 1..=CHANGES {
-        let before: Vec<(usize, u64)> = clients
-            .iter()
-            .map(|c| c.with(|h| (h.responses.len(), h.bytes)))
-            .collect();
-        let t0 = Instant::now();
+        match &mut clients {
+            Clients::Here(set) => set.mark(),
+            Clients::Apart(remote) => remote.mark(),
+        }
+        let t0 = SystemTime::now();
         load(
             &nodes[change % nodes.len()],
             vec![endpoints(0, 0, per_set, change)],
         )
         .await;
-        let mut done = vec![None; clients.len()];
-        while done.iter().any(Option::is_none) {
-            for (i, client) in clients.iter().enumerate() {
-                if done[i].is_some() {
-                    continue;
-                }
-                done[i] = client.with(|h| {
-                    h.responses[before[i].0..]
-                        .iter()
-                        .zip(&h.received_at[before[i].0..])
-                        .find(|((t, _), _)| t == ENDPOINT)
-                        .map(|(_, at)| at.duration_since(t0))
-                });
-            }
-            assert!(
-                t0.elapsed() < Duration::from_secs(120),
-                "a change did not reach every client"
-            );
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        latencies.extend(done.into_iter().flatten());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        bytes += clients
-            .iter()
-            .zip(&before)
-            .map(|(c, (_, b))| c.with(|h| h.bytes) - b)
-            .sum::<u64>();
+        let (these, sent) = match &mut clients {
+            Clients::Here(set) => set.wait_change(t0).await,
+            Clients::Apart(remote) => remote.wait_change(t0),
+        };
+        latencies.extend(these);
+        bytes += sent;
     }
     latencies.sort();
-    let rss: Vec<String> = nodes
+    let rss: Vec<u64> = nodes
         .iter()
         .filter_map(|n| n.pid())
-        .map(|pid| format!("{} MiB", rss_kib(pid) / 1024))
+        .map(|pid| rss_kib(pid) / 1024)
         .collect();
+    let per_stream_kib = rss.iter().sum::<u64>() * 1024 / setup.clients.max(1) as u64;
     println!(
-        "| {} | {node_count} | {client_count} | {} | {:.1} s | {:.1} ms | {:.1} ms | {} KiB | {} |",
-        if tls { "mTLS" } else { "plaintext" },
+        "| {} | {} | {} | {} | {} | {:.1} s | {:.1} ms | {:.1} ms | {:.1} ms | {} KiB | {} MiB | {} KiB |",
+        if setup.tls { "mTLS" } else { "plaintext" },
+        if setup.apart { "apart" } else { "same" },
+        setup.nodes,
+        setup.clients,
         per_set * SERVICES * CLUSTERS,
         first_view.as_secs_f64(),
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+        latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         bytes / CHANGES as u64 / 1024,
-        rss.join(", "),
+        rss.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+        per_stream_kib,
     );
 }
 
@@ -241,14 +249,51 @@ fn compile_time(endpoint_count: usize) -> Duration {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let light = args.iter().any(|a| a == "--light");
+    if args.first().map(String::as_str) == Some("--clients") {
+        // The client process (see clients.rs).
+        let servers = args[1].split(',').map(str::to_string).collect();
+        let count = args[2].parse().expect("COUNT");
+        clients::serve_parent(servers, count, CLUSTERS, SERVICES, light).await;
+        return;
+    }
     let tls = args.iter().any(|a| a == "--tls");
+    // Over mTLS each client needs a certificate from this process's CA.
+    let apart = !tls && !args.iter().any(|a| a == "--same-process");
     let mut numbers = args.iter().filter_map(|a| a.parse::<usize>().ok());
     let clients = numbers.next().unwrap_or(1_000);
-    let endpoint_count = numbers.next().unwrap_or(10_000);
-    println!("| transport | nodes | clients | endpoints | full view | change→all ACK p50 | p99 | bytes/change | RSS |");
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for nodes in [1, 3] {
-        run(nodes, clients, endpoint_count, tls).await;
+    let endpoints = numbers.next().unwrap_or(10_000);
+    let node_counts: Vec<u64> = if args.iter().any(|a| a == "--one-node") {
+        vec![1]
+    } else {
+        vec![1, 3]
+    };
+    if let (true, Some((control_plane, _))) = (apart, cores()) {
+        // This process and the nodes it starts on their own cores; the
+        // client process gets the others.
+        let _ = std::process::Command::new("taskset")
+            .args([
+                "-a",
+                "-p",
+                "-c",
+                &control_plane,
+                &std::process::id().to_string(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .status();
+    }
+    println!("| transport | clients | nodes | streams | endpoints | full view | change→ACK p50 | p99 | max | bytes/change | RSS per node | RSS per stream |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for nodes in node_counts {
+        let setup = Setup {
+            nodes,
+            clients,
+            endpoints,
+            tls,
+            apart,
+            light,
+        };
+        run(&setup).await;
     }
     let elapsed = compile_time(100_000);
     println!(
