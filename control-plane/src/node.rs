@@ -98,10 +98,16 @@ impl Node {
     }
 
     /// Validates `command` against this replica, then proposes it. The
-    /// pre-check fails fast without a Raft round trip; the apply on every
-    /// replica checks again against the state the entry actually meets.
+    /// pre-check fails fast without a Raft round trip, but this replica may
+    /// not have applied writes already acknowledged (a follower whose
+    /// leader's messages arrive late): a refusal is final only once it has
+    /// caught up to the leader's read index. The apply on every replica
+    /// checks again against the state the entry actually meets.
     pub async fn submit(&self, command: Command) -> Result<(u64, Vec<u64>), NodeError> {
-        plan(&self.state.view(), &command, 0)?;
+        if plan(&self.state.view(), &command, 0).is_err() {
+            self.read_barrier(Consistency::Linearizable).await?;
+            plan(&self.state.view(), &command, 0)?;
+        }
         self.write(command).await
     }
 

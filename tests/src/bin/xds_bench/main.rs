@@ -5,7 +5,7 @@
 //! change, and each node's RSS; then the full compile time for 100,000
 //! endpoints.
 //!
-//! `meridian-xds-bench [CLIENTS] [ENDPOINTS] [--tls] [--same-process] [--light] [--one-node]`
+//! `meridian-xds-bench [CLIENTS] [ENDPOINTS] [--tls] [--same-process] [--light] [--nodes N]`
 //! (uses the `meridian` binary beside it; MERIDIAN_BIN_DIR points elsewhere).
 //! The clients run in a process of their own, pinned to other cores than
 //! the control plane's where the machine has two or more; `--same-process`
@@ -260,13 +260,19 @@ async fn main() {
     let tls = args.iter().any(|a| a == "--tls");
     // Over mTLS each client needs a certificate from this process's CA.
     let apart = !tls && !args.iter().any(|a| a == "--same-process");
-    let mut numbers = args.iter().filter_map(|a| a.parse::<usize>().ok());
+    let mut numbers = args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || args[i - 1] != "--nodes")
+        .filter_map(|(_, a)| a.parse::<usize>().ok());
     let clients = numbers.next().unwrap_or(1_000);
     let endpoints = numbers.next().unwrap_or(10_000);
-    let node_counts: Vec<u64> = if args.iter().any(|a| a == "--one-node") {
-        vec![1]
-    } else {
-        vec![1, 3]
+    let node_counts: Vec<u64> = match args.iter().position(|a| a == "--nodes") {
+        Some(i) => vec![args
+            .get(i + 1)
+            .and_then(|n| n.parse().ok())
+            .expect("--nodes N")],
+        None => vec![1, 3],
     };
     if let (true, Some((control_plane, _))) = (apart, cores()) {
         // This process and the nodes it starts on their own cores; the
