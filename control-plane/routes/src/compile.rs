@@ -13,7 +13,8 @@ use meridian_model::{
 };
 use prost::{Message, Name};
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::atomic::{AtomicU64, Ordering},
     sync::Arc,
 };
 
@@ -65,12 +66,84 @@ impl XdsResource {
 }
 
 /// Everything one proxy gets, by type URL and name.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct Compiled {
     by_type: BTreeMap<&'static str, BTreeMap<String, XdsResource>>,
+    /// This output's number, unique in the process (0 for one made by hand).
+    id: u64,
+    /// What differs from an earlier output for the same proxies, if known.
+    changes: Option<Changes>,
 }
 
+/// The names of each type added, changed or removed since output `since`.
+#[derive(Debug, Clone)]
+struct Changes {
+    since: u64,
+    by_type: BTreeMap<&'static str, BTreeSet<String>>,
+}
+
+/// Outputs compare by what they hold, not by their numbers.
+impl PartialEq for Compiled {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_type == other.by_type
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+static NOTHING: BTreeSet<String> = BTreeSet::new();
+
 impl Compiled {
+    /// This output's number.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The names of `type_url` added, changed or removed since output
+    /// `since`: a stream that held all of `since` need look at no others.
+    /// `None` when this output was not compared with `since`.
+    pub fn changed_since(&self, since: u64, type_url: &str) -> Option<&BTreeSet<String>> {
+        let changes = self
+            .changes
+            .as_ref()
+            .filter(|c| c.since == since && since != 0)?;
+        Some(changes.by_type.get(type_url).unwrap_or(&NOTHING))
+    }
+
+    /// Compares this output with `previous` (the last for the same
+    /// proxies), once, so each stream looks only at what changed.
+    pub fn note_changes_since(&mut self, previous: &Compiled) {
+        let mut by_type: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+        let types: BTreeSet<&'static str> = self
+            .by_type
+            .keys()
+            .chain(previous.by_type.keys())
+            .copied()
+            .collect();
+        let empty = BTreeMap::new();
+        for type_url in types {
+            let now = self.by_type.get(type_url).unwrap_or(&empty);
+            let before = previous.by_type.get(type_url).unwrap_or(&empty);
+            let changed: BTreeSet<String> = now
+                .iter()
+                .filter(|(name, r)| before.get(*name).map(|b| &b.version) != Some(&r.version))
+                .map(|(name, _)| name.clone())
+                .chain(
+                    before
+                        .keys()
+                        .filter(|name| !now.contains_key(*name))
+                        .cloned(),
+                )
+                .collect();
+            if !changed.is_empty() {
+                by_type.insert(type_url, changed);
+            }
+        }
+        self.changes = Some(Changes {
+            since: previous.id,
+            by_type,
+        });
+    }
+
     pub fn of_type(&self, type_url: &str) -> Option<&BTreeMap<String, XdsResource>> {
         self.by_type.get(type_url)
     }
@@ -159,6 +232,7 @@ impl Compiler {
             add_outbound(&mut compiled, port, &services);
         }
         self.cache.insert(origin, current);
+        compiled.id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         compiled
     }
 }
@@ -331,4 +405,61 @@ fn add_outbound(compiled: &mut Compiled, port: u16, services: &[(ServiceId, Arc<
         type_url::LISTENER,
         XdsResource::new(name, revision, &listener::outbound_http(port)),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resource(name: &str, version: &str) -> XdsResource {
+        XdsResource {
+            name: name.into(),
+            version: version.into(),
+            resource: Any::default(),
+        }
+    }
+
+    fn output(endpoints: &[(&str, &str)], id: u64) -> Compiled {
+        let mut compiled = Compiled {
+            id,
+            ..Compiled::default()
+        };
+        compiled.insert(type_url::CLUSTER, resource("web", "1"));
+        for (name, version) in endpoints {
+            compiled.insert(type_url::ENDPOINT, resource(name, version));
+        }
+        compiled
+    }
+
+    #[test]
+    fn an_output_names_what_changed_since_the_one_before() {
+        let before = output(&[("a", "1"), ("b", "1"), ("gone", "1")], 7);
+        let mut after = output(&[("a", "1"), ("b", "2"), ("new", "1")], 8);
+        assert_eq!(
+            after.changed_since(7, type_url::ENDPOINT),
+            None,
+            "not compared yet"
+        );
+        after.note_changes_since(&before);
+        let changed: Vec<&String> = after
+            .changed_since(7, type_url::ENDPOINT)
+            .expect("compared with 7")
+            .iter()
+            .collect();
+        assert_eq!(changed, ["b", "gone", "new"]);
+        assert_eq!(
+            after.changed_since(7, type_url::CLUSTER).map(|c| c.len()),
+            Some(0)
+        );
+        assert_eq!(
+            after.changed_since(6, type_url::ENDPOINT),
+            None,
+            "another output"
+        );
+        assert_eq!(
+            after,
+            output(&[("a", "1"), ("b", "2"), ("new", "1")], 9),
+            "compared by content"
+        );
+    }
 }

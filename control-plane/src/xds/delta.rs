@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
 };
-use meridian_routes::{type_url, Compiled};
+use meridian_routes::{type_url, Compiled, XdsResource};
 use std::collections::BTreeMap;
 
 /// About how many bytes of resources one response carries: a client's
@@ -26,6 +26,10 @@ struct TypeState {
     pending: BTreeMap<String, Sent>,
     /// ... and this says changes waited, so the answer brings the newest state.
     dirty: bool,
+    /// The compiled output whose wanted resources `known` holds exactly,
+    /// when it does: the next output's diff then looks only at the names
+    /// that output says changed, not at every resource.
+    synced: Option<u64>,
 }
 
 /// One response as the stream remembers it until the client answers.
@@ -77,6 +81,10 @@ impl DeltaStream {
         let refused = matches!(feedback, Some(Feedback::Nack { .. }));
         let resubscribed = !request.resource_names_subscribe.is_empty()
             || !request.resource_names_unsubscribe.is_empty();
+        if first || refused || resubscribed {
+            // What the client holds is no longer a compiled output's whole.
+            state.synced = None;
+        }
         if first {
             state.known = request
                 .initial_resource_versions
@@ -148,17 +156,24 @@ impl DeltaStream {
         let state = self.types.get_mut(type_url)?;
         let empty = BTreeMap::new();
         let current = compiled.of_type(type_url).unwrap_or(&empty);
+        // Holding all of the previous output, only what changed since needs a look.
+        let changed = state
+            .synced
+            .and_then(|since| compiled.changed_since(since, type_url));
+        let candidates: Box<dyn Iterator<Item = (&String, &XdsResource)>> = match changed {
+            Some(names) => Box::new(names.iter().filter_map(|name| current.get_key_value(name))),
+            None => Box::new(current.iter()),
+        };
         let mut resources = Vec::new();
         let mut changes = Vec::new();
         let mut bytes = 0;
-        for (name, resource) in current
-            .iter()
-            .filter(|(name, _)| state.subscription.wants(name))
-        {
+        let mut truncated = false;
+        for (name, resource) in candidates.filter(|(name, _)| state.subscription.wants(name)) {
             if state.known.get(name) != Some(&resource.version) {
                 if bytes >= MAX_RESPONSE_BYTES {
                     // The rest goes out once the client has answered this one.
                     state.dirty = true;
+                    truncated = true;
                     break;
                 }
                 bytes += resource.resource.value.len();
@@ -172,15 +187,24 @@ impl DeltaStream {
                 });
             }
         }
-        let removed: Vec<String> = state
-            .known
-            .keys()
-            .filter(|name| !current.contains_key(*name) || !state.subscription.wants(name))
-            .cloned()
-            .collect();
+        let gone = |name: &String| !current.contains_key(name) || !state.subscription.wants(name);
+        let removed: Vec<String> = match changed {
+            Some(names) => names
+                .iter()
+                .filter(|name| state.known.contains_key(*name) && gone(name))
+                .cloned()
+                .collect(),
+            None => state
+                .known
+                .keys()
+                .filter(|name| gone(name))
+                .cloned()
+                .collect(),
+        };
         for name in &removed {
             changes.push((name.clone(), None, state.known.remove(name)));
         }
+        state.synced = (!truncated).then(|| compiled.id());
         if resources.is_empty() && removed.is_empty() && !always {
             return None;
         }
@@ -393,6 +417,55 @@ mod tests {
             "3",
         );
         assert!(again.is_none(), "nothing more to send");
+    }
+
+    /// What one stream is sent when the output after `v1` arrives, having
+    /// answered v1's response with `answer_error` (an ACK when `None`).
+    fn next_response(
+        v1: &Compiled,
+        v2: &Compiled,
+        answer_error: Option<&str>,
+    ) -> (Vec<String>, Vec<String>) {
+        let mut stream = DeltaStream::default();
+        let (first, _) = stream.handle_request(request(type_url::LISTENER, &[], ""), v1, "1");
+        let mut answer = request(type_url::LISTENER, &[], &first.expect("first").nonce);
+        answer.error_detail = answer_error.map(|message| envoy_types::pb::google::rpc::Status {
+            message: message.into(),
+            ..Default::default()
+        });
+        stream.handle_request(answer, v1, "1");
+        let update = stream.handle_update(v2, "2");
+        let response = update.first().expect("an update");
+        let mut sent: Vec<String> = response.resources.iter().map(|r| r.name.clone()).collect();
+        let mut removed = response.removed_resources.clone();
+        sent.sort();
+        removed.sort();
+        (sent, removed)
+    }
+
+    #[test]
+    fn a_stream_that_held_the_last_output_looks_only_at_what_changed_alike() {
+        let v1 = compiled(8080, 1);
+        let unmarked = compiled(8081, 2);
+        let mut marked = unmarked.clone();
+        marked.note_changes_since(&v1);
+        assert!(marked.changed_since(v1.id(), type_url::LISTENER).is_some());
+        for answer in [None, Some("refused")] {
+            // The same response whether the stream diffs every resource or
+            // only the names the output says changed; after a NACK it holds
+            // no output's whole and diffs everything.
+            assert_eq!(
+                next_response(&v1, &marked, answer),
+                next_response(&v1, &unmarked, answer),
+                "answered {answer:?}"
+            );
+        }
+        let (sent, removed) = next_response(&v1, &marked, None);
+        assert!(sent.contains(&"outbound_8081".to_string()), "{sent:?}");
+        assert!(
+            removed.contains(&"outbound_8080".to_string()),
+            "{removed:?}"
+        );
     }
 
     #[test]

@@ -81,8 +81,14 @@ impl RouteTable {
                 ],
             )
         });
-        let compiled = Arc::new(inner.compiler.compile(&snapshot.state, proxy));
+        let mut compiled = inner.compiler.compile(&snapshot.state, proxy);
         drop(cx);
+        // Compared with the locality's last output once here, so each of
+        // its streams looks only at the names that changed.
+        if let Some((_, previous)) = inner.localities.get(proxy).and_then(|e| e.latest.as_ref()) {
+            compiled.note_changes_since(previous);
+        }
+        let compiled = Arc::new(compiled);
         // Kept only for a locality a stream has acquired.
         if let Some(entry) = inner.localities.get_mut(proxy) {
             entry.latest = Some((snapshot.generation, compiled.clone()));
