@@ -30,6 +30,10 @@ struct TypeState {
     awaiting: bool,
     /// ... and this says one did, so the answer brings the newest state.
     dirty: bool,
+    /// The compiled output this subscription's contents were last looked
+    /// at in (sent, or found unchanged or refused): an output that changed
+    /// nothing of this type since needs no look.
+    evaluated: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +89,9 @@ impl SotwStream {
                 .collect(),
         };
         let changed = subscription != state.subscription;
+        if changed {
+            state.evaluated = None;
+        }
         state.subscription = subscription;
         if first {
             // A client that reconnects already holding the current version needs nothing.
@@ -139,6 +146,15 @@ impl SotwStream {
         force: bool,
     ) -> Option<DiscoveryResponse> {
         let state = self.types.get_mut(type_url)?;
+        let untouched = state
+            .evaluated
+            .and_then(|since| compiled.changed_since(since, type_url))
+            .is_some_and(|names| names.is_empty());
+        state.evaluated = Some(compiled.id());
+        if !force && untouched {
+            // Nothing of this type changed since the last look: the same answer, none.
+            return None;
+        }
         let (version, chosen) = contents(type_url, &state.subscription, compiled);
         let unchanged = state.sent.as_ref().is_some_and(|(v, _)| *v == version);
         let refused = state.nacked.as_deref() == Some(version.as_str());
@@ -271,6 +287,41 @@ mod tests {
             &latest,
         );
         assert!(again.is_none(), "nothing more to send");
+    }
+
+    #[test]
+    fn an_output_that_leaves_a_type_untouched_needs_no_look_and_changes_nothing() {
+        // cart changes (its revision), checkout's cluster does not.
+        let v1 = compiled_at(8080, 1, 1);
+        let mut v2 = compiled_at(8080, 1, 2);
+        v2.note_changes_since(&v1);
+        let mut v3 = compiled_at(8081, 3, 2);
+        v3.note_changes_since(&v2);
+        let run = |v2: &Compiled, v3: &Compiled| {
+            let mut stream = SotwStream::default();
+            let (first, _) =
+                stream.handle_request(request(type_url::ENDPOINT, &["checkout.shop"], "", ""), &v1);
+            let first = first.expect("initial response");
+            stream.handle_request(
+                request(
+                    type_url::ENDPOINT,
+                    &["checkout.shop"],
+                    &first.version_info,
+                    &first.nonce,
+                ),
+                &v1,
+            );
+            let untouched = stream.handle_update(v2).len();
+            let changed: Vec<String> = stream
+                .handle_update(v3)
+                .iter()
+                .map(|r| r.version_info.clone())
+                .collect();
+            (untouched, changed)
+        };
+        let unmarked = (compiled_at(8080, 1, 2), compiled_at(8081, 3, 2));
+        assert_eq!(run(&v2, &v3), run(&unmarked.0, &unmarked.1));
+        assert_eq!(run(&v2, &v3).0, 0, "cart's change is not checkout's");
     }
 
     #[test]
