@@ -68,7 +68,9 @@ impl XdsResource {
 /// Everything one proxy gets, by type URL and name.
 #[derive(Debug, Clone, Default)]
 pub struct Compiled {
-    by_type: BTreeMap<&'static str, BTreeMap<String, XdsResource>>,
+    /// Shared with the compiler's cache and earlier outputs: an output
+    /// copies no resource bytes.
+    by_type: BTreeMap<&'static str, BTreeMap<String, Arc<XdsResource>>>,
     /// This output's number, unique in the process (0 for one made by hand).
     id: u64,
     /// What differs from an earlier output for the same proxies, if known.
@@ -144,15 +146,18 @@ impl Compiled {
         });
     }
 
-    pub fn of_type(&self, type_url: &str) -> Option<&BTreeMap<String, XdsResource>> {
+    pub fn of_type(&self, type_url: &str) -> Option<&BTreeMap<String, Arc<XdsResource>>> {
         self.by_type.get(type_url)
     }
 
     pub fn get(&self, type_url: &str, name: &str) -> Option<&XdsResource> {
-        self.of_type(type_url).and_then(|m| m.get(name))
+        self.of_type(type_url)
+            .and_then(|m| m.get(name))
+            .map(|r| &**r)
     }
 
-    fn insert(&mut self, type_url: &'static str, resource: XdsResource) {
+    fn insert(&mut self, type_url: &'static str, resource: impl Into<Arc<XdsResource>>) {
+        let resource = resource.into();
         self.by_type
             .entry(type_url)
             .or_default()
@@ -168,14 +173,35 @@ struct ServiceOutput {
     revision: u64,
     port: u16,
     protocol: Protocol,
-    resources: Vec<(&'static str, XdsResource)>,
+    resources: Vec<(&'static str, Arc<XdsResource>)>,
     virtual_host: VirtualHost,
+}
+
+/// A port's outbound resources and the service outputs they were made from.
+#[derive(Debug)]
+struct PortOutput {
+    services: Vec<Arc<ServiceOutput>>,
+    resources: Vec<(&'static str, Arc<XdsResource>)>,
+}
+
+impl PortOutput {
+    fn made_from(&self, services: &[(ServiceId, Arc<ServiceOutput>)]) -> bool {
+        self.services.len() == services.len()
+            && self
+                .services
+                .iter()
+                .zip(services)
+                .all(|(kept, (_, now))| Arc::ptr_eq(kept, now))
+    }
 }
 
 /// Compiles, remembering per-origin, per-service output between calls.
 #[derive(Debug, Default)]
 pub struct Compiler {
     cache: HashMap<Origin, HashMap<ServiceId, Arc<ServiceOutput>>>,
+    /// Per origin and port, the outbound listener and routes, kept while
+    /// the port's services' outputs are the very same.
+    ports: HashMap<Origin, HashMap<u16, PortOutput>>,
     /// The mesh's trust domain, which mutual TLS between proxies names;
     /// without one (a plaintext control plane) services are not sent mTLS settings.
     trust_domain: Option<String>,
@@ -228,9 +254,22 @@ impl Compiler {
                 .push((id.clone(), output.clone()));
             current.insert(id, output);
         }
+        let mut previous_ports = self.ports.remove(&origin).unwrap_or_default();
+        let mut current_ports = HashMap::new();
         for (port, services) in ports {
-            add_outbound(&mut compiled, port, &services);
+            let output = match previous_ports.remove(&port) {
+                Some(kept) if kept.made_from(&services) => kept,
+                _ => PortOutput {
+                    resources: outbound(port, &services),
+                    services: services.into_iter().map(|(_, s)| s).collect(),
+                },
+            };
+            for (type_url, resource) in &output.resources {
+                compiled.insert(type_url, resource.clone());
+            }
+            current_ports.insert(port, output);
         }
+        self.ports.insert(origin.clone(), current_ports);
         self.cache.insert(origin, current);
         compiled.id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         compiled
@@ -245,6 +284,7 @@ impl Compiler {
         let keep: std::collections::HashSet<Origin> =
             live.iter().map(|proxy| origin(state, proxy)).collect();
         self.cache.retain(|origin, _| keep.contains(origin));
+        self.ports.retain(|origin, _| keep.contains(origin));
     }
 
     /// How many origins have cached output.
@@ -288,11 +328,17 @@ struct Revisions {
 /// A digest of the keys and revisions of every object the service's output
 /// depends on (the cache key), and the per-resource revisions.
 fn inputs(state: &MeshState, id: &ServiceId, service: &Resource) -> (u64, Revisions) {
-    let mut text = format!("{}@{};", service.key(), service.revision());
+    let mut digest = version::Digest::default();
     let mut note = |r: &Resource| {
-        text.push_str(&format!("{}@{};", r.key(), r.revision()));
+        let meta = &r.metadata;
+        digest.field(r.kind().as_str().as_bytes());
+        digest.field(meta.namespace.as_deref().unwrap_or_default().as_bytes());
+        digest.field(meta.name.as_bytes());
+        digest.field(meta.cluster.as_deref().unwrap_or_default().as_bytes());
+        digest.field(&r.revision().to_le_bytes());
         r.revision()
     };
+    note(service);
     let mut endpoints = 0;
     for e in state.endpoints(id) {
         endpoints = endpoints.max(note(e));
@@ -311,7 +357,7 @@ fn inputs(state: &MeshState, id: &ServiceId, service: &Resource) -> (u64, Revisi
         endpoints,
         routes: service.revision().max(split),
     };
-    (version::digest(text.as_bytes()), revisions)
+    (digest.0, revisions)
 }
 
 /// Whether proxies of `cluster` may reach the service: the service allows
@@ -344,24 +390,32 @@ fn compile_service(
     let mut resources = vec![
         (
             type_url::CLUSTER,
-            XdsResource::new(name.clone(), revisions.service, &cluster),
+            Arc::new(XdsResource::new(name.clone(), revisions.service, &cluster)),
         ),
         (
             type_url::ENDPOINT,
-            XdsResource::new(name.clone(), revisions.endpoints, &assignment),
+            Arc::new(XdsResource::new(
+                name.clone(),
+                revisions.endpoints,
+                &assignment,
+            )),
         ),
     ];
     if spec.protocol != Protocol::Tcp {
         let routes = route::service_routes(state, id, spec);
         resources.push((
             type_url::ROUTE,
-            XdsResource::new(name.clone(), revisions.routes, &routes),
+            Arc::new(XdsResource::new(name.clone(), revisions.routes, &routes)),
         ));
         for listener_name in [name.clone(), names::service_with_port(id, spec.port)] {
             let listener = listener::api_listener(listener_name.clone(), id);
             resources.push((
                 type_url::LISTENER,
-                XdsResource::new(listener_name, revisions.service, &listener),
+                Arc::new(XdsResource::new(
+                    listener_name,
+                    revisions.service,
+                    &listener,
+                )),
             ));
         }
     }
@@ -378,7 +432,12 @@ fn compile_service(
 /// The outbound listener (and, for HTTP, route configuration) of one port.
 /// HTTP services share a port, routed by authority; a TCP service takes a
 /// port only if no HTTP service is on it, and the first by name wins.
-fn add_outbound(compiled: &mut Compiled, port: u16, services: &[(ServiceId, Arc<ServiceOutput>)]) {
+/// The outbound listener of `port` and, for HTTP, its route configuration
+/// over every service on the port.
+fn outbound(
+    port: u16,
+    services: &[(ServiceId, Arc<ServiceOutput>)],
+) -> Vec<(&'static str, Arc<XdsResource>)> {
     let revision = services.iter().map(|(_, s)| s.revision).max().unwrap_or(0);
     let http: Vec<&(ServiceId, Arc<ServiceOutput>)> = services
         .iter()
@@ -386,25 +445,34 @@ fn add_outbound(compiled: &mut Compiled, port: u16, services: &[(ServiceId, Arc<
         .collect();
     let name = names::outbound(port);
     if http.is_empty() {
-        if let Some((id, _)) = services.first() {
-            let listener = listener::outbound_tcp(port, id);
-            compiled.insert(
-                type_url::LISTENER,
-                XdsResource::new(name, revision, &listener),
-            );
-        }
-        return;
+        return services
+            .first()
+            .map(|(id, _)| {
+                let listener = listener::outbound_tcp(port, id);
+                (
+                    type_url::LISTENER,
+                    Arc::new(XdsResource::new(name, revision, &listener)),
+                )
+            })
+            .into_iter()
+            .collect();
     }
     let virtual_hosts = http.iter().map(|(_, s)| s.virtual_host.clone()).collect();
     let routes = route::outbound_routes(port, virtual_hosts);
-    compiled.insert(
-        type_url::ROUTE,
-        XdsResource::new(name.clone(), revision, &routes),
-    );
-    compiled.insert(
-        type_url::LISTENER,
-        XdsResource::new(name, revision, &listener::outbound_http(port)),
-    );
+    vec![
+        (
+            type_url::ROUTE,
+            Arc::new(XdsResource::new(name.clone(), revision, &routes)),
+        ),
+        (
+            type_url::LISTENER,
+            Arc::new(XdsResource::new(
+                name,
+                revision,
+                &listener::outbound_http(port),
+            )),
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -429,6 +497,54 @@ mod tests {
             compiled.insert(type_url::ENDPOINT, resource(name, version));
         }
         compiled
+    }
+
+    fn mesh(web_revision: u64) -> MeshState {
+        let text = "kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1}\n---\n\
+             kind: Service\nmetadata: {name: web, namespace: shop}\nspec: {protocol: http, port: 8080}\n---\n\
+             kind: Service\nmetadata: {name: api, namespace: shop}\nspec: {protocol: http, port: 8080}\n";
+        MeshState::from_resources(
+            meridian_model::parse_manifests(text)
+                .expect("mesh")
+                .into_iter()
+                .map(|mut r| {
+                    let web = r.metadata.name == "web";
+                    r.metadata.revision = Some(if web { web_revision } else { 1 });
+                    r
+                }),
+        )
+    }
+
+    #[test]
+    fn a_ports_outbound_resources_are_rebuilt_only_when_a_service_on_it_changes() {
+        let proxy = ProxyLocality {
+            cluster: "c1".into(),
+            ..Default::default()
+        };
+        let mut compiler = Compiler::default();
+        let outbound = |c: &Compiled| {
+            c.of_type(type_url::ROUTE)
+                .and_then(|m| m.get("outbound_8080"))
+                .cloned()
+                .expect("outbound routes")
+        };
+        let first = compiler.compile(&mesh(1), &proxy);
+        let again = compiler.compile(&mesh(1), &proxy);
+        assert!(
+            Arc::ptr_eq(&outbound(&first), &outbound(&again)),
+            "nothing changed: kept"
+        );
+        let changed = compiler.compile(&mesh(5), &proxy);
+        assert_ne!(
+            outbound(&changed).version,
+            outbound(&first).version,
+            "web changed: rebuilt"
+        );
+        assert_eq!(
+            changed,
+            compile(&mesh(5), &proxy),
+            "the same as a compile from nothing"
+        );
     }
 
     #[test]

@@ -5,12 +5,34 @@
 
 /// FNV-1a, 64 bit: stable across processes and platforms, unlike `DefaultHasher`.
 pub fn digest(bytes: &[u8]) -> u64 {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        hash ^= u64::from(*b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    let mut digest = Digest::default();
+    digest.add(bytes);
+    digest.0
+}
+
+/// FNV-1a fed in parts, with nothing formatted or allocated.
+#[derive(Debug, Clone, Copy)]
+pub struct Digest(pub u64);
+
+impl Default for Digest {
+    fn default() -> Self {
+        Digest(0xcbf2_9ce4_8422_2325)
     }
-    hash
+}
+
+impl Digest {
+    pub fn add(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// A field and its end (a byte no UTF-8 text holds), so fields cannot run together.
+    pub fn field(&mut self, bytes: &[u8]) {
+        self.add(bytes);
+        self.add(&[0xff]);
+    }
 }
 
 pub fn version(revision: u64, bytes: &[u8]) -> String {

@@ -9,6 +9,7 @@ use envoy_types::pb::envoy::{
 };
 use meridian_routes::{type_url, Compiled, XdsResource};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// About how many bytes of resources one response carries: a client's
 /// first view (every endpoint of every cluster, say) goes out in several
@@ -160,7 +161,7 @@ impl DeltaStream {
         let changed = state
             .synced
             .and_then(|since| compiled.changed_since(since, type_url));
-        let candidates: Box<dyn Iterator<Item = (&String, &XdsResource)>> = match changed {
+        let candidates: Box<dyn Iterator<Item = (&String, &Arc<XdsResource>)>> = match changed {
             Some(names) => Box::new(names.iter().filter_map(|name| current.get_key_value(name))),
             None => Box::new(current.iter()),
         };

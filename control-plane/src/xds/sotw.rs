@@ -242,6 +242,7 @@ fn contents<'a>(
     let chosen: Vec<&XdsResource> = all
         .values()
         .filter(|r| subscription.wants(&r.name))
+        .map(|r| &**r)
         .collect();
     let version = set_version(chosen.iter().map(|r| (r.name.as_str(), r.version.as_str())));
     (version, chosen)
