@@ -101,9 +101,13 @@ impl Compiled {
     }
 
     /// The names of `type_url` added, changed or removed since output
-    /// `since`: a stream that held all of `since` need look at no others.
-    /// `None` when this output was not compared with `since`.
+    /// `since` (none since this very output): a stream that held all of
+    /// `since` need look at no others. `None` when this output was not
+    /// compared with `since`.
     pub fn changed_since(&self, since: u64, type_url: &str) -> Option<&BTreeSet<String>> {
+        if since == self.id && since != 0 {
+            return Some(&NOTHING);
+        }
         let changes = self
             .changes
             .as_ref()
@@ -571,6 +575,11 @@ mod tests {
             after.changed_since(6, type_url::ENDPOINT),
             None,
             "another output"
+        );
+        assert_eq!(
+            after.changed_since(8, type_url::ENDPOINT).map(|c| c.len()),
+            Some(0),
+            "nothing since itself"
         );
         assert_eq!(
             after,
