@@ -177,7 +177,11 @@ impl ClusterState {
             address: &host.address,
             authority: self.authorities[id.locality][id.host].as_ref(),
             metrics: self.metrics.get(id.locality)?,
-            locality: &self.config.locality_names[id.locality],
+            locality: self
+                .config
+                .locality_names
+                .get(id.locality)
+                .map_or("", String::as_str),
             _in_flight: InFlight::enter(counter(id)?).0,
         })
     }
