@@ -62,7 +62,8 @@ impl Admin {
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
         let index = (start + k) % count.max(1);
-        let client = AdminClient::new(channel);
+        let client = AdminClient::new(channel)
+            .max_decoding_message_size(meridian_proto::v1::MAX_ADMIN_RESPONSE);
         *current = Some((index, client.clone()));
         Ok((index, client))
     }

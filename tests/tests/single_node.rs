@@ -391,3 +391,45 @@ async fn the_cli_ends_quietly_when_its_reader_goes_away() {
         assert!(output.status.success(), "{}: {stderr}", output.status);
     }
 }
+
+/// A large mesh's List is larger than tonic's default 4 MiB response: the
+/// CLI read 90,000 endpoints as "decoded message length too large" (found
+/// by loading 100,000 endpoints for the benchmarks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_more_than_four_mib_of_endpoints() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let node = start_single(root.path());
+    wait_ready(&node).await;
+    let server = node.grpc.clone();
+    let cluster = r#"{"kind": "Cluster", "metadata": {"name": "c1"}, "spec": {"region": "r1"}}"#;
+    assert!(cli(&server, &["apply", "-f", "-"], Some(cluster)).ok);
+    // Each apply stays under the server's own 4 MiB request limit.
+    for chunk in 0..9 {
+        let items: Vec<serde_json::Value> = (chunk * 10..chunk * 10 + 10)
+            .flat_map(|s| {
+                let endpoints: Vec<serde_json::Value> = (0..1000)
+                    .map(|i| serde_json::json!({"address": format!("10.{s}.{}.{}", i / 250, i % 250), "port": 8080}))
+                    .collect();
+                [
+                    serde_json::json!({"kind": "Service", "metadata": {"name": format!("s{s}"), "namespace": "load"}, "spec": {"protocol": "http", "port": 8080}}),
+                    serde_json::json!({"kind": "Endpoints", "metadata": {"name": format!("s{s}"), "namespace": "load", "cluster": "c1"}, "spec": {"endpoints": endpoints}}),
+                ]
+            })
+            .collect();
+        let manifest = serde_json::json!({ "items": items }).to_string();
+        let applied = cli(&server, &["apply", "-f", "-"], Some(&manifest));
+        assert!(applied.ok, "chunk {chunk}: {}", applied.stderr);
+    }
+    let listed = json(&cli(
+        &server,
+        &["get", "endpoints", "-n", "load", "-o", "json"],
+        None,
+    ));
+    let items = listed["items"].as_array().expect("items");
+    assert_eq!(items.len(), 90);
+    let endpoints: usize = items
+        .iter()
+        .map(|i| i["spec"]["endpoints"].as_array().map_or(0, Vec::len))
+        .sum();
+    assert_eq!(endpoints, 90_000);
+}

@@ -14,7 +14,8 @@ pub async fn list_remote(
     node_id: u64,
     addr: &str,
 ) -> Result<Vec<Proxy>, Box<dyn std::error::Error + Send + Sync>> {
-    let mut client = AdminClient::new(grpc_client::channel(node_id, addr)?);
+    let mut client = AdminClient::new(grpc_client::channel(node_id, addr)?)
+        .max_decoding_message_size(meridian_proto::v1::MAX_ADMIN_RESPONSE);
     let mut request = tonic::Request::new(ListProxiesRequest { local_only: true });
     request.set_timeout(PEER_TIMEOUT);
     Ok(client.list_proxies(request).await?.into_inner().proxies)

@@ -166,7 +166,9 @@ fn servers(server: &str) -> impl Iterator<Item = &str> {
 /// working when the node it would have used is down.
 pub(crate) async fn connect(server: &str, dialer: &Dialer) -> anyhow::Result<AdminClient<Channel>> {
     match dialer.connect_first(servers(server)).await {
-        Ok((_, channel)) => Ok(AdminClient::new(channel)),
+        Ok((_, channel)) => {
+            Ok(AdminClient::new(channel).max_decoding_message_size(pb::MAX_ADMIN_RESPONSE))
+        }
         Err(unreachable) if unreachable.0.is_empty() => {
             bail!("--server names no control-plane node")
         }
