@@ -558,6 +558,28 @@ impl Snapshot {
     }
 }
 
+/// A round-robin cluster of healthy `hosts` (`ip:port`, weight 1) in one
+/// locality, for tests of what serves it.
+#[cfg(test)]
+pub fn test_cluster_of(hosts: &[&str]) -> ClusterConfig {
+    ClusterConfig {
+        localities: vec![Locality {
+            priority: 0,
+            weight: 1,
+            hosts: hosts
+                .iter()
+                .map(|address| Host {
+                    address: address.to_string(),
+                    weight: 1,
+                    healthy: true,
+                })
+                .collect(),
+        }],
+        locality_names: vec!["r/z/".into()],
+        ..test_cluster(None)
+    }
+}
+
 /// A cluster with no endpoints, for tests of what reads its settings.
 #[cfg(test)]
 pub fn test_cluster(allowed_clusters: Option<Vec<String>>) -> ClusterConfig {

@@ -103,25 +103,11 @@ impl Runtime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{test_cluster, ClusterConfig};
-    use meridian_balance::{Host, Locality};
+    use crate::config::{test_cluster_of, ClusterConfig};
     use std::collections::BTreeMap;
 
     fn two_hosts() -> ClusterConfig {
-        let host = |address: &str| Host {
-            address: address.into(),
-            weight: 1,
-            healthy: true,
-        };
-        ClusterConfig {
-            localities: vec![Locality {
-                priority: 0,
-                weight: 1,
-                hosts: vec![host("10.0.0.1:80"), host("10.0.0.2:80")],
-            }],
-            locality_names: vec!["r/z/".into()],
-            ..test_cluster(None)
-        }
+        test_cluster_of(&["10.0.0.1:80", "10.0.0.2:80"])
     }
 
     fn snapshot(clusters: &[(&str, ClusterConfig)]) -> Snapshot {

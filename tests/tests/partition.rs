@@ -22,23 +22,34 @@ const WAIT: Duration = Duration::from_secs(30);
 /// How long a client waits for one answer while a partition is on.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Writes `value` to the test key through `node`; `Some(())` once acknowledged.
-async fn put(node: &ServerNode, value: &str) -> Option<()> {
+/// Puts `manifest` through `node`: the refusal's message if refused, or
+/// why there was no answer within `CLIENT_TIMEOUT`.
+async fn put_manifest(node: &ServerNode, manifest: serde_json::Value) -> Result<(), String> {
     let request = PutRequest {
-        manifest_json: serde_json::json!({
-            "kind": "Cluster",
-            "metadata": {"name": key(0)},
-            "spec": {"region": value},
-        })
-        .to_string(),
+        manifest_json: manifest.to_string(),
         expected_revision: None,
     };
-    let attempt = async { node.client().await?.put(request).await.ok() };
+    let attempt = async {
+        let mut client = node.client().await.ok_or("no connection")?;
+        client
+            .put(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| status.message().to_string())
+    };
     tokio::time::timeout(CLIENT_TIMEOUT, attempt)
         .await
-        .ok()
-        .flatten()
-        .map(|_| ())
+        .map_err(|_| format!("no answer in {CLIENT_TIMEOUT:?}"))?
+}
+
+/// Writes `value` to the test key through `node`; `Some(())` once acknowledged.
+async fn put(node: &ServerNode, value: &str) -> Option<()> {
+    let manifest = serde_json::json!({
+        "kind": "Cluster",
+        "metadata": {"name": key(0)},
+        "spec": {"region": value},
+    });
+    put_manifest(node, manifest).await.ok()
 }
 
 /// The test key's value on `node`: `Some(None)` absent, `None` no answer.
@@ -159,20 +170,6 @@ async fn a_link_cut_one_way_from_the_leader_leaves_a_cluster_over_mtls_writable(
     }
 }
 
-/// Puts `manifest` through `node`: the error's message if refused.
-async fn apply_through(node: &ServerNode, manifest: serde_json::Value) -> Result<(), String> {
-    let request = PutRequest {
-        manifest_json: manifest.to_string(),
-        expected_revision: None,
-    };
-    let mut client = node.client().await.ok_or("no connection")?;
-    tokio::time::timeout(Duration::from_secs(15), client.put(request))
-        .await
-        .map_err(|_| "no answer in 15 s".to_string())?
-        .map(|_| ())
-        .map_err(|status| status.message().to_string())
-}
-
 /// A follower whose leader's messages arrive late has not applied a write
 /// it has just acknowledged; a second write through it that depends on the
 /// first (endpoints in the cluster just registered) is accepted: the
@@ -191,7 +188,7 @@ async fn a_write_through_a_lagging_follower_sees_the_writes_it_acknowledged() {
         "metadata": {"name": "web", "namespace": "shop"},
         "spec": {"protocol": "http", "port": 8080},
     });
-    apply_through(follower, service).await.expect("the service");
+    put_manifest(follower, service).await.expect("the service");
     // What the leader sends this follower arrives 400 ms late (heartbeats
     // too, well within the election timeout).
     let link = links.link(leader, follower.id);
@@ -206,7 +203,7 @@ async fn a_write_through_a_lagging_follower_sees_the_writes_it_acknowledged() {
             "metadata": {"name": cluster},
             "spec": {"region": "r", "zone": "z"},
         });
-        apply_through(follower, registered)
+        put_manifest(follower, registered)
             .await
             .expect("the cluster");
         let endpoints = serde_json::json!({
@@ -214,7 +211,7 @@ async fn a_write_through_a_lagging_follower_sees_the_writes_it_acknowledged() {
             "metadata": {"name": "web", "namespace": "shop", "cluster": cluster},
             "spec": {"endpoints": [{"address": "10.0.0.1", "port": 8080}]},
         });
-        let accepted = apply_through(follower, endpoints).await;
+        let accepted = put_manifest(follower, endpoints).await;
         assert_eq!(
             accepted,
             Ok(()),

@@ -6,8 +6,7 @@
 //! only lower bounds of time, which a timer cannot break.
 
 use super::*;
-use crate::config::{test_cluster, Limits, ListenerKind, Retry, Route, Snapshot, VirtualHost};
-use meridian_balance::{Host, Locality};
+use crate::config::{test_cluster_of, Limits, ListenerKind, Retry, Route, Snapshot, VirtualHost};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -96,21 +95,8 @@ impl Upstream for Scripted {
 /// web.shop on PORT: one route to cluster `web`, whose hosts are `hosts`.
 fn runtime(hosts: &[&str], route: Route, limits: Option<Limits>) -> Arc<Runtime> {
     let cluster = ClusterConfig {
-        localities: vec![Locality {
-            priority: 0,
-            weight: 1,
-            hosts: hosts
-                .iter()
-                .map(|address| Host {
-                    address: address.to_string(),
-                    weight: 1,
-                    healthy: true,
-                })
-                .collect(),
-        }],
-        locality_names: vec!["r/z/".into()],
         limits,
-        ..test_cluster(None)
+        ..test_cluster_of(hosts)
     };
     let snapshot = Snapshot {
         listeners: BTreeMap::from([(PORT, ListenerKind::Http("routes".into()))]),
