@@ -4,6 +4,7 @@
 //! served as before. One `Limits` for every listener, outbound and inbound.
 
 use hyper_util::{rt::TokioExecutor, server::conn::auto::Builder};
+use prometheus_client::metrics::gauge::Gauge;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -51,23 +52,44 @@ impl Limits {
     }
 }
 
-/// The proxy's open client connections, bounded: a connection holds a
-/// permit for its life; past the limit a new one is closed at once.
+/// The proxy's open client connections, bounded: a connection holds an
+/// [`Admission`] for its life; past the limit a new one is closed at once.
 #[derive(Clone)]
 pub struct ConnectionGate {
     permits: Arc<Semaphore>,
+    /// How many are held now, for the metrics.
+    open: Gauge,
+}
+
+/// One client connection's place under `--max-connections`, given back
+/// when it drops.
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 impl ConnectionGate {
-    pub fn new(max_connections: usize) -> Self {
+    pub fn new(max_connections: usize, open: Gauge) -> Self {
         ConnectionGate {
             permits: Arc::new(Semaphore::new(max_connections.min(Semaphore::MAX_PERMITS))),
+            open,
         }
     }
 
-    /// A permit for one more connection, or `None` at the limit.
-    pub fn enter(&self) -> Option<OwnedSemaphorePermit> {
-        self.permits.clone().try_acquire_owned().ok()
+    /// A place for one more connection, or `None` at the limit.
+    pub fn enter(&self) -> Option<Admission> {
+        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        self.open.inc();
+        Some(Admission {
+            _permit: permit,
+            open: self.open.clone(),
+        })
     }
 }
 
@@ -85,11 +107,14 @@ mod tests {
 
     #[test]
     fn the_gate_admits_up_to_its_limit_and_again_once_one_leaves() {
-        let gate = ConnectionGate::new(2);
+        let open = Gauge::default();
+        let gate = ConnectionGate::new(2, open.clone());
         let first = gate.enter().expect("first");
         let _second = gate.enter().expect("second");
         assert!(gate.enter().is_none(), "a third past the limit");
+        assert_eq!(open.get(), 2, "the refused one is not counted");
         drop(first);
+        assert_eq!(open.get(), 1);
         assert!(gate.enter().is_some(), "admitted once one closed");
     }
 }

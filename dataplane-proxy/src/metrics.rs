@@ -35,6 +35,7 @@ pub struct Metrics {
     config_updates: Counter,
     config_updated_at: Gauge,
     connections_refused: Counter,
+    open_connections: Gauge,
     accepted: Family<WorkerLabels, Counter>,
 }
 
@@ -100,6 +101,12 @@ impl Default for Metrics {
             "Client connections closed on arrival: the proxy held --max-connections",
             connections_refused.clone(),
         );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections held now, every listener (at most --max-connections)",
+            open_connections.clone(),
+        );
         let accepted = Family::<WorkerLabels, Counter>::default();
         registry.register(
             "worker_connections",
@@ -117,6 +124,7 @@ impl Default for Metrics {
             config_updates,
             config_updated_at,
             connections_refused,
+            open_connections,
         }
     }
 }
@@ -210,6 +218,11 @@ impl Metrics {
                 worker: worker as u64,
             })
             .clone()
+    }
+
+    /// The gauge of client connections held now.
+    pub fn open_connections(&self) -> Gauge {
+        self.open_connections.clone()
     }
 
     pub fn connection_refused(&self) {

@@ -63,15 +63,17 @@ impl Proxy {
         workers: usize,
     ) -> std::io::Result<Arc<Self>> {
         let workers = Workers::start(workers, mesh.as_ref())?;
+        let metrics = Metrics::default();
+        let connections = ConnectionGate::new(limits.max_connections, metrics.open_connections());
         Ok(Arc::new_cyclic(|me| Proxy {
             runtime: ArcSwapOption::empty(),
             upstreams: Upstreams::new(mesh),
             workers,
-            metrics: Metrics::default(),
+            metrics,
             bind,
             state_dir,
             tls,
-            connections: ConnectionGate::new(limits.max_connections),
+            connections,
             limits,
             listeners: Mutex::new(HashMap::new()),
             health_checks: Mutex::new(HashMap::new()),
@@ -151,7 +153,7 @@ impl Proxy {
 
     /// Room for one more client connection, held for its life; `None` (and
     /// counted) at `--max-connections`: the caller closes the connection.
-    pub fn admit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    pub fn admit(&self) -> Option<limits::Admission> {
         let permit = self.connections.enter();
         if permit.is_none() {
             self.metrics.connection_refused();
