@@ -51,9 +51,16 @@ pub fn refused(
 /// Who made `request`, as the layer let it through; unauthenticated if the
 /// layer did not see it (fail closed).
 pub fn caller_of<T>(request: &tonic::Request<T>) -> Caller {
-    request
-        .extensions()
-        .get::<Caller>()
+    found(request.extensions().get::<Caller>())
+}
+
+/// As [`caller_of`], for a service that takes the HTTP request itself.
+pub fn caller_in(extensions: &http::Extensions) -> Caller {
+    found(extensions.get::<Caller>())
+}
+
+fn found(caller: Option<&Caller>) -> Caller {
+    caller
         .cloned()
         .unwrap_or_else(|| Caller::Unauthenticated("the call was not authorized".into()))
 }

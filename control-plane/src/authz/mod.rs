@@ -3,5 +3,5 @@
 mod layer;
 mod policy;
 
-pub use layer::{caller_of, is_member, refused, AuthzLayer};
+pub use layer::{caller_in, caller_of, is_member, refused, AuthzLayer};
 pub use policy::{may_stream_endpoints, may_subscribe, node_is_member, Caller, Refusal};

@@ -22,11 +22,10 @@ use crate::{
         transport::RaftService,
         Raft,
     },
-    xds::{self, registry::Registry, XdsService},
+    xds::{self, registry::Registry, AdsServer, XdsService},
 };
 use anyhow::Context;
 use config::ServerConfig;
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::AggregatedDiscoveryServiceServer;
 use meridian_federation::agent::AgentConfig;
 use meridian_identity::spiffe::Identity;
 use meridian_identity::tls::{self, control_plane_node, Credentials, Dialer};
@@ -167,7 +166,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             liveness.clone(),
             metrics.clone(),
         )))
-        .add_service(AggregatedDiscoveryServiceServer::new(XdsService::new(
+        .add_service(AdsServer::new(XdsService::new(
             config.node_id,
             mesh,
             proxies,

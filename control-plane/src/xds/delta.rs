@@ -2,7 +2,7 @@
 //! removals are named, and a client that reconnects with the versions it
 //! holds (`initial_resource_versions`) gets only what differs.
 
-use super::protocol::{footprint, AdsProtocol, Feedback, Nonces, Subscription};
+use super::protocol::{footprint, AdsProtocol, Feedback, Nonces, Subscription, MAX_RESPONSE_BYTES};
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
@@ -10,12 +10,6 @@ use envoy_types::pb::envoy::{
 use meridian_routes::{type_url, Compiled, XdsResource};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-
-/// About how many bytes of resources one response carries: a client's
-/// first view (every endpoint of every cluster, say) goes out in several
-/// responses, each answered before the next, so no stream's encode buffer
-/// grows to the size of the whole view and stays that size.
-const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Default)]
 struct TypeState {
@@ -291,7 +285,7 @@ impl AdsProtocol for DeltaStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::protocol::fixtures::{compiled, compiled_at};
+    use crate::xds::protocol::fixtures::{compiled, compiled_at, large_mesh};
     use meridian_routes::type_url;
 
     fn request(type_url: &str, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
@@ -301,39 +295,6 @@ mod tests {
             response_nonce: nonce.into(),
             ..Default::default()
         }
-    }
-
-    /// A mesh whose services' load assignments are together far over one
-    /// response's byte budget.
-    fn large_mesh() -> Compiled {
-        let mut text =
-            String::from("kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1, zone: z1}\n");
-        for service in 0..20 {
-            text.push_str(&format!(
-                "---\nkind: Service\nmetadata: {{name: s{service}, namespace: shop}}\nspec: {{protocol: http, port: 8080}}\n---\nkind: Endpoints\nmetadata: {{name: s{service}, namespace: shop, cluster: c1}}\nspec:\n  endpoints:\n"
-            ));
-            for i in 0..500 {
-                text.push_str(&format!(
-                    "  - {{address: 10.{service}.{}.{}, port: 8080}}\n",
-                    i / 200,
-                    i % 200
-                ));
-            }
-        }
-        let resources = meridian_model::parse_manifests(&text)
-            .expect("valid")
-            .into_iter()
-            .map(|mut r| {
-                r.metadata.revision = Some(1);
-                r
-            });
-        meridian_routes::compile(
-            &meridian_routes::MeshState::from_resources(resources),
-            &meridian_routes::ProxyLocality {
-                cluster: "c1".into(),
-                ..Default::default()
-            },
-        )
     }
 
     #[test]

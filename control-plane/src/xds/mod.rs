@@ -10,27 +10,23 @@ pub mod registry;
 mod sotw;
 pub mod standing;
 mod table;
+mod wire;
 
-use crate::authz::{caller_of, may_subscribe, refused, Caller};
+pub use wire::AdsServer;
+
+use crate::authz::{caller_in, may_subscribe, refused, Caller};
 use crate::metrics::Metrics;
-use envoy_types::pb::envoy::{
-    config::core::v3::Node as XdsNode,
-    service::discovery::v3::{
-        aggregated_discovery_service_server::AggregatedDiscoveryService, DeltaDiscoveryRequest,
-        DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-    },
-};
+use envoy_types::pb::envoy::config::core::v3::Node as XdsNode;
 use meridian_proto::v1::Proxy;
 use meridian_routes::ProxyLocality;
 use mesh::MeshSnapshot;
 use protocol::{check_subscriptions, AdsProtocol, Feedback, MAX_NAMES_PER_REQUEST};
 use registry::{unix_ms, Registry};
 use standing::Standing;
-use std::{pin::Pin, sync::Arc};
+use std::sync::Arc;
 use table::RouteTable;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::{wrappers::ReceiverStream, Stream};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 
 pub struct XdsService {
     node_id: u64,
@@ -64,7 +60,8 @@ impl XdsService {
         }
     }
 
-    fn stream_context<T>(&self, request: &Request<T>) -> StreamContext {
+    /// A new stream's context; `extensions` are its request's (who called).
+    fn stream_context(&self, extensions: &http::Extensions) -> StreamContext {
         StreamContext {
             node_id: self.node_id,
             pushing: self.pushing.clone(),
@@ -76,7 +73,7 @@ impl XdsService {
             protocol: "",
             standing: None,
             revision: 0,
-            caller: caller_of(request),
+            caller: caller_in(extensions),
             metrics: self.metrics.clone(),
         }
     }
@@ -109,8 +106,6 @@ fn compile_ahead(
     });
     ready_rx
 }
-
-type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 /// Everything one stream's task needs.
 struct StreamContext {
@@ -369,38 +364,4 @@ fn spawn_stream<T: Send + 'static>(
             let _ = tx.send(Err(status)).await;
         }
     });
-}
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for XdsService {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-        spawn_stream(
-            tx.clone(),
-            run_stream::<sotw::SotwStream>(self.stream_context(&request), request.into_inner(), tx),
-        );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-        spawn_stream(
-            tx.clone(),
-            run_stream::<delta::DeltaStream>(
-                self.stream_context(&request),
-                request.into_inner(),
-                tx,
-            ),
-        );
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
 }

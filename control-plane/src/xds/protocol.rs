@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 /// A protocol variant's per-stream state: what the stream loop drives.
 pub trait AdsProtocol: Default + Send + 'static {
     type Request: prost::Message + Default + Send + 'static;
-    type Response: Send + 'static;
+    type Response: prost::Message + Send + 'static;
     /// "sotw" or "delta", as listed for connected proxies.
     const NAME: &'static str;
     /// Whether a response replaces the unanswered ones of its type (state
@@ -34,6 +34,14 @@ pub trait AdsProtocol: Default + Send + 'static {
 
 /// The most names one request may subscribe to; more is refused as malformed.
 pub const MAX_NAMES_PER_REQUEST: usize = 10_000;
+
+/// About how many bytes of resources one response carries, where the
+/// protocol lets a type's resources be sent in parts (every type in delta;
+/// all but listeners and clusters in state of the world): a client's first
+/// view (every endpoint of every cluster, say) goes out in several
+/// responses, each answered before the next, so no stream's encode buffer
+/// grows to the size of the whole view and stays that size.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 /// The most type URLs one stream may ask for (four are Meridian's; an Envoy
 /// may ask for a few more, which get empty answers).
 pub const MAX_TYPES_PER_STREAM: usize = 16;
@@ -136,6 +144,39 @@ pub mod fixtures {
                     "cart" => cart_revision,
                     _ => 1,
                 });
+                r
+            });
+        compile(
+            &MeshState::from_resources(resources),
+            &ProxyLocality {
+                cluster: "c1".into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    /// A mesh whose services' load assignments are together far over one
+    /// response's byte budget.
+    pub fn large_mesh() -> Compiled {
+        let mut text =
+            String::from("kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1, zone: z1}\n");
+        for service in 0..20 {
+            text.push_str(&format!(
+                "---\nkind: Service\nmetadata: {{name: s{service}, namespace: shop}}\nspec: {{protocol: http, port: 8080}}\n---\nkind: Endpoints\nmetadata: {{name: s{service}, namespace: shop, cluster: c1}}\nspec:\n  endpoints:\n"
+            ));
+            for i in 0..500 {
+                text.push_str(&format!(
+                    "  - {{address: 10.{service}.{}.{}, port: 8080}}\n",
+                    i / 200,
+                    i % 200
+                ));
+            }
+        }
+        let resources = parse_manifests(&text)
+            .expect("valid")
+            .into_iter()
+            .map(|mut r| {
+                r.metadata.revision = Some(1);
                 r
             });
         compile(

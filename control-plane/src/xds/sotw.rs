@@ -3,7 +3,7 @@
 //! ACK/NACK, wildcard and named subscriptions, stale nonces ignored, no
 //! resend of a NACKed version, no push on reconnect when nothing changed.
 
-use super::protocol::{footprint, AdsProtocol, Feedback, Nonces, Subscription};
+use super::protocol::{footprint, AdsProtocol, Feedback, Nonces, Subscription, MAX_RESPONSE_BYTES};
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
@@ -157,23 +157,57 @@ impl SotwStream {
         }
         let (version, chosen) = contents(type_url, &state.subscription, compiled);
         let unchanged = state.sent.as_ref().is_some_and(|(v, _)| *v == version);
-        let refused = state.nacked.as_deref() == Some(version.as_str());
-        if !force && (unchanged || refused) {
+        if !force && unchanged {
             return None;
         }
-        let partial = !force && !type_url::is_full_state(type_url);
-        let resources = chosen
+        // Listeners and clusters go out whole; the other types' updates
+        // carry only what differs from what the client holds, in parts of
+        // about MAX_RESPONSE_BYTES, the next once the client answered.
+        let in_parts = !type_url::is_full_state(type_url);
+        if force && in_parts {
+            state.held.clear();
+        }
+        let mut sending = Vec::new();
+        let mut bytes = 0;
+        let mut complete = true;
+        for resource in chosen
             .iter()
-            .filter(|r| !partial || state.held.get(&r.name) != Some(&r.version))
-            .map(|r| r.resource.clone())
-            .collect();
-        state.sent_resources = versions(&chosen);
+            .filter(|r| !in_parts || state.held.get(&r.name) != Some(&r.version))
+        {
+            if in_parts && bytes >= MAX_RESPONSE_BYTES {
+                complete = false;
+                break;
+            }
+            bytes += resource.resource.value.len();
+            sending.push(*resource);
+        }
+        // What the client holds once it takes this response, and its version.
+        let (version, holds) = if complete {
+            (version, versions(&chosen))
+        } else {
+            let mut holds: BTreeMap<String, String> = chosen
+                .iter()
+                .filter_map(|r| Some((r.name.clone(), state.held.get(&r.name)?.clone())))
+                .collect();
+            holds.extend(sending.iter().map(|r| (r.name.clone(), r.version.clone())));
+            let version = set_version(holds.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            (version, holds)
+        };
+        if !force && state.nacked.as_deref() == Some(version.as_str()) {
+            return None;
+        }
+        if !complete {
+            // The rest goes out when the client answers, after a full look.
+            state.dirty = true;
+            state.evaluated = None;
+        }
+        state.sent_resources = holds;
         let nonce = self.nonces.next();
         state.sent = Some((version.clone(), nonce.clone()));
         state.awaiting = true;
         Some(DiscoveryResponse {
             version_info: version,
-            resources,
+            resources: sending.iter().map(|r| r.resource.clone()).collect(),
             type_url: type_url.to_string(),
             nonce,
             ..Default::default()
@@ -251,7 +285,7 @@ fn contents<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::protocol::fixtures::{compiled, compiled_at};
+    use crate::xds::protocol::fixtures::{compiled, compiled_at, large_mesh};
     use envoy_types::pb::google::rpc::Status as RpcStatus;
 
     fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
@@ -378,6 +412,66 @@ mod tests {
             1,
             "a newer version goes out"
         );
+    }
+
+    #[test]
+    fn a_large_first_view_goes_out_in_answered_parts_and_ends_on_the_full_version() {
+        let mesh = large_mesh();
+        let all = mesh.of_type(type_url::ENDPOINT).expect("endpoints");
+        let total: usize = all.values().map(|r| r.resource.value.len()).sum();
+        assert!(
+            total > 3 * MAX_RESPONSE_BYTES,
+            "the fixture is large: {total}"
+        );
+        let largest = all
+            .values()
+            .map(|r| r.resource.value.len())
+            .max()
+            .unwrap_or(0);
+        let (full_version, _) = contents(
+            type_url::ENDPOINT,
+            &Subscription {
+                wildcard: true,
+                ..Default::default()
+            },
+            &mesh,
+        );
+        let mut stream = SotwStream::default();
+        let mut asking = request(type_url::ENDPOINT, &["*"], "", "");
+        let mut received = std::collections::BTreeSet::new();
+        let mut versions = Vec::new();
+        loop {
+            let (response, _) = stream.handle_request(asking.clone(), &mesh);
+            let Some(response) = response else { break };
+            let bytes: usize = response.resources.iter().map(|a| a.value.len()).sum();
+            assert!(
+                bytes <= MAX_RESPONSE_BYTES + largest,
+                "{bytes} bytes in one response"
+            );
+            assert!(
+                stream.handle_update(&mesh).is_empty(),
+                "nothing more before the client answers"
+            );
+            received.extend(response.resources.iter().map(|a| a.value.clone()));
+            versions.push(response.version_info.clone());
+            asking.version_info = response.version_info;
+            asking.response_nonce = response.nonce;
+        }
+        assert_eq!(received.len(), all.len(), "every resource arrives, once");
+        assert!(versions.len() > 3, "in several responses: {versions:?}");
+        assert_eq!(
+            versions.last(),
+            Some(&full_version),
+            "the last part carries the full version"
+        );
+        assert!(
+            !versions[..versions.len() - 1].contains(&full_version),
+            "a part is not the whole: a client that reconnects after one gets the rest"
+        );
+        // A client that reconnects after the first part gets everything again.
+        let reconnect = request(type_url::ENDPOINT, &["*"], &versions[0], "");
+        let (response, _) = SotwStream::default().handle_request(reconnect, &mesh);
+        assert!(response.is_some_and(|r| !r.resources.is_empty()));
     }
 
     #[test]

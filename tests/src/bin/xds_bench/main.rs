@@ -13,6 +13,8 @@
 //! client then speak mutual TLS, each client with its own proxy
 //! certificate). `--light` clients keep load assignments by name and
 //! version only (for 10,000 clients of 100,000 endpoints).
+//! `MERIDIAN_XDS_BENCH_HOLD_SECONDS=N` keeps every node and stream up for N
+//! seconds after the changes, for a profiler (heaptrack, perf) to look.
 
 use meridian_identity::{
     ca,
@@ -153,6 +155,7 @@ async fn run(setup: &Setup) {
         (0..SERVICES).flat_map(|s| (0..CLUSTERS).map(move |c| endpoints(s, c, per_set, 0))),
     );
     load(&nodes[0], manifests).await;
+    let rss_before = total_rss_kib(&nodes);
 
     let servers: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
     let started = Instant::now();
@@ -199,12 +202,26 @@ async fn run(setup: &Setup) {
         bytes += sent;
     }
     latencies.sort();
+    if let Some(hold) = std::env::var("MERIDIAN_XDS_BENCH_HOLD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        // Every stream still open, for a profiler to look at the nodes.
+        println!(
+            "holding for {hold} s: node pids {:?}",
+            nodes.iter().filter_map(|n| n.pid()).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_secs(hold)).await;
+    }
     let rss: Vec<u64> = nodes
         .iter()
         .filter_map(|n| n.pid())
         .map(|pid| rss_kib(pid) / 1024)
         .collect();
-    let per_stream_kib = rss.iter().sum::<u64>() * 1024 / setup.clients.max(1) as u64;
+    // What the streams added: their state, buffers and connections, and
+    // the routes compiled for their localities.
+    let per_stream_kib =
+        total_rss_kib(&nodes).saturating_sub(rss_before) / setup.clients.max(1) as u64;
     println!(
         "| {} | {} | {} | {} | {} | {:.1} s | {:.1} ms | {:.1} ms | {:.1} ms | {} KiB | {} MiB | {} KiB |",
         if setup.tls { "mTLS" } else { "plaintext" },
@@ -220,6 +237,11 @@ async fn run(setup: &Setup) {
         rss.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
         per_stream_kib,
     );
+}
+
+/// Every node's RSS together.
+fn total_rss_kib(nodes: &[ServerNode]) -> u64 {
+    nodes.iter().filter_map(|n| n.pid()).map(rss_kib).sum()
 }
 
 /// One proxy locality's compile of a mesh of `endpoint_count` endpoints
@@ -303,7 +325,7 @@ async fn main() {
             .stdout(std::process::Stdio::null())
             .status();
     }
-    println!("| transport | clients | nodes | streams | endpoints | full view | change→ACK p50 | p99 | max | bytes/change | RSS per node | RSS per stream |");
+    println!("| transport | clients | nodes | streams | endpoints | full view | change→ACK p50 | p99 | max | bytes/change | RSS per node | RSS added per stream |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for nodes in node_counts {
         let setup = Setup {
