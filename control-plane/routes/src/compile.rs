@@ -46,11 +46,12 @@ impl ProxyLocality {
     }
 }
 
-/// One compiled resource, ready to send.
+/// One compiled resource, ready to send. Its name and version are shared
+/// (`Arc`) with every stream that records what its client holds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct XdsResource {
-    pub name: String,
-    pub version: String,
+    pub name: Arc<str>,
+    pub version: Arc<str>,
     pub resource: Any,
 }
 
@@ -58,8 +59,8 @@ impl XdsResource {
     fn new<M: Message + Name>(name: String, revision: u64, message: &M) -> Self {
         let resource = proto::any(message);
         XdsResource {
-            version: version::version(revision, &resource.value),
-            name,
+            version: version::version(revision, &resource.value).into(),
+            name: name.into(),
             resource,
         }
     }
@@ -165,7 +166,7 @@ impl Compiled {
         self.by_type
             .entry(type_url)
             .or_default()
-            .insert(resource.name.clone(), resource);
+            .insert(resource.name.to_string(), resource);
     }
 }
 

@@ -14,8 +14,9 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 struct TypeState {
     subscription: Subscription,
-    /// What the client holds (as far as we know): name to version.
-    known: BTreeMap<String, String>,
+    /// What the client holds (as far as we know): name to version, shared
+    /// with the compiled resources.
+    known: BTreeMap<Arc<str>, Arc<str>>,
     /// Responses not yet answered, by nonce (at most one: changes wait for
     /// the answer, flow control) ...
     pending: BTreeMap<String, Sent>,
@@ -34,8 +35,12 @@ struct Sent {
     /// Each resource it sent (with its version) or removed (`None`), and
     /// the version the client held before: restored if the client refuses
     /// the response, so a NACKed resource is not counted as held.
-    changes: Vec<(String, Option<String>, Option<String>)>,
+    changes: Vec<Change>,
 }
+
+/// A resource's name, the version a response sent (`None`: removed), and
+/// the version the client held before.
+type Change = (Arc<str>, Option<Arc<str>>, Option<Arc<str>>);
 
 #[derive(Debug, Default)]
 pub struct DeltaStream {
@@ -83,8 +88,8 @@ impl DeltaStream {
         if first {
             state.known = request
                 .initial_resource_versions
-                .clone()
-                .into_iter()
+                .iter()
+                .map(|(name, version)| (name.as_str().into(), version.as_str().into()))
                 .collect();
             if request.resource_names_subscribe.is_empty()
                 && type_url::is_full_state(&request.type_url)
@@ -105,12 +110,12 @@ impl DeltaStream {
             } else {
                 state.subscription.names.remove(name);
             }
-            state.known.remove(name);
+            state.known.remove(name.as_str());
         }
         // Re-subscribing to a name makes us send it again even if we think the client has it.
         for name in &request.resource_names_subscribe {
             if !first {
-                state.known.remove(name);
+                state.known.remove(name.as_str());
             }
         }
         let dirty = state.pending.is_empty() && std::mem::take(&mut state.dirty);
@@ -164,7 +169,7 @@ impl DeltaStream {
         let mut bytes = 0;
         let mut truncated = false;
         for (name, resource) in candidates.filter(|(name, _)| state.subscription.wants(name)) {
-            if state.known.get(name) != Some(&resource.version) {
+            if state.known.get(name.as_str()) != Some(&resource.version) {
                 if bytes >= MAX_RESPONSE_BYTES {
                     // The rest goes out once the client has answered this one.
                     state.dirty = true;
@@ -172,32 +177,40 @@ impl DeltaStream {
                     break;
                 }
                 bytes += resource.resource.value.len();
-                let previous = state.known.insert(name.clone(), resource.version.clone());
-                changes.push((name.clone(), Some(resource.version.clone()), previous));
+                let previous = state
+                    .known
+                    .insert(resource.name.clone(), resource.version.clone());
+                changes.push((
+                    resource.name.clone(),
+                    Some(resource.version.clone()),
+                    previous,
+                ));
                 resources.push(Resource {
                     name: name.clone(),
-                    version: resource.version.clone(),
+                    version: resource.version.to_string(),
                     resource: Some(resource.resource.clone()),
                     ..Default::default()
                 });
             }
         }
-        let gone = |name: &String| !current.contains_key(name) || !state.subscription.wants(name);
+        let gone = |name: &str| !current.contains_key(name) || !state.subscription.wants(name);
         let removed: Vec<String> = match changed {
             Some(names) => names
                 .iter()
-                .filter(|name| state.known.contains_key(*name) && gone(name))
+                .filter(|name| state.known.contains_key(name.as_str()) && gone(name))
                 .cloned()
                 .collect(),
             None => state
                 .known
                 .keys()
                 .filter(|name| gone(name))
-                .cloned()
+                .map(|name| name.to_string())
                 .collect(),
         };
         for name in &removed {
-            changes.push((name.clone(), None, state.known.remove(name)));
+            if let Some((name, held)) = state.known.remove_entry(name.as_str()) {
+                changes.push((name, None, Some(held)));
+            }
         }
         state.synced = (!truncated).then(|| compiled.id());
         if resources.is_empty() && removed.is_empty() && !always {
@@ -225,7 +238,7 @@ impl DeltaStream {
 impl TypeState {
     /// Takes back what a refused response sent or removed: the client holds
     /// what it held before, unless a later response changed the resource.
-    fn forget(&mut self, changes: Vec<(String, Option<String>, Option<String>)>) {
+    fn forget(&mut self, changes: Vec<Change>) {
         for (name, sent, previous) in changes {
             if self.known.get(&name) != sent.as_ref() {
                 continue;

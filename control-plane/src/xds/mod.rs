@@ -83,6 +83,11 @@ impl XdsService {
 /// unanswered response per type (of at most 16), a handful.
 const RESPONSE_BUFFER: usize = 16;
 
+/// Where a stream's task hands its responses (and its end, if an error) to
+/// be written. Boxed: the channel allocates its slots whether used or not,
+/// 32 at a time, and a response or status inline is a few hundred bytes.
+type Outbox<T> = mpsc::Sender<Box<Result<T, Status>>>;
+
 /// The push pipeline: each new mesh snapshot is compiled for every
 /// locality served, once, on a blocking thread, before the streams see it;
 /// the returned receiver publishes snapshots whose routes are ready.
@@ -295,7 +300,7 @@ fn check_names(count: usize) -> Result<(), Status> {
 async fn run_stream<P: AdsProtocol>(
     mut ctx: StreamContext,
     mut requests: Streaming<P::Request>,
-    tx: mpsc::Sender<Result<P::Response, Status>>,
+    tx: Outbox<P::Response>,
 ) -> Result<(), Status> {
     let mut stream = P::default();
     let mut pushes = push::Pushes::default();
@@ -346,7 +351,7 @@ async fn run_stream<P: AdsProtocol>(
         };
         for response in responses {
             metrics.pushed(P::sent(&response).0);
-            if tx.send(Ok(response)).await.is_err() {
+            if tx.send(Box::new(Ok(response))).await.is_err() {
                 return Ok(());
             }
         }
@@ -355,13 +360,13 @@ async fn run_stream<P: AdsProtocol>(
 
 /// Runs a stream's loop; an error ends only this stream, with its status.
 fn spawn_stream<T: Send + 'static>(
-    tx: mpsc::Sender<Result<T, Status>>,
+    tx: Outbox<T>,
     run: impl std::future::Future<Output = Result<(), Status>> + Send + 'static,
 ) {
     tokio::spawn(async move {
         if let Err(status) = run.await {
             tracing::debug!(code = ?status.code(), message = status.message(), "xDS stream ended with an error");
-            let _ = tx.send(Err(status)).await;
+            let _ = tx.send(Box::new(Err(status))).await;
         }
     });
 }

@@ -9,7 +9,7 @@ use envoy_types::pb::envoy::{
     service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
 };
 use meridian_routes::{set_version, type_url, Compiled, XdsResource};
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 #[derive(Debug, Default)]
 struct TypeState {
@@ -18,13 +18,14 @@ struct TypeState {
     sent: Option<(String, String)>,
     /// A version the client refused; not sent again.
     nacked: Option<String>,
-    /// Per resource, the versions the last response carried (in full).
-    sent_resources: BTreeMap<String, String>,
+    /// Per resource, the versions the client holds once it takes the
+    /// last response, until it answers.
+    sent_resources: Option<Versions>,
     /// Per resource, the versions the client holds: those of the last
     /// response it ACKed. For RDS and EDS an update carries only what
     /// differs from these (the protocol lets these types omit the rest), so
     /// a resource in a NACKed response goes out again with the next one.
-    held: BTreeMap<String, String>,
+    held: Versions,
     /// The last response is not answered yet: changes wait (flow control,
     /// at most one unanswered response per type) ...
     awaiting: bool,
@@ -65,7 +66,9 @@ impl SotwStream {
                             }
                         }
                         None => {
-                            state.held = state.sent_resources.clone();
+                            if let Some(holds) = state.sent_resources.take() {
+                                state.held = holds;
+                            }
                             Feedback::Ack {
                                 type_url: request.type_url.clone(),
                                 version: request.version_info.clone(),
@@ -99,8 +102,7 @@ impl SotwStream {
             if !request.version_info.is_empty() && request.version_info == version {
                 let nonce = self.nonces.next();
                 state.sent = Some((version.clone(), nonce));
-                state.sent_resources = versions(&chosen);
-                state.held = state.sent_resources.clone();
+                state.held = versions(&request.type_url, &chosen);
                 return (
                     None,
                     Some(Feedback::Ack {
@@ -183,14 +185,14 @@ impl SotwStream {
         }
         // What the client holds once it takes this response, and its version.
         let (version, holds) = if complete {
-            (version, versions(&chosen))
+            (version, versions(type_url, &chosen))
         } else {
-            let mut holds: BTreeMap<String, String> = chosen
+            let mut holds: Versions = chosen
                 .iter()
                 .filter_map(|r| Some((r.name.clone(), state.held.get(&r.name)?.clone())))
                 .collect();
             holds.extend(sending.iter().map(|r| (r.name.clone(), r.version.clone())));
-            let version = set_version(holds.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            let version = set_version(holds.iter().map(|(n, v)| (&**n, &**v)));
             (version, holds)
         };
         if !force && state.nacked.as_deref() == Some(version.as_str()) {
@@ -201,7 +203,7 @@ impl SotwStream {
             state.dirty = true;
             state.evaluated = None;
         }
-        state.sent_resources = holds;
+        state.sent_resources = Some(holds);
         let nonce = self.nonces.next();
         state.sent = Some((version.clone(), nonce.clone()));
         state.awaiting = true;
@@ -255,8 +257,16 @@ impl AdsProtocol for SotwStream {
     }
 }
 
-/// Each resource's version, by name.
-fn versions(resources: &[&XdsResource]) -> BTreeMap<String, String> {
+/// Per resource, the version a client holds: names and versions shared
+/// with the compiled resources. Kept only for the types whose updates carry
+/// what differs (RDS, EDS); listeners and clusters always go out whole.
+type Versions = BTreeMap<Arc<str>, Arc<str>>;
+
+/// Each resource's version, by name, where `type_url` needs them.
+fn versions(type_url: &str, resources: &[&XdsResource]) -> Versions {
+    if type_url::is_full_state(type_url) {
+        return Versions::new();
+    }
     resources
         .iter()
         .map(|r| (r.name.clone(), r.version.clone()))
@@ -278,7 +288,7 @@ fn contents<'a>(
         .filter(|r| subscription.wants(&r.name))
         .map(|r| &**r)
         .collect();
-    let version = set_version(chosen.iter().map(|r| (r.name.as_str(), r.version.as_str())));
+    let version = set_version(chosen.iter().map(|r| (&*r.name, &*r.version)));
     (version, chosen)
 }
 

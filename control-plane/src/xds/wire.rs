@@ -11,7 +11,12 @@ use http_body_util::StreamBody;
 use hyper::body::Frame;
 use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc, task::Poll};
 use tokio::sync::mpsc;
-use tonic::{body::Body, codec::Codec, server::NamedService, Status};
+use tonic::{
+    body::Body,
+    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
+    server::NamedService,
+    Status,
+};
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const STATE_OF_THE_WORLD: &str =
@@ -67,7 +72,8 @@ fn open<P: AdsProtocol>(xds: &XdsService, request: http::Request<Body>) -> http:
         return Status::unimplemented("compressed requests are not supported").into_http();
     }
     let (parts, body) = request.into_parts();
-    let decoder = tonic_prost::ProstCodec::<P::Response, P::Request>::default().decoder();
+    let decoder =
+        SmallBuffer(tonic_prost::ProstCodec::<P::Response, P::Request>::default().decoder());
     let requests = tonic::Streaming::new_request(decoder, body, None, Some(MAX_REQUEST_BYTES));
     let context = xds.stream_context(&parts.extensions);
     let (tx, rx) = mpsc::channel(super::RESPONSE_BUFFER);
@@ -80,14 +86,33 @@ fn open<P: AdsProtocol>(xds: &XdsService, request: http::Request<Body>) -> http:
     response
 }
 
+/// A decoder whose buffer starts at 1 KiB, not tonic's 8: a proxy's
+/// requests are mostly a few hundred bytes, and each stream keeps its
+/// buffer (grown to its largest request) for its life.
+struct SmallBuffer<D>(D);
+
+impl<D: Decoder> Decoder for SmallBuffer<D> {
+    type Item = D::Item;
+    type Error = D::Error;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<D::Item>, D::Error> {
+        self.0.decode(src)
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        // The yield threshold is for encoding; tonic's default, 32 KiB.
+        BufferSettings::new(1024, 32 * 1024)
+    }
+}
+
 /// The response body: each message framed as gRPC, then the status as
 /// trailers (OK once the stream's task ends without an error).
 fn frames<M: prost::Message + Send + 'static>(
-    rx: mpsc::Receiver<Result<M, Status>>,
+    rx: mpsc::Receiver<Box<Result<M, Status>>>,
 ) -> impl futures::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send {
     futures::stream::unfold(Some(rx), |rx| async move {
         let mut rx = rx?;
-        Some(match rx.recv().await {
+        Some(match rx.recv().await.map(|boxed| *boxed) {
             Some(Ok(message)) => (Ok(Frame::data(framed(&message))), Some(rx)),
             Some(Err(status)) => (Ok(Frame::trailers(trailers(&status))), None),
             None => (Ok(Frame::trailers(trailers(&Status::ok("")))), None),

@@ -82,7 +82,10 @@ fn compiled() -> &'static Resources {
             for (name, resource) in compiled.of_type(type_url).into_iter().flatten() {
                 resources.entry(type_url.to_string()).or_default().insert(
                     name.clone(),
-                    (resource.version.clone(), resource.resource.value.clone()),
+                    (
+                        resource.version.to_string(),
+                        resource.resource.value.clone(),
+                    ),
                 );
             }
         }
