@@ -143,8 +143,134 @@ fn trailers(status: &Status) -> http::HeaderMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+    use crate::{authz::Caller, metrics::Metrics, xds::mesh::MeshSnapshot};
+    use envoy_types::pb::envoy::{
+        config::core::v3::Node,
+        service::discovery::v3::{
+            DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryResponse,
+        },
+    };
+    use http_body_util::BodyExt;
+    use meridian_routes::type_url;
     use prost::Message;
+    use tower::Service;
+
+    type Mesh = tokio::sync::watch::Sender<Arc<MeshSnapshot>>;
+
+    /// A server of an empty mesh, and the sender that keeps the mesh open.
+    fn server() -> (AdsServer, Mesh) {
+        let (sender, mesh) = tokio::sync::watch::channel(Arc::new(MeshSnapshot::default()));
+        let server = AdsServer::new(XdsService::new(
+            1,
+            mesh,
+            Arc::default(),
+            Arc::new(Metrics::default()),
+            None,
+        ));
+        (server, sender)
+    }
+
+    fn call(path: &str, body: Body, caller: Option<Caller>) -> (http::Response<Body>, Mesh) {
+        let mut request = http::Request::builder()
+            .uri(path)
+            .body(body)
+            .expect("request");
+        if let Some(caller) = caller {
+            request.extensions_mut().insert(caller);
+        }
+        let (mut server, mesh) = server();
+        let response = futures::executor::block_on(server.call(request)).expect("infallible");
+        (response, mesh)
+    }
+
+    /// The body's data frames, then its trailers.
+    async fn frames_of(response: http::Response<Body>) -> (Vec<Bytes>, http::HeaderMap) {
+        let mut body = response.into_body();
+        let mut data = Vec::new();
+        loop {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+                .await
+                .expect("the body goes on")
+                .expect("a frame before the end")
+                .expect("no body error");
+            match frame.into_data() {
+                Ok(bytes) => data.push(bytes),
+                Err(frame) => return (data, frame.into_trailers().expect("trailers")),
+            }
+        }
+    }
+
+    fn one_request(request: &DeltaDiscoveryRequest) -> Body {
+        Body::new(http_body_util::Full::new(framed(request)))
+    }
+
+    fn first_request() -> DeltaDiscoveryRequest {
+        DeltaDiscoveryRequest {
+            node: Some(Node {
+                id: "p1".into(),
+                cluster: "c1".into(),
+                ..Default::default()
+            }),
+            type_url: type_url::CLUSTER.into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_answers_in_grpc_frames_then_ends_with_its_status() {
+        let (response, _mesh) = call(DELTA, one_request(&first_request()), Some(Caller::Anyone));
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+        let (data, trailers) = frames_of(response).await;
+        assert_eq!(data.len(), 1, "the first answer: {data:?}");
+        let length = u32::from_be_bytes(data[0][1..5].try_into().expect("prefix")) as usize;
+        assert_eq!(data[0].len(), 5 + length);
+        let answer = DeltaDiscoveryResponse::decode(&data[0][5..]).expect("a response");
+        assert_eq!(answer.type_url, type_url::CLUSTER);
+        // The client closed its side after one request: the stream ends well.
+        assert_eq!(trailers["grpc-status"], "0");
+    }
+
+    #[tokio::test]
+    async fn a_refused_stream_ends_with_the_refusal_as_trailers() {
+        // No caller recorded by the authorization layer: fail closed.
+        let (response, _mesh) = call(DELTA, one_request(&first_request()), None);
+        let (data, trailers) = frames_of(response).await;
+        assert!(data.is_empty());
+        assert_eq!(trailers["grpc-status"], "16", "UNAUTHENTICATED");
+        // A first request without a node.
+        let nameless = DeltaDiscoveryRequest {
+            node: None,
+            ..first_request()
+        };
+        let (response, _mesh) = call(DELTA, one_request(&nameless), Some(Caller::Anyone));
+        let (_, trailers) = frames_of(response).await;
+        assert_eq!(trailers["grpc-status"], "3", "INVALID_ARGUMENT");
+        // Bytes that are no request.
+        let garbage = Body::new(http_body_util::Full::new(Bytes::from_static(
+            b"\0\0\0\0\x03\xff\xff\xff",
+        )));
+        let (response, _mesh) = call(DELTA, garbage, Some(Caller::Anyone));
+        let (_, trailers) = frames_of(response).await;
+        assert_ne!(trailers["grpc-status"], "0");
+    }
+
+    #[tokio::test]
+    async fn a_compressed_request_or_an_unknown_method_is_refused_at_once() {
+        let mut request = http::Request::builder()
+            .uri(STATE_OF_THE_WORLD)
+            .header("grpc-encoding", "gzip")
+            .body(Body::empty())
+            .expect("request");
+        request.extensions_mut().insert(Caller::Anyone);
+        let response = server().0.call(request).await.expect("infallible");
+        assert_eq!(response.headers()["grpc-status"], "12", "UNIMPLEMENTED");
+        let (response, _) = call(
+            "/envoy.service.discovery.v3.AggregatedDiscoveryService/Nothing",
+            Body::empty(),
+            Some(Caller::Anyone),
+        );
+        assert_eq!(response.headers()["grpc-status"], "12");
+    }
 
     #[test]
     fn a_framed_message_is_its_prefix_and_bytes_in_a_buffer_of_its_size() {
