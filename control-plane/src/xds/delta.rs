@@ -160,15 +160,21 @@ impl DeltaStream {
         let changed = state
             .synced
             .and_then(|since| compiled.changed_since(since, type_url));
+        let subscription = &state.subscription;
         let candidates: Box<dyn Iterator<Item = (&String, &Arc<XdsResource>)>> = match changed {
-            Some(names) => Box::new(names.iter().filter_map(|name| current.get_key_value(name))),
-            None => Box::new(current.iter()),
+            Some(names) => Box::new(
+                names
+                    .iter()
+                    .filter(|name| subscription.wants(name))
+                    .filter_map(|name| current.get_key_value(name)),
+            ),
+            None => Box::new(subscription.chosen(current)),
         };
         let mut resources = Vec::new();
         let mut changes = Vec::new();
         let mut bytes = 0;
         let mut truncated = false;
-        for (name, resource) in candidates.filter(|(name, _)| state.subscription.wants(name)) {
+        for (name, resource) in candidates {
             if state.known.get(name.as_str()) != Some(&resource.version) {
                 if bytes >= MAX_RESPONSE_BYTES {
                     // The rest goes out once the client has answered this one.

@@ -18,9 +18,8 @@ struct TypeState {
     sent: Option<(String, String)>,
     /// A version the client refused; not sent again.
     nacked: Option<String>,
-    /// Per resource, the versions the client holds once it takes the
-    /// last response, until it answers.
-    sent_resources: Option<Versions>,
+    /// What the last response changes in `held`, until the client answers.
+    sent_resources: Option<Update>,
     /// Per resource, the versions the client holds: those of the last
     /// response it ACKed. For RDS and EDS an update carries only what
     /// differs from these (the protocol lets these types omit the rest), so
@@ -66,8 +65,8 @@ impl SotwStream {
                             }
                         }
                         None => {
-                            if let Some(holds) = state.sent_resources.take() {
-                                state.held = holds;
+                            if let Some(update) = state.sent_resources.take() {
+                                update.apply(&mut state.held);
                             }
                             Feedback::Ack {
                                 type_url: request.type_url.clone(),
@@ -183,17 +182,19 @@ impl SotwStream {
             bytes += resource.resource.value.len();
             sending.push(*resource);
         }
-        // What the client holds once it takes this response, and its version.
-        let (version, holds) = if complete {
-            (version, versions(type_url, &chosen))
+        // What the response changes in what the client holds, and the
+        // version of what it then holds.
+        let update = if in_parts {
+            Update::new(&state.held, &chosen, &sending)
         } else {
-            let mut holds: Versions = chosen
-                .iter()
-                .filter_map(|r| Some((r.name.clone(), state.held.get(&r.name)?.clone())))
-                .collect();
-            holds.extend(sending.iter().map(|r| (r.name.clone(), r.version.clone())));
-            let version = set_version(holds.iter().map(|(n, v)| (&**n, &**v)));
-            (version, holds)
+            Update::default()
+        };
+        let version = if complete {
+            version
+        } else {
+            let mut holds = state.held.clone();
+            update.clone().apply(&mut holds);
+            set_version(holds.iter().map(|(n, v)| (&**n, &**v)))
         };
         if !force && state.nacked.as_deref() == Some(version.as_str()) {
             return None;
@@ -203,7 +204,7 @@ impl SotwStream {
             state.dirty = true;
             state.evaluated = None;
         }
-        state.sent_resources = Some(holds);
+        state.sent_resources = Some(update);
         let nonce = self.nonces.next();
         state.sent = Some((version.clone(), nonce.clone()));
         state.awaiting = true;
@@ -262,6 +263,44 @@ impl AdsProtocol for SotwStream {
 /// what differs (RDS, EDS); listeners and clusters always go out whole.
 type Versions = BTreeMap<Arc<str>, Arc<str>>;
 
+/// What one response changes in what a client holds.
+#[derive(Debug, Default, Clone)]
+struct Update {
+    /// The resources it carries, with their versions.
+    sent: Vec<(Arc<str>, Arc<str>)>,
+    /// The resources held before that the subscription no longer gets.
+    dropped: Vec<Arc<str>>,
+}
+
+impl Update {
+    /// From `held` to `chosen` (in name order) by sending `sending`.
+    fn new(held: &Versions, chosen: &[&XdsResource], sending: &[&XdsResource]) -> Update {
+        let mut still = chosen.iter().map(|r| &*r.name).peekable();
+        let dropped = held
+            .keys()
+            .filter(|name| {
+                while still.next_if(|c| *c < &***name).is_some() {}
+                still.next_if(|c| *c == &***name).is_none()
+            })
+            .cloned()
+            .collect();
+        Update {
+            sent: sending
+                .iter()
+                .map(|r| (r.name.clone(), r.version.clone()))
+                .collect(),
+            dropped,
+        }
+    }
+
+    fn apply(self, held: &mut Versions) {
+        for name in &self.dropped {
+            held.remove(name);
+        }
+        held.extend(self.sent);
+    }
+}
+
 /// Each resource's version, by name, where `type_url` needs them.
 fn versions(type_url: &str, resources: &[&XdsResource]) -> Versions {
     if type_url::is_full_state(type_url) {
@@ -283,11 +322,7 @@ fn contents<'a>(
     let Some(all) = compiled.of_type(type_url) else {
         return (set_version(std::iter::empty()), Vec::new());
     };
-    let chosen: Vec<&XdsResource> = all
-        .values()
-        .filter(|r| subscription.wants(&r.name))
-        .map(|r| &**r)
-        .collect();
+    let chosen: Vec<&XdsResource> = subscription.chosen(all).map(|(_, r)| &**r).collect();
     let version = set_version(chosen.iter().map(|r| (&*r.name, &*r.version)));
     (version, chosen)
 }
@@ -422,6 +457,25 @@ mod tests {
             1,
             "a newer version goes out"
         );
+    }
+
+    #[test]
+    fn an_acked_update_leaves_the_client_holding_what_it_was_sent_and_nothing_dropped() {
+        let resource = |name: &str, version: &str| XdsResource {
+            name: name.into(),
+            version: version.into(),
+            resource: Default::default(),
+        };
+        let (a2, c1, e1) = (resource("a", "2"), resource("c", "1"), resource("e", "1"));
+        let mut held: Versions = [("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")]
+            .iter()
+            .map(|(n, v)| (Arc::from(*n), Arc::from(*v)))
+            .collect();
+        // b and d are no longer wanted, a changed, c did not, e is new.
+        let update = Update::new(&held, &[&a2, &c1, &e1], &[&a2, &e1]);
+        update.apply(&mut held);
+        let now: Vec<(&str, &str)> = held.iter().map(|(n, v)| (&**n, &**v)).collect();
+        assert_eq!(now, [("a", "2"), ("c", "1"), ("e", "1")]);
     }
 
     #[test]

@@ -134,6 +134,8 @@ struct Setup {
     tls: bool,
     apart: bool,
     light: bool,
+    /// The cores of the client process (taskset's list), when apart.
+    client_cpus: Option<String>,
 }
 
 async fn run(setup: &Setup) {
@@ -160,12 +162,11 @@ async fn run(setup: &Setup) {
     let servers: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
     let started = Instant::now();
     let mut clients = if setup.apart {
-        let cpus = cores().map(|(_, clients)| clients);
         Clients::Apart(Remote::start(
             &servers,
             setup.clients,
             setup.light,
-            cpus.as_deref(),
+            setup.client_cpus.as_deref(),
         ))
     } else {
         let dial = |_: usize, name: &str, cluster: &str| match &pki {
@@ -311,7 +312,9 @@ async fn main() {
             .expect("--nodes N")],
         None => vec![1, 3],
     };
-    if let (true, Some((control_plane, _))) = (apart, cores()) {
+    // Read before this process is pinned: afterwards it sees one core.
+    let cores = cores();
+    if let (true, Some((control_plane, _))) = (apart, &cores) {
         // This process and the nodes it starts on their own cores; the
         // client process gets the others.
         let _ = std::process::Command::new("taskset")
@@ -319,7 +322,7 @@ async fn main() {
                 "-a",
                 "-p",
                 "-c",
-                &control_plane,
+                control_plane,
                 &std::process::id().to_string(),
             ])
             .stdout(std::process::Stdio::null())
@@ -335,6 +338,7 @@ async fn main() {
             tls,
             apart,
             light,
+            client_cpus: cores.as_ref().map(|(_, clients)| clients.clone()),
         };
         run(&setup).await;
     }
