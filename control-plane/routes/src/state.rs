@@ -1,7 +1,7 @@
 //! The mesh as route compilation needs it: resources indexed by the service
 //! they belong to. Kept up to date from the state machine's change events.
 
-use imbl::OrdMap;
+use imbl::{OrdMap, OrdSet};
 use meridian_model::{Kind, Resource, ResourceKey, Spec};
 use std::sync::Arc;
 
@@ -36,6 +36,11 @@ impl ServiceId {
 #[derive(Debug, Clone, Default)]
 pub struct MeshState {
     resources: OrdMap<ResourceKey, Arc<Resource>>,
+    /// Traffic splits and failover policies by the service they are for:
+    /// (service, the policy's key). Found per service with a tree search,
+    /// not a scan of every policy for every service compiled.
+    splits: OrdSet<(ServiceId, ResourceKey)>,
+    failovers: OrdSet<(ServiceId, ResourceKey)>,
 }
 
 impl MeshState {
@@ -48,11 +53,52 @@ impl MeshState {
     }
 
     pub fn put(&mut self, resource: Resource) {
-        self.resources.insert(resource.key(), Arc::new(resource));
+        let key = resource.key();
+        if let Some(old) = self.resources.get(&key).cloned() {
+            self.index(&old, false);
+        }
+        self.index(&resource, true);
+        self.resources.insert(key, Arc::new(resource));
     }
 
     pub fn remove(&mut self, key: &ResourceKey) {
-        self.resources.remove(key);
+        if let Some(old) = self.resources.remove(key) {
+            self.index(&old, false);
+        }
+    }
+
+    /// Adds `resource` to (or takes it out of) the policy index it belongs in.
+    fn index(&mut self, resource: &Resource, add: bool) {
+        let (index, service) = match &resource.spec {
+            Spec::TrafficSplit(s) => (&mut self.splits, &s.service),
+            Spec::FailoverPolicy(p) => (&mut self.failovers, &p.service),
+            _ => return,
+        };
+        let namespace = resource.metadata.namespace.as_deref().unwrap_or_default();
+        let entry = (ServiceId::parse(service, namespace), resource.key());
+        if add {
+            index.insert(entry);
+        } else {
+            index.remove(&entry);
+        }
+    }
+
+    /// The policy of `kind` for service `id` in `index`: the first by key,
+    /// as a scan of every policy in key order would find.
+    fn policy_for(
+        &self,
+        index: &OrdSet<(ServiceId, ResourceKey)>,
+        kind: Kind,
+        id: &ServiceId,
+    ) -> Option<&Arc<Resource>> {
+        let first = ResourceKey {
+            kind,
+            namespace: String::new(),
+            name: String::new(),
+            cluster: String::new(),
+        };
+        let (service, key) = index.range((id.clone(), first)..).next()?;
+        (service == id).then(|| self.resources.get(key)).flatten()
     }
 
     fn of_kind(&self, kind: Kind) -> impl Iterator<Item = &Arc<Resource>> {
@@ -112,27 +158,57 @@ impl MeshState {
 
     /// The split whose target is this service, if any.
     pub fn split_for(&self, id: &ServiceId) -> Option<&Arc<Resource>> {
-        self.of_kind(Kind::TrafficSplit).find(|r| match &r.spec {
-            Spec::TrafficSplit(s) => {
-                ServiceId::parse(
-                    &s.service,
-                    r.metadata.namespace.as_deref().unwrap_or_default(),
-                ) == *id
-            }
-            _ => false,
-        })
+        self.policy_for(&self.splits, Kind::TrafficSplit, id)
     }
 
     /// The failover policy of this service, if any.
     pub fn failover_for(&self, id: &ServiceId) -> Option<&Arc<Resource>> {
-        self.of_kind(Kind::FailoverPolicy).find(|r| match &r.spec {
-            Spec::FailoverPolicy(p) => {
-                ServiceId::parse(
-                    &p.service,
-                    r.metadata.namespace.as_deref().unwrap_or_default(),
-                ) == *id
-            }
-            _ => false,
-        })
+        self.policy_for(&self.failovers, Kind::FailoverPolicy, id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_model::parse_manifests;
+
+    fn split(name: &str, service: &str) -> Resource {
+        let text = format!(
+            "kind: TrafficSplit\nmetadata: {{name: {name}, namespace: shop}}\nspec: {{service: {service}, backends: [{{service: b, weight: 1}}]}}"
+        );
+        parse_manifests(&text).expect("valid").remove(0)
+    }
+
+    fn split_name(state: &MeshState, service: &str) -> Option<String> {
+        state
+            .split_for(&ServiceId::new("shop", service))
+            .map(|r| r.metadata.name.clone())
+    }
+
+    #[test]
+    fn a_policy_is_found_for_its_service_through_updates_and_removal() {
+        let mut state = MeshState::from_resources([split("one", "web"), split("two", "api")]);
+        assert_eq!(split_name(&state, "web").as_deref(), Some("one"));
+        assert_eq!(split_name(&state, "api").as_deref(), Some("two"));
+        assert_eq!(split_name(&state, "cart"), None);
+        // Retargeted: found for the new service, no longer for the old.
+        state.put(split("one", "cart"));
+        assert_eq!(split_name(&state, "web"), None);
+        assert_eq!(split_name(&state, "cart").as_deref(), Some("one"));
+        // Two for one service: the first by key, as a scan in key order finds.
+        state.put(split("a-first", "api"));
+        assert_eq!(split_name(&state, "api").as_deref(), Some("a-first"));
+        state.remove(&split("a-first", "api").key());
+        assert_eq!(split_name(&state, "api").as_deref(), Some("two"));
+        // Another namespace's service of the same name is another service.
+        state.put(split("other", "elsewhere/web"));
+        assert_eq!(split_name(&state, "web"), None);
+        assert!(state
+            .split_for(&ServiceId::new("elsewhere", "web"))
+            .is_some());
+        // A failover policy is not a split.
+        assert!(state
+            .failover_for(&ServiceId::new("shop", "cart"))
+            .is_none());
     }
 }

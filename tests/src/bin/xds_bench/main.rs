@@ -246,13 +246,21 @@ fn total_rss_kib(nodes: &[ServerNode]) -> u64 {
 }
 
 /// One proxy locality's compile of a mesh of `endpoint_count` endpoints
-/// (1,000 services × 10 clusters): from nothing, and again after one
-/// service's endpoints changed, with the compiler's cache of the first.
-fn compile_times(endpoint_count: usize) -> (Duration, Duration) {
+/// (1,000 services × 10 clusters, each service with a failover policy when
+/// `policies`): from nothing, and again after one service's endpoints
+/// changed, with the compiler's cache of the first.
+fn compile_times(endpoint_count: usize, policies: bool) -> (Duration, Duration) {
     let services = 1_000;
     let per_set = endpoint_count / (services * CLUSTERS);
     let mut text: Vec<String> = clusters();
     text.extend((0..services).map(service));
+    if policies {
+        text.extend((0..services).map(|s| {
+            format!(
+                r#"{{"kind":"FailoverPolicy","metadata":{{"name":"s{s}","namespace":"bench"}},"spec":{{"service":"s{s}","order":["c1","c2"]}}}}"#
+            )
+        }));
+    }
     text.extend(
         (0..services).flat_map(|s| (0..CLUSTERS).map(move |c| endpoints(s, c, per_set, 0))),
     );
@@ -342,10 +350,14 @@ async fn main() {
         };
         run(&setup).await;
     }
-    let (full, incremental) = compile_times(100_000);
-    println!(
-        "\n100,000 endpoints (1,000 services x 10 clusters), one proxy locality: full compile {:.0} ms, after one service's endpoints changed {:.1} ms",
-        full.as_secs_f64() * 1e3,
-        incremental.as_secs_f64() * 1e3
-    );
+    println!();
+    for policies in [false, true] {
+        let (full, incremental) = compile_times(100_000, policies);
+        println!(
+            "100,000 endpoints (1,000 services x 10 clusters{}), one proxy locality: full compile {:.0} ms, after one service's endpoints changed {:.1} ms",
+            if policies { ", a failover policy each" } else { "" },
+            full.as_secs_f64() * 1e3,
+            incremental.as_secs_f64() * 1e3
+        );
+    }
 }
