@@ -93,6 +93,21 @@ impl Process {
         self.child.is_some()
     }
 
+    /// Where the process panicked and why (a backtrace may push that out
+    /// of the tail), each with the line after it, or nothing.
+    fn panics(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut found = String::new();
+        for (i, line) in lines.iter().enumerate() {
+            if line.contains("panicked at") {
+                let next = lines.get(i + 1).copied().unwrap_or_default();
+                found.push_str(&format!("[panic] {line}\n[panic] {next}\n"));
+            }
+        }
+        found
+    }
+
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
@@ -105,9 +120,10 @@ impl Drop for Process {
         self.kill();
         if std::thread::panicking() {
             eprintln!(
-                "--- {} log ({}) ---\n{}",
+                "--- {} log ({}) ---\n{}{}",
                 self.binary,
                 self.log.display(),
+                self.panics(),
                 self.log_tail(40)
             );
         }
