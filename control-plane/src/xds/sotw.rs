@@ -492,14 +492,7 @@ mod tests {
             .map(|r| r.resource.value.len())
             .max()
             .unwrap_or(0);
-        let (full_version, _) = contents(
-            type_url::ENDPOINT,
-            &Subscription {
-                wildcard: true,
-                ..Default::default()
-            },
-            &mesh,
-        );
+        let (full_version, _) = contents(type_url::ENDPOINT, &Subscription::wildcard(), &mesh);
         let mut stream = SotwStream::default();
         let mut asking = request(type_url::ENDPOINT, &["*"], "", "");
         let mut received = std::collections::BTreeSet::new();
