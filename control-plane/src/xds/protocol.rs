@@ -115,14 +115,26 @@ impl Subscription {
         &'s self,
         all: &'a BTreeMap<String, V>,
     ) -> impl Iterator<Item = (&'a String, &'a V)> + 's {
-        let mut names = self.names.iter().peekable();
-        all.iter().filter(move |(name, _)| {
-            if self.wildcard {
-                return true;
-            }
-            while names.next_if(|wanted| wanted < name).is_some() {}
-            names.next_if(|wanted| wanted == name).is_some()
-        })
+        let mut wanted = SortedWalk::new(self.names.iter().map(String::as_str));
+        all.iter()
+            .filter(move |(name, _)| self.wildcard || wanted.contains(name))
+    }
+}
+
+/// Membership in a set of names given in ascending order, asked about names
+/// in ascending order too: both walked side by side, two comparisons a
+/// name, not a tree search each.
+pub struct SortedWalk<'a, I: Iterator<Item = &'a str>>(std::iter::Peekable<I>);
+
+impl<'a, I: Iterator<Item = &'a str>> SortedWalk<'a, I> {
+    pub fn new(names: I) -> Self {
+        SortedWalk(names.peekable())
+    }
+
+    /// Whether `name` is in the set; no smaller than the last name asked about.
+    pub fn contains(&mut self, name: &str) -> bool {
+        while self.0.next_if(|n| *n < name).is_some() {}
+        self.0.next_if(|n| *n == name).is_some()
     }
 }
 

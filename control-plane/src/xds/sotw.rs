@@ -3,7 +3,9 @@
 //! ACK/NACK, wildcard and named subscriptions, stale nonces ignored, no
 //! resend of a NACKed version, no push on reconnect when nothing changed.
 
-use super::protocol::{footprint, AdsProtocol, Feedback, Nonces, Subscription, MAX_RESPONSE_BYTES};
+use super::protocol::{
+    footprint, AdsProtocol, Feedback, Nonces, SortedWalk, Subscription, MAX_RESPONSE_BYTES,
+};
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
     service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
@@ -275,13 +277,10 @@ struct Update {
 impl Update {
     /// From `held` to `chosen` (in name order) by sending `sending`.
     fn new(held: &Versions, chosen: &[&XdsResource], sending: &[&XdsResource]) -> Update {
-        let mut still = chosen.iter().map(|r| &*r.name).peekable();
+        let mut still = SortedWalk::new(chosen.iter().map(|r| &*r.name));
         let dropped = held
             .keys()
-            .filter(|name| {
-                while still.next_if(|c| *c < &***name).is_some() {}
-                still.next_if(|c| *c == &***name).is_none()
-            })
+            .filter(|name| !still.contains(name))
             .cloned()
             .collect();
         Update {
