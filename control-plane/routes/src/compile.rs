@@ -434,11 +434,10 @@ fn compile_service(
     }
 }
 
-/// The outbound listener (and, for HTTP, route configuration) of one port.
-/// HTTP services share a port, routed by authority; a TCP service takes a
-/// port only if no HTTP service is on it, and the first by name wins.
 /// The outbound listener of `port` and, for HTTP, its route configuration
-/// over every service on the port.
+/// over every service on the port. HTTP services share a port, routed by
+/// authority; a TCP service takes a port only if no HTTP service is on it,
+/// and the first by name wins.
 fn outbound(
     port: u16,
     services: &[(ServiceId, Arc<ServiceOutput>)],

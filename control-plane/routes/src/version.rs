@@ -36,7 +36,12 @@ impl Digest {
 }
 
 pub fn version(revision: u64, bytes: &[u8]) -> String {
-    format!("{revision}-{:016x}", digest(bytes))
+    versioned(revision, digest(bytes))
+}
+
+/// `REVISION-DIGEST`, the form of every version.
+fn versioned(revision: u64, digest: u64) -> String {
+    format!("{revision}-{digest:016x}")
 }
 
 /// The version of a set of resources (a state-of-the-world response).
@@ -56,7 +61,7 @@ pub fn set_version<'a>(versions: impl IntoIterator<Item = (&'a str, &'a str)>) -
             joined.add(&[0]);
         }
     }
-    format!("{revision}-{:016x}", joined.0)
+    versioned(revision, joined.0)
 }
 
 #[cfg(test)]
