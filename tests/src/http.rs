@@ -38,3 +38,13 @@ pub async fn get_with(
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// The sum of a metric's samples whose line starts with `prefix` (name and
+/// labels) in the Prometheus exposition at `addr`.
+pub async fn metric(addr: &str, prefix: &str) -> f64 {
+    let (_, text) = get(addr, "/metrics").await.expect("metrics");
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -7,6 +7,7 @@
 
 use meridian_tests::{
     eventually,
+    http::metric,
     proxy::{self, OneEndpoint, WAIT},
     rss_kib,
 };
@@ -34,16 +35,8 @@ fn open_files(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-/// The client connections the proxy holds now, from its metrics.
-async fn open_connections(admin: &str) -> Option<u64> {
-    let (_, metrics) = meridian_tests::http::get(admin, "/metrics").await?;
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix("meridian_proxy_open_connections "))?
-        .trim()
-        .parse()
-        .ok()
-}
+/// The gauge of client connections the proxy holds now.
+const OPEN: &str = "meridian_proxy_open_connections ";
 
 /// `count` connections to `addr` that send nothing, opened a few hundred at
 /// a time (the listener's backlog is finite).
@@ -168,14 +161,14 @@ async fn past_max_connections_a_new_connection_is_closed_at_once() {
     let mesh = OneEndpoint::start("proxy-cap", &["--max-connections", "50"]).await;
     // The connections that found the proxy routing are gone first.
     eventually(WAIT, "the proxy to hold no connection", || async {
-        (open_connections(&mesh.proxy.admin).await? == 0).then_some(())
+        (metric(&mesh.proxy.admin, OPEN).await == 0.0).then_some(())
     })
     .await;
     let mut held = idle_connections(&mesh.addr, 50).await;
     // Connected is not yet admitted: each worker accepts from a queue of
     // its own, so a later connection can be admitted before an earlier one.
     eventually(WAIT, "the proxy to hold the 50", || async {
-        (open_connections(&mesh.proxy.admin).await? == 50).then_some(())
+        (metric(&mesh.proxy.admin, OPEN).await == 50.0).then_some(())
     })
     .await;
     // Accepted and closed: the read ends at once, no answer.

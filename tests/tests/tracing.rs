@@ -6,6 +6,7 @@
 use meridian_tests::{
     agent::{local_web_endpoints, write_endpoint_file, AgentProcess},
     agreed_leader, cli, eventually, free_port,
+    http::metric,
     otlp::{ancestry, OtlpCollector},
     proxy::ProxyProcess,
     start_cluster, xds, ServerOptions,
@@ -39,18 +40,6 @@ async fn recording_upstream() -> (u16, Arc<Mutex<Vec<String>>>) {
         let _ = axum::serve(listener, app).await;
     });
     (port, seen)
-}
-
-/// The sum of a metric's samples whose line starts with `prefix` (name and
-/// labels) in the exposition at `addr`.
-async fn metric(addr: &str, prefix: &str) -> f64 {
-    let (_, text) = meridian_tests::http::get(addr, "/metrics")
-        .await
-        .expect("metrics");
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
