@@ -157,7 +157,7 @@ async fn run(setup: &Setup) {
         (0..SERVICES).flat_map(|s| (0..CLUSTERS).map(move |c| endpoints(s, c, per_set, 0))),
     );
     load(&nodes[0], manifests).await;
-    let rss_before = total_rss_kib(&nodes);
+    let rss_before: u64 = rss_kib_of(&nodes).iter().sum();
 
     let servers: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
     let started = Instant::now();
@@ -214,15 +214,11 @@ async fn run(setup: &Setup) {
         );
         tokio::time::sleep(Duration::from_secs(hold)).await;
     }
-    let rss: Vec<u64> = nodes
-        .iter()
-        .filter_map(|n| n.pid())
-        .map(|pid| rss_kib(pid) / 1024)
-        .collect();
+    let rss = rss_kib_of(&nodes);
     // What the streams added: their state, buffers and connections, and
     // the routes compiled for their localities.
     let per_stream_kib =
-        total_rss_kib(&nodes).saturating_sub(rss_before) / setup.clients.max(1) as u64;
+        rss.iter().sum::<u64>().saturating_sub(rss_before) / setup.clients.max(1) as u64;
     println!(
         "| {} | {} | {} | {} | {} | {:.1} s | {:.1} ms | {:.1} ms | {:.1} ms | {} KiB | {} MiB | {} KiB |",
         if setup.tls { "mTLS" } else { "plaintext" },
@@ -235,14 +231,17 @@ async fn run(setup: &Setup) {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
         bytes / CHANGES as u64 / 1024,
-        rss.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+        rss.iter()
+            .map(|kib| (kib / 1024).to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         per_stream_kib,
     );
 }
 
-/// Every node's RSS together.
-fn total_rss_kib(nodes: &[ServerNode]) -> u64 {
-    nodes.iter().filter_map(|n| n.pid()).map(rss_kib).sum()
+/// Each node's RSS.
+fn rss_kib_of(nodes: &[ServerNode]) -> Vec<u64> {
+    nodes.iter().filter_map(|n| n.pid()).map(rss_kib).collect()
 }
 
 /// One proxy locality's compile of a mesh of `endpoint_count` endpoints
