@@ -114,18 +114,20 @@ impl FakeKube {
                 get(|s, q| handle(s, q, Kind::EndpointSlice)),
             )
             .with_state(state);
-        self.task = Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        }));
+        self.task = Some(tokio::spawn(serve(listener, app)));
     }
 
-    /// Stops serving: open watches break, connections are refused.
+    /// Stops serving: open connections (and the watches on them) break, new
+    /// ones are refused. Every connection is a task of the serving task, so
+    /// none outlives it: `axum::serve` would let a connection finish its
+    /// response, and a watch resumed on a kept-alive connection in that
+    /// moment went on as though the server were up.
     pub async fn down(&mut self) {
-        self.drop_watches();
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
         }
+        self.drop_watches();
     }
 
     /// Creates or replaces an object.
@@ -200,6 +202,29 @@ impl Drop for FakeKube {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
+        }
+    }
+}
+
+/// Serves `app` on `listener`, each connection a task of this one: dropping
+/// (aborting) this future aborts every connection at once.
+async fn serve(listener: tokio::net::TcpListener, app: Router) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                connections.spawn(async move {
+                    let builder = hyper_util::server::conn::auto::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    );
+                    let _ = builder
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+            Some(_) = connections.join_next() => {}
         }
     }
 }
@@ -378,5 +403,46 @@ pub mod objects {
             "ports": [{"name": "metrics", "port": 9090, "protocol": "TCP"}, {"name": "http", "port": 8080, "protocol": "TCP"}],
             "endpoints": endpoints,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Down means down: a watch open at that moment breaks (no final chunk),
+    /// as it would when a real API server dies, rather than ending cleanly
+    /// and leaving its connection free for the client to resume on.
+    #[tokio::test]
+    async fn going_down_breaks_an_open_watch() {
+        let mut api = FakeKube::start().await;
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", api.port))
+            .await
+            .expect("connect");
+        stream
+            .write_all(
+                b"GET /api/v1/services?watch=true&resourceVersion=0 HTTP/1.1\r\nhost: fake\r\n\r\n",
+            )
+            .await
+            .expect("write");
+        let mut head = vec![0u8; 1024];
+        let read = stream.read(&mut head).await.expect("read the head");
+        assert!(
+            head[..read].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&head[..read])
+        );
+        api.down().await;
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+            .await
+            .expect("the connection to close");
+        let all = [&head[..read], &rest[..]].concat();
+        assert!(
+            !all.ends_with(b"0\r\n\r\n"),
+            "the watch ended cleanly: {:?}",
+            String::from_utf8_lossy(&all)
+        );
     }
 }
