@@ -122,7 +122,8 @@ def main():
 
     # The local endpoints die with nothing told to the control plane: the
     # client moves to the next priority and the route's default retry policy
-    # (UNAVAILABLE for gRPC services) covers the calls caught in between.
+    # (for gRPC services two retries on UNAVAILABLE and CANCELLED, the
+    # statuses a dead or dying server gives) covers the calls caught in between.
     until("checkout.shop in us-east-1a", lambda: call(checkout).startswith("east-"))
     for name in ["east-1", "east-2"]:
         servers[name][0].stop(0)

@@ -40,21 +40,29 @@ fn retry_on(on: &[RetryOn]) -> String {
     }
 }
 
-/// The service's retries, or the default one retry on connect failure and
-/// reset; `attempts: 0` means none. A retry goes to a host not yet tried
-/// and, once every host of a priority has failed, to the next priority.
+/// The service's retries, or the default (`RetryPolicy::default_for`);
+/// `attempts: 0` means none. A retry goes to a host not yet tried and, once
+/// every host of a priority has failed, to the next priority.
 fn retry_policy(spec: &ServiceSpec) -> Option<RetryPolicy> {
     let policy = spec
         .retries
         .clone()
-        .unwrap_or_else(ModelRetryPolicy::default_policy);
+        .unwrap_or_else(|| ModelRetryPolicy::default_for(spec.protocol));
     if policy.attempts == 0 {
         return None;
     }
     let mut retry_on = retry_on(&policy.on);
-    if spec.protocol == Protocol::Grpc && policy.on.is_empty() {
-        // Proxyless gRPC clients retry by status; UNAVAILABLE is what a dead endpoint gives.
-        retry_on.push_str(",unavailable");
+    let host_gone = policy.on.is_empty()
+        || policy
+            .on
+            .iter()
+            .any(|on| matches!(on, RetryOn::ConnectFailure | RetryOn::Reset));
+    if spec.protocol == Protocol::Grpc && host_gone {
+        // Proxyless gRPC clients retry by status only, so connect failures
+        // and resets are also said the way they see them: UNAVAILABLE from a
+        // dead endpoint, CANCELLED from a server shutting down on a call it
+        // had just taken.
+        retry_on.push_str(",unavailable,cancelled");
     }
     Some(RetryPolicy {
         retry_on,

@@ -573,3 +573,42 @@ fn a_proxy_cannot_place_itself_in_another_region() {
     let unknown = ProxyLocality::of(&state, "new", "r", "z");
     assert_eq!((unknown.region.as_str(), unknown.zone.as_str()), ("r", "z"));
 }
+
+/// The retry policy on `service`'s route: (retry_on, num_retries).
+fn retries(compiled: &Compiled, service: &str) -> Option<(String, u32)> {
+    let routes: BTreeMap<String, RouteConfiguration> = decode(compiled, type_url::ROUTE);
+    let Some(Action::Route(action)) = routes[service].virtual_hosts[0].routes[0].action.clone()
+    else {
+        panic!("a route action");
+    };
+    action
+        .retry_policy
+        .map(|p| (p.retry_on, p.num_retries.map_or(0, |n| n.value)))
+}
+
+#[test]
+fn services_without_retries_get_their_protocols_default() {
+    let mesh = "kind: Cluster\nmetadata: {name: east}\nspec: {region: r}\n---\n\
+kind: Service\nmetadata: {name: web, namespace: shop}\nspec: {protocol: http, port: 80}\n---\n\
+kind: Service\nmetadata: {name: rpc, namespace: shop}\nspec: {protocol: grpc, port: 81}\n---\n\
+kind: Service\nmetadata: {name: once, namespace: shop}\nspec: {protocol: grpc, port: 82, retries: {attempts: 1}}\n---\n\
+kind: Service\nmetadata: {name: never, namespace: shop}\nspec: {protocol: grpc, port: 83, retries: {attempts: 0}}\n";
+    let state = MeshState::from_resources(with_revisions(parse_manifests(mesh).expect("mesh")));
+    let east = compile(
+        &state,
+        &ProxyLocality {
+            cluster: "east".into(),
+            ..Default::default()
+        },
+    );
+    let grpc_codes = "connect-failure,reset,unavailable,cancelled".to_string();
+    assert_eq!(
+        retries(&east, "web.shop"),
+        Some(("connect-failure,reset".into(), 1))
+    );
+    // Proxyless gRPC clients pass over neither tried hosts nor a failed
+    // priority, and a server shutting down cancels the call it just took.
+    assert_eq!(retries(&east, "rpc.shop"), Some((grpc_codes.clone(), 2)));
+    assert_eq!(retries(&east, "once.shop"), Some((grpc_codes, 1)));
+    assert_eq!(retries(&east, "never.shop"), None);
+}

@@ -3,6 +3,7 @@
 //! tuning, so a host that stops answering leaves rotation and an idempotent
 //! request that hit it is tried again elsewhere.
 
+use super::Protocol;
 use crate::{Duration, ModelError};
 use serde::{Deserialize, Serialize};
 
@@ -37,10 +38,13 @@ pub enum RetryOn {
 
 impl RetryPolicy {
     /// What a service without `retries` gets: one retry of an idempotent
-    /// request on a connect failure or a reset, to another host.
-    pub fn default_policy() -> Self {
+    /// request on a connect failure or a reset, to another host. gRPC
+    /// services get two, as Istio gives them: proxyless gRPC clients honour
+    /// neither the host predicate nor the priority plugin, so when a whole
+    /// priority dies a retry can land on a second dying host of it.
+    pub fn default_for(protocol: Protocol) -> Self {
         RetryPolicy {
-            attempts: 1,
+            attempts: if protocol == Protocol::Grpc { 2 } else { 1 },
             per_try_timeout: None,
             on: vec![RetryOn::ConnectFailure, RetryOn::Reset],
         }
