@@ -1,7 +1,7 @@
 //! What the two ADS variants share: subscriptions, ACK/NACK feedback, nonces.
 
 use envoy_types::pb::envoy::config::core::v3::Node;
-use meridian_routes::Compiled;
+use meridian_routes::{type_url, Compiled};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A protocol variant's per-stream state: what the stream loop drives.
@@ -102,6 +102,27 @@ impl Subscription {
             wildcard: true,
             ..Default::default()
         }
+    }
+
+    /// What a request's `resource_names` ask for: `*` or, for listeners
+    /// and clusters, no names at all, is every resource.
+    pub fn asked_by(names: &[String], type_url: &str) -> Subscription {
+        Subscription {
+            wildcard: Self::wildcard_in(names, type_url),
+            names: names.iter().filter(|n| *n != "*").cloned().collect(),
+        }
+    }
+
+    /// Whether `names`, in ascending order, ask for exactly this: one walk,
+    /// nothing copied. False for names out of order or repeated, which may
+    /// still ask for the same (compare with `asked_by` then).
+    pub fn is_asked_by(&self, names: &[String], type_url: &str) -> bool {
+        self.wildcard == Self::wildcard_in(names, type_url)
+            && names.iter().filter(|n| *n != "*").eq(self.names.iter())
+    }
+
+    fn wildcard_in(names: &[String], type_url: &str) -> bool {
+        names.iter().any(|n| n == "*") || (names.is_empty() && type_url::is_full_state(type_url))
     }
 
     pub fn wants(&self, name: &str) -> bool {

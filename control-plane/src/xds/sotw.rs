@@ -27,6 +27,10 @@ struct TypeState {
     /// differs from these (the protocol lets these types omit the rest), so
     /// a resource in a NACKed response goes out again with the next one.
     held: Versions,
+    /// The compiled output whose contents for this subscription `held` is
+    /// exactly, if any: an update from an output compared with that one
+    /// looks only at the names that changed since.
+    held_of: Option<u64>,
     /// The last response is not answered yet: changes wait (flow control,
     /// at most one unanswered response per type) ...
     awaiting: bool,
@@ -68,6 +72,7 @@ impl SotwStream {
                         }
                         None => {
                             if let Some(update) = state.sent_resources.take() {
+                                state.held_of = update.makes_exact;
                                 update.apply(&mut state.held);
                             }
                             Feedback::Ack {
@@ -81,22 +86,20 @@ impl SotwStream {
                 _ => return (None, None),
             }
         }
-        let subscription = Subscription {
-            wildcard: request.resource_names.iter().any(|n| n == "*")
-                || (request.resource_names.is_empty()
-                    && type_url::is_full_state(&request.type_url)),
-            names: request
-                .resource_names
-                .iter()
-                .filter(|n| *n != "*")
-                .cloned()
-                .collect(),
-        };
-        let changed = subscription != state.subscription;
+        // An answer usually repeats the names: compared in place, and a new
+        // subscription built only when they differ.
+        let changed = !state
+            .subscription
+            .is_asked_by(&request.resource_names, &request.type_url)
+            && {
+                let asked = Subscription::asked_by(&request.resource_names, &request.type_url);
+                let differs = asked != state.subscription;
+                state.subscription = asked;
+                differs
+            };
         if changed {
             state.evaluated = None;
         }
-        state.subscription = subscription;
         if first {
             // A client that reconnects already holding the current version needs nothing.
             let (version, chosen) = contents(&request.type_url, &state.subscription, compiled);
@@ -104,6 +107,7 @@ impl SotwStream {
                 let nonce = self.nonces.next();
                 state.sent = Some((version.clone(), nonce));
                 state.held = versions(&request.type_url, &chosen);
+                state.held_of = Some(compiled.id());
                 return (
                     None,
                     Some(Feedback::Ack {
@@ -158,47 +162,64 @@ impl SotwStream {
             // Nothing of this type changed since the last look: the same answer, none.
             return None;
         }
-        let (version, chosen) = contents(type_url, &state.subscription, compiled);
-        let unchanged = state.sent.as_ref().is_some_and(|(v, _)| *v == version);
-        if !force && unchanged {
-            return None;
-        }
         // Listeners and clusters go out whole; the other types' updates
         // carry only what differs from what the client holds, in parts of
         // about MAX_RESPONSE_BYTES, the next once the client answered.
         let in_parts = !type_url::is_full_state(type_url);
-        if force && in_parts {
-            state.held.clear();
-        }
-        let mut sending = Vec::new();
-        let mut bytes = 0;
-        let mut complete = true;
-        for resource in chosen
-            .iter()
-            .filter(|r| !in_parts || state.held.get(&r.name) != Some(&r.version))
-        {
-            if in_parts && bytes >= MAX_RESPONSE_BYTES {
-                complete = false;
-                break;
+        let quick = match in_parts && !force {
+            true => changes_only(state, compiled, type_url),
+            false => None,
+        };
+        let (sending, update, version, complete) = match quick {
+            Some((_, update)) if update.sent.is_empty() && update.dropped.is_empty() => {
+                // The client holds the current contents already.
+                return None;
             }
-            bytes += resource.resource.value.len();
-            sending.push(*resource);
-        }
-        // What the response changes in what the client holds, and the
-        // version of what it then holds.
-        let update = if in_parts {
-            Update::new(&state.held, &chosen, &sending)
-        } else {
-            Update::default()
+            Some((sending, update)) => {
+                let version = update.version_after(&state.held);
+                (sending, update, version, true)
+            }
+            None => {
+                let (version, chosen) = contents(type_url, &state.subscription, compiled);
+                let unchanged = state.sent.as_ref().is_some_and(|(v, _)| *v == version);
+                if !force && unchanged {
+                    return None;
+                }
+                if force && in_parts {
+                    state.held.clear();
+                    state.held_of = None;
+                }
+                let mut sending = Vec::new();
+                let mut bytes = 0;
+                let mut complete = true;
+                for resource in chosen
+                    .iter()
+                    .filter(|r| !in_parts || state.held.get(&r.name) != Some(&r.version))
+                {
+                    if in_parts && bytes >= MAX_RESPONSE_BYTES {
+                        complete = false;
+                        break;
+                    }
+                    bytes += resource.resource.value.len();
+                    sending.push(*resource);
+                }
+                // What the response changes in what the client holds,
+                // and the version of what it then holds.
+                let update = if in_parts {
+                    Update::new(&state.held, &chosen, &sending)
+                } else {
+                    Update::default()
+                };
+                let version = if complete {
+                    version
+                } else {
+                    update.version_after(&state.held)
+                };
+                (sending, update, version, complete)
+            }
         };
-        let version = if complete {
-            version
-        } else {
-            let mut holds = state.held.clone();
-            update.clone().apply(&mut holds);
-            set_version(holds.iter().map(|(n, v)| (&**n, &**v)))
-        };
-        if !force && state.nacked.as_deref() == Some(version.as_str()) {
+        let unchanged = state.sent.as_ref().is_some_and(|(v, _)| *v == version);
+        if !force && (unchanged || state.nacked.as_deref() == Some(version.as_str())) {
             return None;
         }
         if !complete {
@@ -206,7 +227,10 @@ impl SotwStream {
             state.dirty = true;
             state.evaluated = None;
         }
-        state.sent_resources = Some(update);
+        state.sent_resources = Some(Update {
+            makes_exact: complete.then(|| compiled.id()),
+            ..update
+        });
         let nonce = self.nonces.next();
         state.sent = Some((version.clone(), nonce.clone()));
         state.awaiting = true;
@@ -268,10 +292,58 @@ type Versions = BTreeMap<Arc<str>, Arc<str>>;
 /// What one response changes in what a client holds.
 #[derive(Debug, Default, Clone)]
 struct Update {
-    /// The resources it carries, with their versions.
+    /// The resources it carries, with their versions, in name order.
     sent: Vec<(Arc<str>, Arc<str>)>,
     /// The resources held before that the subscription no longer gets.
     dropped: Vec<Arc<str>>,
+    /// The compiled output whose contents the client holds exactly once it
+    /// takes this (None for a part of a larger update).
+    makes_exact: Option<u64>,
+}
+
+/// For a client holding exactly an earlier output's contents, which the
+/// compiled output was compared with: the resources to send and what they
+/// change, from the names that changed alone, not a walk of every name.
+/// None when the client's holdings are not known that way, or the changes
+/// are too large for one response (the full look sends them in parts).
+fn changes_only<'a>(
+    state: &TypeState,
+    compiled: &'a Compiled,
+    type_url: &str,
+) -> Option<(Vec<&'a XdsResource>, Update)> {
+    let changed = compiled.changed_since(state.held_of?, type_url)?;
+    let all = compiled.of_type(type_url);
+    let mut sending = Vec::new();
+    let mut dropped = Vec::new();
+    let mut bytes = 0;
+    for name in changed.iter().filter(|n| state.subscription.wants(n)) {
+        match all.and_then(|all| all.get(name)) {
+            Some(resource) => {
+                if state.held.get(&*resource.name) != Some(&resource.version) {
+                    bytes += resource.resource.value.len();
+                    sending.push(&**resource);
+                }
+            }
+            None => dropped.extend(
+                state
+                    .held
+                    .get_key_value(name.as_str())
+                    .map(|(n, _)| n.clone()),
+            ),
+        }
+    }
+    if bytes > MAX_RESPONSE_BYTES {
+        return None;
+    }
+    let update = Update {
+        sent: sending
+            .iter()
+            .map(|r| (r.name.clone(), r.version.clone()))
+            .collect(),
+        dropped,
+        makes_exact: None,
+    };
+    Some((sending, update))
 }
 
 impl Update {
@@ -289,7 +361,20 @@ impl Update {
                 .map(|r| (r.name.clone(), r.version.clone()))
                 .collect(),
             dropped,
+            makes_exact: None,
         }
+    }
+
+    /// The version of what a client holding `held` holds after taking this:
+    /// both walked in name order, nothing copied.
+    fn version_after(&self, held: &Versions) -> String {
+        let mut dropped = SortedWalk::new(self.dropped.iter().map(|n| &**n));
+        let kept = held
+            .iter()
+            .filter(|(name, _)| !dropped.contains(name))
+            .map(|(n, v)| (&**n, &**v));
+        let sent = self.sent.iter().map(|(n, v)| (&**n, &**v));
+        set_version(merged(kept, sent))
     }
 
     fn apply(self, held: &mut Versions) {
@@ -298,6 +383,25 @@ impl Update {
         }
         held.extend(self.sent);
     }
+}
+
+/// Two name-ordered sequences of (name, version) as one, the second's
+/// version taking the place of the first's for a name in both.
+fn merged<'a>(
+    first: impl Iterator<Item = (&'a str, &'a str)>,
+    second: impl Iterator<Item = (&'a str, &'a str)>,
+) -> impl Iterator<Item = (&'a str, &'a str)> {
+    let (mut first, mut second) = (first.peekable(), second.peekable());
+    std::iter::from_fn(move || match (first.peek(), second.peek()) {
+        (Some(a), Some(b)) if a.0 < b.0 => first.next(),
+        (Some(a), Some(b)) if a.0 == b.0 => {
+            first.next();
+            second.next()
+        }
+        (_, Some(_)) => second.next(),
+        (Some(_), None) => first.next(),
+        (None, None) => None,
+    })
 }
 
 /// Each resource's version, by name, where `type_url` needs them.
@@ -401,6 +505,100 @@ mod tests {
         let unmarked = (compiled_at(8080, 1, 2), compiled_at(8081, 3, 2));
         assert_eq!(run(&v2, &v3), run(&unmarked.0, &unmarked.1));
         assert_eq!(run(&v2, &v3).0, 0, "cart's change is not checkout's");
+    }
+
+    /// Step `step` of a changing mesh: s0..s3 always, one of them with an
+    /// endpoint more each step; s4 only at even steps.
+    fn stepped(step: u64) -> Compiled {
+        use meridian_model::parse_manifests;
+        use meridian_routes::{compile, MeshState, ProxyLocality};
+        let mut text = String::from("kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1}\n");
+        let services = if step.is_multiple_of(2) { 5 } else { 4 };
+        for service in 0..services {
+            let count = 1 + if service == step % 4 { step } else { 0 };
+            text.push_str(&format!(
+                "---\nkind: Service\nmetadata: {{name: s{service}, namespace: shop}}\nspec: {{protocol: http, port: 80}}\n---\nkind: Endpoints\nmetadata: {{name: s{service}, namespace: shop, cluster: c1}}\nspec:\n  endpoints:\n"
+            ));
+            for i in 0..count {
+                text.push_str(&format!("  - {{address: 10.0.{service}.{i}, port: 80}}\n"));
+            }
+        }
+        let resources = parse_manifests(&text)
+            .expect("valid")
+            .into_iter()
+            .map(|mut r| {
+                // Written when last changed: the unchanged services at 1.
+                let changed = r.metadata.name == format!("s{}", step % 4);
+                r.metadata.revision = Some(if changed { step } else { 1 });
+                r
+            });
+        compile(
+            &MeshState::from_resources(resources),
+            &ProxyLocality {
+                cluster: "c1".into(),
+                ..Default::default()
+            },
+        )
+    }
+
+    #[test]
+    fn an_update_from_the_changed_names_alone_is_the_update_from_a_full_look() {
+        const STEPS: u64 = 8;
+        let names = ["s0.shop", "s1.shop", "s2.shop", "s4.shop", "nowhere.shop"];
+        // The same outputs twice: once compared each with the one before
+        // (the quick path), once not (every update a full look).
+        let mut noted: Vec<Compiled> = Vec::new();
+        for step in 1..=STEPS {
+            let mut output = stepped(step);
+            if let Some(previous) = noted.last() {
+                output.note_changes_since(previous);
+            }
+            noted.push(output);
+        }
+        let unmarked: Vec<Compiled> = (1..=STEPS).map(stepped).collect();
+        let run = |outputs: &[Compiled], expect_quick: bool| {
+            let mut stream = SotwStream::default();
+            let mut seen = Vec::new();
+            let (first, _) =
+                stream.handle_request(request(type_url::ENDPOINT, &names, "", ""), &outputs[0]);
+            let mut last = first.expect("initial");
+            let mut held_version = String::new();
+            for (step, output) in outputs.iter().enumerate() {
+                // The client refuses step 3's update and takes the others.
+                let mut answer = request(type_url::ENDPOINT, &names, &held_version, &last.nonce);
+                if step == 3 {
+                    answer.error_detail = Some(RpcStatus {
+                        code: 3,
+                        ..Default::default()
+                    });
+                } else {
+                    held_version.clone_from(&last.version_info);
+                    answer.version_info.clone_from(&held_version);
+                }
+                stream.handle_request(answer, output);
+                if let Some(next) = outputs.get(step + 1) {
+                    let state = &stream.types[type_url::ENDPOINT];
+                    // After the refusal the client holds step 2's contents,
+                    // which step 4 was not compared with: a full look.
+                    assert_eq!(
+                        changes_only(state, next, type_url::ENDPOINT).is_some(),
+                        expect_quick && step != 3,
+                        "step {step}"
+                    );
+                    if let Some(update) = stream.handle_update(next).pop() {
+                        let mut sent: Vec<Vec<u8>> =
+                            update.resources.iter().map(|r| r.value.clone()).collect();
+                        sent.sort();
+                        seen.push((step, update.version_info.clone(), sent));
+                        last = update;
+                    }
+                }
+            }
+            seen
+        };
+        let quick = run(&noted, true);
+        assert!(quick.len() >= 5, "{} updates", quick.len());
+        assert_eq!(quick, run(&unmarked, false));
     }
 
     #[test]
