@@ -23,7 +23,7 @@ use mesh::MeshSnapshot;
 use protocol::{check_subscriptions, AdsProtocol, Feedback, MAX_NAMES_PER_REQUEST};
 use registry::{unix_ms, Registry};
 use standing::Standing;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use table::RouteTable;
 use tokio::sync::{mpsc, watch};
 use tonic::{Status, Streaming};
@@ -125,8 +125,9 @@ struct StreamContext {
     proxy_id: String,
     /// "sotw" or "delta", once registered.
     protocol: &'static str,
-    /// Where the proxy stands per type, from the first response or answer.
-    standing: Option<Standing>,
+    /// Where the proxy stands per type, kept here and read by the registry
+    /// when the proxies are listed (once registered).
+    standing: Option<Arc<Mutex<Standing>>>,
     /// The mesh revision of the routes compiled last.
     revision: u64,
     /// Who opened the stream, and the metrics to count a refusal in.
@@ -136,7 +137,7 @@ struct StreamContext {
 
 impl StreamContext {
     /// Registers the proxy on its first request; later requests may omit the node.
-    fn register(&mut self, node: Option<&XdsNode>, protocol: &'static str) -> Result<(), Status> {
+    fn register<P: AdsProtocol>(&mut self, node: Option<&XdsNode>) -> Result<(), Status> {
         if self.registration.is_some() {
             return Ok(());
         }
@@ -164,7 +165,9 @@ impl StreamContext {
             &locality.zone,
         );
         self.table.acquire(&proxy);
-        let id = self.registry.register(Proxy {
+        let protocol = P::NAME;
+        let standing = Arc::new(Mutex::new(Standing::new(P::SUPERSEDES)));
+        let listed = Proxy {
             node_id: node.id.clone(),
             cluster,
             region: proxy.region.clone(),
@@ -177,7 +180,9 @@ impl StreamContext {
             },
             connected_unix_seconds: crate::unix_now(),
             ..Default::default()
-        });
+        };
+        let id = self.registry.register(listed, standing.clone());
+        self.standing = Some(standing);
         tracing::info!(node = %node.id, protocol, "xDS stream opened");
         self.metrics.pipeline.xds.stream(protocol, 1);
         self.protocol = protocol;
@@ -209,44 +214,26 @@ impl StreamContext {
         feedback: Option<Feedback>,
         response: Option<&P::Response>,
     ) {
-        let Some(id) = self.registration.as_ref().map(|(id, _)| *id) else {
+        let Some(standing) = &self.standing else {
             return;
         };
-        if feedback.is_none() && response.is_none() {
-            return;
-        }
         let (now, revision) = (unix_ms(), self.revision);
-        let standing = self
-            .standing
-            .get_or_insert_with(|| Standing::new(P::SUPERSEDES));
+        let mut standing = standing.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(feedback) = &feedback {
+            if let Feedback::Nack {
+                type_url,
+                version,
+                error,
+            } = feedback
+            {
+                tracing::warn!(node = %self.proxy_id, %type_url, %version, %error, "proxy NACKed");
+            }
             standing.answered(feedback, revision, now);
         }
         if let Some(response) = response {
             let (type_url, version, _) = P::sent(response);
             standing.sent(type_url, version, revision, now);
         }
-        let (types, held) = (standing.report(), standing.revision());
-        self.registry.update(id, |proxy| {
-            proxy.types = types;
-            proxy.revision = held;
-            match feedback {
-                Some(Feedback::Ack { type_url, version }) => {
-                    proxy.acked_versions.insert(type_url, version);
-                }
-                Some(Feedback::Nack {
-                    type_url,
-                    version,
-                    error,
-                }) => {
-                    tracing::warn!(node = %proxy.node_id, %type_url, %version, %error, "proxy NACKed");
-                    proxy.last_nack_type_url = type_url;
-                    proxy.last_nack_version = version;
-                    proxy.last_nack_error = error;
-                }
-                None => {}
-            }
-        });
     }
 
     /// After a mesh update: every type was compared with the routes of
@@ -254,13 +241,11 @@ impl StreamContext {
     /// Recorded as they are handed to the stream (a send fails only once
     /// the stream is gone, and the proxy's entry with it).
     fn pushed<P: AdsProtocol>(&mut self, responses: &[P::Response]) {
-        let Some(id) = self.registration.as_ref().map(|(id, _)| *id) else {
+        let Some(standing) = &self.standing else {
             return;
         };
         let (now, revision) = (unix_ms(), self.revision);
-        let standing = self
-            .standing
-            .get_or_insert_with(|| Standing::new(P::SUPERSEDES));
+        let mut standing = standing.lock().unwrap_or_else(|p| p.into_inner());
         let mut types = Vec::with_capacity(responses.len());
         for response in responses {
             let (type_url, version, _) = P::sent(response);
@@ -268,11 +253,6 @@ impl StreamContext {
             types.push(type_url);
         }
         standing.evaluated(revision, &types);
-        let (types, held) = (standing.report(), standing.revision());
-        self.registry.update(id, |proxy| {
-            proxy.types = types;
-            proxy.revision = held;
-        });
     }
 }
 
@@ -310,7 +290,7 @@ async fn run_stream<P: AdsProtocol>(
             request = requests.message() => {
                 let Some(request) = request? else { return Ok(()) };
                 check_names(P::names_count(&request))?;
-                ctx.register(P::node(&request), P::NAME)?;
+                ctx.register::<P>(P::node(&request))?;
                 let (compiled, version, _) = ctx.compiled();
                 let (response, feedback) = stream.on_request(request, &compiled, &version);
                 if let Some(feedback) = &feedback {

@@ -1,33 +1,39 @@
 //! The proxies connected to this node, with where each stands: what it was
 //! sent, ACKed or NACKed per type, and the mesh revision it holds.
 
-use super::{mesh::MeshSnapshot, standing};
+use super::{
+    mesh::MeshSnapshot,
+    standing::{self, Standing},
+};
 use meridian_proto::v1::Proxy;
 use std::{
     collections::BTreeMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
 };
 
 #[derive(Default)]
 pub struct Registry {
     next_id: AtomicU64,
-    streams: Mutex<BTreeMap<u64, Proxy>>,
+    streams: Mutex<BTreeMap<u64, Entry>>,
+}
+
+/// One connected proxy: what it said when its stream opened, and where it
+/// stands, which its stream keeps up to date and the listing reads. Each
+/// response and answer touches only its own stream's standing, not this
+/// node-wide map.
+struct Entry {
+    proxy: Proxy,
+    standing: Arc<Mutex<Standing>>,
 }
 
 impl Registry {
-    pub fn register(&self, proxy: Proxy) -> u64 {
+    pub fn register(&self, proxy: Proxy, standing: Arc<Mutex<Standing>>) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.lock().insert(id, proxy);
+        self.lock().insert(id, Entry { proxy, standing });
         id
-    }
-
-    pub fn update(&self, id: u64, change: impl FnOnce(&mut Proxy)) {
-        if let Some(proxy) = self.lock().get_mut(&id) {
-            change(proxy);
-        }
     }
 
     pub fn remove(&self, id: u64) {
@@ -39,10 +45,18 @@ impl Registry {
     pub fn list(&self, mesh: &MeshSnapshot) -> Vec<Proxy> {
         let now = unix_ms();
         let (revision, through) = (mesh.revision, mesh.through());
-        self.lock()
+        let entries: Vec<(Proxy, Arc<Mutex<Standing>>)> = self
+            .lock()
             .values()
-            .cloned()
-            .map(|mut proxy| {
+            .map(|e| (e.proxy.clone(), e.standing.clone()))
+            .collect();
+        entries
+            .into_iter()
+            .map(|(mut proxy, standing)| {
+                standing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .describe(&mut proxy);
                 standing::as_listed(&mut proxy.types, now, revision, through);
                 proxy.revision = standing::held_revision(&proxy.types);
                 proxy
@@ -50,7 +64,7 @@ impl Registry {
             .collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Proxy>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
         self.streams.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -11,7 +11,7 @@
 //! only once the proxy ACKs it. A proxy holds N when every type does.
 
 use super::protocol::Feedback;
-use meridian_proto::v1::ProxyTypeStatus;
+use meridian_proto::v1::{Proxy, ProxyTypeStatus};
 use std::collections::BTreeMap;
 
 /// One type's standing.
@@ -43,6 +43,8 @@ pub struct Standing {
     /// it (only the latest is answered). Delta: each is answered in turn.
     supersedes: bool,
     types: BTreeMap<String, TypeStanding>,
+    /// The type of the last NACK.
+    last_nack: Option<String>,
 }
 
 // === impl Standing ===
@@ -52,6 +54,7 @@ impl Standing {
         Standing {
             supersedes,
             types: BTreeMap::new(),
+            last_nack: None,
         }
     }
 
@@ -121,6 +124,7 @@ impl Standing {
                 state.refused = true;
                 state.nack = Some((version.clone(), error.clone(), now_ms));
                 state.behind_since.get_or_insert(now_ms);
+                self.last_nack = Some(type_url.clone());
             }
         }
     }
@@ -132,6 +136,27 @@ impl Standing {
             .map(|t| t.acked.as_ref().map(|(_, held)| *held).unwrap_or(0))
             .min()
             .unwrap_or(0)
+    }
+
+    /// Fills in the proxy's listing: every type's standing, the version
+    /// ACKed last per type, and the last NACK.
+    pub fn describe(&self, proxy: &mut Proxy) {
+        proxy.types = self.report();
+        proxy.revision = self.revision();
+        proxy.acked_versions = self
+            .types
+            .iter()
+            .filter_map(|(type_url, t)| Some((type_url.clone(), t.acked.as_ref()?.0.clone())))
+            .collect();
+        let last_nack = self.last_nack.as_ref().and_then(|type_url| {
+            let (version, error, _) = self.types.get(type_url)?.nack.clone()?;
+            Some((type_url.clone(), version, error))
+        });
+        if let Some((type_url, version, error)) = last_nack {
+            proxy.last_nack_type_url = type_url;
+            proxy.last_nack_version = version;
+            proxy.last_nack_error = error;
+        }
     }
 
     /// Every type's standing, as the admin API lists it.
