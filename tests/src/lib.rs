@@ -104,6 +104,24 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time a process has used (user and system, its ended threads
+/// included), from `/proc/PID/stat` in clock ticks of 10 ms (Linux's
+/// `USER_HZ` of 100 on every architecture Meridian builds for).
+pub fn cpu_time(pid: u32) -> Duration {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command (which may hold spaces), from field 3.
+            let after = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            let (user, system): (u64, u64) =
+                (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
+            Some(user + system)
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 /// Polls `check` until it returns `Some`, or panics after `timeout` naming `what`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where

@@ -289,13 +289,10 @@ pub async fn sotw_on(
                         h.resources.insert(response.type_url.clone(), map);
                     } else {
                         // RDS and EDS updates carry only what changed.
-                        let wanted = subscribed
-                            .get(&response.type_url)
-                            .cloned()
-                            .unwrap_or_default();
+                        let wanted = subscribed.get(&response.type_url);
                         let held = h.resources.entry(response.type_url.clone()).or_default();
                         held.extend(map);
-                        held.retain(|name, _| wanted.contains(name));
+                        held.retain(|name, _| wanted.is_some_and(|w| w.contains(name)));
                     }
                     h.type_versions
                         .insert(response.type_url.clone(), response.version_info.clone());

@@ -1,8 +1,9 @@
 //! xDS benchmark (run on purpose, not by CI): a mesh of 10,000 endpoints,
 //! 1,000 concurrent ADS clients (half delta, half state of the world) on one
-//! control-plane node and on three. Prints, per setup: time from one endpoint
-//! change until every client holds it (p50, p99), resource bytes sent per
-//! change, and each node's RSS; then the full compile time for 100,000
+//! control-plane node and on three. Prints, per setup, over 20 changes of
+//! one service's endpoints: time from each change until every client holds
+//! it (p50, p99), the CPU time the nodes spent per change, resource bytes
+//! sent per change, and each node's RSS; then the compile times for 100,000
 //! endpoints.
 //!
 //! `meridian-xds-bench [CLIENTS] [ENDPOINTS] [--tls] [--same-process] [--light] [--nodes N]`
@@ -25,7 +26,7 @@ use meridian_model::{parse_manifests, Resource};
 use meridian_proto::v1::{ApplyRequest, PutRequest};
 use meridian_routes::{Compiler, MeshState, ProxyLocality};
 use meridian_tests::{
-    agreed_leader,
+    agreed_leader, cpu_time,
     node::start_cluster_with,
     percentile,
     pki::{dialer, tls_args, Pki, TRUST_DOMAIN},
@@ -40,7 +41,7 @@ use clients::{ClientSet, Remote};
 
 const CLUSTERS: usize = 10;
 const SERVICES: usize = 100;
-const CHANGES: usize = 5;
+const CHANGES: usize = 20;
 
 fn clusters() -> Vec<String> {
     (0..CLUSTERS)
@@ -184,6 +185,7 @@ async fn run(setup: &Setup) {
 
     let mut latencies = Vec::new();
     let mut bytes = 0;
+    let cpu_before = cpu_time_of(&nodes);
     for change in 1..=CHANGES {
         match &mut clients {
             Clients::Here(set) => set.mark(),
@@ -202,6 +204,7 @@ async fn run(setup: &Setup) {
         latencies.extend(these);
         bytes += sent;
     }
+    let cpu_per_change = (cpu_time_of(&nodes) - cpu_before) / CHANGES as u32;
     latencies.sort();
     if let Some(hold) = std::env::var("MERIDIAN_XDS_BENCH_HOLD_SECONDS")
         .ok()
@@ -220,7 +223,7 @@ async fn run(setup: &Setup) {
     let per_stream_kib =
         rss.iter().sum::<u64>().saturating_sub(rss_before) / setup.clients.max(1) as u64;
     println!(
-        "| {} | {} | {} | {} | {} | {:.1} s | {:.1} ms | {:.1} ms | {:.1} ms | {} KiB | {} MiB | {} KiB |",
+        "| {} | {} | {} | {} | {} | {:.1} s | {:.1} ms | {:.1} ms | {:.1} ms | {} ms | {} KiB | {} MiB | {} KiB |",
         if setup.tls { "mTLS" } else { "plaintext" },
         if setup.apart { "apart" } else { "same" },
         setup.nodes,
@@ -230,6 +233,7 @@ async fn run(setup: &Setup) {
         percentile(&latencies, 0.5).as_secs_f64() * 1e3,
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        cpu_per_change.as_millis(),
         bytes / CHANGES as u64 / 1024,
         rss.iter()
             .map(|kib| (kib / 1024).to_string())
@@ -237,6 +241,11 @@ async fn run(setup: &Setup) {
             .join(", "),
         per_stream_kib,
     );
+}
+
+/// The CPU time every node has used.
+fn cpu_time_of(nodes: &[ServerNode]) -> Duration {
+    nodes.iter().filter_map(|n| n.pid()).map(cpu_time).sum()
 }
 
 /// Each node's RSS.
@@ -335,8 +344,8 @@ async fn main() {
             .stdout(std::process::Stdio::null())
             .status();
     }
-    println!("| transport | clients | nodes | streams | endpoints | full view | change→ACK p50 | p99 | max | bytes/change | RSS per node | RSS added per stream |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| transport | clients | nodes | streams | endpoints | full view | change→ACK p50 | p99 | max | node CPU per change | bytes/change | RSS per node | RSS added per stream |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for nodes in node_counts {
         let setup = Setup {
             nodes,
