@@ -15,7 +15,7 @@ use prost::{Message, Name};
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
     sync::atomic::{AtomicU64, Ordering},
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 /// The proxy asking: its member cluster and, if it knows them, region and zone.
@@ -76,6 +76,9 @@ pub struct Compiled {
     id: u64,
     /// What differs from an earlier output for the same proxies, if known.
     changes: Option<Changes>,
+    /// Per type, the version of all its resources together, worked out on
+    /// first asking.
+    versions_of_all: OnceLock<BTreeMap<&'static str, String>>,
 }
 
 /// The names of each type added, changed or removed since output `since`.
@@ -151,6 +154,25 @@ impl Compiled {
         });
     }
 
+    /// The version of every resource of `type_url` together: what a
+    /// state-of-the-world subscription to all of them is sent. Worked out
+    /// once per output, however many streams of its proxies ask.
+    pub fn version_of_all(&self, type_url: &str) -> String {
+        let versions = self.versions_of_all.get_or_init(|| {
+            self.by_type
+                .iter()
+                .map(|(t, all)| {
+                    let pairs = all.values().map(|r| (&*r.name, &*r.version));
+                    (*t, version::set_version(pairs))
+                })
+                .collect()
+        });
+        match versions.get(type_url) {
+            Some(version) => version.clone(),
+            None => version::set_version(std::iter::empty()),
+        }
+    }
+
     pub fn of_type(&self, type_url: &str) -> Option<&BTreeMap<String, Arc<XdsResource>>> {
         self.by_type.get(type_url)
     }
@@ -163,6 +185,7 @@ impl Compiled {
 
     fn insert(&mut self, type_url: &'static str, resource: impl Into<Arc<XdsResource>>) {
         let resource = resource.into();
+        self.versions_of_all = OnceLock::new();
         self.by_type
             .entry(type_url)
             .or_default()
@@ -489,6 +512,23 @@ mod tests {
             version: version.into(),
             resource: Any::default(),
         }
+    }
+
+    #[test]
+    fn the_version_of_all_of_a_type_is_its_set_version() {
+        let compiled = output(&[("b", "2-0b"), ("a", "1-0a")], 1);
+        assert_eq!(
+            compiled.version_of_all(type_url::ENDPOINT),
+            version::set_version([("a", "1-0a"), ("b", "2-0b")])
+        );
+        assert_eq!(
+            compiled.version_of_all(type_url::CLUSTER),
+            version::set_version([("web", "1")])
+        );
+        assert_eq!(
+            compiled.version_of_all(type_url::ROUTE),
+            version::set_version(std::iter::empty())
+        );
     }
 
     fn output(endpoints: &[(&str, &str)], id: u64) -> Compiled {

@@ -30,7 +30,7 @@ struct TypeState {
     /// The compiled output whose contents for this subscription `held` is
     /// exactly, if any: an update from an output compared with that one
     /// looks only at the names that changed since.
-    held_of: Option<u64>,
+    held_of: Option<Exact>,
     /// The last response is not answered yet: changes wait (flow control,
     /// at most one unanswered response per type) ...
     awaiting: bool,
@@ -102,12 +102,15 @@ impl SotwStream {
         }
         if first {
             // A client that reconnects already holding the current version needs nothing.
-            let (version, chosen) = contents(&request.type_url, &state.subscription, compiled);
+            let (version, chosen, all) = contents(&request.type_url, &state.subscription, compiled);
             if !request.version_info.is_empty() && request.version_info == version {
                 let nonce = self.nonces.next();
                 state.sent = Some((version.clone(), nonce));
                 state.held = versions(&request.type_url, &chosen);
-                state.held_of = Some(compiled.id());
+                state.held_of = Some(Exact {
+                    output: compiled.id(),
+                    all,
+                });
                 return (
                     None,
                     Some(Feedback::Ack {
@@ -170,17 +173,20 @@ impl SotwStream {
             true => changes_only(state, compiled, type_url),
             false => None,
         };
-        let (sending, update, version, complete) = match quick {
-            Some((_, update)) if update.sent.is_empty() && update.dropped.is_empty() => {
+        let (sending, update, version, complete, all) = match quick {
+            Some((_, update, _)) if update.sent.is_empty() && update.dropped.is_empty() => {
                 // The client holds the current contents already.
                 return None;
             }
-            Some((sending, update)) => {
-                let version = update.version_after(&state.held);
-                (sending, update, version, true)
+            Some((sending, update, all)) => {
+                let version = match all {
+                    true => compiled.version_of_all(type_url),
+                    false => update.version_after(&state.held),
+                };
+                (sending, update, version, true, all)
             }
             None => {
-                let (version, chosen) = contents(type_url, &state.subscription, compiled);
+                let (version, chosen, all) = contents(type_url, &state.subscription, compiled);
                 let unchanged = state.sent.as_ref().is_some_and(|(v, _)| *v == version);
                 if !force && unchanged {
                     return None;
@@ -215,7 +221,7 @@ impl SotwStream {
                 } else {
                     update.version_after(&state.held)
                 };
-                (sending, update, version, complete)
+                (sending, update, version, complete, all)
             }
         };
         let unchanged = state.sent.as_ref().is_some_and(|(v, _)| *v == version);
@@ -228,7 +234,10 @@ impl SotwStream {
             state.evaluated = None;
         }
         state.sent_resources = Some(Update {
-            makes_exact: complete.then(|| compiled.id()),
+            makes_exact: complete.then(|| Exact {
+                output: compiled.id(),
+                all,
+            }),
             ..update
         });
         let nonce = self.nonces.next();
@@ -298,21 +307,40 @@ struct Update {
     dropped: Vec<Arc<str>>,
     /// The compiled output whose contents the client holds exactly once it
     /// takes this (None for a part of a larger update).
-    makes_exact: Option<u64>,
+    makes_exact: Option<Exact>,
+}
+
+/// A compiled output whose contents, for a type's subscription, a client
+/// holds exactly.
+#[derive(Debug, Clone, Copy)]
+struct Exact {
+    output: u64,
+    /// The subscription wants every resource of the type in it: its
+    /// version is then the output's version of them all, worked out once
+    /// for every stream.
+    all: bool,
 }
 
 /// For a client holding exactly an earlier output's contents, which the
 /// compiled output was compared with: the resources to send and what they
 /// change, from the names that changed alone, not a walk of every name.
+/// Also whether the subscription still wants every resource of the type.
 /// None when the client's holdings are not known that way, or the changes
 /// are too large for one response (the full look sends them in parts).
 fn changes_only<'a>(
     state: &TypeState,
     compiled: &'a Compiled,
     type_url: &str,
-) -> Option<(Vec<&'a XdsResource>, Update)> {
-    let changed = compiled.changed_since(state.held_of?, type_url)?;
+) -> Option<(Vec<&'a XdsResource>, Update, bool)> {
+    let held_of = state.held_of?;
+    let changed = compiled.changed_since(held_of.output, type_url)?;
     let all = compiled.of_type(type_url);
+    let present = |name: &str| all.is_some_and(|all| all.contains_key(name));
+    // Wanting all before, it still does unless a name now present is not wanted.
+    let wants_all = held_of.all
+        && changed
+            .iter()
+            .all(|n| !present(n) || state.subscription.wants(n));
     let mut sending = Vec::new();
     let mut dropped = Vec::new();
     let mut bytes = 0;
@@ -343,7 +371,7 @@ fn changes_only<'a>(
         dropped,
         makes_exact: None,
     };
-    Some((sending, update))
+    Some((sending, update, wants_all))
 }
 
 impl Update {
@@ -415,19 +443,24 @@ fn versions(type_url: &str, resources: &[&XdsResource]) -> Versions {
         .collect()
 }
 
-/// The version and resources a subscription gets. Unknown types get nothing:
-/// the server has no resources of that type.
+/// The version and resources a subscription gets, and whether that is
+/// every resource of the type. Unknown types get nothing: the server has no
+/// resources of that type.
 fn contents<'a>(
     type_url: &str,
     subscription: &Subscription,
     compiled: &'a Compiled,
-) -> (String, Vec<&'a XdsResource>) {
+) -> (String, Vec<&'a XdsResource>, bool) {
     let Some(all) = compiled.of_type(type_url) else {
-        return (set_version(std::iter::empty()), Vec::new());
+        return (set_version(std::iter::empty()), Vec::new(), true);
     };
     let chosen: Vec<&XdsResource> = subscription.chosen(all).map(|(_, r)| &**r).collect();
-    let version = set_version(chosen.iter().map(|r| (&*r.name, &*r.version)));
-    (version, chosen)
+    let every = chosen.len() == all.len();
+    let version = match every {
+        true => compiled.version_of_all(type_url),
+        false => set_version(chosen.iter().map(|r| (&*r.name, &*r.version))),
+    };
+    (version, chosen, every)
 }
 
 #[cfg(test)]
@@ -463,7 +496,7 @@ mod tests {
         );
         assert!(matches!(feedback, Some(Feedback::Ack { .. })));
         let update = update.expect("the coalesced update");
-        let (expected, _) = contents(type_url::CLUSTER, &Subscription::wildcard(), &latest);
+        let (expected, _, _) = contents(type_url::CLUSTER, &Subscription::wildcard(), &latest);
         assert_eq!(update.version_info, expected);
         let (again, _) = stream.handle_request(
             request(type_url::CLUSTER, &[], &update.version_info, &update.nonce),
@@ -544,7 +577,6 @@ mod tests {
     #[test]
     fn an_update_from_the_changed_names_alone_is_the_update_from_a_full_look() {
         const STEPS: u64 = 8;
-        let names = ["s0.shop", "s1.shop", "s2.shop", "s4.shop", "nowhere.shop"];
         // The same outputs twice: once compared each with the one before
         // (the quick path), once not (every update a full look).
         let mut noted: Vec<Compiled> = Vec::new();
@@ -556,16 +588,16 @@ mod tests {
             noted.push(output);
         }
         let unmarked: Vec<Compiled> = (1..=STEPS).map(stepped).collect();
-        let run = |outputs: &[Compiled], expect_quick: bool| {
+        let run = |names: &[&str], outputs: &[Compiled], expect_quick: bool| {
             let mut stream = SotwStream::default();
             let mut seen = Vec::new();
             let (first, _) =
-                stream.handle_request(request(type_url::ENDPOINT, &names, "", ""), &outputs[0]);
+                stream.handle_request(request(type_url::ENDPOINT, names, "", ""), &outputs[0]);
             let mut last = first.expect("initial");
             let mut held_version = String::new();
             for (step, output) in outputs.iter().enumerate() {
                 // The client refuses step 3's update and takes the others.
-                let mut answer = request(type_url::ENDPOINT, &names, &held_version, &last.nonce);
+                let mut answer = request(type_url::ENDPOINT, names, &held_version, &last.nonce);
                 if step == 3 {
                     answer.error_detail = Some(RpcStatus {
                         code: 3,
@@ -596,9 +628,16 @@ mod tests {
             }
             seen
         };
-        let quick = run(&noted, true);
-        assert!(quick.len() >= 5, "{} updates", quick.len());
-        assert_eq!(quick, run(&unmarked, false));
+        // Some of the services and one that never is; every service there
+        // is, s4 coming and going; all but s4, wanted all at odd steps.
+        let some = ["nowhere.shop", "s0.shop", "s1.shop", "s2.shop", "s4.shop"];
+        let every = ["s0.shop", "s1.shop", "s2.shop", "s3.shop", "s4.shop"];
+        let but_s4 = ["s0.shop", "s1.shop", "s2.shop", "s3.shop"];
+        for names in [&some[..], &every, &but_s4] {
+            let quick = run(names, &noted, true);
+            assert!(quick.len() >= 5, "{names:?}: {} updates", quick.len());
+            assert_eq!(quick, run(names, &unmarked, false), "{names:?}");
+        }
     }
 
     #[test]
@@ -689,7 +728,7 @@ mod tests {
             .map(|r| r.resource.value.len())
             .max()
             .unwrap_or(0);
-        let (full_version, _) = contents(type_url::ENDPOINT, &Subscription::wildcard(), &mesh);
+        let (full_version, _, _) = contents(type_url::ENDPOINT, &Subscription::wildcard(), &mesh);
         let mut stream = SotwStream::default();
         let mut asking = request(type_url::ENDPOINT, &["*"], "", "");
         let mut received = std::collections::BTreeSet::new();
