@@ -8,6 +8,7 @@ mod protocol;
 mod push;
 pub mod registry;
 mod sotw;
+mod sotw_request;
 pub mod standing;
 mod table;
 mod wire;

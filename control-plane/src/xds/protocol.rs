@@ -106,23 +106,30 @@ impl Subscription {
 
     /// What a request's `resource_names` ask for: `*` or, for listeners
     /// and clusters, no names at all, is every resource.
-    pub fn asked_by(names: &[String], type_url: &str) -> Subscription {
+    pub fn asked_by<'a>(names: impl Iterator<Item = &'a str> + Clone, type_url: &str) -> Self {
         Subscription {
-            wildcard: Self::wildcard_in(names, type_url),
-            names: names.iter().filter(|n| *n != "*").cloned().collect(),
+            wildcard: Self::wildcard_in(names.clone(), type_url),
+            names: names.filter(|n| *n != "*").map(str::to_string).collect(),
         }
     }
 
     /// Whether `names`, in ascending order, ask for exactly this: one walk,
     /// nothing copied. False for names out of order or repeated, which may
     /// still ask for the same (compare with `asked_by` then).
-    pub fn is_asked_by(&self, names: &[String], type_url: &str) -> bool {
-        self.wildcard == Self::wildcard_in(names, type_url)
-            && names.iter().filter(|n| *n != "*").eq(self.names.iter())
+    pub fn is_asked_by<'a>(
+        &self,
+        names: impl Iterator<Item = &'a str> + Clone,
+        type_url: &str,
+    ) -> bool {
+        self.wildcard == Self::wildcard_in(names.clone(), type_url)
+            && names
+                .filter(|n| *n != "*")
+                .eq(self.names.iter().map(String::as_str))
     }
 
-    fn wildcard_in(names: &[String], type_url: &str) -> bool {
-        names.iter().any(|n| n == "*") || (names.is_empty() && type_url::is_full_state(type_url))
+    fn wildcard_in<'a>(mut names: impl Iterator<Item = &'a str> + Clone, type_url: &str) -> bool {
+        let none = names.clone().next().is_none();
+        names.any(|n| n == "*") || (none && type_url::is_full_state(type_url))
     }
 
     pub fn wants(&self, name: &str) -> bool {

@@ -6,10 +6,8 @@
 use super::protocol::{
     footprint, AdsProtocol, Feedback, Nonces, SortedWalk, Subscription, MAX_RESPONSE_BYTES,
 };
-use envoy_types::pb::envoy::{
-    config::core::v3::Node,
-    service::discovery::v3::{DiscoveryRequest, DiscoveryResponse},
-};
+use super::sotw_request::SotwRequest;
+use envoy_types::pb::envoy::{config::core::v3::Node, service::discovery::v3::DiscoveryResponse};
 use meridian_routes::{set_version, type_url, Compiled, XdsResource};
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -51,7 +49,7 @@ pub struct SotwStream {
 impl SotwStream {
     fn handle_request(
         &mut self,
-        request: DiscoveryRequest,
+        request: SotwRequest,
         compiled: &Compiled,
     ) -> (Option<DiscoveryResponse>, Option<Feedback>) {
         let first = !self.types.contains_key(&request.type_url);
@@ -88,11 +86,12 @@ impl SotwStream {
         }
         // An answer usually repeats the names: compared in place, and a new
         // subscription built only when they differ.
+        let names = request.resource_names.iter();
         let changed = !state
             .subscription
-            .is_asked_by(&request.resource_names, &request.type_url)
+            .is_asked_by(names.clone(), &request.type_url)
             && {
-                let asked = Subscription::asked_by(&request.resource_names, &request.type_url);
+                let asked = Subscription::asked_by(names, &request.type_url);
                 let differs = asked != state.subscription;
                 state.subscription = asked;
                 differs
@@ -254,22 +253,22 @@ impl SotwStream {
 }
 
 impl AdsProtocol for SotwStream {
-    type Request = DiscoveryRequest;
+    type Request = SotwRequest;
     type Response = DiscoveryResponse;
     const NAME: &'static str = "sotw";
     const SUPERSEDES: bool = true;
 
-    fn node(request: &DiscoveryRequest) -> Option<&Node> {
+    fn node(request: &SotwRequest) -> Option<&Node> {
         request.node.as_ref()
     }
 
-    fn names_count(request: &DiscoveryRequest) -> usize {
+    fn names_count(request: &SotwRequest) -> usize {
         request.resource_names.len()
     }
 
     fn on_request(
         &mut self,
-        request: DiscoveryRequest,
+        request: SotwRequest,
         compiled: &Compiled,
         _system_version: &str,
     ) -> (Option<DiscoveryResponse>, Option<Feedback>) {
@@ -469,10 +468,10 @@ mod tests {
     use crate::xds::protocol::fixtures::{compiled, compiled_at, large_mesh};
     use envoy_types::pb::google::rpc::Status as RpcStatus;
 
-    fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> DiscoveryRequest {
-        DiscoveryRequest {
+    fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> SotwRequest {
+        SotwRequest {
             type_url: type_url.into(),
-            resource_names: names.iter().map(|n| n.to_string()).collect(),
+            resource_names: names.iter().collect(),
             version_info: version.into(),
             response_nonce: nonce.into(),
             ..Default::default()
