@@ -177,10 +177,13 @@ impl Compiled {
         self.by_type.get(type_url)
     }
 
+    /// The resource of `type_url` named `name`, to share.
+    pub fn get_shared(&self, type_url: &str, name: &str) -> Option<&Arc<XdsResource>> {
+        self.of_type(type_url).and_then(|m| m.get(name))
+    }
+
     pub fn get(&self, type_url: &str, name: &str) -> Option<&XdsResource> {
-        self.of_type(type_url)
-            .and_then(|m| m.get(name))
-            .map(|r| &**r)
+        self.get_shared(type_url, name).map(|r| &**r)
     }
 
     fn insert(&mut self, type_url: &'static str, resource: impl Into<Arc<XdsResource>>) {

@@ -101,14 +101,14 @@ impl DeltaStream {
             if name == "*" {
                 state.subscription.wildcard = true;
             } else {
-                state.subscription.names.insert(name.clone());
+                state.subscription.add(name, &request.type_url, compiled);
             }
         }
         for name in &request.resource_names_unsubscribe {
             if name == "*" {
                 state.subscription.wildcard = false;
             } else {
-                state.subscription.names.remove(name);
+                state.subscription.names.remove(name.as_str());
             }
             state.known.remove(name.as_str());
         }

@@ -3,6 +3,7 @@
 use envoy_types::pb::envoy::config::core::v3::Node;
 use meridian_routes::{type_url, Compiled};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 /// A protocol variant's per-stream state: what the stream loop drives.
 pub trait AdsProtocol: Default + Send + 'static {
@@ -91,7 +92,10 @@ pub enum Feedback {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Subscription {
     pub wildcard: bool,
-    pub names: BTreeSet<String>,
+    /// Each name shared with the compiled resource of that name where
+    /// there was one when it was subscribed: every stream of a locality
+    /// names the same resources, so they hold pointers, not copies.
+    pub names: BTreeSet<Arc<str>>,
 }
 
 impl Subscription {
@@ -106,11 +110,30 @@ impl Subscription {
 
     /// What a request's `resource_names` ask for: `*` or, for listeners
     /// and clusters, no names at all, is every resource.
-    pub fn asked_by<'a>(names: impl Iterator<Item = &'a str> + Clone, type_url: &str) -> Self {
-        Subscription {
+    pub fn asked_by<'a>(
+        names: impl Iterator<Item = &'a str> + Clone,
+        type_url: &str,
+        compiled: &Compiled,
+    ) -> Self {
+        let mut asked = Subscription {
             wildcard: Self::wildcard_in(names.clone(), type_url),
-            names: names.filter(|n| *n != "*").map(str::to_string).collect(),
+            ..Default::default()
+        };
+        for name in names.filter(|n| *n != "*") {
+            asked.add(name, type_url, compiled);
         }
+        asked
+    }
+
+    /// Subscribes to `name`, sharing the compiled resource's copy of the
+    /// name if `compiled` has one.
+    pub fn add(&mut self, name: &str, type_url: &str, compiled: &Compiled) {
+        if self.names.contains(name) {
+            return;
+        }
+        let shared = compiled.get_shared(type_url, name);
+        self.names
+            .insert(shared.map_or_else(|| name.into(), |r| r.name.clone()));
     }
 
     /// Whether `names`, in ascending order, ask for exactly this: one walk,
@@ -124,7 +147,7 @@ impl Subscription {
         self.wildcard == Self::wildcard_in(names.clone(), type_url)
             && names
                 .filter(|n| *n != "*")
-                .eq(self.names.iter().map(String::as_str))
+                .eq(self.names.iter().map(|n| &**n))
     }
 
     fn wildcard_in<'a>(mut names: impl Iterator<Item = &'a str> + Clone, type_url: &str) -> bool {
@@ -143,7 +166,7 @@ impl Subscription {
         &'s self,
         all: &'a BTreeMap<String, V>,
     ) -> impl Iterator<Item = (&'a String, &'a V)> + 's {
-        let mut wanted = SortedWalk::new(self.names.iter().map(String::as_str));
+        let mut wanted = SortedWalk::new(self.names.iter().map(|n| &**n));
         all.iter()
             .filter(move |(name, _)| self.wildcard || wanted.contains(name))
     }
@@ -190,7 +213,7 @@ mod tests {
             .collect();
         let named = |names: &[&str]| Subscription {
             wildcard: false,
-            names: names.iter().map(|n| n.to_string()).collect(),
+            names: names.iter().map(|n| Arc::from(*n)).collect(),
         };
         let chosen =
             |s: &Subscription| -> Vec<String> { s.chosen(&all).map(|(n, _)| n.clone()).collect() };

@@ -91,7 +91,7 @@ impl SotwStream {
             .subscription
             .is_asked_by(names.clone(), &request.type_url)
             && {
-                let asked = Subscription::asked_by(names, &request.type_url);
+                let asked = Subscription::asked_by(names, &request.type_url, compiled);
                 let differs = asked != state.subscription;
                 state.subscription = asked;
                 differs
