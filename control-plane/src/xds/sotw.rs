@@ -362,14 +362,7 @@ fn changes_only<'a>(
     if bytes > MAX_RESPONSE_BYTES {
         return None;
     }
-    let update = Update {
-        sent: sending
-            .iter()
-            .map(|r| (r.name.clone(), r.version.clone()))
-            .collect(),
-        dropped,
-        makes_exact: None,
-    };
+    let update = Update::of(&sending, dropped);
     Some((sending, update, wants_all))
 }
 
@@ -382,6 +375,11 @@ impl Update {
             .filter(|name| !still.contains(name))
             .cloned()
             .collect();
+        Update::of(sending, dropped)
+    }
+
+    /// Sending `sending` (in name order) and dropping `dropped`.
+    fn of(sending: &[&XdsResource], dropped: Vec<Arc<str>>) -> Update {
         Update {
             sent: sending
                 .iter()
