@@ -104,16 +104,26 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The fields of `/proc/PID/stat` from the third (the state) on: those
+/// after the command, which may itself hold spaces and parentheses. None
+/// when the process is gone.
+pub fn proc_stat(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_command = stat.rsplit(')').next()?;
+    Some(
+        after_command
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
 /// CPU time a process has used (user and system, its ended threads
-/// included), from `/proc/PID/stat` in clock ticks of 10 ms (Linux's
-/// `USER_HZ` of 100 on every architecture Meridian builds for).
+/// included), in clock ticks of 10 ms (Linux's `USER_HZ` of 100 on every
+/// architecture Meridian builds for); zero once it is gone.
 pub fn cpu_time(pid: u32) -> Duration {
-    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            // Fields after the command (which may hold spaces), from field 3.
-            let after = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = proc_stat(pid)
+        .and_then(|fields| {
             let (user, system): (u64, u64) =
                 (fields.get(11)?.parse().ok()?, fields.get(12)?.parse().ok()?);
             Some(user + system)

@@ -763,14 +763,8 @@ fn run_by_hand_the_provider_says_it_is_a_plugin() {
 }
 
 /// Whether process `pid` has exited (gone, or a zombie waiting to be reaped).
-fn exited(pid: &str) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rsplit(')')
-            .next()
-            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
-    }
+fn exited(pid: u32) -> bool {
+    meridian_tests::proc_stat(pid).is_none_or(|fields| fields.first().is_some_and(|s| s == "Z"))
 }
 
 #[test]
@@ -798,7 +792,7 @@ fn the_provider_prints_its_handshake_and_exits_when_terraform_does() {
     while pid.is_none() || handshake.is_none() {
         let line = lines.next().expect("a line").expect("readable");
         match line.strip_prefix("pid ") {
-            Some(p) => pid = Some(p.to_string()),
+            Some(p) => pid = Some(p.parse::<u32>().expect("a pid")),
             None => handshake = Some(line),
         }
     }
@@ -817,12 +811,12 @@ fn the_provider_prints_its_handshake_and_exits_when_terraform_does() {
         parts[5].len() > 50 && !parts[5].contains('='),
         "{handshake}"
     );
-    assert!(!exited(&pid));
+    assert!(!exited(pid));
 
     let _ = host.kill();
     let _ = host.wait();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !exited(&pid) {
+    while !exited(pid) {
         assert!(
             std::time::Instant::now() < deadline,
             "the provider outlived Terraform"
