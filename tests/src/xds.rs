@@ -288,11 +288,16 @@ pub async fn sotw_on(
                     if response.type_url == CLUSTER || response.type_url == LISTENER {
                         h.resources.insert(response.type_url.clone(), map);
                     } else {
-                        // RDS and EDS updates carry only what changed.
+                        // RDS and EDS updates carry only what changed; what
+                        // is no longer wanted was dropped when it stopped
+                        // being asked for (below), and a response sent
+                        // before that brings none of it back.
                         let wanted = subscribed.get(&response.type_url);
                         let held = h.resources.entry(response.type_url.clone()).or_default();
-                        held.extend(map);
-                        held.retain(|name, _| wanted.is_some_and(|w| w.contains(name)));
+                        held.extend(
+                            map.into_iter()
+                                .filter(|(name, _)| wanted.is_some_and(|w| w.contains(name))),
+                        );
                     }
                     h.type_versions
                         .insert(response.type_url.clone(), response.version_info.clone());
@@ -302,6 +307,9 @@ pub async fn sotw_on(
                     if response.type_url == parent {
                         let names = dependent_names(&h, parent);
                         if subscribed.get(child) != Some(&names) {
+                            if let Some(held) = h.resources.get_mut(child) {
+                                held.retain(|name, _| names.contains(name));
+                            }
                             subscribed.insert(child.to_string(), names.clone());
                             followups.push(DiscoveryRequest {
                                 type_url: child.to_string(),
@@ -486,21 +494,88 @@ pub async fn delta_with(channel: tonic::transport::Channel, node: Node, held: He
     }
 }
 
-/// The name inside a state-of-the-world resource.
+/// The name inside a state-of-the-world resource: field 1 of each of the
+/// four types (`name`, or a load assignment's `cluster_name`), read without
+/// decoding the rest, as the last occurrence wins in protobuf. A load
+/// assignment's endpoints are most of its bytes, and a thousand clients on
+/// one core decoded all of them on every update only to learn its name.
 fn resource_name(type_url: &str, any: &Any) -> String {
+    use prost::encoding::{decode_key, skip_field, string, DecodeContext, WireType};
+    if ![CLUSTER, ENDPOINT, LISTENER, ROUTE].contains(&type_url) {
+        return String::new();
+    }
+    let mut bytes = any.value.as_slice();
+    let mut name = String::new();
+    while !bytes.is_empty() {
+        let Ok((tag, wire_type)) = decode_key(&mut bytes) else {
+            return String::new();
+        };
+        let read = if tag == 1 && wire_type == WireType::LengthDelimited {
+            name.clear();
+            string::merge(wire_type, &mut name, &mut bytes, DecodeContext::default())
+        } else {
+            skip_field(wire_type, tag, &mut bytes, DecodeContext::default())
+        };
+        if read.is_err() {
+            return String::new();
+        }
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
     use envoy_types::pb::envoy::config::{
-        endpoint::v3::ClusterLoadAssignment, route::v3::RouteConfiguration,
+        endpoint::v3::{ClusterLoadAssignment, LocalityLbEndpoints},
+        route::v3::RouteConfiguration,
     };
-    let bytes = any.value.as_slice();
-    match type_url {
-        CLUSTER => Cluster::decode(bytes).map(|m| m.name).unwrap_or_default(),
-        ENDPOINT => ClusterLoadAssignment::decode(bytes)
-            .map(|m| m.cluster_name)
-            .unwrap_or_default(),
-        LISTENER => Listener::decode(bytes).map(|m| m.name).unwrap_or_default(),
-        ROUTE => RouteConfiguration::decode(bytes)
-            .map(|m| m.name)
-            .unwrap_or_default(),
-        _ => String::new(),
+
+    fn any<M: Message>(message: &M) -> Any {
+        Any {
+            type_url: String::new(),
+            value: message.encode_to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_resource_name_is_read_as_a_full_decode_reads_it() {
+        let assignment = ClusterLoadAssignment {
+            cluster_name: "checkout.shop".into(),
+            endpoints: vec![LocalityLbEndpoints::default(); 3],
+            ..Default::default()
+        };
+        assert_eq!(resource_name(ENDPOINT, &any(&assignment)), "checkout.shop");
+        let cluster = Cluster {
+            name: "c".into(),
+            ..Default::default()
+        };
+        assert_eq!(resource_name(CLUSTER, &any(&cluster)), "c");
+        let listener = Listener {
+            name: "l".into(),
+            ..Default::default()
+        };
+        assert_eq!(resource_name(LISTENER, &any(&listener)), "l");
+        let route = RouteConfiguration {
+            name: "r".into(),
+            ..Default::default()
+        };
+        assert_eq!(resource_name(ROUTE, &any(&route)), "r");
+        // Field 1 twice: the last one is the name, as prost decodes it.
+        let mut twice = any(&route);
+        twice.value.extend(any(&cluster).value);
+        assert_eq!(
+            resource_name(ROUTE, &twice),
+            RouteConfiguration::decode(twice.value.as_slice())
+                .expect("decodes")
+                .name
+        );
+        // Bytes that are no message, and a type without names.
+        let garbage = Any {
+            type_url: String::new(),
+            value: vec![0x0a, 0xff],
+        };
+        assert_eq!(resource_name(ROUTE, &garbage), "");
+        assert_eq!(resource_name("type.googleapis.com/other", &any(&route)), "");
     }
 }
