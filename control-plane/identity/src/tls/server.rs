@@ -106,6 +106,18 @@ impl tokio::io::AsyncWrite for Conn {
     ) -> std::task::Poll<std::io::Result<usize>> {
         std::pin::Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
     }
+    // Forwarded, or h2 would write each frame's head and its payload in
+    // two system calls (and two TCP segments) rather than one `writev`.
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
     fn poll_flush(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
@@ -296,4 +308,43 @@ pub fn incoming(
         }
     });
     Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::IoSlice;
+    use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    use tokio_stream::StreamExt;
+
+    /// h2 writes a frame's head and its payload with one `writev` only when
+    /// the connection says it takes vectored writes; otherwise each goes
+    /// out in a system call (and a TCP segment) of its own.
+    #[tokio::test]
+    async fn an_accepted_connection_takes_a_vectored_write_whole() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let mut accepted = incoming(listener, None, &[]).expect("plaintext");
+        let mut client = TcpStream::connect(addr).await.expect("connect");
+        let mut conn = accepted
+            .next()
+            .await
+            .expect("a connection")
+            .expect("accepted");
+        assert!(conn.is_write_vectored());
+        let (head, payload) = ([1u8; 9], [2u8; 1000]);
+        let written = conn
+            .write_vectored(&[IoSlice::new(&head), IoSlice::new(&payload)])
+            .await
+            .expect("written");
+        assert_eq!(
+            written,
+            head.len() + payload.len(),
+            "both slices in one write"
+        );
+        let mut received = vec![0u8; written];
+        client.read_exact(&mut received).await.expect("received");
+        assert_eq!(&received[..9], &head);
+        assert_eq!(&received[9..], &payload);
+    }
 }
