@@ -15,17 +15,19 @@ use std::sync::Arc;
 struct TypeState {
     subscription: Subscription,
     /// What the client holds (as far as we know): name to version, shared
-    /// with the compiled resources.
+    /// with the compiled resources. Empty while `whole` stands for it.
     known: BTreeMap<Arc<str>, Arc<str>>,
+    /// The compiled output whose wanted resources the client holds exactly,
+    /// when it does. It then stands for `known`: a stream keeps no list of
+    /// its own (the output is shared with every stream that holds it), and
+    /// the next output's diff looks only at the names that output says
+    /// changed, not at every resource.
+    whole: Option<Arc<Compiled>>,
     /// Responses not yet answered, by nonce (at most one: changes wait for
     /// the answer, flow control) ...
     pending: BTreeMap<String, Sent>,
     /// ... and this says changes waited, so the answer brings the newest state.
     dirty: bool,
-    /// The compiled output whose wanted resources `known` holds exactly,
-    /// when it does: the next output's diff then looks only at the names
-    /// that output says changed, not at every resource.
-    synced: Option<u64>,
 }
 
 /// One response as the stream remembers it until the client answers.
@@ -53,7 +55,7 @@ impl DeltaStream {
     fn handle_request(
         &mut self,
         request: DeltaDiscoveryRequest,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         system_version: &str,
     ) -> (Option<DeltaDiscoveryResponse>, Option<Feedback>) {
         self.system_version = system_version.to_string();
@@ -64,7 +66,7 @@ impl DeltaStream {
             if let Some(sent) = state.pending.remove(&request.response_nonce) {
                 feedback = Some(match &request.error_detail {
                     Some(error) => {
-                        state.forget(sent.changes);
+                        state.forget(&request.type_url, sent.changes);
                         Feedback::Nack {
                             type_url: request.type_url.clone(),
                             version: sent.system_version,
@@ -83,7 +85,7 @@ impl DeltaStream {
             || !request.resource_names_unsubscribe.is_empty();
         if first || refused || resubscribed {
             // What the client holds is no longer a compiled output's whole.
-            state.synced = None;
+            state.listed(&request.type_url);
         }
         if first {
             state.known = request
@@ -129,7 +131,7 @@ impl DeltaStream {
 
     fn handle_update(
         &mut self,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         system_version: &str,
     ) -> Vec<DeltaDiscoveryResponse> {
         self.system_version = system_version.to_string();
@@ -150,7 +152,7 @@ impl DeltaStream {
     fn respond(
         &mut self,
         type_url: &str,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         always: bool,
     ) -> Option<DeltaDiscoveryResponse> {
         let state = self.types.get_mut(type_url)?;
@@ -158,8 +160,13 @@ impl DeltaStream {
         let current = compiled.of_type(type_url).unwrap_or(&empty);
         // Holding all of the previous output, only what changed since needs a look.
         let changed = state
-            .synced
-            .and_then(|since| compiled.changed_since(since, type_url));
+            .whole
+            .as_ref()
+            .and_then(|held| compiled.changed_since(held.id(), type_url));
+        if changed.is_none() {
+            state.listed(type_url);
+        }
+        let state = &*state;
         let subscription = &state.subscription;
         let candidates: Box<dyn Iterator<Item = (&String, &Arc<XdsResource>)>> = match changed {
             Some(names) => Box::new(
@@ -175,21 +182,18 @@ impl DeltaStream {
         let mut bytes = 0;
         let mut truncated = false;
         for (name, resource) in candidates {
-            if state.known.get(name.as_str()) != Some(&resource.version) {
+            let held = state.held(type_url, name);
+            if held.map(|(_, version)| version) != Some(&resource.version) {
                 if bytes >= MAX_RESPONSE_BYTES {
                     // The rest goes out once the client has answered this one.
-                    state.dirty = true;
                     truncated = true;
                     break;
                 }
                 bytes += resource.resource.value.len();
-                let previous = state
-                    .known
-                    .insert(resource.name.clone(), resource.version.clone());
                 changes.push((
                     resource.name.clone(),
                     Some(resource.version.clone()),
-                    previous,
+                    held.map(|(_, version)| version.clone()),
                 ));
                 resources.push(Resource {
                     name: name.clone(),
@@ -199,26 +203,37 @@ impl DeltaStream {
                 });
             }
         }
-        let gone = |name: &str| !current.contains_key(name) || !state.subscription.wants(name);
-        let removed: Vec<String> = match changed {
+        // None of these was a candidate: gone from the output or no longer wanted.
+        let gone = |name: &str| !current.contains_key(name) || !subscription.wants(name);
+        let held_and_gone: Vec<(&Arc<str>, &Arc<str>)> = match changed {
             Some(names) => names
                 .iter()
-                .filter(|name| state.known.contains_key(name.as_str()) && gone(name))
-                .cloned()
-                .collect(),
-            None => state
-                .known
-                .keys()
                 .filter(|name| gone(name))
-                .map(|name| name.to_string())
+                .filter_map(|name| state.held(type_url, name))
                 .collect(),
+            None => state.known.iter().filter(|(name, _)| gone(name)).collect(),
         };
-        for name in &removed {
-            if let Some((name, held)) = state.known.remove_entry(name.as_str()) {
-                changes.push((name, None, Some(held)));
+        let removed: Vec<String> = held_and_gone.iter().map(|(n, _)| n.to_string()).collect();
+        changes.extend(
+            held_and_gone
+                .into_iter()
+                .map(|(name, held)| (name.clone(), None, Some(held.clone()))),
+        );
+        let state = self.types.get_mut(type_url)?;
+        if truncated {
+            state.dirty = true;
+            let known = state.listed(type_url);
+            for (name, sent, _) in &changes {
+                match sent {
+                    Some(version) => known.insert(name.clone(), version.clone()),
+                    None => known.remove(name),
+                };
             }
+        } else {
+            // The client holds exactly this output's wanted resources once it takes these.
+            state.known.clear();
+            state.whole = Some(compiled.clone());
         }
-        state.synced = (!truncated).then(|| compiled.id());
         if resources.is_empty() && removed.is_empty() && !always {
             return None;
         }
@@ -242,16 +257,43 @@ impl DeltaStream {
 }
 
 impl TypeState {
+    /// The resource `name` as the client holds it: its shared name and version.
+    fn held(&self, type_url: &str, name: &str) -> Option<(&Arc<str>, &Arc<str>)> {
+        match &self.whole {
+            Some(output) => output
+                .get_shared(type_url, name)
+                .filter(|_| self.subscription.wants(name))
+                .map(|r| (&r.name, &r.version)),
+            None => self.known.get_key_value(name),
+        }
+    }
+
+    /// What the client holds as a list of its own, to change by hand: the
+    /// output it held whole, if it did, is written out first.
+    fn listed(&mut self, type_url: &str) -> &mut BTreeMap<Arc<str>, Arc<str>> {
+        if let Some(output) = self.whole.take() {
+            self.known = output
+                .of_type(type_url)
+                .into_iter()
+                .flatten()
+                .filter(|(name, _)| self.subscription.wants(name))
+                .map(|(_, r)| (r.name.clone(), r.version.clone()))
+                .collect();
+        }
+        &mut self.known
+    }
+
     /// Takes back what a refused response sent or removed: the client holds
     /// what it held before, unless a later response changed the resource.
-    fn forget(&mut self, changes: Vec<Change>) {
+    fn forget(&mut self, type_url: &str, changes: Vec<Change>) {
+        let known = self.listed(type_url);
         for (name, sent, previous) in changes {
-            if self.known.get(&name) != sent.as_ref() {
+            if known.get(&name) != sent.as_ref() {
                 continue;
             }
             match previous {
-                Some(version) => self.known.insert(name, version),
-                None => self.known.remove(&name),
+                Some(version) => known.insert(name, version),
+                None => known.remove(&name),
             };
         }
     }
@@ -274,7 +316,7 @@ impl AdsProtocol for DeltaStream {
     fn on_request(
         &mut self,
         request: DeltaDiscoveryRequest,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         system_version: &str,
     ) -> (Option<DeltaDiscoveryResponse>, Option<Feedback>) {
         self.handle_request(request, compiled, system_version)
@@ -282,7 +324,7 @@ impl AdsProtocol for DeltaStream {
 
     fn on_update(
         &mut self,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         system_version: &str,
     ) -> Vec<DeltaDiscoveryResponse> {
         self.handle_update(compiled, system_version)
@@ -304,7 +346,7 @@ impl AdsProtocol for DeltaStream {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::protocol::fixtures::{compiled, compiled_at, large_mesh};
+    use crate::xds::protocol::fixtures::{compiled, compiled_at, large_mesh, stepped};
     use meridian_routes::type_url;
 
     fn request(type_url: &str, subscribe: &[&str], nonce: &str) -> DeltaDiscoveryRequest {
@@ -403,8 +445,8 @@ mod tests {
     /// What one stream is sent when the output after `v1` arrives, having
     /// answered v1's response with `answer_error` (an ACK when `None`).
     fn next_response(
-        v1: &Compiled,
-        v2: &Compiled,
+        v1: &Arc<Compiled>,
+        v2: &Arc<Compiled>,
         answer_error: Option<&str>,
     ) -> (Vec<String>, Vec<String>) {
         let mut stream = DeltaStream::default();
@@ -428,8 +470,9 @@ mod tests {
     fn a_stream_that_held_the_last_output_looks_only_at_what_changed_alike() {
         let v1 = compiled(8080, 1);
         let unmarked = compiled(8081, 2);
-        let mut marked = unmarked.clone();
+        let mut marked = Compiled::clone(&unmarked);
         marked.note_changes_since(&v1);
+        let marked = Arc::new(marked);
         assert!(marked.changed_since(v1.id(), type_url::LISTENER).is_some());
         for answer in [None, Some("refused")] {
             // The same response whether the stream diffs every resource or
@@ -447,6 +490,74 @@ mod tests {
             removed.contains(&"outbound_8080".to_string()),
             "{removed:?}"
         );
+    }
+
+    #[test]
+    fn a_stream_that_holds_an_output_whole_keeps_no_list_and_sends_what_a_full_look_sends() {
+        const STEPS: u64 = 8;
+        // The same outputs twice: once compared each with the one before
+        // (the quick path), once not (every update a full look).
+        let mut noted: Vec<Arc<Compiled>> = Vec::new();
+        for step in 1..=STEPS {
+            let mut output = stepped(step);
+            if let Some(previous) = noted.last() {
+                output.note_changes_since(previous);
+            }
+            noted.push(Arc::new(output));
+        }
+        let unmarked: Vec<Arc<Compiled>> = (1..=STEPS).map(|s| Arc::new(stepped(s))).collect();
+        let run = |names: &[&str], outputs: &[Arc<Compiled>], expect_quick: bool| {
+            let mut stream = DeltaStream::default();
+            let mut seen = Vec::new();
+            let (first, _) =
+                stream.handle_request(request(type_url::ENDPOINT, names, ""), &outputs[0], "0");
+            let mut last = first.expect("initial");
+            for (step, output) in outputs.iter().enumerate() {
+                // The client refuses step 3's update and takes the others.
+                let mut answer = request(type_url::ENDPOINT, &[], &last.nonce);
+                if step == 3 {
+                    answer.error_detail = Some(envoy_types::pb::google::rpc::Status {
+                        code: 3,
+                        ..Default::default()
+                    });
+                }
+                stream.handle_request(answer, output, "0");
+                let state = &stream.types[type_url::ENDPOINT];
+                // Held whole, no list of its own; after the refusal a list
+                // of what the client kept.
+                assert_eq!(state.whole.is_some(), step != 3, "step {step}");
+                assert_eq!(state.known.is_empty(), step != 3, "step {step}");
+                if let Some(next) = outputs.get(step + 1) {
+                    let quick = state
+                        .whole
+                        .as_ref()
+                        .is_some_and(|w| next.changed_since(w.id(), type_url::ENDPOINT).is_some());
+                    assert_eq!(quick, expect_quick && step != 3, "step {step}");
+                    if let Some(update) = stream.handle_update(next, "0").pop() {
+                        let mut sent: Vec<(String, Vec<u8>)> = update
+                            .resources
+                            .iter()
+                            .map(|r| (r.name.clone(), r.resource.clone().unwrap_or_default().value))
+                            .collect();
+                        sent.sort();
+                        let mut removed = update.removed_resources.clone();
+                        removed.sort();
+                        seen.push((step, sent, removed));
+                        last = update;
+                    }
+                }
+            }
+            seen
+        };
+        // Some of the services and one that never is; every service there
+        // is, s4 coming and going; everything.
+        let some = ["nowhere.shop", "s0.shop", "s1.shop", "s2.shop", "s4.shop"];
+        let every = ["s0.shop", "s1.shop", "s2.shop", "s3.shop", "s4.shop"];
+        for names in [&some[..], &every, &["*"]] {
+            let quick = run(names, &noted, true);
+            assert!(quick.len() >= 5, "{names:?}: {} updates", quick.len());
+            assert_eq!(quick, run(names, &unmarked, false), "{names:?}");
+        }
     }
 
     #[test]

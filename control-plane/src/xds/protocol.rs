@@ -22,10 +22,10 @@ pub trait AdsProtocol: Default + Send + 'static {
     fn on_request(
         &mut self,
         request: Self::Request,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         system_version: &str,
     ) -> (Option<Self::Response>, Option<Feedback>);
-    fn on_update(&mut self, compiled: &Compiled, system_version: &str) -> Vec<Self::Response>;
+    fn on_update(&mut self, compiled: &Arc<Compiled>, system_version: &str) -> Vec<Self::Response>;
     /// What the stream holds state for: (type URLs, names subscribed across them).
     fn subscribed(&self) -> (usize, usize);
     /// What a response sends: its type URL, version and how many resources
@@ -234,14 +234,15 @@ mod tests {
 pub mod fixtures {
     use meridian_model::parse_manifests;
     use meridian_routes::{compile, Compiled, MeshState, ProxyLocality};
+    use std::sync::Arc;
 
     /// The mesh with `checkout`'s port set to `port` (so tests can make a change) at `revision`; the rest at 1.
-    pub fn compiled(port: u16, revision: u64) -> Compiled {
+    pub fn compiled(port: u16, revision: u64) -> Arc<Compiled> {
         compiled_at(port, revision, 1)
     }
 
     /// As `compiled`, with `cart` at `cart_revision`.
-    pub fn compiled_at(port: u16, revision: u64, cart_revision: u64) -> Compiled {
+    pub fn compiled_at(port: u16, revision: u64, cart_revision: u64) -> Arc<Compiled> {
         let text = format!(
             "kind: Cluster\nmetadata: {{name: c1}}\nspec: {{region: r1, zone: z1}}\n---\nkind: Service\nmetadata: {{name: checkout, namespace: shop}}\nspec: {{protocol: http, port: {port}}}\n---\nkind: Service\nmetadata: {{name: cart, namespace: shop}}\nspec: {{protocol: grpc, port: 9000}}\n---\nkind: Endpoints\nmetadata: {{name: checkout, namespace: shop, cluster: c1}}\nspec: {{endpoints: [{{address: 10.0.0.1, port: 80}}]}}\n"
         );
@@ -256,18 +257,18 @@ pub mod fixtures {
                 });
                 r
             });
-        compile(
+        Arc::new(compile(
             &MeshState::from_resources(resources),
             &ProxyLocality {
                 cluster: "c1".into(),
                 ..Default::default()
             },
-        )
+        ))
     }
 
     /// A mesh whose services' load assignments are together far over one
     /// response's byte budget.
-    pub fn large_mesh() -> Compiled {
+    pub fn large_mesh() -> Arc<Compiled> {
         let mut text =
             String::from("kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1, zone: z1}\n");
         for service in 0..20 {
@@ -287,6 +288,38 @@ pub mod fixtures {
             .into_iter()
             .map(|mut r| {
                 r.metadata.revision = Some(1);
+                r
+            });
+        Arc::new(compile(
+            &MeshState::from_resources(resources),
+            &ProxyLocality {
+                cluster: "c1".into(),
+                ..Default::default()
+            },
+        ))
+    }
+
+    /// Step `step` of a changing mesh: s0..s3 always, one of them with an
+    /// endpoint more each step; s4 only at even steps.
+    pub fn stepped(step: u64) -> Compiled {
+        let mut text = String::from("kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1}\n");
+        let services = if step.is_multiple_of(2) { 5 } else { 4 };
+        for service in 0..services {
+            let count = 1 + if service == step % 4 { step } else { 0 };
+            text.push_str(&format!(
+                "---\nkind: Service\nmetadata: {{name: s{service}, namespace: shop}}\nspec: {{protocol: http, port: 80}}\n---\nkind: Endpoints\nmetadata: {{name: s{service}, namespace: shop, cluster: c1}}\nspec:\n  endpoints:\n"
+            ));
+            for i in 0..count {
+                text.push_str(&format!("  - {{address: 10.0.{service}.{i}, port: 80}}\n"));
+            }
+        }
+        let resources = parse_manifests(&text)
+            .expect("valid")
+            .into_iter()
+            .map(|mut r| {
+                // Written when last changed: the unchanged services at 1.
+                let changed = r.metadata.name == format!("s{}", step % 4);
+                r.metadata.revision = Some(if changed { step } else { 1 });
                 r
             });
         compile(

@@ -269,13 +269,17 @@ impl AdsProtocol for SotwStream {
     fn on_request(
         &mut self,
         request: SotwRequest,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         _system_version: &str,
     ) -> (Option<DiscoveryResponse>, Option<Feedback>) {
         self.handle_request(request, compiled)
     }
 
-    fn on_update(&mut self, compiled: &Compiled, _system_version: &str) -> Vec<DiscoveryResponse> {
+    fn on_update(
+        &mut self,
+        compiled: &Arc<Compiled>,
+        _system_version: &str,
+    ) -> Vec<DiscoveryResponse> {
         self.handle_update(compiled)
     }
 
@@ -463,7 +467,7 @@ fn contents<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::protocol::fixtures::{compiled, compiled_at, large_mesh};
+    use crate::xds::protocol::fixtures::{compiled, compiled_at, large_mesh, stepped};
     use envoy_types::pb::google::rpc::Status as RpcStatus;
 
     fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> SotwRequest {
@@ -507,9 +511,9 @@ mod tests {
         // cart changes (its revision), checkout's cluster does not.
         let v1 = compiled_at(8080, 1, 1);
         let mut v2 = compiled_at(8080, 1, 2);
-        v2.note_changes_since(&v1);
+        Arc::make_mut(&mut v2).note_changes_since(&v1);
         let mut v3 = compiled_at(8081, 3, 2);
-        v3.note_changes_since(&v2);
+        Arc::make_mut(&mut v3).note_changes_since(&v2);
         let run = |v2: &Compiled, v3: &Compiled| {
             let mut stream = SotwStream::default();
             let (first, _) =
@@ -535,40 +539,6 @@ mod tests {
         let unmarked = (compiled_at(8080, 1, 2), compiled_at(8081, 3, 2));
         assert_eq!(run(&v2, &v3), run(&unmarked.0, &unmarked.1));
         assert_eq!(run(&v2, &v3).0, 0, "cart's change is not checkout's");
-    }
-
-    /// Step `step` of a changing mesh: s0..s3 always, one of them with an
-    /// endpoint more each step; s4 only at even steps.
-    fn stepped(step: u64) -> Compiled {
-        use meridian_model::parse_manifests;
-        use meridian_routes::{compile, MeshState, ProxyLocality};
-        let mut text = String::from("kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1}\n");
-        let services = if step.is_multiple_of(2) { 5 } else { 4 };
-        for service in 0..services {
-            let count = 1 + if service == step % 4 { step } else { 0 };
-            text.push_str(&format!(
-                "---\nkind: Service\nmetadata: {{name: s{service}, namespace: shop}}\nspec: {{protocol: http, port: 80}}\n---\nkind: Endpoints\nmetadata: {{name: s{service}, namespace: shop, cluster: c1}}\nspec:\n  endpoints:\n"
-            ));
-            for i in 0..count {
-                text.push_str(&format!("  - {{address: 10.0.{service}.{i}, port: 80}}\n"));
-            }
-        }
-        let resources = parse_manifests(&text)
-            .expect("valid")
-            .into_iter()
-            .map(|mut r| {
-                // Written when last changed: the unchanged services at 1.
-                let changed = r.metadata.name == format!("s{}", step % 4);
-                r.metadata.revision = Some(if changed { step } else { 1 });
-                r
-            });
-        compile(
-            &MeshState::from_resources(resources),
-            &ProxyLocality {
-                cluster: "c1".into(),
-                ..Default::default()
-            },
-        )
     }
 
     #[test]
