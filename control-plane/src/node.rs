@@ -5,7 +5,11 @@
 use crate::metrics::pipeline::ProposalMetrics;
 use crate::{
     forward::{self, Leader, LeaderReply},
-    raft::{state_machine::StateMachine, ApplyOutcome, NodeId, Raft},
+    raft::{
+        proposer::{NotWritten, Proposer},
+        state_machine::StateMachine,
+        ApplyOutcome, NodeId, Raft,
+    },
 };
 use meridian_model::{plan, Command, Rejection};
 use meridian_telemetry::{self as telemetry, KeyValue, SpanKind, TraceContextExt};
@@ -59,6 +63,7 @@ pub struct Node {
     pub state: StateMachine,
     committed: Arc<AtomicU64>,
     proposals: ProposalMetrics,
+    proposer: Proposer,
 }
 
 /// What one attempt at the leader's work returned.
@@ -78,6 +83,7 @@ impl Node {
     ) -> Self {
         Node {
             id,
+            proposer: Proposer::start(raft.clone()),
             raft,
             state,
             committed,
@@ -179,13 +185,12 @@ impl Node {
             command.trace = telemetry::propagation::to_string(cx).or(command.trace.take());
         }
         let started = Instant::now();
-        let written = self.raft.client_write(command).await;
-        let attempt = match written {
-            Ok(response) => Ok(Attempt::Done((response.log_id.index, response.data))),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Ok(
-                Attempt::NotLeader(Leader::from_hint(f.leader_id, f.leader_node)),
-            ),
-            Err(e) => Err(NodeError::Unavailable(format!("raft: {e}"))),
+        let attempt = match self.proposer.propose(command).await {
+            Ok(done) => Ok(Attempt::Done(done)),
+            Err(NotWritten::NotLeader { id, node }) => {
+                Ok(Attempt::NotLeader(Leader::from_hint(id, node)))
+            }
+            Err(NotWritten::Failed(e)) => Err(NodeError::Unavailable(e)),
         };
         self.proposals.observe(
             match &attempt {

@@ -27,6 +27,6 @@ pub use manifest::{parse_manifests, Manifest};
 pub use meta::Metadata;
 pub use names::check_label;
 pub use nesting::MAX_SPLIT_DEPTH;
-pub use plan::{plan, Command, Op, StateView, Write};
+pub use plan::{plan, plan_each, Command, Op, Planned, StateView, Write};
 pub use references::check_references;
 pub use resource::{Resource, Spec, Status};

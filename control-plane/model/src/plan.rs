@@ -89,6 +89,22 @@ impl Command {
     pub fn new(ops: Vec<Op>) -> Command {
         Command { ops, trace: None }
     }
+
+    /// The objects this command puts or deletes, when that is all it does:
+    /// such commands may share a log entry (and so a revision) with others
+    /// that write none of the same objects. `None` for a command that does
+    /// anything else (agent sessions and fences, status, pruning, records),
+    /// which goes in an entry of its own.
+    pub fn written_keys(&self) -> Option<BTreeSet<ResourceKey>> {
+        self.ops
+            .iter()
+            .map(|op| match op {
+                Op::Put { resource, .. } => Some(resource.key()),
+                Op::Delete { key, .. } => Some(key.clone()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// What applying a command writes to storage.
@@ -143,6 +159,43 @@ pub fn plan(
     writes.extend(overlay.bootstrapped.into_iter().map(Write::Bootstrapped));
     Ok((writes, revisions))
 }
+
+/// Plans the commands of one log entry at `index`, in order, each all or
+/// nothing and each seeing what the earlier ones that were not refused
+/// write. Returns, per command, what `plan` returns for it.
+pub fn plan_each(view: &dyn StateView, commands: &[Command], index: u64) -> Vec<Planned> {
+    let mut earlier: BTreeMap<ResourceKey, Option<Resource>> = BTreeMap::new();
+    let mut planned = Vec::with_capacity(commands.len());
+    for command in commands {
+        let this = plan(
+            &Layered {
+                base: view,
+                changes: &earlier,
+            },
+            command,
+            index,
+        );
+        if let Ok((writes, _)) = &this {
+            for write in writes {
+                match write {
+                    Write::Put { resource, .. } => {
+                        earlier.insert(resource.key(), Some(Resource::clone(resource)));
+                    }
+                    Write::Delete(key) => {
+                        earlier.insert(key.clone(), None);
+                    }
+                    Write::Bootstrapped(_) => {}
+                }
+            }
+        }
+        planned.push(this);
+    }
+    planned
+}
+
+/// What planning one command gives: its writes and, per op, the object's
+/// revision afterwards; or why it changes nothing.
+pub type Planned = Result<(Vec<Write>, Vec<u64>), Rejection>;
 
 fn plan_op(overlay: &mut Overlay<'_>, op: &Op, index: u64) -> Result<u64, Rejection> {
     match op {
@@ -270,6 +323,29 @@ struct Overlay<'a> {
 
 impl StateView for Overlay<'_> {
     fn get(&self, key: &ResourceKey) -> Option<Resource> {
+        Layered::over(self.base, &self.changes).get(key)
+    }
+
+    fn list(&self, kind: Kind) -> Vec<Resource> {
+        Layered::over(self.base, &self.changes).list(kind)
+    }
+}
+
+/// A state with changes laid over it: a command's own writes, or an
+/// entry's earlier commands'.
+struct Layered<'a> {
+    base: &'a dyn StateView,
+    changes: &'a BTreeMap<ResourceKey, Option<Resource>>,
+}
+
+impl<'a> Layered<'a> {
+    fn over(base: &'a dyn StateView, changes: &'a BTreeMap<ResourceKey, Option<Resource>>) -> Self {
+        Layered { base, changes }
+    }
+}
+
+impl StateView for Layered<'_> {
+    fn get(&self, key: &ResourceKey) -> Option<Resource> {
         match self.changes.get(key) {
             Some(change) => change.clone(),
             None => self.base.get(key),
@@ -349,6 +425,52 @@ pub(crate) mod tests {
             .expect("applies");
         assert_eq!(revisions, vec![7, 7, 7]);
         assert_eq!(state.0.len(), 3);
+    }
+
+    #[test]
+    fn commands_of_one_entry_each_see_the_earlier_ones_and_fail_alone() {
+        let state = MemState::default();
+        let split = puts(SPLIT);
+        let services = puts(SERVICES);
+        let mut conflicting = puts(SERVICES);
+        if let Op::Put {
+            expected_revision, ..
+        } = &mut conflicting.ops[0]
+        {
+            // "Must not exist yet": the services command before it made it.
+            *expected_revision = Some(0);
+        }
+        let planned = plan_each(&state, &[split, services, conflicting, puts(SPLIT)], 9);
+        // The split comes before its services: refused, alone.
+        let refused = planned[0].as_ref().expect_err("no services yet");
+        assert_eq!(refused.code, RejectionCode::FailedPrecondition);
+        let (writes, revisions) = planned[1].as_ref().expect("services");
+        assert_eq!((writes.len(), revisions.clone()), (2, vec![9, 9]));
+        assert!(writes
+            .iter()
+            .all(|w| matches!(w, Write::Put { created: true, .. })));
+        let conflict = planned[2].as_ref().expect_err("exists by now");
+        assert_eq!(conflict.code, RejectionCode::Aborted);
+        // The split, after them, sees the services written earlier in the entry.
+        let (writes, _) = planned[3].as_ref().expect("the split");
+        assert_eq!(writes.len(), 1);
+        assert!(matches!(&writes[0], Write::Put { created: true, .. }));
+    }
+
+    #[test]
+    fn only_plain_puts_and_deletes_name_the_objects_they_write() {
+        let services = puts(SERVICES);
+        let keys = services.written_keys().expect("puts only");
+        assert_eq!(keys.len(), 2);
+        let mut mixed = puts(SERVICES);
+        mixed.ops.push(Op::RecordBootstrapped { node: 1 });
+        assert_eq!(mixed.written_keys(), None);
+        let delete = Command::new(vec![Op::Delete {
+            key: keys.iter().next().expect("a key").clone(),
+            expected_revision: None,
+            ignore_missing: false,
+        }]);
+        assert_eq!(delete.written_keys().expect("a delete").len(), 1);
     }
 
     #[test]

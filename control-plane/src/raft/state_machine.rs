@@ -7,10 +7,10 @@ use super::snapshot_data::SnapshotData;
 use super::view::DbView;
 use super::{
     store::{cf, read_err, sync_writes, write_err, CF_RESOURCES, CF_SM_META},
-    ApplyOutcome, LogId, Membership, StorageError, TypeConfig,
+    Applied, ApplyOutcome, LogId, Membership, StorageError, TypeConfig,
 };
 use crate::events::{Change, ChangeType, EventHub};
-use meridian_model::{plan, Command, Rejection, Write};
+use meridian_model::{plan_each, Command, Planned, Write};
 use meridian_telemetry::{self as telemetry, KeyValue, SpanKind, TraceContextExt};
 use openraft::{
     storage::{RaftStateMachine, Snapshot},
@@ -111,12 +111,12 @@ impl StateMachine {
         })
     }
 
-    /// Plans `command` at `index` against what this replica has applied. A
-    /// read that failed while planning is a storage error (fatal for this
-    /// node), never a plan made as if the object were absent.
-    fn plan(&self, command: &Command, index: u64) -> Result<Planned, StorageError> {
+    /// Plans the commands of the entry at `index` against what this replica
+    /// has applied. A read that failed while planning is a storage error
+    /// (fatal for this node), never a plan made as if the object were absent.
+    fn plan(&self, commands: &[Command], index: u64) -> Result<Vec<Planned>, StorageError> {
         let view = self.view();
-        let planned = plan(&view, command, index);
+        let planned = plan_each(&view, commands, index);
         match view.failure() {
             Some(failure) => Err(read_err(
                 ErrorSubject::StateMachine,
@@ -126,15 +126,16 @@ impl StateMachine {
         }
     }
 
+    /// Adds `writes` to `batch`; the nodes they record go to `recorded`.
     fn apply_writes(
         &self,
         writes: Vec<Write>,
         revision: u64,
         batch: &mut WriteBatch,
+        recorded: &mut Vec<u64>,
     ) -> Result<Vec<Change>, StorageError> {
         let resources = cf(&self.db, CF_RESOURCES);
         let mut changes = Vec::with_capacity(writes.len());
-        let mut recorded = Vec::new();
         for write in writes {
             match write {
                 Write::Put { resource, created } => {
@@ -170,13 +171,56 @@ impl StateMachine {
                 Write::Bootstrapped(node) => recorded.push(node),
             }
         }
+        Ok(changes)
+    }
+
+    /// Applies the commands of the entry at `index` into `batch`: per
+    /// command its outcome, and every change, in order.
+    fn apply_commands(
+        &self,
+        commands: &[Command],
+        index: u64,
+        batch: &mut WriteBatch,
+    ) -> Result<(Applied, Vec<Change>), StorageError> {
+        let planned = self.plan(commands, index)?;
+        let mut outcomes = Vec::with_capacity(commands.len());
+        let mut changes = Vec::new();
+        let mut recorded = Vec::new();
+        for (command, planned) in commands.iter().zip(planned) {
+            // A traced command is applied in a `raft.apply` span on every
+            // replica; its changes carry that span on to the xDS pushes.
+            let traced = command
+                .trace
+                .as_deref()
+                .map(|trace| apply_span(trace, index));
+            let (outcome, mut written) = match planned {
+                Ok((writes, revisions)) => (
+                    Ok(revisions),
+                    self.apply_writes(writes, index, batch, &mut recorded)?,
+                ),
+                Err(rejection) => (Err(rejection), Vec::new()),
+            };
+            if let Some(cx) = &traced {
+                let trace = telemetry::propagation::to_string(cx);
+                for change in &mut written {
+                    change.trace.clone_from(&trace);
+                }
+                cx.span()
+                    .set_attribute(KeyValue::new("meridian.changes", written.len() as i64));
+                if let Err(rejection) = &outcome {
+                    telemetry::fail(cx, rejection.to_string());
+                }
+            }
+            changes.extend(written);
+            outcomes.push(ApplyOutcome(outcome));
+        }
         if !recorded.is_empty() {
             // Earlier entries of this apply are written already: this reads them.
             let mut nodes = self.bootstrapped()?;
             nodes.extend(recorded);
             put_json(&self.db, batch, KEY_BOOTSTRAPPED, &nodes)?;
         }
-        Ok(changes)
+        Ok((Applied(outcomes), changes))
     }
 }
 
@@ -189,9 +233,6 @@ fn apply_span(trace: &str, index: u64) -> telemetry::Context {
         vec![KeyValue::new("meridian.raft.index", index as i64)],
     )
 }
-
-/// What planning a command gives: the writes and revisions, or its refusal.
-type Planned = Result<(Vec<Write>, Vec<u64>), Rejection>;
 
 fn read_json<T: for<'de> Deserialize<'de>>(db: &DB, key: &[u8]) -> Result<Option<T>, StorageError> {
     let bytes = db
@@ -228,7 +269,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((applied, membership))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<ApplyOutcome>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Applied>, StorageError>
     where
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -237,48 +278,23 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         for entry in entries {
             let index = entry.log_id.index;
             let mut batch = WriteBatch::default();
-            let mut changes = Vec::new();
-            // A traced entry is applied in a `raft.apply` span on every
-            // replica; its changes carry that span on to the xDS pushes.
-            let mut traced = None;
-            let outcome = match entry.payload {
-                EntryPayload::Blank => Ok(Vec::new()),
-                EntryPayload::Normal(command) => {
-                    traced = command
-                        .trace
-                        .as_deref()
-                        .map(|trace| apply_span(trace, index));
-                    match self.plan(&command, index)? {
-                        Ok((writes, revisions)) => {
-                            changes = self.apply_writes(writes, index, &mut batch)?;
-                            Ok(revisions)
-                        }
-                        Err(rejection) => Err(rejection),
-                    }
+            let (applied, changes) = match entry.payload {
+                EntryPayload::Blank => (Applied::default(), Vec::new()),
+                EntryPayload::Normal(proposal) => {
+                    self.apply_commands(&proposal.commands, index, &mut batch)?
                 }
                 EntryPayload::Membership(membership) => {
                     let stored = Membership::new(Some(entry.log_id), membership);
                     put_json(&self.db, &mut batch, KEY_MEMBERSHIP, &stored)?;
-                    Ok(Vec::new())
+                    (Applied::default(), Vec::new())
                 }
             };
-            if let Some(cx) = &traced {
-                let trace = telemetry::propagation::to_string(cx);
-                for change in &mut changes {
-                    change.trace.clone_from(&trace);
-                }
-                cx.span()
-                    .set_attribute(KeyValue::new("meridian.changes", changes.len() as i64));
-                if let Err(rejection) = &outcome {
-                    telemetry::fail(cx, rejection.to_string());
-                }
-            }
             put_json(&self.db, &mut batch, KEY_APPLIED, &entry.log_id)?;
             // Later entries in this call plan against what earlier ones wrote.
             self.events
                 .commit(|| self.db.write(batch), changes)
                 .map_err(|e| write_err(ErrorSubject::Apply(entry.log_id), e))?;
-            outcomes.push(ApplyOutcome(outcome));
+            outcomes.push(applied);
         }
         // Not synced here: the next synced log append carries these writes
         // to disk (one write-ahead log; see `store::sync_writes`).
@@ -374,7 +390,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use meridian_model::{parse_manifests, Kind, Op, ResourceKey};
+    use crate::raft::Proposal;
+    use meridian_model::{parse_manifests, Kind, Op, ResourceKey, StateView};
 
     #[test]
     fn a_snapshot_built_late_does_not_replace_a_newer_one() {
@@ -421,19 +438,32 @@ mod tests {
         let mut machine =
             StateMachine::new(super::super::store::open(dir.path()).expect("rocksdb"))
                 .expect("state machine");
-        let record = |index: u64, node: u64| openraft::Entry::<TypeConfig> {
+        let record = |node: u64| Command::new(vec![Op::RecordBootstrapped { node }]);
+        let entry = |index: u64, commands: Vec<Command>| openraft::Entry::<TypeConfig> {
             log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Command::new(vec![Op::RecordBootstrapped { node }])),
+            payload: EntryPayload::Normal(Proposal { commands }),
         };
         // Two in one apply (the second reads the first), and one again.
         machine
-            .apply([record(1, 3), record(2, 1)])
+            .apply([entry(1, vec![record(3)]), entry(2, vec![record(1)])])
             .await
             .expect("apply");
-        machine.apply([record(3, 3)]).await.expect("apply");
+        machine
+            .apply([entry(3, vec![record(3)])])
+            .await
+            .expect("apply");
         assert_eq!(
             machine.bootstrapped().expect("read"),
             BTreeSet::from([1, 3])
+        );
+        // Two commands of one entry: both kept.
+        machine
+            .apply([entry(4, vec![record(5), record(4)])])
+            .await
+            .expect("apply");
+        assert_eq!(
+            machine.bootstrapped().expect("read"),
+            BTreeSet::from([1, 3, 4, 5])
         );
 
         // A follower that catches up through a snapshot holds the record too.
@@ -446,7 +476,10 @@ mod tests {
             .install_snapshot(&snapshot.meta, snapshot.snapshot)
             .await
             .expect("install");
-        assert_eq!(other.bootstrapped().expect("read"), BTreeSet::from([1, 3]));
+        assert_eq!(
+            other.bootstrapped().expect("read"),
+            BTreeSet::from([1, 3, 4, 5])
+        );
     }
 
     #[test]
@@ -469,11 +502,60 @@ mod tests {
             resource: Box::new(endpoints),
             expected_revision: None,
         }]);
-        assert!(machine.plan(&command, 5).is_err());
+        let commands = [command];
+        assert!(machine.plan(&commands, 5).is_err());
         // A sound state plans as before.
         db.delete_cf(cf(&db, CF_RESOURCES), key.encode())
             .expect("delete");
-        let refused = machine.plan(&command, 6).expect("no storage error");
-        assert!(refused.is_err(), "unknown cluster, refused by the model");
+        let refused = machine.plan(&commands, 6).expect("no storage error");
+        assert!(refused[0].is_err(), "unknown cluster, refused by the model");
+    }
+
+    #[tokio::test]
+    async fn the_commands_of_one_entry_apply_in_order_each_all_or_nothing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut machine =
+            StateMachine::new(super::super::store::open(dir.path()).expect("rocksdb"))
+                .expect("state machine");
+        let put = |text: &str, expected_revision: Option<u64>| {
+            Command::new(
+                parse_manifests(text)
+                    .expect("manifest")
+                    .into_iter()
+                    .map(|resource| Op::Put {
+                        resource: Box::new(resource),
+                        expected_revision,
+                    })
+                    .collect(),
+            )
+        };
+        let cluster = "kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1}\n";
+        let endpoints = "kind: Endpoints\nmetadata: {name: web, namespace: shop, cluster: c1}\nspec: {endpoints: []}\n";
+        let commands = vec![
+            // Needs the cluster, which comes later: refused alone.
+            put(endpoints, None),
+            put(cluster, None),
+            // "Must not exist yet", but the command before made it.
+            put(cluster, Some(0)),
+            // Sees the cluster written earlier in the entry.
+            put(endpoints, None),
+        ];
+        let entry = openraft::Entry::<TypeConfig> {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 7),
+            payload: EntryPayload::Normal(Proposal { commands }),
+        };
+        let applied = machine.apply([entry]).await.expect("apply");
+        let outcomes: Vec<_> = applied[0].0.iter().map(|o| o.0.clone()).collect();
+        assert!(outcomes[0].is_err(), "{outcomes:?}");
+        assert_eq!(outcomes[1], Ok(vec![7]));
+        assert!(outcomes[2].is_err(), "{outcomes:?}");
+        assert_eq!(outcomes[3], Ok(vec![7]));
+        let view = machine.view();
+        let web = ResourceKey::new(Kind::Endpoints, Some("shop"), "web", Some("c1")).expect("key");
+        assert_eq!(
+            view.get(&web).map(|r| r.revision()),
+            Some(7),
+            "written, at the entry's index"
+        );
     }
 }

@@ -1,0 +1,192 @@
+//! Proposing commands to Raft: commands that arrive while earlier entries
+//! are on their way share a log entry, as long as none writes an object
+//! another does (each object's revision stays its own). One entry means
+//! one append, one replication and one apply for all of them: under many
+//! concurrent writers the leader's work per write falls with the batch.
+//! A lone write goes at once, alone.
+
+use super::{ApplyOutcome, NodeId, Proposal, Raft};
+use meridian_model::{Command, ResourceKey};
+use openraft::{
+    error::{ClientWriteError, RaftError},
+    BasicNode,
+};
+use std::{collections::BTreeSet, sync::Arc};
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// The most commands in one entry.
+const MAX_COMMANDS: usize = 256;
+/// Entries proposed and not yet applied, at most: while they are on their
+/// way, new commands gather for the next.
+const IN_FLIGHT: usize = 2;
+/// Commands waiting for an entry, at most; a proposal beyond waits to queue.
+const QUEUE: usize = 4096;
+
+/// What proposing one command gives: the entry's index and the command's
+/// outcome, or why it was not written.
+pub type Proposed = Result<(u64, ApplyOutcome), NotWritten>;
+
+#[derive(Debug, Clone)]
+pub enum NotWritten {
+    /// This node is not the leader; the one it knows of, if any.
+    NotLeader {
+        id: Option<NodeId>,
+        node: Option<BasicNode>,
+    },
+    /// Raft failed or stopped.
+    Failed(String),
+}
+
+struct Waiting {
+    command: Command,
+    reply: oneshot::Sender<Proposed>,
+}
+
+/// The handle of a node's proposing task.
+pub struct Proposer {
+    queue: mpsc::Sender<Waiting>,
+}
+
+impl Proposer {
+    /// Starts the task that proposes to `raft`; it ends when this is dropped.
+    pub fn start(raft: Raft) -> Self {
+        let (queue, waiting) = mpsc::channel(QUEUE);
+        tokio::spawn(run(raft, waiting));
+        Proposer { queue }
+    }
+
+    /// Proposes `command` and waits until its entry is applied here.
+    pub async fn propose(&self, command: Command) -> Proposed {
+        let stopped = || NotWritten::Failed("the proposer has stopped".into());
+        let (reply, outcome) = oneshot::channel();
+        self.queue
+            .send(Waiting { command, reply })
+            .await
+            .map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(raft: Raft, mut queue: mpsc::Receiver<Waiting>) {
+    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    // A command that did not fit the last entry: first in the next.
+    let mut held: Option<Waiting> = None;
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let first = match held.take() {
+            Some(waiting) => waiting,
+            None => match queue.recv().await {
+                Some(waiting) => waiting,
+                None => return,
+            },
+        };
+        let mut keys = EntryKeys::of(&first.command);
+        let mut entry = vec![first];
+        while entry.len() < MAX_COMMANDS {
+            let Ok(next) = queue.try_recv() else { break };
+            if !keys.admit(&next.command) {
+                held = Some(next);
+                break;
+            }
+            entry.push(next);
+        }
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            propose(&raft, entry).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Proposes `entry`'s commands as one entry and answers each.
+async fn propose(raft: &Raft, entry: Vec<Waiting>) {
+    let (commands, replies): (Vec<Command>, Vec<_>) =
+        entry.into_iter().map(|w| (w.command, w.reply)).unzip();
+    let written = raft
+        .client_write(Proposal { commands })
+        .await
+        .map_err(not_written);
+    for (i, reply) in replies.into_iter().enumerate() {
+        let proposed = match &written {
+            Ok(response) => match response.data.0.get(i) {
+                Some(outcome) => Ok((response.log_id.index, outcome.clone())),
+                None => Err(NotWritten::Failed(format!(
+                    "entry {} was applied without an outcome for its command {i}",
+                    response.log_id.index
+                ))),
+            },
+            Err(e) => Err(e.clone()),
+        };
+        let _ = reply.send(proposed);
+    }
+}
+
+fn not_written(error: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) -> NotWritten {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => NotWritten::NotLeader {
+            id: f.leader_id,
+            node: f.leader_node,
+        },
+        e => NotWritten::Failed(format!("raft: {e}")),
+    }
+}
+
+/// The objects an entry's commands write, to tell whether one more may join.
+#[derive(Debug)]
+struct EntryKeys(Option<BTreeSet<ResourceKey>>);
+
+impl EntryKeys {
+    /// The entry that `first` starts; closed to others unless `first` only
+    /// puts and deletes objects.
+    fn of(first: &Command) -> Self {
+        EntryKeys(first.written_keys())
+    }
+
+    /// Adds `command` if it may share the entry: it only puts and deletes,
+    /// and none of what it writes is written by a command already in it.
+    fn admit(&mut self, command: &Command) -> bool {
+        let (Some(keys), Some(more)) = (&mut self.0, command.written_keys()) else {
+            return false;
+        };
+        if !keys.is_disjoint(&more) {
+            return false;
+        }
+        keys.extend(more);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_model::{parse_manifests, Op};
+
+    fn put(name: &str) -> Command {
+        let text = format!("kind: Cluster\nmetadata: {{name: {name}}}\nspec: {{region: r1}}\n");
+        Command::new(
+            parse_manifests(&text)
+                .expect("valid")
+                .into_iter()
+                .map(|resource| Op::Put {
+                    resource: Box::new(resource),
+                    expected_revision: None,
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn commands_share_an_entry_only_when_they_write_different_objects() {
+        let mut keys = EntryKeys::of(&put("a"));
+        assert!(keys.admit(&put("b")));
+        assert!(!keys.admit(&put("a")), "a is written already");
+        assert!(!keys.admit(&put("b")), "so is b");
+        assert!(keys.admit(&put("c")));
+        let record = Command::new(vec![Op::RecordBootstrapped { node: 2 }]);
+        assert!(!keys.admit(&record), "anything but puts and deletes goes alone");
+        let mut alone = EntryKeys::of(&record);
+        assert!(!alone.admit(&put("d")), "and nothing joins it");
+    }
+}
