@@ -7,6 +7,7 @@ use crate::{
     forward::{self, Leader, LeaderReply},
     raft::{
         proposer::{NotWritten, Proposer},
+        read_index::{NotConfirmed, ReadIndex},
         state_machine::StateMachine,
         ApplyOutcome, NodeId, Raft,
     },
@@ -64,6 +65,7 @@ pub struct Node {
     committed: Arc<AtomicU64>,
     proposals: ProposalMetrics,
     proposer: Proposer,
+    read_index: ReadIndex,
 }
 
 /// What one attempt at the leader's work returned.
@@ -84,6 +86,7 @@ impl Node {
         Node {
             id,
             proposer: Proposer::start(raft.clone()),
+            read_index: ReadIndex::start(raft.clone(), LEADER_WAIT),
             raft,
             state,
             committed,
@@ -255,16 +258,13 @@ impl Node {
         if leader != Some(self.id) {
             return Ok(Attempt::NotLeader(self.leader()));
         }
-        match tokio::time::timeout(LEADER_WAIT, self.raft.ensure_linearizable()).await {
-            Ok(Ok(read_log_id)) => Ok(Attempt::Done(read_log_id.map(|l| l.index).unwrap_or(0))),
-            Ok(Err(RaftError::APIError(e))) => {
+        match self.read_index.confirm().await {
+            Ok(index) => Ok(Attempt::Done(index)),
+            Err(NotConfirmed::NotLeader(e)) => {
                 tracing::debug!(error = %e, "leadership not confirmed for a read");
                 Ok(Attempt::NotLeader(None))
             }
-            Ok(Err(e)) => Err(NodeError::Unavailable(format!("raft: {e}"))),
-            Err(_) => Err(NodeError::Unavailable(
-                "a quorum did not confirm leadership in time".into(),
-            )),
+            Err(NotConfirmed::Failed(e)) => Err(NodeError::Unavailable(e)),
         }
     }
 

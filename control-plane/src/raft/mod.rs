@@ -9,6 +9,7 @@ pub mod backup;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
+pub mod read_index;
 pub mod restore;
 pub mod snapshot_data;
 pub mod state_machine;
