@@ -185,7 +185,10 @@ mod tests {
         assert!(!keys.admit(&put("b")), "so is b");
         assert!(keys.admit(&put("c")));
         let record = Command::new(vec![Op::RecordBootstrapped { node: 2 }]);
-        assert!(!keys.admit(&record), "anything but puts and deletes goes alone");
+        assert!(
+            !keys.admit(&record),
+            "anything but puts and deletes goes alone"
+        );
         let mut alone = EntryKeys::of(&record);
         assert!(!alone.admit(&put("d")), "and nothing joins it");
     }
