@@ -16,6 +16,11 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// The most commands in one entry.
 const MAX_COMMANDS: usize = 256;
+/// The most bytes (as stored) of the commands of an entry that holds more
+/// than one: an entry travels whole in one `AppendEntries`, which must stay
+/// under the Raft message limit with many entries in it. A command larger
+/// than this still goes, alone.
+const MAX_ENTRY_BYTES: usize = 512 * 1024;
 /// Entries proposed and not yet applied, at most: while they are on their
 /// way, new commands gather for the next.
 const IN_FLIGHT: usize = 2;
@@ -82,11 +87,11 @@ async fn run(raft: Raft, mut queue: mpsc::Receiver<Waiting>) {
                 None => return,
             },
         };
-        let mut keys = EntryKeys::of(&first.command);
+        let mut room = EntryRoom::of(&first.command);
         let mut entry = vec![first];
         while entry.len() < MAX_COMMANDS {
             let Ok(next) = queue.try_recv() else { break };
-            if !keys.admit(&next.command) {
+            if !room.admit(&next.command) {
                 held = Some(next);
                 break;
             }
@@ -133,28 +138,64 @@ fn not_written(error: RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>) ->
     }
 }
 
-/// The objects an entry's commands write, to tell whether one more may join.
+/// What an entry's commands write and their size, to tell whether one
+/// more may join.
 #[derive(Debug)]
-struct EntryKeys(Option<BTreeSet<ResourceKey>>);
+struct EntryRoom {
+    /// None: the entry is closed to others.
+    keys: Option<BTreeSet<ResourceKey>>,
+    bytes: usize,
+}
 
-impl EntryKeys {
+impl EntryRoom {
     /// The entry that `first` starts; closed to others unless `first` only
-    /// puts and deletes objects.
+    /// puts and deletes objects and leaves room.
     fn of(first: &Command) -> Self {
-        EntryKeys(first.written_keys())
+        let bytes = stored_size(first);
+        EntryRoom {
+            keys: first.written_keys().filter(|_| bytes < MAX_ENTRY_BYTES),
+            bytes,
+        }
     }
 
     /// Adds `command` if it may share the entry: it only puts and deletes,
-    /// and none of what it writes is written by a command already in it.
+    /// none of what it writes is written by a command already in it, and
+    /// the entry stays within its bytes.
     fn admit(&mut self, command: &Command) -> bool {
-        let (Some(keys), Some(more)) = (&mut self.0, command.written_keys()) else {
+        let (Some(keys), Some(more)) = (&mut self.keys, command.written_keys()) else {
             return false;
         };
         if !keys.is_disjoint(&more) {
             return false;
         }
+        let bytes = self.bytes + stored_size(command);
+        if bytes > MAX_ENTRY_BYTES {
+            return false;
+        }
         keys.extend(more);
+        self.bytes = bytes;
         true
+    }
+}
+
+/// The bytes of `command` as an entry stores it (JSON), counted without
+/// keeping them.
+fn stored_size(command: &Command) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, command) {
+        Ok(()) => count.0,
+        // Not storable: let it go alone, where the error shows.
+        Err(_) => usize::MAX,
     }
 }
 
@@ -179,7 +220,7 @@ mod tests {
 
     #[test]
     fn commands_share_an_entry_only_when_they_write_different_objects() {
-        let mut keys = EntryKeys::of(&put("a"));
+        let mut keys = EntryRoom::of(&put("a"));
         assert!(keys.admit(&put("b")));
         assert!(!keys.admit(&put("a")), "a is written already");
         assert!(!keys.admit(&put("b")), "so is b");
@@ -189,7 +230,26 @@ mod tests {
             !keys.admit(&record),
             "anything but puts and deletes goes alone"
         );
-        let mut alone = EntryKeys::of(&record);
+        let mut alone = EntryRoom::of(&record);
         assert!(!alone.admit(&put("d")), "and nothing joins it");
+    }
+
+    #[test]
+    fn an_entry_of_several_commands_stays_within_its_bytes() {
+        let large = |name: &str| {
+            let mut command = put(name);
+            command.trace = Some("x".repeat(MAX_ENTRY_BYTES / 3));
+            command
+        };
+        assert!(stored_size(&large("a")) > MAX_ENTRY_BYTES / 3);
+        let mut room = EntryRoom::of(&large("a"));
+        assert!(room.admit(&large("b")));
+        assert!(!room.admit(&large("c")), "a third would pass the limit");
+        assert!(room.admit(&put("d")), "a small one still fits");
+        // One larger than the limit goes, alone.
+        let mut huge = put("e");
+        huge.trace = Some("x".repeat(MAX_ENTRY_BYTES));
+        let mut alone = EntryRoom::of(&huge);
+        assert!(!alone.admit(&put("f")));
     }
 }

@@ -46,6 +46,10 @@ fn raft_config(config: &ServerConfig) -> anyhow::Result<Arc<openraft::Config>> {
         snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_threshold),
         // Keep a short tail after a snapshot so briefly lagging followers catch up from the log.
         max_in_snapshot_log_to_keep: config.snapshot_threshold.min(1_000),
+        // Entries per AppendEntries: with entries of several commands kept
+        // under 512 KiB (`raft/proposer.rs`), a message of them stays well
+        // under the 64 MiB Raft message limit (openraft's default is 300).
+        max_payload_entries: 64,
         ..Default::default()
     };
     Ok(Arc::new(
