@@ -1,9 +1,11 @@
-//! Proposing commands to Raft: commands that arrive while earlier entries
-//! are on their way share a log entry, as long as none writes an object
-//! another does (each object's revision stays its own). One entry means
-//! one append, one replication and one apply for all of them: under many
-//! concurrent writers the leader's work per write falls with the batch.
-//! A lone write goes at once, alone.
+//! Proposing commands to Raft, one entry at a time: the commands that
+//! arrive while an entry is on its way share the next one, as long as none
+//! writes an object another does (each object's revision stays its own).
+//! One entry means one append, one replication and one apply for all of
+//! them: under many concurrent writers the leader's work per write falls
+//! with the batch. A lone write goes at once, alone. (Two entries on their
+//! way at a time were measured too: no faster with 64 writers, the batches
+//! smaller; docs/benchmarks.md.)
 
 use super::{ApplyOutcome, NodeId, Proposal, Raft};
 use meridian_model::{Command, ResourceKey};
@@ -11,8 +13,8 @@ use openraft::{
     error::{ClientWriteError, RaftError},
     BasicNode,
 };
-use std::{collections::BTreeSet, sync::Arc};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use std::collections::BTreeSet;
+use tokio::sync::{mpsc, oneshot};
 
 /// The most commands in one entry.
 const MAX_COMMANDS: usize = 256;
@@ -21,10 +23,6 @@ const MAX_COMMANDS: usize = 256;
 /// under the Raft message limit with many entries in it. A command larger
 /// than this still goes, alone.
 const MAX_ENTRY_BYTES: usize = 512 * 1024;
-/// Entries proposed and not yet applied, at most: while one is on its
-/// way, new commands gather for the next. (Two were measured too: no
-/// faster with 64 writers, the batches smaller; docs/benchmarks.md.)
-const IN_FLIGHT: usize = 1;
 /// Commands waiting for an entry, at most; a proposal beyond waits to queue.
 const QUEUE: usize = 4096;
 
@@ -74,13 +72,9 @@ impl Proposer {
 }
 
 async fn run(raft: Raft, mut queue: mpsc::Receiver<Waiting>) {
-    let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     // A command that did not fit the last entry: first in the next.
     let mut held: Option<Waiting> = None;
     loop {
-        let Ok(slot) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let first = match held.take() {
             Some(waiting) => waiting,
             None => match queue.recv().await {
@@ -98,11 +92,8 @@ async fn run(raft: Raft, mut queue: mpsc::Receiver<Waiting>) {
             }
             entry.push(next);
         }
-        let raft = raft.clone();
-        tokio::spawn(async move {
-            propose(&raft, entry).await;
-            drop(slot);
-        });
+        // Meanwhile the next entry's commands queue up.
+        propose(&raft, entry).await;
     }
 }
 
