@@ -167,14 +167,7 @@ pub fn plan_each(view: &dyn StateView, commands: &[Command], index: u64) -> Vec<
     let mut earlier: BTreeMap<ResourceKey, Option<Resource>> = BTreeMap::new();
     let mut planned = Vec::with_capacity(commands.len());
     for command in commands {
-        let this = plan(
-            &Layered {
-                base: view,
-                changes: &earlier,
-            },
-            command,
-            index,
-        );
+        let this = plan(&Layered::over(view, &earlier), command, index);
         if let Ok((writes, _)) = &this {
             for write in writes {
                 match write {

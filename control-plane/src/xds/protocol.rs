@@ -257,13 +257,7 @@ pub mod fixtures {
                 });
                 r
             });
-        Arc::new(compile(
-            &MeshState::from_resources(resources),
-            &ProxyLocality {
-                cluster: "c1".into(),
-                ..Default::default()
-            },
-        ))
+        Arc::new(for_c1(resources))
     }
 
     /// A mesh whose services' load assignments are together far over one
@@ -290,13 +284,7 @@ pub mod fixtures {
                 r.metadata.revision = Some(1);
                 r
             });
-        Arc::new(compile(
-            &MeshState::from_resources(resources),
-            &ProxyLocality {
-                cluster: "c1".into(),
-                ..Default::default()
-            },
-        ))
+        Arc::new(for_c1(resources))
     }
 
     /// Step `step` of a changing mesh: s0..s3 always, one of them with an
@@ -322,6 +310,11 @@ pub mod fixtures {
                 r.metadata.revision = Some(if changed { step } else { 1 });
                 r
             });
+        for_c1(resources)
+    }
+
+    /// What a proxy in cluster c1 is sent, given these resources.
+    fn for_c1(resources: impl IntoIterator<Item = meridian_model::Resource>) -> Compiled {
         compile(
             &MeshState::from_resources(resources),
             &ProxyLocality {
