@@ -77,8 +77,8 @@ pub struct Compiled {
     /// What differs from an earlier output for the same proxies, if known.
     changes: Option<Changes>,
     /// Per type, the version of all its resources together, worked out on
-    /// first asking.
-    versions_of_all: OnceLock<BTreeMap<&'static str, String>>,
+    /// first asking (an update that changes one type asks for that one).
+    versions_of_all: BTreeMap<&'static str, OnceLock<String>>,
 }
 
 /// The names of each type added, changed or removed since output `since`.
@@ -158,18 +158,14 @@ impl Compiled {
     /// state-of-the-world subscription to all of them is sent. Worked out
     /// once per output, however many streams of its proxies ask.
     pub fn version_of_all(&self, type_url: &str) -> String {
-        let versions = self.versions_of_all.get_or_init(|| {
-            self.by_type
-                .iter()
-                .map(|(t, all)| {
-                    let pairs = all.values().map(|r| (&*r.name, &*r.version));
-                    (*t, version::set_version(pairs))
-                })
-                .collect()
-        });
-        match versions.get(type_url) {
-            Some(version) => version.clone(),
-            None => version::set_version(std::iter::empty()),
+        match (
+            self.versions_of_all.get(type_url),
+            self.by_type.get(type_url),
+        ) {
+            (Some(version), Some(all)) => version
+                .get_or_init(|| version::set_version(all.values().map(|r| (&*r.name, &*r.version))))
+                .clone(),
+            _ => version::set_version(std::iter::empty()),
         }
     }
 
@@ -188,7 +184,7 @@ impl Compiled {
 
     fn insert(&mut self, type_url: &'static str, resource: impl Into<Arc<XdsResource>>) {
         let resource = resource.into();
-        self.versions_of_all = OnceLock::new();
+        self.versions_of_all.insert(type_url, OnceLock::new());
         self.by_type
             .entry(type_url)
             .or_default()
@@ -531,6 +527,17 @@ mod tests {
         assert_eq!(
             compiled.version_of_all(type_url::ROUTE),
             version::set_version(std::iter::empty())
+        );
+        // Worked out once, and again after the type changes.
+        let mut compiled = compiled;
+        compiled.insert(type_url::ENDPOINT, resource("c", "3-0c"));
+        assert_eq!(
+            compiled.version_of_all(type_url::ENDPOINT),
+            version::set_version([("a", "1-0a"), ("b", "2-0b"), ("c", "3-0c")])
+        );
+        assert_eq!(
+            compiled.version_of_all(type_url::CLUSTER),
+            version::set_version([("web", "1")])
         );
     }
 
