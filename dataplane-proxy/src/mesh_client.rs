@@ -145,3 +145,85 @@ impl MeshTls {
         crate::upstreams::pooled(http2).build(connector)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_identity::{
+        ca,
+        spiffe::{Identity, SpiffeId},
+        tls::server_config,
+    };
+    use tokio::io::AsyncReadExt;
+
+    /// Mesh credentials for proxy `id`, from `authority`.
+    fn proxy_credentials(authority: &ca::Issued, id: &str) -> Arc<Credentials> {
+        let signer = ca::Signer {
+            cert_pem: &authority.cert_pem,
+            key_pem: &authority.key_pem,
+        };
+        let spiffe = SpiffeId::new(
+            "mesh.test",
+            Identity::Proxy {
+                cluster: "c1".into(),
+                id: id.into(),
+            },
+        )
+        .expect("a SPIFFE ID");
+        let leaf = ca::issue(&signer, &spiffe, &[], Duration::from_secs(3600)).expect("issued");
+        Credentials::from_pem(&authority.cert_pem, Some((&leaf.cert_pem, &leaf.key_pem)))
+            .expect("credentials")
+    }
+
+    /// hyper and h2 write a head and its payload with one `writev` only
+    /// when the connection says it takes vectored writes.
+    #[tokio::test]
+    async fn a_mesh_connection_takes_a_vectored_write_whole() {
+        let authority = ca::create_ca("mesh.test", Duration::from_secs(3600)).expect("a CA");
+        let upstream = proxy_credentials(&authority, "upstream");
+        let acceptor = tokio_rustls::TlsAcceptor::from(
+            server_config(&upstream, &[b"http/1.1"]).expect("server TLS"),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let received = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.expect("accept");
+            let mut stream = acceptor.accept(tcp).await.expect("handshake");
+            let mut bytes = vec![0u8; 1009];
+            stream.read_exact(&mut bytes).await.expect("read");
+            bytes
+        });
+        let mut connector = MeshConnector {
+            tls: MeshTls::new(&proxy_credentials(&authority, "client"))
+                .expect("client TLS")
+                .http1,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let uri: hyper::Uri = format!("http://localhost:{}", addr.port())
+            .parse()
+            .expect("uri");
+        let mut conn = tower::Service::call(&mut connector, uri)
+            .await
+            .expect("connected");
+        assert!(hyper::rt::Write::is_write_vectored(&conn));
+        let (head, payload) = ([1u8; 9], [2u8; 1000]);
+        let slices = [
+            std::io::IoSlice::new(&head),
+            std::io::IoSlice::new(&payload),
+        ];
+        let written = std::future::poll_fn(|cx| {
+            hyper::rt::Write::poll_write_vectored(Pin::new(&mut conn), cx, &slices)
+        })
+        .await
+        .expect("written");
+        assert_eq!(written, 1009, "both slices in one write");
+        std::future::poll_fn(|cx| hyper::rt::Write::poll_flush(Pin::new(&mut conn), cx))
+            .await
+            .expect("flushed");
+        let bytes = received.await.expect("the server");
+        assert_eq!(&bytes[..9], &head);
+        assert_eq!(&bytes[9..], &payload);
+    }
+}
