@@ -393,6 +393,13 @@ mod tests {
     use crate::raft::Proposal;
     use meridian_model::{parse_manifests, Kind, Op, ResourceKey, StateView};
 
+    /// A state machine on an empty database, and the directory that holds it.
+    fn empty_machine() -> (tempfile::TempDir, StateMachine) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = super::super::store::open(dir.path()).expect("rocksdb");
+        (dir, StateMachine::new(db).expect("state machine"))
+    }
+
     #[test]
     fn a_snapshot_built_late_does_not_replace_a_newer_one() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -434,10 +441,7 @@ mod tests {
 
     #[tokio::test]
     async fn recorded_nodes_accumulate_and_travel_in_snapshots() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut machine =
-            StateMachine::new(super::super::store::open(dir.path()).expect("rocksdb"))
-                .expect("state machine");
+        let (_dir, mut machine) = empty_machine();
         let record = |node: u64| Command::new(vec![Op::RecordBootstrapped { node }]);
         let entry = |index: u64, commands: Vec<Command>| openraft::Entry::<TypeConfig> {
             log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
@@ -468,10 +472,7 @@ mod tests {
 
         // A follower that catches up through a snapshot holds the record too.
         let snapshot = machine.build_snapshot().await.expect("build");
-        let other_dir = tempfile::tempdir().expect("temp dir");
-        let mut other =
-            StateMachine::new(super::super::store::open(other_dir.path()).expect("rocksdb"))
-                .expect("state machine");
+        let (_other_dir, mut other) = empty_machine();
         other
             .install_snapshot(&snapshot.meta, snapshot.snapshot)
             .await
@@ -513,10 +514,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_commands_of_one_entry_apply_in_order_each_all_or_nothing() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut machine =
-            StateMachine::new(super::super::store::open(dir.path()).expect("rocksdb"))
-                .expect("state machine");
+        let (_dir, mut machine) = empty_machine();
         let put = |text: &str, expected_revision: Option<u64>| {
             Command::new(
                 parse_manifests(text)
