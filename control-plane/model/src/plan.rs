@@ -166,20 +166,24 @@ pub fn plan(
 pub fn plan_each(view: &dyn StateView, commands: &[Command], index: u64) -> Vec<Planned> {
     let mut earlier: BTreeMap<ResourceKey, Option<Resource>> = BTreeMap::new();
     let mut planned = Vec::with_capacity(commands.len());
-    for command in commands {
+    for (i, command) in commands.iter().enumerate() {
         let this = plan(&Layered::over(view, &earlier), command, index);
-        if let Ok((writes, _)) = &this {
-            for write in writes {
-                match write {
-                    Write::Put { resource, .. } => {
-                        earlier.insert(resource.key(), Some(Resource::clone(resource)));
+        match &this {
+            // Kept for the commands after it; the last one's need not be.
+            Ok((writes, _)) if i + 1 < commands.len() => {
+                for write in writes {
+                    match write {
+                        Write::Put { resource, .. } => {
+                            earlier.insert(resource.key(), Some(Resource::clone(resource)));
+                        }
+                        Write::Delete(key) => {
+                            earlier.insert(key.clone(), None);
+                        }
+                        Write::Bootstrapped(_) => {}
                     }
-                    Write::Delete(key) => {
-                        earlier.insert(key.clone(), None);
-                    }
-                    Write::Bootstrapped(_) => {}
                 }
             }
+            _ => {}
         }
         planned.push(this);
     }

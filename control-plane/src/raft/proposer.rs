@@ -82,10 +82,12 @@ async fn run(raft: Raft, mut queue: mpsc::Receiver<Waiting>) {
                 None => return,
             },
         };
-        let mut room = EntryRoom::of(&first.command);
         let mut entry = vec![first];
+        // Measured only once a second command waits: a lone write goes as it is.
+        let mut room: Option<EntryRoom> = None;
         while entry.len() < MAX_COMMANDS {
             let Ok(next) = queue.try_recv() else { break };
+            let room = room.get_or_insert_with(|| EntryRoom::of(&entry[0].command));
             if !room.admit(&next.command) {
                 held = Some(next);
                 break;

@@ -116,9 +116,10 @@ impl prost::Message for SotwRequest {
             ),
             RESOURCE_NAMES => {
                 let names = &mut self.resource_names;
-                string::merge(wire_type, &mut names.scratch, buf, ctx)?;
-                names.joined.push_str(&names.scratch);
-                names.ends.push(names.joined.len());
+                let mut name = std::mem::take(&mut names.scratch);
+                string::merge(wire_type, &mut name, buf, ctx)?;
+                names.push(&name);
+                names.scratch = name;
                 Ok(())
             }
             TYPE_URL => string::merge(wire_type, &mut self.type_url, buf, ctx),
