@@ -19,9 +19,33 @@ use meridian_telemetry::SpanKind;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tower::{Service, ServiceExt};
 
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BodyError>;
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a body passing through the proxy failed (the client's, or an
+/// upstream's). A type of its own, not a boxed trait object, so futures
+/// holding bodies stay `Send` for any lifetime, as the server requires.
+#[derive(Debug)]
+pub struct BodyError(pub BoxError);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.0)
+    }
+}
+
+impl From<hyper::Error> for BodyError {
+    fn from(e: hyper::Error) -> Self {
+        BodyError(e.into())
+    }
+}
 
 /// How a try failed, as forwarding tells failures apart.
 #[derive(Debug)]
@@ -114,7 +138,8 @@ pub async fn handle<U, B>(
 ) -> Response<ProxyBody>
 where
     U: Upstream,
-    B: Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BodyError> + Into<BoxError>,
 {
     let span = RequestSpan::start(
         SpanKind::Client,
@@ -139,7 +164,8 @@ async fn forward<U, B>(
 ) -> Response<ProxyBody>
 where
     U: Upstream,
-    B: Body<Data = Bytes, Error = hyper::Error> + Send + Sync + 'static,
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BodyError> + Into<BoxError>,
 {
     let Some(runtime) = runtime else {
         return local_response(StatusCode::SERVICE_UNAVAILABLE, "no configuration yet");
@@ -307,7 +333,7 @@ where
             );
         };
         let body: ProxyBody = match streamed.take() {
-            Some(incoming) => incoming.boxed(),
+            Some(incoming) => incoming.map_err(Into::into).boxed(),
             None => Full::new(buffered.clone())
                 .map_err(|never| match never {})
                 .boxed(),
@@ -396,6 +422,15 @@ impl Head {
     fn new(mut parts: hyper::http::request::Parts, http2: bool, keep: bool) -> Self {
         for hop_by_hop in ["connection", "keep-alive", "proxy-connection"] {
             parts.headers.remove(hop_by_hop);
+        }
+        // An HTTP/2 request names its authority in the URI alone; over
+        // HTTP/1.1 it is the Host header (the URI is given the host's address).
+        if !http2 && !parts.headers.contains_key(hyper::header::HOST) {
+            if let Some(authority) = parts.uri.authority() {
+                if let Ok(host) = hyper::header::HeaderValue::from_str(authority.as_str()) {
+                    parts.headers.insert(hyper::header::HOST, host);
+                }
+            }
         }
         // What the server side of hyper keeps with a request is not the upstream's.
         parts.extensions = hyper::http::Extensions::new();

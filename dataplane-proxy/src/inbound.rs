@@ -4,7 +4,7 @@
 //! requests to the application with the caller's identity in
 //! `x-forwarded-client-cert`.
 
-use crate::forward::{local_response, path_and_query, ProxyBody};
+use crate::forward::{local_response, path_and_query, BodyError, ProxyBody};
 use crate::proxy::Proxy;
 use crate::request_span::RequestSpan;
 use http_body_util::BodyExt;
@@ -110,12 +110,11 @@ async fn forward(
         hyper::Version::HTTP_11
     };
     span.inject(&mut parts.headers);
-    let upstream = Request::from_parts(parts, body.boxed());
+    let upstream = Request::from_parts(parts, body.map_err(BodyError::from).boxed());
     match proxy.upstreams.local(http2).request(upstream).await {
         Ok(response) => {
             proxy.metrics.count(&inbound.service, "", "inbound_ok");
-            let (parts, body) = response.into_parts();
-            Response::from_parts(parts, body.boxed())
+            response
         }
         Err(error) => {
             tracing::debug!(service = %inbound.service, %error, "the application failed");

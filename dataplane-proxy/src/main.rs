@@ -7,6 +7,7 @@ mod breaker;
 mod cluster;
 mod config;
 mod forward;
+mod h1;
 mod health_check;
 mod inbound;
 mod limits;
@@ -236,6 +237,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.workers(),
     )
     .context("starting the worker threads")?;
+    // The inbound listeners' connections to the application.
+    tokio::spawn(proxy.upstreams.reap_idle());
     if let Some(credentials) = &credentials {
         proxy.metrics.certificate_expiry.track(credentials.clone());
     }

@@ -88,15 +88,11 @@ impl tower::Service<hyper::Uri> for MeshConnector {
     fn call(&mut self, uri: hyper::Uri) -> Self::Future {
         let (tls, connect_timeout) = (self.tls.clone(), self.connect_timeout);
         let connect = async move {
-            let host = uri.host().unwrap_or_default().to_string();
+            let host = uri.host().unwrap_or_default();
             let port = uri.port_u16().unwrap_or(80);
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            let tcp = TcpStream::connect((host, port)).await?;
             tcp.set_nodelay(true)?;
-            // The server's SPIFFE ID is verified, not its name.
-            let name = ServerName::try_from(host.clone())
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-            let stream = tls.connect(name, tcp).await?;
-            Ok(MeshConn(TokioIo::new(stream)))
+            Ok(MeshConn(TokioIo::new(handshake(&tls, host, tcp).await?)))
         };
         Box::pin(async move {
             tokio::time::timeout(connect_timeout, connect)
@@ -106,6 +102,18 @@ impl tower::Service<hyper::Uri> for MeshConnector {
                 })?
         })
     }
+}
+
+/// The TLS handshake with the upstream proxy at `host` over `tcp`.
+pub async fn handshake(
+    tls: &tokio_rustls::TlsConnector,
+    host: &str,
+    tcp: TcpStream,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    // The server's SPIFFE ID is verified, not its name.
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    tls.connect(name, tcp).await
 }
 
 /// This proxy's mesh TLS for upstream connections, HTTP/1.1 and HTTP/2 by
@@ -132,17 +140,18 @@ impl MeshTls {
         })
     }
 
-    /// A pooled client whose connections take at most `connect_timeout`.
-    pub fn client(
-        &self,
-        http2: bool,
-        connect_timeout: Duration,
-    ) -> Client<MeshConnector, ProxyBody> {
+    /// How HTTP/1.1 connections to mesh proxies are made.
+    pub fn http1(&self) -> crate::h1::Connector {
+        crate::h1::Connector::Mesh(self.http1.clone())
+    }
+
+    /// A pooled HTTP/2 client whose connections take at most `connect_timeout`.
+    pub fn http2_client(&self, connect_timeout: Duration) -> Client<MeshConnector, ProxyBody> {
         let connector = MeshConnector {
-            tls: if http2 { &self.http2 } else { &self.http1 }.clone(),
+            tls: self.http2.clone(),
             connect_timeout,
         };
-        crate::upstreams::pooled(http2).build(connector)
+        crate::upstreams::http2_only().build(connector)
     }
 }
 

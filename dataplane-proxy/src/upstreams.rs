@@ -1,15 +1,19 @@
 //! The clients requests leave the proxy by: plaintext or service-to-service
 //! mutual TLS, HTTP/1.1 or HTTP/2, each connecting within its cluster's
-//! `connect_timeout`. The few distinct settings of the configured clusters
-//! each get one pooled client, made on first use and kept.
+//! `connect_timeout`. HTTP/1.1 goes through the proxy's own client
+//! (`crate::h1`) on this worker's pools of idle connections, one for
+//! plaintext and one for mutual TLS; HTTP/2 through hyper's, one
+//! multiplexing client per distinct setting, made on first use and kept.
 
-use crate::forward::{ProxyBody, TryError, Upstream};
+use crate::forward::{BodyError, ProxyBody, TryError, Upstream};
+use crate::h1;
 use crate::mesh_client::{MeshConnector, MeshTls};
 use http_body_util::BodyExt;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::{connect::HttpConnector, Builder, Client, ResponseFuture};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
@@ -17,38 +21,36 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 /// an inbound listener, on this host).
 const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long an idle pooled HTTP/1.1 connection is kept.
-const POOL_IDLE: Duration = Duration::from_secs(60);
-
-/// A pool's builder: keep-alive HTTP/1.1, or HTTP/2 only.
-pub fn pooled(http2: bool) -> Builder {
+/// A builder of HTTP/2 clients.
+pub fn http2_only() -> Builder {
     let mut builder = Client::builder(hyper_util::rt::TokioExecutor::new());
-    if http2 {
-        builder.http2_only(true);
-    } else {
-        builder.pool_idle_timeout(POOL_IDLE);
-    }
+    builder.http2_only(true);
     builder
 }
 
 #[derive(Clone)]
 pub enum UpstreamClient {
-    Plain(Client<HttpConnector, ProxyBody>),
-    Mesh(Client<MeshConnector, ProxyBody>),
+    Http1(h1::Client),
+    Http2(Client<HttpConnector, ProxyBody>),
+    Http2Mesh(Client<MeshConnector, ProxyBody>),
 }
 
 impl UpstreamClient {
-    pub fn request(&self, request: Request<ProxyBody>) -> ResponseFuture {
+    pub fn request(&self, request: Request<ProxyBody>) -> Try {
         match self {
-            UpstreamClient::Plain(client) => client.request(request),
-            UpstreamClient::Mesh(client) => client.request(request),
+            UpstreamClient::Http1(client) => {
+                let client = client.clone();
+                Try::Http1(Box::pin(async move { client.send(request).await }))
+            }
+            UpstreamClient::Http2(client) => Try::Http2(client.request(request)),
+            UpstreamClient::Http2Mesh(client) => Try::Http2(client.request(request)),
         }
     }
 }
 
-/// A try through the pooled client, its failure told apart as forwarding
-/// needs it (no connection, the client's own body, or the connection
-/// failing after it was made).
+/// A try through the cluster's client, its failure told apart as
+/// forwarding needs it (no connection, the client's own body, or the
+/// connection failing after it was made).
 impl tower::Service<Request<ProxyBody>> for UpstreamClient {
     type Response = Response<ProxyBody>;
     type Error = TryError;
@@ -59,23 +61,31 @@ impl tower::Service<Request<ProxyBody>> for UpstreamClient {
     }
 
     fn call(&mut self, request: Request<ProxyBody>) -> Try {
-        Try(self.request(request))
+        self.request(request)
     }
 }
 
-/// The client's response future, mapped (no allocation beyond the client's own).
-pub struct Try(ResponseFuture);
+type Http1Try = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, TryError>> + Send>>;
+
+/// One try's response.
+pub enum Try {
+    Http1(Http1Try),
+    Http2(ResponseFuture),
+}
 
 impl Future for Try {
     type Output = Result<Response<ProxyBody>, TryError>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|result| match result {
-            Ok(response) => Ok(response.map(|body| body.boxed())),
-            Err(e) if client_body_failed(&e) => Err(TryError::ClientBody(e.into())),
-            Err(e) if e.is_connect() => Err(TryError::Connect(e.into())),
-            Err(e) => Err(TryError::Failed(e.into())),
-        })
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Try::Http1(send) => send.as_mut().poll(cx),
+            Try::Http2(future) => Pin::new(future).poll(cx).map(|result| match result {
+                Ok(response) => Ok(response.map(|body| body.map_err(BodyError::from).boxed())),
+                Err(e) if client_body_failed(&e) => Err(TryError::ClientBody(e.into())),
+                Err(e) if e.is_connect() => Err(TryError::Connect(e.into())),
+                Err(e) => Err(TryError::Failed(e.into())),
+            }),
+        }
     }
 }
 
@@ -103,9 +113,13 @@ struct Settings {
     connect_timeout: Duration,
 }
 
+/// One worker's upstream clients and idle connections.
 pub struct Upstreams {
     /// Service-to-service mTLS, when the proxy has a mesh certificate.
     mesh: Option<MeshTls>,
+    /// Idle HTTP/1.1 connections: plaintext, and mutual TLS.
+    idle_plain: Arc<h1::IdleConnections>,
+    idle_mesh: Arc<h1::IdleConnections>,
     clients: Mutex<HashMap<Settings, UpstreamClient>>,
 }
 
@@ -113,6 +127,8 @@ impl Upstreams {
     pub fn new(mesh: Option<MeshTls>) -> Self {
         Upstreams {
             mesh,
+            idle_plain: Arc::default(),
+            idle_mesh: Arc::default(),
             clients: Mutex::new(HashMap::new()),
         }
     }
@@ -124,8 +140,34 @@ impl Upstreams {
             http2,
             connect_timeout: LOCAL_CONNECT_TIMEOUT,
         };
-        self.client(settings)
-            .unwrap_or_else(|| UpstreamClient::Plain(plain(settings)))
+        // Only mutual TLS can be refused; this is plaintext.
+        self.client(settings).unwrap_or_else(|| {
+            UpstreamClient::Http1(h1::Client::new(
+                self.idle_plain.clone(),
+                h1::Connector::Plain,
+                LOCAL_CONNECT_TIMEOUT,
+            ))
+        })
+    }
+
+    /// Closes the connections idle for `h1::IDLE_TIMEOUT`, every so often,
+    /// while these upstreams exist. Runs on the worker's runtime.
+    pub fn reap_idle(&self) -> impl Future<Output = ()> + Send + 'static {
+        let pools: [Weak<h1::IdleConnections>; 2] = [
+            Arc::downgrade(&self.idle_plain),
+            Arc::downgrade(&self.idle_mesh),
+        ];
+        async move {
+            let mut every = tokio::time::interval(h1::IDLE_TIMEOUT / 4);
+            loop {
+                every.tick().await;
+                let now = std::time::Instant::now();
+                for pool in &pools {
+                    let Some(pool) = pool.upgrade() else { return };
+                    pool.reap(now);
+                }
+            }
+        }
     }
 
     /// The client with `settings`, made on first use; `None` for mTLS
@@ -135,12 +177,21 @@ impl Upstreams {
         if let Some(client) = clients.get(&settings) {
             return Some(client.clone());
         }
-        let client = match (settings.mesh_tls, &self.mesh) {
-            (false, _) => UpstreamClient::Plain(plain(settings)),
-            (true, Some(mesh)) => {
-                UpstreamClient::Mesh(mesh.client(settings.http2, settings.connect_timeout))
-            }
-            (true, None) => return None,
+        let timeout = settings.connect_timeout;
+        let client = match (settings.mesh_tls, settings.http2, &self.mesh) {
+            (false, false, _) => UpstreamClient::Http1(h1::Client::new(
+                self.idle_plain.clone(),
+                h1::Connector::Plain,
+                timeout,
+            )),
+            (false, true, _) => UpstreamClient::Http2(plain_http2(timeout)),
+            (true, false, Some(mesh)) => UpstreamClient::Http1(h1::Client::new(
+                self.idle_mesh.clone(),
+                mesh.http1(),
+                timeout,
+            )),
+            (true, true, Some(mesh)) => UpstreamClient::Http2Mesh(mesh.http2_client(timeout)),
+            (true, _, None) => return None,
         };
         clients.insert(settings, client.clone());
         Some(client)
@@ -166,16 +217,16 @@ impl Upstream for Upstreams {
     }
 }
 
-fn plain(settings: Settings) -> Client<HttpConnector, ProxyBody> {
+fn plain_http2(connect_timeout: Duration) -> Client<HttpConnector, ProxyBody> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    connector.set_connect_timeout(Some(settings.connect_timeout));
-    pooled(settings.http2).build(connector)
+    connector.set_connect_timeout(Some(connect_timeout));
+    http2_only().build(connector)
 }
 
-/// For tests: how many pooled clients exist.
+/// For tests: how many clients exist.
 #[cfg(test)]
-fn pools(upstreams: &Upstreams) -> usize {
+fn clients(upstreams: &Upstreams) -> usize {
     upstreams
         .clients
         .lock()
@@ -196,18 +247,18 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn clusters_share_a_pool_only_with_the_same_settings() {
+    async fn clusters_share_a_client_only_with_the_same_settings() {
         let upstreams = Upstreams::new(None);
         let fast = cluster(Duration::from_millis(250), false);
         assert!(upstreams.for_cluster(&fast).is_ok());
         assert!(upstreams.for_cluster(&fast).is_ok());
-        assert_eq!(pools(&upstreams), 1);
+        assert_eq!(clients(&upstreams), 1);
         assert!(upstreams
             .for_cluster(&cluster(Duration::from_secs(5), false))
             .is_ok());
         assert!(upstreams
             .for_cluster(&cluster(Duration::from_millis(250), true))
             .is_ok());
-        assert_eq!(pools(&upstreams), 3);
+        assert_eq!(clients(&upstreams), 3);
     }
 }

@@ -33,6 +33,8 @@ impl Workers {
         for index in 0..count.max(1) {
             let (ready, handle) = std::sync::mpsc::channel();
             let mut stopped = stopped.clone();
+            let upstreams = Upstreams::new(mesh.cloned());
+            let reap_idle = upstreams.reap_idle();
             std::thread::Builder::new()
                 .name(format!("proxy-worker-{index}"))
                 .spawn(move || {
@@ -48,16 +50,14 @@ impl Workers {
                     };
                     let _ = ready.send(Ok(runtime.handle().clone()));
                     runtime.block_on(async move {
+                        tokio::spawn(reap_idle);
                         let _ = stopped.changed().await;
                     });
                 })?;
             let handle = handle
                 .recv()
                 .map_err(|_| std::io::Error::other("a worker thread ended before starting"))??;
-            workers.push(Worker {
-                handle,
-                upstreams: Upstreams::new(mesh.cloned()),
-            });
+            workers.push(Worker { handle, upstreams });
         }
         Ok(Workers {
             workers,

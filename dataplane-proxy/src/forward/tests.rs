@@ -293,3 +293,33 @@ async fn the_breaker_refuses_requests_past_max_requests() {
     assert_eq!(upstreams.calls(), [A]);
     held.abort();
 }
+
+#[test]
+fn an_http2_requests_authority_is_the_host_an_http1_upstream_gets() {
+    let head = |http2: bool| {
+        let (mut parts, ()) = Request::builder()
+            .uri("http://web.shop/cart?x=1")
+            .version(hyper::Version::HTTP_2)
+            .body(())
+            .expect("request")
+            .into_parts();
+        parts
+            .headers
+            .insert("connection", "close".parse().expect("value"));
+        let host: hyper::http::uri::Authority = "10.0.0.7:8080".parse().expect("authority");
+        let empty = Full::new(Bytes::new())
+            .map_err(|never| match never {})
+            .boxed();
+        Head::new(parts, http2, false)
+            .request(Some(&host), empty)
+            .expect("forwarded")
+    };
+    let http1 = head(false);
+    assert_eq!(http1.uri(), "http://10.0.0.7:8080/cart?x=1");
+    assert_eq!(http1.headers()["host"], "web.shop");
+    assert!(http1.headers().get("connection").is_none());
+    // HTTP/2 carries it as :authority, from the URI: a Host header that
+    // differs would make the request malformed there.
+    let http2 = head(true);
+    assert!(http2.headers().get("host").is_none());
+}
