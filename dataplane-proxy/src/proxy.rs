@@ -312,7 +312,11 @@ async fn serve_connection(
     let tls = proxy.tls.clone();
     let service = service_fn(move |request| {
         let proxy = proxy.clone();
-        async move {
+        // Boxed: hyper moves a request's future into its dispatcher (HTTP/1)
+        // or a task of its own (HTTP/2), and tokio rewrites a task's stage
+        // as it runs; each move of the unboxed future copied kilobytes
+        // (memmove was 7.6% of the proxy under HTTP/2 load).
+        Box::pin(async move {
             let runtime = proxy.current();
             Ok::<_, Infallible>(
                 forward::handle(
@@ -325,7 +329,7 @@ async fn serve_connection(
                 )
                 .await,
             )
-        }
+        })
     });
     let result = match tls {
         Some(acceptor) if first == tls::HANDSHAKE => {

@@ -254,9 +254,11 @@ impl Client {
         let taken = self
             .idle
             .take(authority.as_str(), Instant::now(), Connection::still_idle);
+        // Connecting is boxed: the TLS handshake's state is large, and
+        // would otherwise make every request's future as large.
         let mut conn = match taken {
             Some(conn) => conn,
-            None => self.connect(authority).await?,
+            None => Box::pin(self.connect(authority)).await?,
         };
         loop {
             conn.write.clear();
@@ -272,7 +274,7 @@ impl Client {
                 Ok(head) => return Ok(self.response(conn, head)),
                 // Nothing was sent that cannot be sent again.
                 Err(Failure::Stale) if framing == RequestFraming::Empty => {
-                    conn = self.connect(authority).await?;
+                    conn = Box::pin(self.connect(authority)).await?;
                 }
                 Err(failure) => return Err(failure.into()),
             }
