@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// How much room a read asks for.
@@ -76,7 +76,12 @@ impl Connection {
         body: &mut ProxyBody,
         framing: RequestFraming,
     ) -> Result<ResponseHead, Failure> {
-        self.send_body(body, framing).await?;
+        if let Some(mut early) = self.send_body(method, body, framing).await? {
+            // Answered before the request was whole: the rest of it is not
+            // sent, and the connection is out of step.
+            early.keep_alive = false;
+            return Ok(early);
+        }
         let mut heard = false;
         loop {
             if !self.read.is_empty() {
@@ -104,12 +109,15 @@ impl Connection {
     }
 
     /// Writes `write` (the head) and the body framed as `framing`; small
-    /// bodies leave in the same write as the head.
+    /// bodies leave in the same write as the head. A response that comes
+    /// while the upstream takes no more of the request ends the sending
+    /// and is returned.
     async fn send_body(
         &mut self,
+        method: &Method,
         body: &mut ProxyBody,
         framing: RequestFraming,
-    ) -> Result<(), Failure> {
+    ) -> Result<Option<ResponseHead>, Failure> {
         let mut sent = 0u64;
         if framing != RequestFraming::Empty {
             loop {
@@ -118,7 +126,9 @@ impl Connection {
                     match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
                         Poll::Ready(frame) => frame,
                         Poll::Pending => {
-                            self.flush_out().await?;
+                            if let Some(early) = self.flush_out(method).await? {
+                                return Ok(Some(early));
+                            }
                             poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
                         }
                     };
@@ -141,7 +151,9 @@ impl Connection {
                     self.write.extend_from_slice(&data);
                 }
                 if self.write.len() >= WRITE_BATCH {
-                    self.flush_out().await?;
+                    if let Some(early) = self.flush_out(method).await? {
+                        return Ok(Some(early));
+                    }
                 }
             }
         }
@@ -155,21 +167,71 @@ impl Connection {
             }
             _ => {}
         }
-        self.flush_out().await
+        self.flush_out(method).await
     }
 
-    async fn flush_out(&mut self) -> Result<(), Failure> {
-        let written = async {
-            self.io.write_all(&self.write).await?;
-            self.io.flush().await
-        };
-        match written.await {
-            Ok(()) => {
-                self.write.clear();
-                Ok(())
+    /// Writes out `write`. While the upstream takes no more, what it sends
+    /// is read: a response (past any 1xx) is returned, and the rest is not
+    /// written. So is one found when a write fails.
+    async fn flush_out(&mut self, method: &Method) -> Result<Option<ResponseHead>, Failure> {
+        let mut written = 0;
+        let flushed = poll_fn(|cx| {
+            while written < self.write.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.write[written..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(Failure::Io(io::ErrorKind::WriteZero.into())))
+                    }
+                    Poll::Ready(Ok(n)) => written += n,
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(match self.poll_early(cx, method) {
+                            Poll::Ready(Ok(Some(early))) => Ok(Some(early)),
+                            _ if self.reused && gone(&e) => Err(Failure::Stale),
+                            _ => Err(Failure::Io(e)),
+                        })
+                    }
+                    Poll::Pending => return self.poll_early(cx, method),
+                }
             }
-            Err(e) if self.reused && gone(&e) => Err(Failure::Stale),
-            Err(e) => Err(Failure::Io(e)),
+            match ready!(Pin::new(&mut self.io).poll_flush(cx)) {
+                Ok(()) => Poll::Ready(Ok(None)),
+                Err(e) if self.reused && gone(&e) => Poll::Ready(Err(Failure::Stale)),
+                Err(e) => Poll::Ready(Err(Failure::Io(e))),
+            }
+        })
+        .await;
+        self.write.clear();
+        flushed
+    }
+
+    /// A response the upstream sent while the request is still being
+    /// written; pending until one is whole.
+    fn poll_early(
+        &mut self,
+        cx: &mut Context<'_>,
+        method: &Method,
+    ) -> Poll<Result<Option<ResponseHead>, Failure>> {
+        loop {
+            if let Some(head) = codec::parse_response(&mut self.read, method)? {
+                if head.status.is_informational() {
+                    continue;
+                }
+                return Poll::Ready(Ok(Some(head)));
+            }
+            self.read.reserve(READ_CHUNK);
+            match ready!(tokio_util::io::poll_read_buf(
+                Pin::new(&mut self.io),
+                cx,
+                &mut self.read
+            )) {
+                Ok(0) => {
+                    return Poll::Ready(Err(Failure::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the upstream closed the connection before taking the request",
+                    ))))
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(Failure::Io(e))),
+            }
         }
     }
 }

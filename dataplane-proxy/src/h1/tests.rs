@@ -430,3 +430,40 @@ async fn malformed_responses_and_refused_connections_fail_the_try() {
         refused.err()
     );
 }
+
+#[tokio::test]
+async fn an_answer_before_the_body_is_taken_is_passed_on_and_the_rest_not_sent() {
+    // An upstream that refuses a large upload after its head: it answers
+    // 413 and then neither reads on nor closes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).await.is_ok() {
+            head.push(byte[0]);
+        }
+        let refusal = "HTTP/1.1 413 Content Too Large\r\ncontent-length: 8\r\n\r\ntoo big\n";
+        let _ = stream.write_all(refusal.as_bytes()).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let (client, idle) = new_client();
+    let upload = Full::new(Bytes::from(vec![b'x'; 64 << 20]))
+        .map_err(|never| match never {})
+        .boxed();
+    let request = Request::builder()
+        .method("PUT")
+        .uri(format!("http://{addr}/upload"))
+        .body(upload)
+        .expect("request");
+    let answer = tokio::time::timeout(Duration::from_secs(20), client.send(request))
+        .await
+        .expect("the answer is not held behind the upload")
+        .expect("answered");
+    assert_eq!(answer.status(), 413);
+    assert_eq!(text(answer).await, "too big\n");
+    assert_eq!(idle.len(), 0, "the connection, out of step, is not kept");
+}
