@@ -145,10 +145,20 @@ impl Connection {
                 if framing == RequestFraming::Chunked {
                     self.write
                         .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-                    self.write.extend_from_slice(&data);
-                    self.write.extend_from_slice(b"\r\n");
+                }
+                if data.len() >= WRITE_BATCH {
+                    // Large pieces are written from where they are, not copied.
+                    if let Some(early) = self.flush_out(method).await? {
+                        return Ok(Some(early));
+                    }
+                    if let Some(early) = self.write_out(method, &data).await? {
+                        return Ok(Some(early));
+                    }
                 } else {
                     self.write.extend_from_slice(&data);
+                }
+                if framing == RequestFraming::Chunked {
+                    self.write.extend_from_slice(b"\r\n");
                 }
                 if self.write.len() >= WRITE_BATCH {
                     if let Some(early) = self.flush_out(method).await? {
@@ -170,14 +180,30 @@ impl Connection {
         self.flush_out(method).await
     }
 
-    /// Writes out `write`. While the upstream takes no more, what it sends
-    /// is read: a response (past any 1xx) is returned, and the rest is not
-    /// written. So is one found when a write fails.
+    /// Writes out what `write` gathered (see `write_out`).
     async fn flush_out(&mut self, method: &Method) -> Result<Option<ResponseHead>, Failure> {
+        let mut gathered = std::mem::take(&mut self.write);
+        let written = self.write_out(method, &gathered).await;
+        gathered.clear();
+        // A connection kept idle keeps no room a large request needed.
+        if gathered.capacity() <= 2 * WRITE_BATCH {
+            self.write = gathered;
+        }
+        written
+    }
+
+    /// Writes `bytes`. While the upstream takes no more, what it sends is
+    /// read: a response (past any 1xx) is returned, and the rest is not
+    /// written. So is one found when a write fails.
+    async fn write_out(
+        &mut self,
+        method: &Method,
+        bytes: &[u8],
+    ) -> Result<Option<ResponseHead>, Failure> {
         let mut written = 0;
-        let flushed = poll_fn(|cx| {
-            while written < self.write.len() {
-                match Pin::new(&mut self.io).poll_write(cx, &self.write[written..]) {
+        poll_fn(|cx| {
+            while written < bytes.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &bytes[written..]) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(Err(Failure::Io(io::ErrorKind::WriteZero.into())))
                     }
@@ -198,9 +224,7 @@ impl Connection {
                 Err(e) => Poll::Ready(Err(Failure::Io(e))),
             }
         })
-        .await;
-        self.write.clear();
-        flushed
+        .await
     }
 
     /// A response the upstream sent while the request is still being

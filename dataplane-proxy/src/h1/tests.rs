@@ -370,8 +370,29 @@ async fn request_bodies_are_framed_by_their_length_or_chunked() {
         .await
         .expect("sent");
     text(empty_post).await;
+    // A large piece is written from where it is, framed the same.
+    let large = vec![Ok::<_, BodyError>(Frame::data(Bytes::from(vec![
+        b'x';
+        100 << 10
+    ])))];
+    let large = StreamBody::new(tokio_stream::iter(large)).boxed();
+    text(
+        client
+            .send(request(&upstream, "PUT", large))
+            .await
+            .expect("sent"),
+    )
+    .await;
+    let seen = upstream.requests(0);
     assert_eq!(
-        upstream.requests(0),
+        seen[3],
+        format!(
+            "PUT /x?y=1 HTTP/1.1\r\nhost: web.shop\r\ntransfer-encoding: chunked\r\n\r\n19000\r\n{}\r\n0\r\n\r\n",
+            "x".repeat(100 << 10)
+        )
+    );
+    assert_eq!(
+        seen[..3],
         [
             "POST /x?y=1 HTTP/1.1\r\nhost: web.shop\r\ncontent-length: 5\r\n\r\nhello",
             "PUT /x?y=1 HTTP/1.1\r\nhost: web.shop\r\ntransfer-encoding: chunked\r\n\r\n3\r\nhel\r\n8\r\nlo world\r\n0\r\n\r\n",
