@@ -16,10 +16,10 @@ COPY . .
 # part of the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked \
-      --bin meridian --bin meridian-agent --bin meridian-proxy \
+    cargo build --release --locked --bin meridian --bin meridian-agent \
+ && cargo build --profile proxy --locked --bin meridian-proxy \
  && mkdir -p /out \
- && cp target/release/meridian target/release/meridian-agent target/release/meridian-proxy /out/
+ && cp target/release/meridian target/release/meridian-agent target/proxy/meridian-proxy /out/
 
 # --- runtime: the same Debian, non-root ---
 # Not distroless: the control plane's entrypoint is a few lines of /bin/sh
