@@ -9,6 +9,8 @@
 mod chunked;
 mod codec;
 mod conn;
+#[cfg(test)]
+mod no_panic;
 mod pool;
 #[cfg(test)]
 mod tests;
