@@ -14,7 +14,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::http::uri::Authority;
 use hyper::{Method, Request, Response};
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, Write};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -143,8 +143,8 @@ impl Connection {
                 };
                 sent += data.len() as u64;
                 if framing == RequestFraming::Chunked {
-                    self.write
-                        .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                    // Into the buffer itself: writing to a Vec cannot fail.
+                    let _ = write!(self.write, "{:x}\r\n", data.len());
                 }
                 if data.len() >= WRITE_BATCH {
                     // Large pieces are written from where they are, not copied.

@@ -151,6 +151,21 @@ async fn text(response: Response<ProxyBody>) -> String {
     String::from_utf8(body.to_vec()).expect("utf-8")
 }
 
+/// The body of a GET through `client`.
+async fn get(client: &Client, upstream: &Upstream) -> String {
+    let response = client.send(request(upstream, "GET", full(""))).await;
+    text(response.expect("answered")).await
+}
+
+/// A GET whose `x-want` header tells the scripted upstream what to answer.
+fn wanting(upstream: &Upstream, what: &str) -> Request<ProxyBody> {
+    let mut request = request(upstream, "GET", full(""));
+    request
+        .headers_mut()
+        .insert("x-want", what.parse().expect("value"));
+    request
+}
+
 #[tokio::test]
 async fn a_kept_alive_connection_carries_the_next_requests() {
     let upstream = Upstream::start(|_, _| ok("hello")).await;
@@ -210,16 +225,7 @@ async fn a_connection_closed_while_idle_is_not_used_and_a_request_without_a_body
     })
     .await;
     let (client, _) = new_client();
-    assert_eq!(
-        text(
-            client
-                .send(request(&upstream, "GET", full("")))
-                .await
-                .expect("first")
-        )
-        .await,
-        "one"
-    );
+    assert_eq!(get(&client, &upstream).await, "one");
     let failed = client.send(request(&upstream, "POST", full("data"))).await;
     assert!(
         matches!(failed, Err(TryError::Failed(_))),
@@ -239,16 +245,7 @@ async fn a_connection_the_upstream_closed_after_answering_is_not_taken_again() {
     })
     .await;
     let (client, idle) = new_client();
-    assert_eq!(
-        text(
-            client
-                .send(request(&upstream, "GET", full("")))
-                .await
-                .expect("first")
-        )
-        .await,
-        "0"
-    );
+    assert_eq!(get(&client, &upstream).await, "0");
     // The close arrives while the connection is idle: the pool stops
     // offering it (a connection still offered is put back).
     let key = upstream.addr.to_string();
@@ -261,16 +258,7 @@ async fn a_connection_the_upstream_closed_after_answering_is_not_taken_again() {
         idle.put(&key, conn, std::time::Instant::now());
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert_eq!(
-        text(
-            client
-                .send(request(&upstream, "GET", full("")))
-                .await
-                .expect("second")
-        )
-        .await,
-        "1"
-    );
+    assert_eq!(get(&client, &upstream).await, "1");
     assert_eq!(upstream.connections(), 2);
 }
 
@@ -290,18 +278,16 @@ async fn response_bodies_are_read_as_framed() {
     })
     .await;
     let (client, idle) = new_client();
-    let want = |what: &str| {
-        Request::builder()
-            .uri(format!("http://{}/x?y=1", upstream.addr))
-            .header("host", "web.shop")
-            .header("x-want", what)
-            .body(full(""))
-            .expect("request")
-    };
-    let chunked = client.send(want("chunked")).await.expect("chunked");
+    let chunked = client
+        .send(wanting(&upstream, "chunked"))
+        .await
+        .expect("chunked");
     assert!(chunked.headers().get("transfer-encoding").is_none());
     assert_eq!(text(chunked).await, "hello world");
-    let interim = client.send(want("length")).await.expect("after a 100");
+    let interim = client
+        .send(wanting(&upstream, "length"))
+        .await
+        .expect("after a 100");
     assert_eq!(interim.status(), 200);
     assert_eq!(text(interim).await, "hello");
     let head = client
@@ -312,7 +298,13 @@ async fn response_bodies_are_read_as_framed() {
     assert_eq!(text(head).await, "");
     assert_eq!(upstream.connections(), 1, "all on one kept connection");
     assert_eq!(
-        text(client.send(want("close")).await.expect("close")).await,
+        text(
+            client
+                .send(wanting(&upstream, "close"))
+                .await
+                .expect("close")
+        )
+        .await,
         "until the end"
     );
     assert_eq!(
@@ -332,16 +324,7 @@ async fn a_body_dropped_before_its_end_closes_its_connection() {
         .expect("sent");
     drop(response);
     assert_eq!(idle.len(), 0);
-    assert_eq!(
-        text(
-            client
-                .send(request(&upstream, "GET", full("")))
-                .await
-                .expect("sent")
-        )
-        .await,
-        "0123456789"
-    );
+    assert_eq!(get(&client, &upstream).await, "0123456789");
     assert_eq!(upstream.connections(), 2);
 }
 
@@ -415,22 +398,18 @@ async fn malformed_responses_and_refused_connections_fail_the_try() {
     })
     .await;
     let (client, idle) = new_client();
-    let want = |what: &str| {
-        Request::builder()
-            .uri(format!("http://{}/", upstream.addr))
-            .header("x-want", what)
-            .body(full(""))
-            .expect("request")
-    };
     for what in ["smuggle", "garbage"] {
-        let failed = client.send(want(what)).await;
+        let failed = client.send(wanting(&upstream, what)).await;
         assert!(
             matches!(failed, Err(TryError::Failed(_))),
             "{what}: {:?}",
             failed.err()
         );
     }
-    let bad_chunk = client.send(want("chunk")).await.expect("the head is fine");
+    let bad_chunk = client
+        .send(wanting(&upstream, "chunk"))
+        .await
+        .expect("the head is fine");
     assert!(bad_chunk.into_body().collect().await.is_err());
     assert_eq!(idle.len(), 0, "no connection that failed is kept");
 
