@@ -129,7 +129,18 @@ impl Connection {
                             if let Some(early) = self.flush_out(method).await? {
                                 return Ok(Some(early));
                             }
-                            poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+                            // Waiting for the client, the upstream may answer
+                            // (refusing a slow upload, say).
+                            let next = poll_fn(|cx| {
+                                if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
+                                    return Poll::Ready(Ok(Ok(frame)));
+                                }
+                                self.poll_early(cx, method).map_ok(Err)
+                            });
+                            match next.await? {
+                                Ok(frame) => frame,
+                                Err(early) => return Ok(Some(early)),
+                            }
                         }
                     };
                 let data = match frame {
@@ -210,12 +221,12 @@ impl Connection {
                     Poll::Ready(Ok(n)) => written += n,
                     Poll::Ready(Err(e)) => {
                         return Poll::Ready(match self.poll_early(cx, method) {
-                            Poll::Ready(Ok(Some(early))) => Ok(Some(early)),
+                            Poll::Ready(Ok(early)) => Ok(Some(early)),
                             _ if self.reused && gone(&e) => Err(Failure::Stale),
                             _ => Err(Failure::Io(e)),
                         })
                     }
-                    Poll::Pending => return self.poll_early(cx, method),
+                    Poll::Pending => return self.poll_early(cx, method).map_ok(Some),
                 }
             }
             match ready!(Pin::new(&mut self.io).poll_flush(cx)) {
@@ -233,13 +244,13 @@ impl Connection {
         &mut self,
         cx: &mut Context<'_>,
         method: &Method,
-    ) -> Poll<Result<Option<ResponseHead>, Failure>> {
+    ) -> Poll<Result<ResponseHead, Failure>> {
         loop {
             if let Some(head) = codec::parse_response(&mut self.read, method)? {
                 if head.status.is_informational() {
                     continue;
                 }
-                return Poll::Ready(Ok(Some(head)));
+                return Poll::Ready(Ok(head));
             }
             self.read.reserve(READ_CHUNK);
             match ready!(tokio_util::io::poll_read_buf(

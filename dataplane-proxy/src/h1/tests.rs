@@ -467,3 +467,42 @@ async fn an_answer_before_the_body_is_taken_is_passed_on_and_the_rest_not_sent()
     assert_eq!(text(answer).await, "too big\n");
     assert_eq!(idle.len(), 0, "the connection, out of step, is not kept");
 }
+
+#[tokio::test]
+async fn an_answer_while_the_client_is_slow_to_send_its_body_is_passed_on() {
+    // The upstream refuses after the head; the client has sent one piece
+    // of its body and is still sending.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).await.is_ok() {
+            head.push(byte[0]);
+        }
+        let refusal = "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n";
+        let _ = stream.write_all(refusal.as_bytes()).await;
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    });
+    let (client, _) = new_client();
+    let (pieces, rest) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BodyError>>(1);
+    pieces
+        .send(Ok(Frame::data(Bytes::from("first"))))
+        .await
+        .expect("queued");
+    let slow = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rest)).boxed();
+    let request = Request::builder()
+        .method("POST")
+        .uri(format!("http://{addr}/upload"))
+        .body(slow)
+        .expect("request");
+    let answer = tokio::time::timeout(Duration::from_secs(20), client.send(request))
+        .await
+        .expect("the answer is not held until the client sends more")
+        .expect("answered");
+    assert_eq!(answer.status(), 401);
+    drop(pieces);
+}
