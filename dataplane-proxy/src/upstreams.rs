@@ -31,8 +31,10 @@ pub fn http2_only() -> Builder {
 #[derive(Clone)]
 pub enum UpstreamClient {
     Http1(h1::Client),
-    Http2(Client<HttpConnector, ProxyBody>),
-    Http2Mesh(Client<MeshConnector, ProxyBody>),
+    // Behind an `Arc`: hyper-util's client is a few hundred bytes, and a
+    // request's future carries its cluster's client across every await.
+    Http2(Arc<Client<HttpConnector, ProxyBody>>),
+    Http2Mesh(Arc<Client<MeshConnector, ProxyBody>>),
 }
 
 impl UpstreamClient {
@@ -184,13 +186,15 @@ impl Upstreams {
                 h1::Connector::Plain,
                 timeout,
             )),
-            (false, true, _) => UpstreamClient::Http2(plain_http2(timeout)),
+            (false, true, _) => UpstreamClient::Http2(Arc::new(plain_http2(timeout))),
             (true, false, Some(mesh)) => UpstreamClient::Http1(h1::Client::new(
                 self.idle_mesh.clone(),
                 mesh.http1(),
                 timeout,
             )),
-            (true, true, Some(mesh)) => UpstreamClient::Http2Mesh(mesh.http2_client(timeout)),
+            (true, true, Some(mesh)) => {
+                UpstreamClient::Http2Mesh(Arc::new(mesh.http2_client(timeout)))
+            }
             (true, _, None) => return None,
         };
         clients.insert(settings, client.clone());
