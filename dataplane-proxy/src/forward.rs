@@ -341,6 +341,13 @@ where
         let Some(mut upstream) = head.request(host.authority, body) else {
             return local_response(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
         };
+        if retry.is_some() {
+            // May be sent again: the HTTP/1.1 client resends it on a new
+            // connection when a pooled one turns out closed.
+            upstream
+                .extensions_mut()
+                .insert(crate::h1::Replay(buffered.clone()));
+        }
         span.inject(upstream.headers_mut());
         span.set("meridian.endpoint", || host.address.to_string());
         span.set("meridian.locality", || locality.to_string());

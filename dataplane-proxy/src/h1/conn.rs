@@ -9,7 +9,7 @@ use super::codec::{self, BodyFraming, CodecError, RequestFraming, ResponseHead};
 use super::pool::Pool;
 use crate::forward::{BodyError, BoxError, ProxyBody, TryError};
 use bytes::{Bytes, BytesMut};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::http::uri::Authority;
 use hyper::{Method, Request, Response};
@@ -317,6 +317,11 @@ pub enum Connector {
     Mesh(tokio_rustls::TlsConnector),
 }
 
+/// A request's whole body, in its extensions when it may be sent twice
+/// (forwarding buffered it for a retry).
+#[derive(Clone)]
+pub struct Replay(pub Bytes);
+
 /// Requests over HTTP/1.1 to any upstream, on connections from the
 /// worker's pool.
 #[derive(Clone)]
@@ -347,6 +352,7 @@ impl Client {
             return Err(TryError::Connect("the request names no upstream".into()));
         };
         let framing = RequestFraming::of(&parts.method, body.size_hint().exact());
+        let replay = parts.extensions.get::<Replay>().map(|r| r.0.clone());
         let target = crate::forward::path_and_query(&parts.uri);
         let taken = self
             .idle
@@ -370,7 +376,12 @@ impl Client {
             match conn.exchange(&parts.method, &mut body, framing).await {
                 Ok(head) => return Ok(self.response(conn, head)),
                 // Nothing was sent that cannot be sent again.
-                Err(Failure::Stale) if framing == RequestFraming::Empty => {
+                Err(Failure::Stale) if framing == RequestFraming::Empty || replay.is_some() => {
+                    if let Some(whole) = &replay {
+                        body = Full::new(whole.clone())
+                            .map_err(|never| match never {})
+                            .boxed();
+                    }
                     conn = Box::pin(self.connect(authority)).await?;
                 }
                 Err(failure) => return Err(failure.into()),

@@ -15,5 +15,5 @@ mod pool;
 #[cfg(test)]
 mod tests;
 
-pub use conn::{Client, Connector, IdleConnections};
+pub use conn::{Client, Connector, IdleConnections, Replay};
 pub use pool::IDLE_TIMEOUT;

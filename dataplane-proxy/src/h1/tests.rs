@@ -187,7 +187,7 @@ async fn a_kept_alive_connection_carries_the_next_requests() {
 }
 
 #[tokio::test]
-async fn a_connection_closed_while_idle_is_not_used_and_a_request_without_a_body_is_sent_again() {
+async fn a_connection_closed_while_idle_is_not_used_and_what_may_be_sent_twice_is_sent_again() {
     // Connection 0 answers once and then closes on the next request
     // without answering, as an upstream whose idle timeout struck just as
     // it arrived; later connections answer everything.
@@ -216,8 +216,9 @@ async fn a_connection_closed_while_idle_is_not_used_and_a_request_without_a_body
     assert_eq!(text(second).await, "two");
     assert_eq!(upstream.connections(), 2);
 
-    // A request with a body is not sent twice: the try fails, for
-    // forwarding's retry policy to decide.
+    // A request with a body is not sent twice unless forwarding says it
+    // may be (it buffered the body for a retry): otherwise the try fails,
+    // for forwarding's retry policy to decide.
     let upstream = Upstream::start(|connection, request| match connection {
         0 if request.starts_with("GET") => ok("one"),
         0 => None,
@@ -233,6 +234,25 @@ async fn a_connection_closed_while_idle_is_not_used_and_a_request_without_a_body
         failed.err()
     );
     assert_eq!(upstream.connections(), 1);
+    // The same, with the body marked replayable: it goes again, whole.
+    let upstream = Upstream::start(|connection, request| match connection {
+        0 if request.starts_with("GET") => ok("one"),
+        0 => None,
+        _ => ok("two"),
+    })
+    .await;
+    let (client, _) = new_client();
+    assert_eq!(get(&client, &upstream).await, "one");
+    let mut replayable = request(&upstream, "PUT", full("data"));
+    replayable
+        .extensions_mut()
+        .insert(super::Replay(Bytes::from("data")));
+    let resent = client.send(replayable).await.expect("sent again");
+    assert_eq!(text(resent).await, "two");
+    assert_eq!(
+        upstream.requests(1)[0],
+        "PUT /x?y=1 HTTP/1.1\r\nhost: web.shop\r\ncontent-length: 4\r\n\r\ndata"
+    );
 }
 
 #[tokio::test]
