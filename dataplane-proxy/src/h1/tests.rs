@@ -451,10 +451,9 @@ async fn malformed_responses_and_refused_connections_fail_the_try() {
     );
 }
 
-#[tokio::test]
-async fn an_answer_before_the_body_is_taken_is_passed_on_and_the_rest_not_sent() {
-    // An upstream that refuses a large upload after its head: it answers
-    // 413 and then neither reads on nor closes.
+/// An upstream that reads a request's head, sends `answer`, and then
+/// neither reads on nor closes.
+async fn answering_after_the_head(answer: &'static str) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -466,10 +465,20 @@ async fn an_answer_before_the_body_is_taken_is_passed_on_and_the_rest_not_sent()
         while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).await.is_ok() {
             head.push(byte[0]);
         }
-        let refusal = "HTTP/1.1 413 Content Too Large\r\ncontent-length: 8\r\n\r\ntoo big\n";
-        let _ = stream.write_all(refusal.as_bytes()).await;
+        let _ = stream.write_all(answer.as_bytes()).await;
         tokio::time::sleep(Duration::from_secs(60)).await;
     });
+    addr
+}
+
+#[tokio::test]
+async fn an_answer_before_the_body_is_taken_is_passed_on_and_the_rest_not_sent() {
+    // An upstream that refuses a large upload after its head: it answers
+    // 413 and then neither reads on nor closes.
+    let addr = answering_after_the_head(
+        "HTTP/1.1 413 Content Too Large\r\ncontent-length: 8\r\n\r\ntoo big\n",
+    )
+    .await;
     let (client, idle) = new_client();
     let upload = Full::new(Bytes::from(vec![b'x'; 64 << 20]))
         .map_err(|never| match never {})
@@ -492,21 +501,8 @@ async fn an_answer_before_the_body_is_taken_is_passed_on_and_the_rest_not_sent()
 async fn an_answer_while_the_client_is_slow_to_send_its_body_is_passed_on() {
     // The upstream refuses after the head; the client has sent one piece
     // of its body and is still sending.
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let Ok((mut stream, _)) = listener.accept().await else {
-            return;
-        };
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") && stream.read_exact(&mut byte).await.is_ok() {
-            head.push(byte[0]);
-        }
-        let refusal = "HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n";
-        let _ = stream.write_all(refusal.as_bytes()).await;
-        tokio::time::sleep(Duration::from_secs(60)).await;
-    });
+    let addr =
+        answering_after_the_head("HTTP/1.1 401 Unauthorized\r\ncontent-length: 0\r\n\r\n").await;
     let (client, _) = new_client();
     let (pieces, rest) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BodyError>>(1);
     pieces
