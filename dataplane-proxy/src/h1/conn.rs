@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 /// How much room a read asks for.
@@ -41,8 +41,9 @@ pub struct Connection {
     read: BytesMut,
     /// The request head (and small bodies) being written.
     write: Vec<u8>,
-    /// Whether it has carried an exchange before this one.
-    reused: bool,
+    /// Whether a close now means the upstream closed it while it was idle:
+    /// it came from the pool and has heard nothing since.
+    maybe_stale: bool,
 }
 
 impl Connection {
@@ -52,7 +53,7 @@ impl Connection {
             key: key.into(),
             read: BytesMut::new(),
             write: Vec::new(),
-            reused: false,
+            maybe_stale: false,
         }
     }
 
@@ -82,30 +83,7 @@ impl Connection {
             early.keep_alive = false;
             return Ok(early);
         }
-        let mut heard = false;
-        loop {
-            if !self.read.is_empty() {
-                if let Some(head) = codec::parse_response(&mut self.read, method)? {
-                    if head.status.is_informational() {
-                        continue;
-                    }
-                    return Ok(head);
-                }
-            }
-            self.read.reserve(READ_CHUNK);
-            match self.io.read_buf(&mut self.read).await {
-                Ok(0) if !heard && self.reused => return Err(Failure::Stale),
-                Ok(0) => {
-                    return Err(Failure::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the upstream closed the connection before a response",
-                    )))
-                }
-                Ok(_) => heard = true,
-                Err(e) if !heard && self.reused && gone(&e) => return Err(Failure::Stale),
-                Err(e) => return Err(Failure::Io(e)),
-            }
-        }
+        poll_fn(|cx| self.poll_head(cx, method)).await
     }
 
     /// Writes `write` (the head) and the body framed as `framing`; small
@@ -135,7 +113,7 @@ impl Connection {
                                 if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
                                     return Poll::Ready(Ok(Ok(frame)));
                                 }
-                                self.poll_early(cx, method).map_ok(Err)
+                                self.poll_head(cx, method).map_ok(Err)
                             });
                             match next.await? {
                                 Ok(frame) => frame,
@@ -220,27 +198,25 @@ impl Connection {
                     }
                     Poll::Ready(Ok(n)) => written += n,
                     Poll::Ready(Err(e)) => {
-                        return Poll::Ready(match self.poll_early(cx, method) {
+                        return Poll::Ready(match self.poll_head(cx, method) {
                             Poll::Ready(Ok(early)) => Ok(Some(early)),
-                            _ if self.reused && gone(&e) => Err(Failure::Stale),
-                            _ => Err(Failure::Io(e)),
+                            _ => Err(self.closed(Some(e))),
                         })
                     }
-                    Poll::Pending => return self.poll_early(cx, method).map_ok(Some),
+                    Poll::Pending => return self.poll_head(cx, method).map_ok(Some),
                 }
             }
             match ready!(Pin::new(&mut self.io).poll_flush(cx)) {
                 Ok(()) => Poll::Ready(Ok(None)),
-                Err(e) if self.reused && gone(&e) => Poll::Ready(Err(Failure::Stale)),
-                Err(e) => Poll::Ready(Err(Failure::Io(e))),
+                Err(e) => Poll::Ready(Err(self.closed(Some(e)))),
             }
         })
         .await
     }
 
-    /// A response the upstream sent while the request is still being
-    /// written; pending until one is whole.
-    fn poll_early(
+    /// The response head, once whole (interim 1xx responses skipped):
+    /// after the request, or while it is still being written.
+    fn poll_head(
         &mut self,
         cx: &mut Context<'_>,
         method: &Method,
@@ -258,15 +234,24 @@ impl Connection {
                 cx,
                 &mut self.read
             )) {
-                Ok(0) => {
-                    return Poll::Ready(Err(Failure::Io(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the upstream closed the connection before taking the request",
-                    ))))
-                }
-                Ok(_) => {}
-                Err(e) => return Poll::Ready(Err(Failure::Io(e))),
+                Ok(0) => return Poll::Ready(Err(self.closed(None))),
+                Ok(_) => self.maybe_stale = false,
+                Err(e) => return Poll::Ready(Err(self.closed(Some(e)))),
             }
+        }
+    }
+
+    /// How the connection failed: closed by the upstream (`None`: at its
+    /// end) or with `error`. Stale when it came from the pool and the
+    /// upstream closed it before answering anything.
+    fn closed(&self, error: Option<io::Error>) -> Failure {
+        match error {
+            _ if self.maybe_stale && error.as_ref().is_none_or(gone) => Failure::Stale,
+            Some(e) => Failure::Io(e),
+            None => Failure::Io(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the upstream closed the connection before a response",
+            )),
         }
     }
 }
@@ -284,7 +269,7 @@ fn gone(error: &io::Error) -> bool {
 /// How an exchange failed.
 #[derive(Debug)]
 enum Failure {
-    /// A reused connection had been closed before it heard anything: the
+    /// A pooled connection had been closed before it heard anything: the
     /// upstream closed it while idle, so a request with no body is sent again on a new one.
     Stale,
     ClientBody(BoxError),
@@ -456,7 +441,7 @@ impl ResponseBody {
         if let Some(mut conn) = self.conn.take() {
             // Bytes beyond the response: the connection is out of step.
             if self.keep_alive && conn.read.is_empty() {
-                conn.reused = true;
+                conn.maybe_stale = true;
                 let key = conn.key.clone();
                 self.idle.put(&key, conn, Instant::now());
             }

@@ -186,29 +186,29 @@ async fn a_kept_alive_connection_carries_the_next_requests() {
     );
 }
 
-#[tokio::test]
-async fn a_connection_closed_while_idle_is_not_used_and_what_may_be_sent_twice_is_sent_again() {
-    // Connection 0 answers once and then closes on the next request
-    // without answering, as an upstream whose idle timeout struck just as
-    // it arrived; later connections answer everything.
-    let upstream = Upstream::start(|connection, request| {
-        let first = connection == 0
-            && request.starts_with("GET /x?y=1 HTTP/1.1\r\nhost: web.shop\r\nx-first");
-        match connection {
-            0 if first => ok("one"),
-            0 => None,
-            _ => ok("two"),
-        }
+/// An upstream whose first connection answers one request marked
+/// `x-first` ("one") and closes on the next without answering, as an
+/// upstream whose idle timeout struck just as it arrived; later
+/// connections answer everything ("two"). The client has had its answer.
+async fn closing_after_one_answer(client: &Client) -> Upstream {
+    let upstream = Upstream::start(|connection, request| match connection {
+        0 if request.contains("\r\nx-first: 1\r\n") => ok("one"),
+        0 => None,
+        _ => ok("two"),
     })
     .await;
-    let (client, _) = new_client();
-    let first = Request::builder()
-        .uri(format!("http://{}/x?y=1", upstream.addr))
-        .header("host", "web.shop")
-        .header("x-first", "1")
-        .body(full(""))
-        .expect("request");
+    let mut first = request(&upstream, "GET", full(""));
+    first
+        .headers_mut()
+        .insert("x-first", "1".parse().expect("value"));
     assert_eq!(text(client.send(first).await.expect("first")).await, "one");
+    upstream
+}
+
+#[tokio::test]
+async fn a_connection_closed_while_idle_is_not_used_and_what_may_be_sent_twice_is_sent_again() {
+    let (client, _) = new_client();
+    let upstream = closing_after_one_answer(&client).await;
     let second = client
         .send(request(&upstream, "GET", full("")))
         .await
@@ -219,14 +219,8 @@ async fn a_connection_closed_while_idle_is_not_used_and_what_may_be_sent_twice_i
     // A request with a body is not sent twice unless forwarding says it
     // may be (it buffered the body for a retry): otherwise the try fails,
     // for forwarding's retry policy to decide.
-    let upstream = Upstream::start(|connection, request| match connection {
-        0 if request.starts_with("GET") => ok("one"),
-        0 => None,
-        _ => ok("two"),
-    })
-    .await;
     let (client, _) = new_client();
-    assert_eq!(get(&client, &upstream).await, "one");
+    let upstream = closing_after_one_answer(&client).await;
     let failed = client.send(request(&upstream, "POST", full("data"))).await;
     assert!(
         matches!(failed, Err(TryError::Failed(_))),
@@ -235,14 +229,8 @@ async fn a_connection_closed_while_idle_is_not_used_and_what_may_be_sent_twice_i
     );
     assert_eq!(upstream.connections(), 1);
     // The same, with the body marked replayable: it goes again, whole.
-    let upstream = Upstream::start(|connection, request| match connection {
-        0 if request.starts_with("GET") => ok("one"),
-        0 => None,
-        _ => ok("two"),
-    })
-    .await;
     let (client, _) = new_client();
-    assert_eq!(get(&client, &upstream).await, "one");
+    let upstream = closing_after_one_answer(&client).await;
     let mut replayable = request(&upstream, "PUT", full("data"));
     replayable
         .extensions_mut()
