@@ -263,9 +263,14 @@ pub mod fixtures {
     /// A mesh whose services' load assignments are together far over one
     /// response's byte budget.
     pub fn large_mesh() -> Arc<Compiled> {
+        large_mesh_of(20)
+    }
+
+    /// The first `services` of [`large_mesh`]'s services, the same resources.
+    pub fn large_mesh_of(services: usize) -> Arc<Compiled> {
         let mut text =
             String::from("kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1, zone: z1}\n");
-        for service in 0..20 {
+        for service in 0..services {
             text.push_str(&format!(
                 "---\nkind: Service\nmetadata: {{name: s{service}, namespace: shop}}\nspec: {{protocol: http, port: 8080}}\n---\nkind: Endpoints\nmetadata: {{name: s{service}, namespace: shop, cluster: c1}}\nspec:\n  endpoints:\n"
             ));

@@ -20,15 +20,11 @@ struct TypeState {
     nacked: Option<String>,
     /// What the last response changes in `held`, until the client answers.
     sent_resources: Option<Update>,
-    /// Per resource, the versions the client holds: those of the last
-    /// response it ACKed. For RDS and EDS an update carries only what
-    /// differs from these (the protocol lets these types omit the rest), so
-    /// a resource in a NACKed response goes out again with the next one.
-    held: Versions,
-    /// The compiled output whose contents for this subscription `held` is
-    /// exactly, if any: an update from an output compared with that one
-    /// looks only at the names that changed since.
-    held_of: Option<Exact>,
+    /// What the client holds: the contents of the last response it ACKed.
+    /// For RDS and EDS an update carries only what differs from it (the
+    /// protocol lets these types omit the rest), so a resource in a NACKed
+    /// response goes out again with the next one.
+    held: Held,
     /// The last response is not answered yet: changes wait (flow control,
     /// at most one unanswered response per type) ...
     awaiting: bool,
@@ -50,7 +46,7 @@ impl SotwStream {
     fn handle_request(
         &mut self,
         request: SotwRequest,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
     ) -> (Option<DiscoveryResponse>, Option<Feedback>) {
         let first = !self.types.contains_key(&request.type_url);
         let state = self.types.entry(request.type_url.clone()).or_default();
@@ -70,8 +66,7 @@ impl SotwStream {
                         }
                         None => {
                             if let Some(update) = state.sent_resources.take() {
-                                state.held_of = update.makes_exact;
-                                update.apply(&mut state.held);
+                                state.take(update, &request.type_url);
                             }
                             Feedback::Ack {
                                 type_url: request.type_url.clone(),
@@ -101,13 +96,12 @@ impl SotwStream {
         }
         if first {
             // A client that reconnects already holding the current version needs nothing.
-            let (version, chosen, all) = contents(&request.type_url, &state.subscription, compiled);
+            let (version, _, all) = contents(&request.type_url, &state.subscription, compiled);
             if !request.version_info.is_empty() && request.version_info == version {
                 let nonce = self.nonces.next();
                 state.sent = Some((version.clone(), nonce));
-                state.held = versions(&request.type_url, &chosen);
-                state.held_of = Some(Exact {
-                    output: compiled.id(),
+                state.held = Held::Whole(Exact {
+                    output: compiled.clone(),
                     all,
                 });
                 return (
@@ -133,7 +127,7 @@ impl SotwStream {
 
     /// Responses for every subscribed type whose contents changed and whose
     /// last response the client has answered; the others wait for it.
-    fn handle_update(&mut self, compiled: &Compiled) -> Vec<DiscoveryResponse> {
+    fn handle_update(&mut self, compiled: &Arc<Compiled>) -> Vec<DiscoveryResponse> {
         let types: Vec<String> = self.types.keys().cloned().collect();
         types
             .iter()
@@ -151,7 +145,7 @@ impl SotwStream {
     fn respond(
         &mut self,
         type_url: &str,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         force: bool,
     ) -> Option<DiscoveryResponse> {
         let state = self.types.get_mut(type_url)?;
@@ -180,7 +174,7 @@ impl SotwStream {
             Some((sending, update, all)) => {
                 let version = match all {
                     true => compiled.version_of_all(type_url),
-                    false => update.version_after(&state.held),
+                    false => update.version_after(state.all_held(type_url)),
                 };
                 (sending, update, version, true, all)
             }
@@ -191,16 +185,14 @@ impl SotwStream {
                     return None;
                 }
                 if force && in_parts {
-                    state.held.clear();
-                    state.held_of = None;
+                    state.held = Held::default();
                 }
                 let mut sending = Vec::new();
                 let mut bytes = 0;
                 let mut complete = true;
-                for resource in chosen
-                    .iter()
-                    .filter(|r| !in_parts || state.held.get(&r.name) != Some(&r.version))
-                {
+                for resource in chosen.iter().filter(|r| {
+                    !in_parts || state.held(type_url, &r.name).map(|(_, v)| v) != Some(&r.version)
+                }) {
                     if in_parts && bytes >= MAX_RESPONSE_BYTES {
                         complete = false;
                         break;
@@ -211,14 +203,14 @@ impl SotwStream {
                 // What the response changes in what the client holds,
                 // and the version of what it then holds.
                 let update = if in_parts {
-                    Update::new(&state.held, &chosen, &sending)
+                    Update::new(state.all_held(type_url).map(|(n, _)| n), &chosen, &sending)
                 } else {
                     Update::default()
                 };
                 let version = if complete {
                     version
                 } else {
-                    update.version_after(&state.held)
+                    update.version_after(state.all_held(type_url))
                 };
                 (sending, update, version, complete, all)
             }
@@ -234,7 +226,7 @@ impl SotwStream {
         }
         state.sent_resources = Some(Update {
             makes_exact: complete.then(|| Exact {
-                output: compiled.id(),
+                output: compiled.clone(),
                 all,
             }),
             ..update
@@ -301,6 +293,71 @@ impl AdsProtocol for SotwStream {
 /// what differs (RDS, EDS); listeners and clusters always go out whole.
 type Versions = BTreeMap<Arc<str>, Arc<str>>;
 
+/// What a client holds of one type's subscription.
+#[derive(Debug)]
+enum Held {
+    /// Exactly what a compiled output has for the subscription. The output
+    /// (shared with every stream that holds it) stands for the list, so a
+    /// stream keeps none of its own; and an update from an output compared
+    /// with that one looks only at the names that changed since.
+    Whole(Exact),
+    /// A list of its own: after a part of a larger update, or a first view
+    /// (empty until the client takes its first part).
+    Listed(Versions),
+}
+
+impl Default for Held {
+    fn default() -> Self {
+        Held::Listed(Versions::new())
+    }
+}
+
+impl TypeState {
+    /// The resource `name` as the client holds it: its shared name and version.
+    fn held(&self, type_url: &str, name: &str) -> Option<(&Arc<str>, &Arc<str>)> {
+        match &self.held {
+            Held::Whole(exact) => exact
+                .output
+                .get_shared(type_url, name)
+                .filter(|_| self.subscription.wants(name))
+                .map(|r| (&r.name, &r.version)),
+            Held::Listed(list) => list.get_key_value(name),
+        }
+    }
+
+    /// Everything the client holds, in name order.
+    fn all_held<'s>(
+        &'s self,
+        type_url: &str,
+    ) -> Box<dyn Iterator<Item = (&'s Arc<str>, &'s Arc<str>)> + 's> {
+        match &self.held {
+            Held::Whole(exact) => Box::new(exact.contents(type_url, &self.subscription)),
+            Held::Listed(list) => Box::new(list.iter()),
+        }
+    }
+
+    /// The client took `update`: it holds an output whole, or the list
+    /// (written out from the output it held, if it did) changes by hand.
+    fn take(&mut self, update: Update, type_url: &str) {
+        if let Some(exact) = update.makes_exact {
+            self.held = Held::Whole(exact);
+            return;
+        }
+        let mut list = match std::mem::take(&mut self.held) {
+            Held::Listed(list) => list,
+            Held::Whole(exact) => exact
+                .contents(type_url, &self.subscription)
+                .map(|(n, v)| (n.clone(), v.clone()))
+                .collect(),
+        };
+        for name in &update.dropped {
+            list.remove(name);
+        }
+        list.extend(update.sent);
+        self.held = Held::Listed(list);
+    }
+}
+
 /// What one response changes in what a client holds.
 #[derive(Debug, Default, Clone)]
 struct Update {
@@ -315,13 +372,30 @@ struct Update {
 
 /// A compiled output whose contents, for a type's subscription, a client
 /// holds exactly.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Exact {
-    output: u64,
+    output: Arc<Compiled>,
     /// The subscription wants every resource of the type in it: its
     /// version is then the output's version of them all, worked out once
     /// for every stream.
     all: bool,
+}
+
+impl Exact {
+    /// The output's resources of `type_url` that `subscription` wants, in
+    /// name order: what the client holds.
+    fn contents<'a>(
+        &'a self,
+        type_url: &str,
+        subscription: &'a Subscription,
+    ) -> impl Iterator<Item = (&'a Arc<str>, &'a Arc<str>)> + 'a {
+        self.output
+            .of_type(type_url)
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| subscription.wants(name))
+            .map(|(_, r)| (&r.name, &r.version))
+    }
 }
 
 /// For a client holding exactly an earlier output's contents, which the
@@ -335,8 +409,10 @@ fn changes_only<'a>(
     compiled: &'a Compiled,
     type_url: &str,
 ) -> Option<(Vec<&'a XdsResource>, Update, bool)> {
-    let held_of = state.held_of?;
-    let changed = compiled.changed_since(held_of.output, type_url)?;
+    let Held::Whole(held_of) = &state.held else {
+        return None;
+    };
+    let changed = compiled.changed_since(held_of.output.id(), type_url)?;
     let all = compiled.of_type(type_url);
     let present = |name: &str| all.is_some_and(|all| all.contains_key(name));
     // Wanting all before, it still does unless a name now present is not wanted.
@@ -350,17 +426,12 @@ fn changes_only<'a>(
     for name in changed.iter().filter(|n| state.subscription.wants(n)) {
         match all.and_then(|all| all.get(name)) {
             Some(resource) => {
-                if state.held.get(&*resource.name) != Some(&resource.version) {
+                if state.held(type_url, &resource.name).map(|(_, v)| v) != Some(&resource.version) {
                     bytes += resource.resource.value.len();
                     sending.push(&**resource);
                 }
             }
-            None => dropped.extend(
-                state
-                    .held
-                    .get_key_value(name.as_str())
-                    .map(|(n, _)| n.clone()),
-            ),
+            None => dropped.extend(state.held(type_url, name).map(|(n, _)| n.clone())),
         }
     }
     if bytes > MAX_RESPONSE_BYTES {
@@ -371,14 +442,15 @@ fn changes_only<'a>(
 }
 
 impl Update {
-    /// From `held` to `chosen` (in name order) by sending `sending`.
-    fn new(held: &Versions, chosen: &[&XdsResource], sending: &[&XdsResource]) -> Update {
+    /// From holding `held` (names in order) to `chosen` (in name order) by
+    /// sending `sending`.
+    fn new<'h>(
+        held: impl Iterator<Item = &'h Arc<str>>,
+        chosen: &[&XdsResource],
+        sending: &[&XdsResource],
+    ) -> Update {
         let mut still = SortedWalk::new(chosen.iter().map(|r| &*r.name));
-        let dropped = held
-            .keys()
-            .filter(|name| !still.contains(name))
-            .cloned()
-            .collect();
+        let dropped = held.filter(|name| !still.contains(name)).cloned().collect();
         Update::of(sending, dropped)
     }
 
@@ -394,23 +466,18 @@ impl Update {
         }
     }
 
-    /// The version of what a client holding `held` holds after taking this:
-    /// both walked in name order, nothing copied.
-    fn version_after(&self, held: &Versions) -> String {
+    /// The version of what a client holding `held` (in name order) holds
+    /// after taking this: both walked in name order, nothing copied.
+    fn version_after<'h>(
+        &self,
+        held: impl Iterator<Item = (&'h Arc<str>, &'h Arc<str>)>,
+    ) -> String {
         let mut dropped = SortedWalk::new(self.dropped.iter().map(|n| &**n));
         let kept = held
-            .iter()
             .filter(|(name, _)| !dropped.contains(name))
             .map(|(n, v)| (&**n, &**v));
         let sent = self.sent.iter().map(|(n, v)| (&**n, &**v));
         set_version(merged(kept, sent))
-    }
-
-    fn apply(self, held: &mut Versions) {
-        for name in &self.dropped {
-            held.remove(name);
-        }
-        held.extend(self.sent);
     }
 }
 
@@ -431,17 +498,6 @@ fn merged<'a>(
         (Some(_), None) => first.next(),
         (None, None) => None,
     })
-}
-
-/// Each resource's version, by name, where `type_url` needs them.
-fn versions(type_url: &str, resources: &[&XdsResource]) -> Versions {
-    if type_url::is_full_state(type_url) {
-        return Versions::new();
-    }
-    resources
-        .iter()
-        .map(|r| (r.name.clone(), r.version.clone()))
-        .collect()
 }
 
 /// The version and resources a subscription gets, and whether that is
@@ -467,7 +523,9 @@ fn contents<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xds::protocol::fixtures::{compiled, compiled_at, large_mesh, stepped};
+    use crate::xds::protocol::fixtures::{
+        compiled, compiled_at, large_mesh, large_mesh_of, stepped,
+    };
     use envoy_types::pb::google::rpc::Status as RpcStatus;
 
     fn request(type_url: &str, names: &[&str], version: &str, nonce: &str) -> SotwRequest {
@@ -514,7 +572,7 @@ mod tests {
         Arc::make_mut(&mut v2).note_changes_since(&v1);
         let mut v3 = compiled_at(8081, 3, 2);
         Arc::make_mut(&mut v3).note_changes_since(&v2);
-        let run = |v2: &Compiled, v3: &Compiled| {
+        let run = |v2: &Arc<Compiled>, v3: &Arc<Compiled>| {
             let mut stream = SotwStream::default();
             let (first, _) =
                 stream.handle_request(request(type_url::ENDPOINT, &["checkout.shop"], "", ""), &v1);
@@ -554,8 +612,9 @@ mod tests {
             }
             noted.push(output);
         }
-        let unmarked: Vec<Compiled> = (1..=STEPS).map(stepped).collect();
-        let run = |names: &[&str], outputs: &[Compiled], expect_quick: bool| {
+        let noted: Vec<Arc<Compiled>> = noted.into_iter().map(Arc::new).collect();
+        let unmarked: Vec<Arc<Compiled>> = (1..=STEPS).map(|s| Arc::new(stepped(s))).collect();
+        let run = |names: &[&str], outputs: &[Arc<Compiled>], expect_quick: bool| {
             let mut stream = SotwStream::default();
             let mut seen = Vec::new();
             let (first, _) =
@@ -670,15 +729,71 @@ mod tests {
             resource: Default::default(),
         };
         let (a2, c1, e1) = (resource("a", "2"), resource("c", "1"), resource("e", "1"));
-        let mut held: Versions = [("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")]
+        let held: Versions = [("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")]
             .iter()
             .map(|(n, v)| (Arc::from(*n), Arc::from(*v)))
             .collect();
+        let mut state = TypeState {
+            held: Held::Listed(held),
+            ..Default::default()
+        };
+        let eds = type_url::ENDPOINT;
         // b and d are no longer wanted, a changed, c did not, e is new.
-        let update = Update::new(&held, &[&a2, &c1, &e1], &[&a2, &e1]);
-        update.apply(&mut held);
-        let now: Vec<(&str, &str)> = held.iter().map(|(n, v)| (&**n, &**v)).collect();
+        let update = Update::new(
+            state.all_held(eds).map(|(n, _)| n),
+            &[&a2, &c1, &e1],
+            &[&a2, &e1],
+        );
+        state.take(update, eds);
+        let now: Vec<(&str, &str)> = state.all_held(eds).map(|(n, v)| (&**n, &**v)).collect();
         assert_eq!(now, [("a", "2"), ("c", "1"), ("e", "1")]);
+    }
+
+    #[test]
+    fn a_client_holding_an_output_whole_takes_a_large_change_as_one_holding_the_list() {
+        let eds = type_url::ENDPOINT;
+        // Half the services, then all: the first half unchanged.
+        let (half, mesh) = (large_mesh_of(10), large_mesh());
+        let (full_version, _, _) = contents(eds, &Subscription::wildcard(), &mesh);
+        // The same steps twice: holding the first output whole, and holding
+        // it written out as a list.
+        let run = |listed: bool| {
+            let mut stream = SotwStream::default();
+            let mut asking = request(eds, &["*"], "", "");
+            while let Some(part) = stream.handle_request(asking.clone(), &half).0 {
+                asking.version_info = part.version_info;
+                asking.response_nonce = part.nonce;
+            }
+            let state = stream.types.get_mut(eds).expect("subscribed");
+            let Held::Whole(exact) = &state.held else {
+                panic!("an ACKed complete response leaves the output held whole");
+            };
+            if listed {
+                let list = exact.contents(eds, &state.subscription);
+                state.held = Held::Listed(list.map(|(n, v)| (n.clone(), v.clone())).collect());
+            }
+            // Too large a change for one response: it goes out in parts.
+            let mut next = stream.handle_update(&mesh).pop();
+            let mut seen = Vec::new();
+            while let Some(response) = next {
+                let mut sent: Vec<Vec<u8>> =
+                    response.resources.iter().map(|r| r.value.clone()).collect();
+                sent.sort();
+                seen.push((response.version_info.clone(), sent));
+                asking.version_info = response.version_info;
+                asking.response_nonce = response.nonce;
+                next = stream.handle_request(asking.clone(), &mesh).0;
+            }
+            assert!(
+                matches!(stream.types[eds].held, Held::Whole(_)),
+                "the last part leaves the new output held whole"
+            );
+            seen
+        };
+        let whole = run(false);
+        assert!(whole.len() > 1, "in parts: {}", whole.len());
+        assert_eq!(whole.last().map(|(v, _)| v), Some(&full_version));
+        assert_eq!(whole, run(true));
     }
 
     #[test]
