@@ -7,6 +7,7 @@ pub mod mesh;
 mod protocol;
 mod push;
 pub mod registry;
+mod requests;
 mod sotw;
 mod sotw_request;
 pub mod standing;
@@ -27,7 +28,7 @@ use standing::Standing;
 use std::sync::{Arc, Mutex};
 use table::RouteTable;
 use tokio::sync::{mpsc, watch};
-use tonic::{Status, Streaming};
+use tonic::Status;
 
 pub struct XdsService {
     node_id: u64,
@@ -280,7 +281,7 @@ fn check_names(count: usize) -> Result<(), Status> {
 /// mesh changes in, responses out.
 async fn run_stream<P: AdsProtocol>(
     mut ctx: StreamContext,
-    mut requests: Streaming<P::Request>,
+    mut requests: requests::Requests<P::Request>,
     tx: Outbox<P::Response>,
 ) -> Result<(), Status> {
     let mut stream = P::default();

@@ -3,20 +3,17 @@
 //! is encoded into a buffer of exactly its size and freed once written.
 //! (tonic's encoder keeps one buffer per stream, grown to the largest
 //! response the stream ever sent, for the stream's life: with 1,000 proxies
-//! that was most of the node's memory.) Requests are decoded by tonic.
+//! that was most of the node's memory.) Requests are read by `requests.rs`.
 
-use super::{delta::DeltaStream, protocol::AdsProtocol, sotw::SotwStream, XdsService};
+use super::{
+    delta::DeltaStream, protocol::AdsProtocol, requests::Requests, sotw::SotwStream, XdsService,
+};
 use bytes::{BufMut, Bytes, BytesMut};
 use http_body_util::StreamBody;
 use hyper::body::Frame;
 use std::{convert::Infallible, future::Future, pin::Pin, sync::Arc, task::Poll};
 use tokio::sync::mpsc;
-use tonic::{
-    body::Body,
-    codec::{BufferSettings, Codec, DecodeBuf, Decoder},
-    server::NamedService,
-    Status,
-};
+use tonic::{body::Body, server::NamedService, Status};
 
 const SERVICE: &str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
 const STATE_OF_THE_WORLD: &str =
@@ -72,9 +69,7 @@ fn open<P: AdsProtocol>(xds: &XdsService, request: http::Request<Body>) -> http:
         return Status::unimplemented("compressed requests are not supported").into_http();
     }
     let (parts, body) = request.into_parts();
-    let decoder =
-        SmallBuffer(tonic_prost::ProstCodec::<P::Response, P::Request>::default().decoder());
-    let requests = tonic::Streaming::new_request(decoder, body, None, Some(MAX_REQUEST_BYTES));
+    let requests = Requests::new(body, MAX_REQUEST_BYTES);
     let context = xds.stream_context(&parts.extensions);
     let (tx, rx) = mpsc::channel(super::RESPONSE_BUFFER);
     super::spawn_stream(tx.clone(), super::run_stream::<P>(context, requests, tx));
@@ -84,25 +79,6 @@ fn open<P: AdsProtocol>(xds: &XdsService, request: http::Request<Body>) -> http:
         http::HeaderValue::from_static("application/grpc"),
     );
     response
-}
-
-/// A decoder whose buffer starts at 1 KiB, not tonic's 8: a proxy's
-/// requests are mostly a few hundred bytes, and each stream keeps its
-/// buffer (grown to its largest request) for its life.
-struct SmallBuffer<D>(D);
-
-impl<D: Decoder> Decoder for SmallBuffer<D> {
-    type Item = D::Item;
-    type Error = D::Error;
-
-    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<D::Item>, D::Error> {
-        self.0.decode(src)
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        // The yield threshold is for encoding; tonic's default, 32 KiB.
-        BufferSettings::new(1024, 32 * 1024)
-    }
 }
 
 /// The response body: each message framed as gRPC, then the status as
