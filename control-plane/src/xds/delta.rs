@@ -99,13 +99,15 @@ impl DeltaStream {
                 state.subscription.wildcard = true;
             }
         }
-        for name in &request.resource_names_subscribe {
-            if name == "*" {
-                state.subscription.wildcard = true;
-            } else {
-                state.subscription.add(name, &request.type_url, compiled);
-            }
+        let subscribing = request.resource_names_subscribe.iter().map(String::as_str);
+        if subscribing.clone().any(|name| name == "*") {
+            state.subscription.wildcard = true;
         }
+        state.subscription.add(
+            subscribing.filter(|name| *name != "*"),
+            &request.type_url,
+            compiled,
+        );
         for name in &request.resource_names_unsubscribe {
             if name == "*" {
                 state.subscription.wildcard = false;

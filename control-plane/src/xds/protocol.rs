@@ -119,21 +119,33 @@ impl Subscription {
             wildcard: Self::wildcard_in(names.clone(), type_url),
             ..Default::default()
         };
-        for name in names.filter(|n| *n != "*") {
-            asked.add(name, type_url, compiled);
-        }
+        asked.add(names.filter(|n| *n != "*"), type_url, compiled);
         asked
     }
 
-    /// Subscribes to `name`, sharing the compiled resource's copy of the
-    /// name if `compiled` has one.
-    pub fn add(&mut self, name: &str, type_url: &str, compiled: &Compiled) {
-        if self.names.contains(name) {
-            return;
+    /// Subscribes to `names`, each sharing the compiled resource's copy of
+    /// the name if `compiled` has one.
+    pub fn add<'a>(
+        &mut self,
+        names: impl Iterator<Item = &'a str>,
+        type_url: &str,
+        compiled: &Compiled,
+    ) {
+        let added: Vec<Arc<str>> = names
+            .filter(|name| !self.names.contains(*name))
+            .map(|name| {
+                compiled
+                    .get_shared(type_url, name)
+                    .map_or_else(|| name.into(), |r| r.name.clone())
+            })
+            .collect();
+        if self.names.is_empty() {
+            // Built at once, the set's nodes are full; inserted one by one
+            // in order, each is left half empty (twice the memory).
+            self.names = added.into_iter().collect();
+        } else {
+            self.names.extend(added);
         }
-        let shared = compiled.get_shared(type_url, name);
-        self.names
-            .insert(shared.map_or_else(|| name.into(), |r| r.name.clone()));
     }
 
     /// Whether `names`, in ascending order, ask for exactly this: one walk,
