@@ -4,7 +4,7 @@
 //! over its stdin and stdout, one line per step:
 //!
 //! ```text
-//! parent: (starts `meridian-xds-bench --clients SERVERS COUNT [--light]`)
+//! parent: (starts `meridian-xds-bench --clients SERVERS COUNT FIRST [--light]`)
 //! child:  ready FIRST_VIEW_MS
 //! parent: mark                 child: marked
 //! parent: wait T0_UNIX_US      child: done BYTES LATENCY_US...
@@ -27,18 +27,19 @@ pub struct ClientSet {
 pub type Dial<'a> = &'a dyn Fn(usize, &str, &str) -> Dialer;
 
 impl ClientSet {
-    /// Connects `count` clients, client `i` to `servers[i % n]`, in
-    /// cluster `c{i % clusters}`. `light` clients keep no load assignment
-    /// bodies (names and versions only), so ten thousand fit in memory.
+    /// Connects `count` clients numbered from `first`, client `i` to
+    /// `servers[i % n]`, in cluster `c{i % clusters}`. `light` clients keep
+    /// no load assignment bodies (names and versions only), so ten thousand
+    /// fit in memory.
     pub async fn connect(
         servers: &[String],
-        count: usize,
+        (first, count): (usize, usize),
         clusters: usize,
         light: bool,
         dial: Dial<'_>,
     ) -> Self {
         let mut clients = Vec::with_capacity(count);
-        for i in 0..count {
+        for i in first..first + count {
             let (name, cluster) = (format!("bench-{i}"), format!("c{}", i % clusters));
             let id = xds::node(&name, &cluster);
             let channel = dial(i, &name, &cluster)
@@ -127,14 +128,14 @@ impl ClientSet {
 /// The client process's side: serves the protocol on stdin and stdout.
 pub async fn serve_parent(
     servers: Vec<String>,
-    count: usize,
+    numbers: (usize, usize),
     clusters: usize,
     services: usize,
     light: bool,
 ) {
     let started = Instant::now();
     let insecure = |_: usize, _: &str, _: &str| Dialer::insecure();
-    let mut set = ClientSet::connect(&servers, count, clusters, light, &insecure).await;
+    let mut set = ClientSet::connect(&servers, numbers, clusters, light, &insecure).await;
     set.wait_full_view(services).await;
     println!("ready {}", started.elapsed().as_millis());
     let stdin = std::io::stdin();
@@ -173,8 +174,14 @@ pub struct Remote {
 }
 
 impl Remote {
-    /// Starts the client process, on `cpus` (taskset's list) when given.
-    pub fn start(servers: &[String], count: usize, light: bool, cpus: Option<&str>) -> Self {
+    /// Starts the client process, on `cpus` (taskset's list) when given,
+    /// with `count` clients numbered from `first`.
+    pub fn start(
+        servers: &[String],
+        (first, count): (usize, usize),
+        light: bool,
+        cpus: Option<&str>,
+    ) -> Self {
         let exe = std::env::current_exe().expect("own path");
         let mut command = match cpus {
             Some(cpus) => {
@@ -185,7 +192,8 @@ impl Remote {
             None => Command::new(exe),
         };
         command
-            .args(["--clients", &servers.join(","), &count.to_string()])
+            .args(["--clients", &servers.join(",")])
+            .args([count.to_string(), first.to_string()])
             .args(light.then_some("--light"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped());

@@ -3,7 +3,9 @@
 //! control-plane node and on three. Prints, per setup, over 20 changes of
 //! one service's endpoints: time from each change until every client holds
 //! it (p50, p99), the CPU time the nodes spent per change, resource bytes
-//! sent per change, and each node's RSS; then the compile times for 100,000
+//! sent per change, and each node's RSS; then the RSS that half as many
+//! clients more add per stream (the cost of one more idle stream, its
+//! locality's routes already compiled); then the compile times for 100,000
 //! endpoints.
 //!
 //! `meridian-xds-bench [CLIENTS] [ENDPOINTS] [--tls] [--same-process] [--light] [--nodes N]`
@@ -161,23 +163,25 @@ async fn run(setup: &Setup) {
     let rss_before: u64 = rss_kib_of(&nodes).iter().sum();
 
     let servers: Vec<String> = nodes.iter().map(|n| n.grpc.clone()).collect();
-    let started = Instant::now();
-    let mut clients = if setup.apart {
-        Clients::Apart(Remote::start(
-            &servers,
-            setup.clients,
-            setup.light,
-            setup.client_cpus.as_deref(),
-        ))
-    } else {
-        let dial = |_: usize, name: &str, cluster: &str| match &pki {
-            None => Dialer::insecure(),
-            Some(pki) => proxy_dialer(pki, cluster, name),
-        };
-        let set = ClientSet::connect(&servers, setup.clients, CLUSTERS, setup.light, &dial).await;
-        set.wait_full_view(SERVICES).await;
-        Clients::Here(set)
+    let dial = |_: usize, name: &str, cluster: &str| match &pki {
+        None => Dialer::insecure(),
+        Some(pki) => proxy_dialer(pki, cluster, name),
     };
+    // Clients numbered from `first`, each holding the full view.
+    let (servers, dial) = (&servers, &dial);
+    let connect = |first: usize, count: usize| async move {
+        if setup.apart {
+            let cpus = setup.client_cpus.as_deref();
+            Clients::Apart(Remote::start(servers, (first, count), setup.light, cpus))
+        } else {
+            let set =
+                ClientSet::connect(servers, (first, count), CLUSTERS, setup.light, dial).await;
+            set.wait_full_view(SERVICES).await;
+            Clients::Here(set)
+        }
+    };
+    let started = Instant::now();
+    let mut clients = connect(0, setup.clients).await;
     let first_view = match &clients {
         Clients::Here(_) => started.elapsed(),
         Clients::Apart(remote) => remote.first_view,
@@ -222,8 +226,17 @@ async fn run(setup: &Setup) {
     // the routes compiled for their localities.
     let per_stream_kib =
         rss.iter().sum::<u64>().saturating_sub(rss_before) / setup.clients.max(1) as u64;
+    // Then half as many clients more, in the localities already served:
+    // what each further stream costs, idle once it holds the full view.
+    let more = (setup.clients / 2).max(1);
+    let _more_clients = connect(setup.clients, more).await;
+    let each_more_kib = rss_kib_of(&nodes)
+        .iter()
+        .sum::<u64>()
+        .saturating_sub(rss.iter().sum())
+        / more as u64;
     println!(
-        "| {} | {} | {} | {} | {} | {:.1} s | {:.1} ms | {:.1} ms | {:.1} ms | {} ms | {} KiB | {} MiB | {} KiB |",
+        "| {} | {} | {} | {} | {} | {:.1} s | {:.1} ms | {:.1} ms | {:.1} ms | {} ms | {} KiB | {} MiB | {} KiB | {} KiB |",
         if setup.tls { "mTLS" } else { "plaintext" },
         if setup.apart { "apart" } else { "same" },
         setup.nodes,
@@ -240,6 +253,7 @@ async fn run(setup: &Setup) {
             .collect::<Vec<_>>()
             .join(", "),
         per_stream_kib,
+        each_more_kib,
     );
 }
 
@@ -308,7 +322,8 @@ async fn main() {
         // The client process (see clients.rs).
         let servers = args[1].split(',').map(str::to_string).collect();
         let count = args[2].parse().expect("COUNT");
-        clients::serve_parent(servers, count, CLUSTERS, SERVICES, light).await;
+        let first = args[3].parse().expect("FIRST");
+        clients::serve_parent(servers, (first, count), CLUSTERS, SERVICES, light).await;
         return;
     }
     let tls = args.iter().any(|a| a == "--tls");
@@ -344,8 +359,8 @@ async fn main() {
             .stdout(std::process::Stdio::null())
             .status();
     }
-    println!("| transport | clients | nodes | streams | endpoints | full view | change→ACK p50 | p99 | max | node CPU per change | bytes/change | RSS per node | RSS added per stream |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| transport | clients | nodes | streams | endpoints | full view | change→ACK p50 | p99 | max | node CPU per change | bytes/change | RSS per node | RSS added per stream | each stream more |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for nodes in node_counts {
         let setup = Setup {
             nodes,
