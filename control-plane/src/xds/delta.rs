@@ -2,6 +2,7 @@
 //! removals are named, and a client that reconnects with the versions it
 //! holds (`initial_resource_versions`) gets only what differs.
 
+use super::by_type::ByType;
 use super::protocol::{footprint, AdsProtocol, Feedback, Nonces, Subscription, MAX_RESPONSE_BYTES};
 use envoy_types::pb::envoy::{
     config::core::v3::Node,
@@ -23,9 +24,9 @@ struct TypeState {
     /// the next output's diff looks only at the names that output says
     /// changed, not at every resource.
     whole: Option<Arc<Compiled>>,
-    /// Responses not yet answered, by nonce (at most one: changes wait for
-    /// the answer, flow control) ...
-    pending: BTreeMap<String, Sent>,
+    /// Responses not yet answered, with their nonces (usually none or one:
+    /// changes wait for the answer, flow control) ...
+    pending: Vec<(String, Sent)>,
     /// ... and this says changes waited, so the answer brings the newest state.
     dirty: bool,
 }
@@ -46,7 +47,7 @@ type Change = (Arc<str>, Option<Arc<str>>, Option<Arc<str>>);
 
 #[derive(Debug, Default)]
 pub struct DeltaStream {
-    types: BTreeMap<String, TypeState>,
+    types: ByType<TypeState>,
     nonces: Nonces,
     system_version: String,
 }
@@ -59,11 +60,11 @@ impl DeltaStream {
         system_version: &str,
     ) -> (Option<DeltaDiscoveryResponse>, Option<Feedback>) {
         self.system_version = system_version.to_string();
-        let first = !self.types.contains_key(&request.type_url);
-        let state = self.types.entry(request.type_url.clone()).or_default();
+        let first = !self.types.contains(&request.type_url);
+        let state = self.types.entry(&request.type_url);
         let mut feedback = None;
         if !request.response_nonce.is_empty() {
-            if let Some(sent) = state.pending.remove(&request.response_nonce) {
+            if let Some(sent) = state.answered(&request.response_nonce) {
                 feedback = Some(match &request.error_detail {
                     Some(error) => {
                         state.forget(&request.type_url, sent.changes);
@@ -137,7 +138,7 @@ impl DeltaStream {
         system_version: &str,
     ) -> Vec<DeltaDiscoveryResponse> {
         self.system_version = system_version.to_string();
-        let types: Vec<String> = self.types.keys().cloned().collect();
+        let types = self.types.type_urls();
         types
             .iter()
             .filter_map(|t| {
@@ -240,13 +241,13 @@ impl DeltaStream {
             return None;
         }
         let nonce = self.nonces.next();
-        state.pending.insert(
+        state.pending.push((
             nonce.clone(),
             Sent {
                 system_version: self.system_version.clone(),
                 changes,
             },
-        );
+        ));
         Some(DeltaDiscoveryResponse {
             system_version_info: self.system_version.clone(),
             resources,
@@ -259,6 +260,17 @@ impl DeltaStream {
 }
 
 impl TypeState {
+    /// The response answered with `nonce`, no longer pending.
+    fn answered(&mut self, nonce: &str) -> Option<Sent> {
+        let i = self.pending.iter().position(|(n, _)| n == nonce)?;
+        let (_, sent) = self.pending.remove(i);
+        if self.pending.is_empty() {
+            // Its room goes too: most streams wait for no answer most of the time.
+            self.pending = Vec::new();
+        }
+        Some(sent)
+    }
+
     /// The resource `name` as the client holds it: its shared name and version.
     fn held(&self, type_url: &str, name: &str) -> Option<(&Arc<str>, &Arc<str>)> {
         match &self.whole {

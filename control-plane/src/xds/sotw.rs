@@ -3,6 +3,7 @@
 //! ACK/NACK, wildcard and named subscriptions, stale nonces ignored, no
 //! resend of a NACKed version, no push on reconnect when nothing changed.
 
+use super::by_type::ByType;
 use super::protocol::{
     footprint, AdsProtocol, Feedback, Nonces, SortedWalk, Subscription, MAX_RESPONSE_BYTES,
 };
@@ -38,7 +39,7 @@ struct TypeState {
 
 #[derive(Debug, Default)]
 pub struct SotwStream {
-    types: BTreeMap<String, TypeState>,
+    types: ByType<TypeState>,
     nonces: Nonces,
 }
 
@@ -48,8 +49,8 @@ impl SotwStream {
         request: SotwRequest,
         compiled: &Arc<Compiled>,
     ) -> (Option<DiscoveryResponse>, Option<Feedback>) {
-        let first = !self.types.contains_key(&request.type_url);
-        let state = self.types.entry(request.type_url.clone()).or_default();
+        let first = !self.types.contains(&request.type_url);
+        let state = self.types.entry(&request.type_url);
         let mut feedback = None;
         if !request.response_nonce.is_empty() {
             match &state.sent {
@@ -128,7 +129,7 @@ impl SotwStream {
     /// Responses for every subscribed type whose contents changed and whose
     /// last response the client has answered; the others wait for it.
     fn handle_update(&mut self, compiled: &Arc<Compiled>) -> Vec<DiscoveryResponse> {
-        let types: Vec<String> = self.types.keys().cloned().collect();
+        let types = self.types.type_urls();
         types
             .iter()
             .filter_map(|t| {

@@ -10,9 +10,8 @@
 //! proxy; a type whose content changed is held through the new revision
 //! only once the proxy ACKs it. A proxy holds N when every type does.
 
-use super::protocol::Feedback;
+use super::{by_type::ByType, protocol::Feedback};
 use meridian_proto::v1::{Proxy, ProxyTypeStatus};
-use std::collections::BTreeMap;
 
 /// One type's standing.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -42,7 +41,7 @@ pub struct Standing {
     /// State of the world: a response replaces the unanswered ones before
     /// it (only the latest is answered). Delta: each is answered in turn.
     supersedes: bool,
-    types: BTreeMap<String, TypeStanding>,
+    types: ByType<TypeStanding>,
     /// The type of the last NACK.
     last_nack: Option<String>,
 }
@@ -53,7 +52,7 @@ impl Standing {
     pub fn new(supersedes: bool) -> Self {
         Standing {
             supersedes,
-            types: BTreeMap::new(),
+            types: ByType::default(),
             last_nack: None,
         }
     }
@@ -61,7 +60,7 @@ impl Standing {
     /// A response of `type_url` at `version`, compiled from the mesh at
     /// `revision`, goes to the proxy.
     pub fn sent(&mut self, type_url: &str, version: &str, revision: u64, now_ms: u64) {
-        let state = self.types.entry(type_url.to_string()).or_default();
+        let state = self.types.entry(type_url);
         state.sent = Some((version.to_string(), revision));
         state.outstanding = if self.supersedes {
             1
@@ -77,7 +76,7 @@ impl Standing {
     /// reported with [`Standing::sent`]): the others' content is current
     /// at `revision` too, and a proxy in step with them holds it.
     pub fn evaluated(&mut self, revision: u64, sent: &[&str]) {
-        for (type_url, state) in &mut self.types {
+        for (type_url, state) in self.types.iter_mut() {
             if sent.contains(&type_url.as_str()) {
                 continue;
             }
@@ -97,7 +96,7 @@ impl Standing {
     pub fn answered(&mut self, feedback: &Feedback, revision: u64, now_ms: u64) {
         let (Feedback::Ack { type_url, .. } | Feedback::Nack { type_url, .. }) = feedback;
         let supersedes = self.supersedes;
-        let state = self.types.entry(type_url.clone()).or_default();
+        let state = self.types.entry(type_url);
         state.outstanding = match supersedes {
             true => 0,
             false => state.outstanding.saturating_sub(1),
