@@ -65,6 +65,7 @@ impl<T> ByType<T> {
     }
 }
 
+#[cfg(test)]
 impl<T> std::ops::Index<&str> for ByType<T> {
     type Output = T;
 

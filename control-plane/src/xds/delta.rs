@@ -4,9 +4,9 @@
 
 use super::by_type::ByType;
 use super::protocol::{footprint, AdsProtocol, Feedback, Nonces, Subscription, MAX_RESPONSE_BYTES};
+use super::response::DeltaResponse;
 use envoy_types::pb::envoy::{
-    config::core::v3::Node,
-    service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource},
+    config::core::v3::Node, service::discovery::v3::DeltaDiscoveryRequest,
 };
 use meridian_routes::{type_url, Compiled, XdsResource};
 use std::collections::BTreeMap;
@@ -58,7 +58,7 @@ impl DeltaStream {
         request: DeltaDiscoveryRequest,
         compiled: &Arc<Compiled>,
         system_version: &str,
-    ) -> (Option<DeltaDiscoveryResponse>, Option<Feedback>) {
+    ) -> (Option<DeltaResponse>, Option<Feedback>) {
         self.system_version = system_version.to_string();
         let first = !self.types.contains(&request.type_url);
         let state = self.types.entry(&request.type_url);
@@ -136,7 +136,7 @@ impl DeltaStream {
         &mut self,
         compiled: &Arc<Compiled>,
         system_version: &str,
-    ) -> Vec<DeltaDiscoveryResponse> {
+    ) -> Vec<DeltaResponse> {
         self.system_version = system_version.to_string();
         let types = self.types.type_urls();
         types
@@ -157,7 +157,7 @@ impl DeltaStream {
         type_url: &str,
         compiled: &Arc<Compiled>,
         always: bool,
-    ) -> Option<DeltaDiscoveryResponse> {
+    ) -> Option<DeltaResponse> {
         let state = self.types.get_mut(type_url)?;
         let empty = BTreeMap::new();
         let current = compiled.of_type(type_url).unwrap_or(&empty);
@@ -198,12 +198,8 @@ impl DeltaStream {
                     Some(resource.version.clone()),
                     held.map(|(_, version)| version.clone()),
                 ));
-                resources.push(Resource {
-                    name: name.clone(),
-                    version: resource.version.to_string(),
-                    resource: Some(resource.resource.clone()),
-                    ..Default::default()
-                });
+                // Shared, not copied: encoded straight from the compiled resource.
+                resources.push(resource.clone());
             }
         }
         // None of these was a candidate: gone from the output or no longer wanted.
@@ -248,13 +244,12 @@ impl DeltaStream {
                 changes,
             },
         ));
-        Some(DeltaDiscoveryResponse {
+        Some(DeltaResponse {
             system_version_info: self.system_version.clone(),
             resources,
             type_url: type_url.to_string(),
             removed_resources: removed,
             nonce,
-            ..Default::default()
         })
     }
 }
@@ -315,7 +310,7 @@ impl TypeState {
 
 impl AdsProtocol for DeltaStream {
     type Request = DeltaDiscoveryRequest;
-    type Response = DeltaDiscoveryResponse;
+    type Response = DeltaResponse;
     const NAME: &'static str = "delta";
     const SUPERSEDES: bool = false;
 
@@ -332,15 +327,11 @@ impl AdsProtocol for DeltaStream {
         request: DeltaDiscoveryRequest,
         compiled: &Arc<Compiled>,
         system_version: &str,
-    ) -> (Option<DeltaDiscoveryResponse>, Option<Feedback>) {
+    ) -> (Option<DeltaResponse>, Option<Feedback>) {
         self.handle_request(request, compiled, system_version)
     }
 
-    fn on_update(
-        &mut self,
-        compiled: &Arc<Compiled>,
-        system_version: &str,
-    ) -> Vec<DeltaDiscoveryResponse> {
+    fn on_update(&mut self, compiled: &Arc<Compiled>, system_version: &str) -> Vec<DeltaResponse> {
         self.handle_update(compiled, system_version)
     }
 
@@ -396,13 +387,13 @@ mod tests {
             let bytes: usize = response
                 .resources
                 .iter()
-                .filter_map(|r| r.resource.as_ref())
+                .map(|r| &r.resource)
                 .map(|a| a.value.len())
                 .sum();
             let largest = response
                 .resources
                 .iter()
-                .filter_map(|r| r.resource.as_ref())
+                .map(|r| &r.resource)
                 .map(|a| a.value.len())
                 .max()
                 .unwrap_or(0);
@@ -442,7 +433,7 @@ mod tests {
             "3",
         );
         let update = update.expect("the coalesced update");
-        let added: Vec<&str> = update.resources.iter().map(|r| r.name.as_str()).collect();
+        let added: Vec<&str> = update.resources.iter().map(|r| &*r.name).collect();
         assert!(added.contains(&"outbound_8082"), "{added:?}");
         assert!(!added.contains(&"outbound_8081"), "{added:?}");
         assert!(update
@@ -473,7 +464,11 @@ mod tests {
         stream.handle_request(answer, v1, "1");
         let update = stream.handle_update(v2, "2");
         let response = update.first().expect("an update");
-        let mut sent: Vec<String> = response.resources.iter().map(|r| r.name.clone()).collect();
+        let mut sent: Vec<String> = response
+            .resources
+            .iter()
+            .map(|r| r.name.to_string())
+            .collect();
         let mut removed = response.removed_resources.clone();
         sent.sort();
         removed.sort();
@@ -551,7 +546,7 @@ mod tests {
                         let mut sent: Vec<(String, Vec<u8>)> = update
                             .resources
                             .iter()
-                            .map(|r| (r.name.clone(), r.resource.clone().unwrap_or_default().value))
+                            .map(|r| (r.name.to_string(), r.resource.value.clone()))
                             .collect();
                         sent.sort();
                         let mut removed = update.removed_resources.clone();
@@ -583,7 +578,7 @@ mod tests {
             "1",
         );
         let response = response.expect("initial");
-        let names: Vec<&str> = response.resources.iter().map(|r| r.name.as_str()).collect();
+        let names: Vec<&str> = response.resources.iter().map(|r| &*r.name).collect();
         assert!(
             names.contains(&"outbound_8080") && names.contains(&"checkout.shop:8080"),
             "{names:?}"
@@ -598,11 +593,7 @@ mod tests {
 
         let update = stream.handle_update(&compiled(8081, 2), "2");
         assert_eq!(update.len(), 1);
-        let changed: Vec<&str> = update[0]
-            .resources
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
+        let changed: Vec<&str> = update[0].resources.iter().map(|r| &*r.name).collect();
         assert!(
             changed.contains(&"outbound_8081") && changed.contains(&"checkout.shop:8081"),
             "{changed:?}"
@@ -644,7 +635,7 @@ mod tests {
 
         // Only cart changes next; checkout's refused routes go out again with it.
         let next = stream.handle_update(&compiled_at(8080, 2, 2), "3");
-        let mut sent: Vec<&str> = next[0].resources.iter().map(|r| r.name.as_str()).collect();
+        let mut sent: Vec<&str> = next[0].resources.iter().map(|r| &*r.name).collect();
         sent.sort();
         assert_eq!(sent, ["cart.shop", "checkout.shop"]);
     }
@@ -658,7 +649,7 @@ mod tests {
             .expect("initial")
             .resources
             .into_iter()
-            .map(|r| (r.name, r.version))
+            .map(|r| (r.name.to_string(), r.version.to_string()))
             .collect();
         let mut second = DeltaStream::default();
         let mut reconnect = request(type_url::CLUSTER, &[], "");

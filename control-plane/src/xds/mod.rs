@@ -9,6 +9,7 @@ mod protocol;
 mod push;
 pub mod registry;
 mod requests;
+mod response;
 mod sotw;
 mod sotw_request;
 pub mod standing;

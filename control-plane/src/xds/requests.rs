@@ -29,7 +29,8 @@ impl<M: prost::Message + Default> Requests<M> {
 
     /// The next request; `None` once the client closed its side between
     /// requests. An error for a malformed, compressed or oversized one, or
-    /// a side closed inside one.
+    /// a side closed inside one. Cancel-safe (the stream's loop selects on
+    /// it): what has arrived is kept here, not in the future.
     pub async fn message(&mut self) -> Result<Option<M>, Status> {
         loop {
             if let Some(bytes) = self.messages.next()? {

@@ -7,8 +7,9 @@ use super::by_type::ByType;
 use super::protocol::{
     footprint, AdsProtocol, Feedback, Nonces, SortedWalk, Subscription, MAX_RESPONSE_BYTES,
 };
+use super::response::SotwResponse;
 use super::sotw_request::SotwRequest;
-use envoy_types::pb::envoy::{config::core::v3::Node, service::discovery::v3::DiscoveryResponse};
+use envoy_types::pb::envoy::config::core::v3::Node;
 use meridian_routes::{set_version, type_url, Compiled, XdsResource};
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -48,7 +49,7 @@ impl SotwStream {
         &mut self,
         request: SotwRequest,
         compiled: &Arc<Compiled>,
-    ) -> (Option<DiscoveryResponse>, Option<Feedback>) {
+    ) -> (Option<SotwResponse>, Option<Feedback>) {
         let first = !self.types.contains(&request.type_url);
         let state = self.types.entry(&request.type_url);
         let mut feedback = None;
@@ -128,7 +129,7 @@ impl SotwStream {
 
     /// Responses for every subscribed type whose contents changed and whose
     /// last response the client has answered; the others wait for it.
-    fn handle_update(&mut self, compiled: &Arc<Compiled>) -> Vec<DiscoveryResponse> {
+    fn handle_update(&mut self, compiled: &Arc<Compiled>) -> Vec<SotwResponse> {
         let types = self.types.type_urls();
         types
             .iter()
@@ -148,7 +149,7 @@ impl SotwStream {
         type_url: &str,
         compiled: &Arc<Compiled>,
         force: bool,
-    ) -> Option<DiscoveryResponse> {
+    ) -> Option<SotwResponse> {
         let state = self.types.get_mut(type_url)?;
         let untouched = state
             .evaluated
@@ -235,19 +236,19 @@ impl SotwStream {
         let nonce = self.nonces.next();
         state.sent = Some((version.clone(), nonce.clone()));
         state.awaiting = true;
-        Some(DiscoveryResponse {
+        Some(SotwResponse {
             version_info: version,
-            resources: sending.iter().map(|r| r.resource.clone()).collect(),
+            // Shared, not copied: encoded straight from the compiled resources.
+            resources: sending.into_iter().cloned().collect(),
             type_url: type_url.to_string(),
             nonce,
-            ..Default::default()
         })
     }
 }
 
 impl AdsProtocol for SotwStream {
     type Request = SotwRequest;
-    type Response = DiscoveryResponse;
+    type Response = SotwResponse;
     const NAME: &'static str = "sotw";
     const SUPERSEDES: bool = true;
 
@@ -264,15 +265,11 @@ impl AdsProtocol for SotwStream {
         request: SotwRequest,
         compiled: &Arc<Compiled>,
         _system_version: &str,
-    ) -> (Option<DiscoveryResponse>, Option<Feedback>) {
+    ) -> (Option<SotwResponse>, Option<Feedback>) {
         self.handle_request(request, compiled)
     }
 
-    fn on_update(
-        &mut self,
-        compiled: &Arc<Compiled>,
-        _system_version: &str,
-    ) -> Vec<DiscoveryResponse> {
+    fn on_update(&mut self, compiled: &Arc<Compiled>, _system_version: &str) -> Vec<SotwResponse> {
         self.handle_update(compiled)
     }
 
@@ -409,7 +406,7 @@ fn changes_only<'a>(
     state: &TypeState,
     compiled: &'a Compiled,
     type_url: &str,
-) -> Option<(Vec<&'a XdsResource>, Update, bool)> {
+) -> Option<(Vec<&'a Arc<XdsResource>>, Update, bool)> {
     let Held::Whole(held_of) = &state.held else {
         return None;
     };
@@ -429,7 +426,7 @@ fn changes_only<'a>(
             Some(resource) => {
                 if state.held(type_url, &resource.name).map(|(_, v)| v) != Some(&resource.version) {
                     bytes += resource.resource.value.len();
-                    sending.push(&**resource);
+                    sending.push(resource);
                 }
             }
             None => dropped.extend(state.held(type_url, name).map(|(n, _)| n.clone())),
@@ -447,8 +444,8 @@ impl Update {
     /// sending `sending`.
     fn new<'h>(
         held: impl Iterator<Item = &'h Arc<str>>,
-        chosen: &[&XdsResource],
-        sending: &[&XdsResource],
+        chosen: &[&Arc<XdsResource>],
+        sending: &[&Arc<XdsResource>],
     ) -> Update {
         let mut still = SortedWalk::new(chosen.iter().map(|r| &*r.name));
         let dropped = held.filter(|name| !still.contains(name)).cloned().collect();
@@ -456,7 +453,7 @@ impl Update {
     }
 
     /// Sending `sending` (in name order) and dropping `dropped`.
-    fn of(sending: &[&XdsResource], dropped: Vec<Arc<str>>) -> Update {
+    fn of(sending: &[&Arc<XdsResource>], dropped: Vec<Arc<str>>) -> Update {
         Update {
             sent: sending
                 .iter()
@@ -508,11 +505,11 @@ fn contents<'a>(
     type_url: &str,
     subscription: &Subscription,
     compiled: &'a Compiled,
-) -> (String, Vec<&'a XdsResource>, bool) {
+) -> (String, Vec<&'a Arc<XdsResource>>, bool) {
     let Some(all) = compiled.of_type(type_url) else {
         return (set_version(std::iter::empty()), Vec::new(), true);
     };
-    let chosen: Vec<&XdsResource> = subscription.chosen(all).map(|(_, r)| &**r).collect();
+    let chosen: Vec<&Arc<XdsResource>> = subscription.chosen(all).map(|(_, r)| r).collect();
     let every = chosen.len() == all.len();
     let version = match every {
         true => compiled.version_of_all(type_url),
@@ -645,8 +642,11 @@ mod tests {
                         "step {step}"
                     );
                     if let Some(update) = stream.handle_update(next).pop() {
-                        let mut sent: Vec<Vec<u8>> =
-                            update.resources.iter().map(|r| r.value.clone()).collect();
+                        let mut sent: Vec<Vec<u8>> = update
+                            .resources
+                            .iter()
+                            .map(|r| r.resource.value.clone())
+                            .collect();
                         sent.sort();
                         seen.push((step, update.version_info.clone(), sent));
                         last = update;
@@ -724,10 +724,12 @@ mod tests {
 
     #[test]
     fn an_acked_update_leaves_the_client_holding_what_it_was_sent_and_nothing_dropped() {
-        let resource = |name: &str, version: &str| XdsResource {
-            name: name.into(),
-            version: version.into(),
-            resource: Default::default(),
+        let resource = |name: &str, version: &str| {
+            Arc::new(XdsResource {
+                name: name.into(),
+                version: version.into(),
+                resource: Default::default(),
+            })
         };
         let (a2, c1, e1) = (resource("a", "2"), resource("c", "1"), resource("e", "1"));
         let held: Versions = [("a", "1"), ("b", "1"), ("c", "1"), ("d", "1")]
@@ -777,8 +779,11 @@ mod tests {
             let mut next = stream.handle_update(&mesh).pop();
             let mut seen = Vec::new();
             while let Some(response) = next {
-                let mut sent: Vec<Vec<u8>> =
-                    response.resources.iter().map(|r| r.value.clone()).collect();
+                let mut sent: Vec<Vec<u8>> = response
+                    .resources
+                    .iter()
+                    .map(|r| r.resource.value.clone())
+                    .collect();
                 sent.sort();
                 seen.push((response.version_info.clone(), sent));
                 asking.version_info = response.version_info;
@@ -819,7 +824,11 @@ mod tests {
         loop {
             let (response, _) = stream.handle_request(asking.clone(), &mesh);
             let Some(response) = response else { break };
-            let bytes: usize = response.resources.iter().map(|a| a.value.len()).sum();
+            let bytes: usize = response
+                .resources
+                .iter()
+                .map(|r| r.resource.value.len())
+                .sum();
             assert!(
                 bytes <= MAX_RESPONSE_BYTES + largest,
                 "{bytes} bytes in one response"
@@ -828,7 +837,7 @@ mod tests {
                 stream.handle_update(&mesh).is_empty(),
                 "nothing more before the client answers"
             );
-            received.extend(response.resources.iter().map(|a| a.value.clone()));
+            received.extend(response.resources.iter().map(|r| r.resource.value.clone()));
             versions.push(response.version_info.clone());
             asking.version_info = response.version_info;
             asking.response_nonce = response.nonce;
