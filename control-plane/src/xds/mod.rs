@@ -34,9 +34,11 @@ use tonic::Status;
 
 pub struct XdsService {
     node_id: u64,
-    /// Streams computing and sending an update at once, at most: a change
-    /// does not wake 10,000 streams onto two cores together.
-    pushing: Arc<tokio::sync::Semaphore>,
+    /// Streams working out a response at once, at most, to a change or to
+    /// a request: a change does not wake 10,000 streams onto two cores
+    /// together, nor do 10,000 proxies connecting at once fill the
+    /// runtime's queue ahead of Raft's work.
+    turns: Arc<tokio::sync::Semaphore>,
     metrics: Arc<Metrics>,
     mesh: watch::Receiver<Arc<MeshSnapshot>>,
     table: Arc<RouteTable>,
@@ -56,7 +58,7 @@ impl XdsService {
         let mesh = compile_ahead(mesh, table.clone());
         XdsService {
             node_id,
-            pushing: Arc::new(tokio::sync::Semaphore::new(cores * 2)),
+            turns: Arc::new(tokio::sync::Semaphore::new(cores * 2)),
             metrics,
             mesh,
             table,
@@ -68,7 +70,7 @@ impl XdsService {
     fn stream_context(&self, extensions: &http::Extensions) -> StreamContext {
         StreamContext {
             node_id: self.node_id,
-            pushing: self.pushing.clone(),
+            turns: self.turns.clone(),
             mesh: self.mesh.clone(),
             table: self.table.clone(),
             registry: self.registry.clone(),
@@ -119,7 +121,7 @@ fn compile_ahead(
 /// Everything one stream's task needs.
 struct StreamContext {
     node_id: u64,
-    pushing: Arc<tokio::sync::Semaphore>,
+    turns: Arc<tokio::sync::Semaphore>,
     mesh: watch::Receiver<Arc<MeshSnapshot>>,
     table: Arc<RouteTable>,
     registry: Arc<Registry>,
@@ -294,6 +296,9 @@ async fn run_stream<P: AdsProtocol>(
             request = requests.message() => {
                 let Some(request) = request? else { return Ok(()) };
                 check_names(P::names_count(&request))?;
+                let Ok(_turn) = ctx.turns.clone().acquire_owned().await else {
+                    return Err(Status::unavailable("the control plane is shutting down"));
+                };
                 ctx.register::<P>(P::node(&request))?;
                 let (compiled, version, _) = ctx.compiled();
                 let (response, feedback) = stream.on_request(request, &compiled, &version);
@@ -316,7 +321,7 @@ async fn run_stream<P: AdsProtocol>(
                 if ctx.registration.is_none() {
                     continue;
                 }
-                let Ok(_turn) = ctx.pushing.clone().acquire_owned().await else {
+                let Ok(_turn) = ctx.turns.clone().acquire_owned().await else {
                     return Err(Status::unavailable("the control plane is shutting down"));
                 };
                 let (compiled, version, snapshot) = ctx.compiled();

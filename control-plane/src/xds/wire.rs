@@ -207,6 +207,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_answer_waits_for_a_turn_as_a_push_does() {
+        let (mut server, _mesh) = server();
+        let turns = server.xds.turns.clone();
+        let all = u32::try_from(turns.available_permits()).expect("a few");
+        let held = turns.acquire_many_owned(all).await.expect("every turn");
+        let mut request = http::Request::builder()
+            .uri(DELTA)
+            .body(one_request(&first_request()))
+            .expect("request");
+        request.extensions_mut().insert(Caller::Anyone);
+        let mut body = server.call(request).await.expect("infallible").into_body();
+        let waiting = tokio::time::timeout(std::time::Duration::from_millis(200), body.frame());
+        assert!(waiting.await.is_err(), "answered without a turn");
+        drop(held);
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+            .await
+            .expect("answered once a turn is free")
+            .expect("a frame")
+            .expect("no body error");
+        let data = frame.into_data().expect("the answer, not the end");
+        let answer = DeltaDiscoveryResponse::decode(&data[5..]).expect("a response");
+        assert_eq!(answer.type_url, type_url::CLUSTER);
+    }
+
+    #[tokio::test]
     async fn a_refused_stream_ends_with_the_refusal_as_trailers() {
         // No caller recorded by the authorization layer: fail closed.
         let (response, _mesh) = call(DELTA, one_request(&first_request()), None);
