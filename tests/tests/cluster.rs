@@ -2,7 +2,7 @@
 //! leader loss, catch-up through a snapshot install, membership removal, and
 //! no acknowledged write lost.
 
-use meridian_proto::v1::{Consistency, GetRequest, PutRequest, ResourceKey};
+use meridian_proto::v1::{ApplyRequest, Consistency, GetRequest, PutRequest, ResourceKey};
 use meridian_tests::{agreed_leader, cli, eventually, start_cluster, ServerNode, ServerOptions};
 use std::time::Duration;
 
@@ -285,4 +285,80 @@ async fn a_write_through_a_follower_reaches_the_new_leader_when_the_old_one_is_p
     let listed = cli(&servers, &["get", "clusters", "during"], None);
     assert!(listed.ok, "{}", listed.stderr);
     assert!(listed.stdout.contains("during"), "{}", listed.stdout);
+}
+
+/// One apply of `services` Endpoints resources of 2,500 endpoints each (about
+/// 100 KB of manifest apiece): one large Raft entry.
+async fn put_large_entry(node: &ServerNode, round: usize, services: usize) -> Option<u64> {
+    let endpoints: Vec<serde_json::Value> = (0..2_500)
+        .map(|i| serde_json::json!({"address": format!("10.{round}.{}.{}", i / 250, i % 250), "port": 8080}))
+        .collect();
+    let puts = (0..services)
+        .map(|s| PutRequest {
+            manifest_json: serde_json::json!({
+                "kind": "Endpoints",
+                "metadata": {"name": format!("big-{round}-{s}"), "namespace": "bulk", "cluster": "c1"},
+                "spec": {"endpoints": endpoints},
+            })
+            .to_string(),
+            expected_revision: None,
+        })
+        .collect();
+    let mut client = node.client().await?;
+    let request = ApplyRequest {
+        puts,
+        deletes: vec![],
+    };
+    client
+        .apply(request)
+        .await
+        .ok()
+        .map(|r| r.into_inner().index)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_behind_many_large_entries_catches_up_from_the_log() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let mut nodes = start_cluster(root.path(), 3, ServerOptions::default());
+    let leader = agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
+    let behind = follower_of(&nodes, leader).id;
+    nodes
+        .iter_mut()
+        .find(|n| n.id == behind)
+        .expect("a follower")
+        .kill();
+    // About 12 MB of entries the follower misses, well under the snapshot
+    // threshold: it must catch up from the leader's log. Sent to it all in
+    // one AppendEntries, they took longer than openraft allows one (its
+    // heartbeat interval) every time they were sent again.
+    let leader_node = nodes.iter().find(|n| n.id == leader).expect("the leader");
+    assert!(put_cluster(leader_node, "c1").await.is_some());
+    for round in 0..40 {
+        eventually(WAIT, "a large write acknowledged", || {
+            put_large_entry(leader_node, round, 3)
+        })
+        .await;
+    }
+    let target = applied(leader_node).await.expect("leader status");
+    let restarted = nodes
+        .iter_mut()
+        .find(|n| n.id == behind)
+        .expect("the follower");
+    restarted.start();
+    let restarted = nodes.iter().find(|n| n.id == behind).expect("the follower");
+    let deadline = std::time::Instant::now() + WAIT;
+    while applied(restarted).await.unwrap_or(0) < target {
+        if std::time::Instant::now() > deadline {
+            let leader_node = nodes.iter().find(|n| n.id == leader).expect("the leader");
+            panic!(
+                "the follower did not catch up from the log: {:?}\nits log:\n{}\nthe leader's:\n{}",
+                restarted.status().await,
+                restarted.log_tail(20),
+                leader_node.log_tail(20)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let status = restarted.status().await.expect("status");
+    assert_eq!(status.snapshot_index, 0, "caught up without a snapshot");
 }

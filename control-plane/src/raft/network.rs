@@ -5,7 +5,10 @@ use super::{NodeId, TypeConfig};
 use crate::grpc_client;
 use meridian_proto::v1::{raft_client::RaftClient, RaftPayload, SnapshotChunk};
 use openraft::{
-    error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable},
+    error::{
+        InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+        Unreachable,
+    },
     network::RPCOption,
     raft::{
         AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
@@ -18,6 +21,24 @@ use tonic::transport::Channel;
 
 /// Raft messages may be large (entry batches, snapshot chunks).
 pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// The size past which an AppendEntries of several entries is not sent and
+/// openraft is asked for fewer entries a message. openraft gives each
+/// AppendEntries its heartbeat interval (200 ms) to be sent, decoded,
+/// appended and answered, and sends the same entries again when it runs
+/// out: a follower behind by dozens of large entries (bulk applies) was
+/// sent all of them at once, too slowly every time, and never caught up.
+const MAX_APPEND_BYTES: usize = 1024 * 1024;
+
+/// How many of `entries` to send at once when together their message takes
+/// `bytes`: `None` when it goes as it is (small enough, or a single entry).
+fn fewer_entries(entries: usize, bytes: usize) -> Option<u64> {
+    if entries <= 1 || bytes <= MAX_APPEND_BYTES {
+        return None;
+    }
+    let fit = entries as u128 * MAX_APPEND_BYTES as u128 / bytes as u128;
+    Some((fit as u64).clamp(1, entries as u64 - 1))
+}
 
 pub struct Network;
 
@@ -103,6 +124,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
         let payload = Self::encode(&rpc).map_err(RPCError::Network)?;
+        if let Some(fewer) = fewer_entries(rpc.entries.len(), payload.json.len()) {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fewer),
+            ));
+        }
         let mut client = self.client().map_err(RPCError::Unreachable)?;
         let reply = client
             .append_entries(with_timeout(&option, payload))
@@ -150,5 +176,23 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .await
             .map_err(status_error)?;
         self.decode(reply.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_message_of_several_entries_asks_for_fewer() {
+        // Small, or a single entry however large: sent as it is.
+        assert_eq!(fewer_entries(64, 200_000), None);
+        assert_eq!(fewer_entries(1, 50 * MAX_APPEND_BYTES), None);
+        // Sixty-four entries of about 1 MiB: one at a time.
+        assert_eq!(fewer_entries(64, 64 * MAX_APPEND_BYTES), Some(1));
+        // Ten entries in twice the size: five.
+        assert_eq!(fewer_entries(10, 2 * MAX_APPEND_BYTES), Some(5));
+        // Just over: one fewer at least.
+        assert_eq!(fewer_entries(4, MAX_APPEND_BYTES + 1), Some(3));
     }
 }
