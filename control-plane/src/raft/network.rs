@@ -28,7 +28,7 @@ pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
 /// appended and answered, and sends the same entries again when it runs
 /// out: a follower behind by dozens of large entries (bulk applies) was
 /// sent all of them at once, too slowly every time, and never caught up.
-const MAX_APPEND_BYTES: usize = 1024 * 1024;
+const MAX_APPEND_BYTES: usize = 256 * 1024;
 
 /// How many of `entries` to send at once when together their message takes
 /// `bytes`: `None` when it goes as it is (small enough, or a single entry).
@@ -188,7 +188,7 @@ mod tests {
         // Small, or a single entry however large: sent as it is.
         assert_eq!(fewer_entries(64, 200_000), None);
         assert_eq!(fewer_entries(1, 50 * MAX_APPEND_BYTES), None);
-        // Sixty-four entries of about 1 MiB: one at a time.
+        // Sixty-four entries of about the limit each: one at a time.
         assert_eq!(fewer_entries(64, 64 * MAX_APPEND_BYTES), Some(1));
         // Ten entries in twice the size: five.
         assert_eq!(fewer_entries(10, 2 * MAX_APPEND_BYTES), Some(5));
