@@ -4,6 +4,7 @@
 mod by_type;
 mod delta;
 mod distribution;
+mod fields;
 pub mod mesh;
 mod protocol;
 mod push;
@@ -142,6 +143,15 @@ struct StreamContext {
 }
 
 impl StreamContext {
+    /// A turn to work out a response, held until it drops (see `XdsService::turns`).
+    async fn turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.turns
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the control plane is shutting down"))
+    }
+
     /// Registers the proxy on its first request; later requests may omit the node.
     fn register<P: AdsProtocol>(&mut self, node: Option<&XdsNode>) -> Result<(), Status> {
         if self.registration.is_some() {
@@ -296,9 +306,7 @@ async fn run_stream<P: AdsProtocol>(
             request = requests.message() => {
                 let Some(request) = request? else { return Ok(()) };
                 check_names(P::names_count(&request))?;
-                let Ok(_turn) = ctx.turns.clone().acquire_owned().await else {
-                    return Err(Status::unavailable("the control plane is shutting down"));
-                };
+                let _turn = ctx.turn().await?;
                 ctx.register::<P>(P::node(&request))?;
                 let (compiled, version, _) = ctx.compiled();
                 let (response, feedback) = stream.on_request(request, &compiled, &version);
@@ -321,9 +329,7 @@ async fn run_stream<P: AdsProtocol>(
                 if ctx.registration.is_none() {
                     continue;
                 }
-                let Ok(_turn) = ctx.turns.clone().acquire_owned().await else {
-                    return Err(Status::unavailable("the control plane is shutting down"));
-                };
+                let _turn = ctx.turn().await?;
                 let (compiled, version, snapshot) = ctx.compiled();
                 let responses = stream.on_update(&compiled, &version);
                 ctx.pushed::<P>(&responses);

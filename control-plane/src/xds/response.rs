@@ -9,11 +9,11 @@
 //! Decoding one gives the resources without their names and versions for
 //! state of the world (the wire carries none), as a client sees them.
 
+use super::fields::{nested_len, put_text, text_len};
 use bytes::{Buf, BufMut};
 use meridian_routes::XdsResource;
 use prost::encoding::{
-    encode_key, encode_varint, encoded_len_varint, key_len, message, skip_field, string,
-    DecodeContext, WireType,
+    encode_key, encode_varint, message, skip_field, string, DecodeContext, WireType,
 };
 use std::sync::Arc;
 
@@ -36,27 +36,6 @@ pub struct DeltaResponse {
     pub type_url: String,
     pub nonce: String,
     pub removed_resources: Vec<String>,
-}
-
-/// A string field as proto3 has it: left out when empty.
-fn text_len(tag: u32, value: &str) -> usize {
-    match value.is_empty() {
-        true => 0,
-        false => nested_len(tag, value.len()),
-    }
-}
-
-fn put_text(tag: u32, value: &str, buf: &mut impl BufMut) {
-    if !value.is_empty() {
-        encode_key(tag, WireType::LengthDelimited, buf);
-        encode_varint(value.len() as u64, buf);
-        buf.put_slice(value.as_bytes());
-    }
-}
-
-/// A length-delimited field of `len` bytes.
-fn nested_len(tag: u32, len: usize) -> usize {
-    key_len(tag) + encoded_len_varint(len as u64) + len
 }
 
 /// A delta `Resource`'s body: its version, the resource, its name.

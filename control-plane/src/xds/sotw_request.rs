@@ -5,6 +5,7 @@
 //! names it subscribes to, usually the same as before; they are compared
 //! with the subscription in place and copied only when they differ.
 
+use super::fields::{nested_len, put_text, text_len};
 use envoy_types::pb::{envoy::config::core::v3::Node, google::rpc::Status};
 use prost::{
     bytes::{Buf, BufMut},
@@ -77,23 +78,18 @@ const ERROR_DETAIL: u32 = 6;
 
 impl prost::Message for SotwRequest {
     fn encode_raw(&self, buf: &mut impl BufMut) {
-        if !self.version_info.is_empty() {
-            string::encode(VERSION_INFO, &self.version_info, buf);
-        }
+        put_text(VERSION_INFO, &self.version_info, buf);
         if let Some(node) = &self.node {
             message::encode(NODE, node, buf);
         }
         for name in self.resource_names.iter() {
+            // Each name, empty or not, is an entry of the list.
             prost::encoding::encode_key(RESOURCE_NAMES, WireType::LengthDelimited, buf);
             prost::encoding::encode_varint(name.len() as u64, buf);
             buf.put_slice(name.as_bytes());
         }
-        if !self.type_url.is_empty() {
-            string::encode(TYPE_URL, &self.type_url, buf);
-        }
-        if !self.response_nonce.is_empty() {
-            string::encode(RESPONSE_NONCE, &self.response_nonce, buf);
-        }
+        put_text(TYPE_URL, &self.type_url, buf);
+        put_text(RESPONSE_NONCE, &self.response_nonce, buf);
         if let Some(error) = &self.error_detail {
             message::encode(ERROR_DETAIL, error, buf);
         }
@@ -135,27 +131,19 @@ impl prost::Message for SotwRequest {
     }
 
     fn encoded_len(&self) -> usize {
-        let text = |tag: u32, value: &String| match value.is_empty() {
-            true => 0,
-            false => string::encoded_len(tag, value),
-        };
         let names: usize = self
             .resource_names
             .iter()
-            .map(|name| {
-                prost::encoding::key_len(RESOURCE_NAMES)
-                    + prost::encoding::encoded_len_varint(name.len() as u64)
-                    + name.len()
-            })
+            .map(|name| nested_len(RESOURCE_NAMES, name.len()))
             .sum();
-        text(VERSION_INFO, &self.version_info)
+        text_len(VERSION_INFO, &self.version_info)
             + self
                 .node
                 .as_ref()
                 .map_or(0, |n| message::encoded_len(NODE, n))
             + names
-            + text(TYPE_URL, &self.type_url)
-            + text(RESPONSE_NONCE, &self.response_nonce)
+            + text_len(TYPE_URL, &self.type_url)
+            + text_len(RESPONSE_NONCE, &self.response_nonce)
             + self
                 .error_detail
                 .as_ref()
