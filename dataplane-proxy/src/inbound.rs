@@ -157,7 +157,10 @@ pub async fn serve(
                 )
             });
             let _ = server
-                .serve_connection(TokioIo::new(connection), service)
+                .serve_connection(
+                    TokioIo::new(crate::coalesce::Coalesce::new(connection)),
+                    service,
+                )
                 .await;
         });
     }

@@ -5,6 +5,7 @@
 mod admin;
 mod breaker;
 mod cluster;
+mod coalesce;
 mod config;
 mod forward;
 mod h1;

@@ -2,6 +2,7 @@
 //! asks for, and the state dir it is saved to.
 
 use crate::{
+    coalesce::Coalesce,
     config::{ListenerKind, Resources, Snapshot},
     forward, health_check,
     limits::{self, ConnectionGate, Limits},
@@ -339,7 +340,10 @@ async fn serve_connection(
             {
                 Ok(tls_stream) => {
                     watcher
-                        .watch(builder.serve_connection(TokioIo::new(tls_stream), service))
+                        .watch(
+                            builder
+                                .serve_connection(TokioIo::new(Coalesce::new(tls_stream)), service),
+                        )
                         .await
                 }
                 Err(e) => {
@@ -350,7 +354,7 @@ async fn serve_connection(
         }
         _ => {
             watcher
-                .watch(builder.serve_connection(TokioIo::new(stream), service))
+                .watch(builder.serve_connection(TokioIo::new(Coalesce::new(stream)), service))
                 .await
         }
     };
