@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 
 /// How long an idle connection is kept.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The most idle connections kept per upstream authority.
-pub const MAX_IDLE_PER_HOST: usize = 256;
+/// The most idle connections kept per upstream authority: as many as a
+/// burst of concurrent requests needs (Envoy's default connection limit),
+/// so a steady load of hundreds of streams does not close and reopen them.
+pub const MAX_IDLE_PER_HOST: usize = 1024;
 
 /// A worker's pool: its lock is taken only by that worker's thread (and
 /// its reaper), so it is never contended.
