@@ -175,7 +175,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
     }
 
     fn is_write_vectored(&self) -> bool {
-        true
+        // Gathering takes slices as cheaply as one buffer; otherwise the
+        // connection writes as its socket does.
+        self.mode == Mode::Gather || self.inner.is_write_vectored()
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
