@@ -1,16 +1,23 @@
-//! Writes of an HTTP/2 client connection gathered into fewer system calls.
+//! Writes of HTTP/2 connections gathered into fewer system calls.
 //!
 //! h2 writes a DATA frame of 256 bytes or more on its own: the frames
 //! buffered before it and its payload leave in one `writev`, and the next
 //! frame waits for that write. A connection carrying many concurrent
 //! streams of small responses so makes one write per response, where
-//! HAProxy makes one per batch. `Coalesce` takes those writes into a buffer
-//! of its own, and lets a flush asked for while h2 is still writing pass:
-//! what the connection's turn produced leaves in one write when it next
-//! reads, or at the first flush with nothing new written before it (the
-//! task is woken to make sure one comes). HTTP/1.1 connections (no HTTP/2
-//! preface) pass through untouched.
+//! HAProxy makes one per batch. `Coalesce` takes those writes (a batch with
+//! a payload chained after it, and whatever follows them) into a buffer of
+//! its own, and lets a flush asked for while h2 is still writing pass: what
+//! the connection's turn produced leaves in one write when it next reads,
+//! or at the first flush with nothing new written before it (the task is
+//! woken to make sure one comes). A batch h2 made itself, with nothing
+//! gathered before it, goes straight through (no frame was chained: there
+//! is nothing to gain), and HTTP/1.1 connections (no HTTP/2 preface) pass
+//! through untouched. The HTTP/2 clients' upstream connections gather
+//! their writes the same way (`Gathered`).
 
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use hyper_util::rt::TokioIo;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -54,6 +61,19 @@ impl<T> Coalesce<T> {
             sent: 0,
             wrote: false,
         }
+    }
+
+    /// For a connection known to speak HTTP/2 (a client's, to an upstream):
+    /// its writes are gathered from the start.
+    pub fn gathering(inner: T) -> Self {
+        Coalesce {
+            mode: Mode::Gather,
+            ..Coalesce::new(inner)
+        }
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
     }
 
     /// Follows the first bytes read: the HTTP/2 preface turns gathering
@@ -110,6 +130,40 @@ impl<T: AsyncWrite + Unpin> Coalesce<T> {
     }
 }
 
+/// What hyper's client pool asks of a connection: as the socket under it.
+impl<T: Connection> Connection for Coalesce<T> {
+    fn connected(&self) -> Connected {
+        self.inner.connected()
+    }
+}
+
+/// Makes `C`'s connections (an HTTP/2 client's) gather their writes.
+#[derive(Clone)]
+pub struct Gathered<C>(pub C);
+
+impl<C, T> tower::Service<hyper::Uri> for Gathered<C>
+where
+    C: tower::Service<hyper::Uri, Response = TokioIo<T>>,
+    C::Future: Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    type Response = TokioIo<Coalesce<T>>;
+    type Error = C::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, C::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), C::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: hyper::Uri) -> Self::Future {
+        let connecting = self.0.call(uri);
+        Box::pin(async move {
+            let io = connecting.await?;
+            Ok(TokioIo::new(Coalesce::gathering(io.into_inner())))
+        })
+    }
+}
+
 impl<T: AsyncRead + AsyncWrite + Unpin> AsyncRead for Coalesce<T> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -143,7 +197,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.mode != Mode::Gather {
+        // One buffer is h2 writing out what it batched itself: straight
+        // through, unless it must follow what is gathered.
+        if this.mode != Mode::Gather || this.unsent() == 0 {
             return Pin::new(&mut this.inner).poll_write(cx, buf);
         }
         if !ready!(this.poll_room(cx, buf.len()))? {
@@ -160,7 +216,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Coalesce<T> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.mode != Mode::Gather {
+        // Several buffers are h2's batch and a DATA frame's payload chained
+        // after it: the write h2 would make once per frame, gathered. One
+        // buffer goes as in `poll_write`.
+        let pieces = bufs.iter().filter(|b| !b.is_empty()).count();
+        if this.mode != Mode::Gather || (this.unsent() == 0 && pieces < 2) {
             return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         }
         let len = bufs.iter().map(|b| b.len()).sum();
@@ -357,13 +417,15 @@ mod tests {
     #[test]
     fn a_flush_with_nothing_new_before_it_writes_what_is_gathered() {
         let mut h2 = Harness::reading(PREFACE);
+        h2.write_vectored(&[b"HEADERS+DATA head,", b"payload;"]);
+        // What h2 batched after it follows it, in order.
         h2.write(b"PING");
         h2.flush();
         assert!(h2.writes().is_empty());
         // The woken task flushes again without writing (h2 polls its codec's
         // flush on every turn): now it leaves.
         h2.flush();
-        assert_eq!(h2.writes(), [b"PING".to_vec()]);
+        assert_eq!(h2.writes(), [b"HEADERS+DATA head,payload;PING".to_vec()]);
         // And a flush with nothing gathered neither wakes nor writes.
         let wakes = h2.wakes();
         h2.flush();
@@ -371,23 +433,39 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_of_h2_s_own_with_nothing_gathered_goes_straight_through() {
+        // Frames h2 batched itself (no payload chained after them): one
+        // buffer, written at once, with no copy and no extra turn.
+        let mut h2 = Harness::reading(PREFACE);
+        h2.write(b"HEADERS,HEADERS,small DATA");
+        h2.write_vectored(&[b"SETTINGS", b""]);
+        h2.flush();
+        assert_eq!(
+            h2.writes(),
+            [b"HEADERS,HEADERS,small DATA".to_vec(), b"SETTINGS".to_vec()]
+        );
+        assert_eq!(h2.wakes(), 0);
+    }
+
+    #[test]
     fn shutting_down_writes_what_is_gathered_first() {
         let mut h2 = Harness::reading(PREFACE);
+        h2.write_vectored(&[b"DATA head,", b"payload;"]);
         h2.write(b"GOAWAY");
         let mut cx = Context::from_waker(&h2.waker);
         let polled = Pin::new(&mut h2.io).poll_shutdown(&mut cx);
         assert!(matches!(polled, Poll::Ready(Ok(()))));
-        assert_eq!(h2.writes(), [b"GOAWAY".to_vec()]);
+        assert_eq!(h2.writes(), [b"DATA head,payload;GOAWAY".to_vec()]);
         assert!(h2.io.inner.shut);
     }
 
     #[test]
     fn a_write_too_large_to_gather_goes_straight_after_what_is_gathered() {
         let mut h2 = Harness::reading(PREFACE);
-        h2.write(b"small");
+        h2.write_vectored(&[b"small,", b"payload"]);
         let large = vec![b'x'; GATHER_LIMIT + 1];
         h2.write(&large);
-        assert_eq!(h2.writes(), [b"small".to_vec(), large]);
+        assert_eq!(h2.writes(), [b"small,payload".to_vec(), large]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! proxies in front of a service's endpoints, presenting this proxy's mesh
 //! certificate and accepting only mesh proxies' certificates.
 
+use crate::coalesce::Coalesce;
 use crate::forward::ProxyBody;
 use hyper_util::client::legacy::{
     connect::{Connected, Connection},
@@ -17,13 +18,14 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-/// A TLS connection to an upstream proxy, as hyper's pool wants it.
-pub struct MeshConn(TokioIo<TlsStream<TcpStream>>);
+/// A TLS connection to an upstream proxy, as hyper's pool wants it (its
+/// writes gathered, as every HTTP/2 connection's).
+pub struct MeshConn(TokioIo<Coalesce<TlsStream<TcpStream>>>);
 
 impl Connection for MeshConn {
     fn connected(&self) -> Connected {
         let connected = Connected::new();
-        if self.0.inner().get_ref().1.alpn_protocol() == Some(b"h2") {
+        if self.0.inner().get_ref().get_ref().1.alpn_protocol() == Some(b"h2") {
             connected.negotiated_h2()
         } else {
             connected
@@ -92,7 +94,8 @@ impl tower::Service<hyper::Uri> for MeshConnector {
             let port = uri.port_u16().unwrap_or(80);
             let tcp = TcpStream::connect((host, port)).await?;
             tcp.set_nodelay(true)?;
-            Ok(MeshConn(TokioIo::new(handshake(&tls, host, tcp).await?)))
+            let tls = handshake(&tls, host, tcp).await?;
+            Ok(MeshConn(TokioIo::new(Coalesce::gathering(tls))))
         };
         Box::pin(async move {
             tokio::time::timeout(connect_timeout, connect)
@@ -228,9 +231,13 @@ mod tests {
         .await
         .expect("written");
         assert_eq!(written, 1009, "both slices in one write");
-        std::future::poll_fn(|cx| hyper::rt::Write::poll_flush(Pin::new(&mut conn), cx))
-            .await
-            .expect("flushed");
+        // Gathered (see `Coalesce`): the first flush lets h2 go on writing;
+        // the next, with nothing new before it (h2's next turn), writes.
+        for _ in 0..2 {
+            std::future::poll_fn(|cx| hyper::rt::Write::poll_flush(Pin::new(&mut conn), cx))
+                .await
+                .expect("flushed");
+        }
         let bytes = received.await.expect("the server");
         assert_eq!(&bytes[..9], &head);
         assert_eq!(&bytes[9..], &payload);

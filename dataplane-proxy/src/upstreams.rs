@@ -5,6 +5,7 @@
 //! plaintext and one for mutual TLS; HTTP/2 through hyper's, one
 //! multiplexing client per distinct setting, made on first use and kept.
 
+use crate::coalesce::Gathered;
 use crate::forward::{BodyError, ProxyBody, TryError, Upstream};
 use crate::h1;
 use crate::mesh_client::{MeshConnector, MeshTls};
@@ -33,7 +34,7 @@ pub enum UpstreamClient {
     Http1(h1::Client),
     // Behind an `Arc`: hyper-util's client is a few hundred bytes, and a
     // request's future carries its cluster's client across every await.
-    Http2(Arc<Client<HttpConnector, ProxyBody>>),
+    Http2(Arc<Client<Gathered<HttpConnector>, ProxyBody>>),
     Http2Mesh(Arc<Client<MeshConnector, ProxyBody>>),
 }
 
@@ -221,11 +222,11 @@ impl Upstream for Upstreams {
     }
 }
 
-fn plain_http2(connect_timeout: Duration) -> Client<HttpConnector, ProxyBody> {
+fn plain_http2(connect_timeout: Duration) -> Client<Gathered<HttpConnector>, ProxyBody> {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(connect_timeout));
-    http2_only().build(connector)
+    http2_only().build(Gathered(connector))
 }
 
 /// For tests: how many clients exist.
