@@ -4,6 +4,7 @@
 //! requests to the application with the caller's identity in
 //! `x-forwarded-client-cert`.
 
+use crate::coalesce::Coalesce;
 use crate::forward::{local_response, path_and_query, BodyError, ProxyBody};
 use crate::proxy::Proxy;
 use crate::request_span::RequestSpan;
@@ -157,10 +158,7 @@ pub async fn serve(
                 )
             });
             let _ = server
-                .serve_connection(
-                    TokioIo::new(crate::coalesce::Coalesce::new(connection)),
-                    service,
-                )
+                .serve_connection(TokioIo::new(Coalesce::new(connection)), service)
                 .await;
         });
     }
