@@ -4,7 +4,7 @@
 use crate::{
     grpc_client,
     node::MembershipChange,
-    raft::{network::MAX_RAFT_MESSAGE, ApplyOutcome, NodeId},
+    raft::{ApplyOutcome, NodeId},
 };
 use meridian_model::Command;
 use meridian_proto::v1::{raft_client::RaftClient, ProposeRequest, RaftPayload, ReadIndexRequest};
@@ -12,6 +12,9 @@ use openraft::BasicNode;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tonic::transport::Channel;
+
+/// The largest forwarded request or reply (a write may be a bulk apply).
+pub const MAX_FORWARDED: usize = 64 * 1024 * 1024;
 
 /// How long one forwarded call may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,8 +68,8 @@ fn client(leader: &Leader) -> Result<RaftClient<Channel>, ForwardError> {
             source,
         })?;
     Ok(RaftClient::new(channel)
-        .max_decoding_message_size(MAX_RAFT_MESSAGE)
-        .max_encoding_message_size(MAX_RAFT_MESSAGE))
+        .max_decoding_message_size(MAX_FORWARDED)
+        .max_encoding_message_size(MAX_FORWARDED))
 }
 
 fn request<T>(message: T) -> tonic::Request<T> {

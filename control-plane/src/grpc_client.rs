@@ -1,11 +1,12 @@
-//! Outgoing gRPC channels to other control-plane nodes: one per node and
-//! address, shared, over the process's dialer (mutual TLS, or plaintext with
-//! `--insecure`), set once at start-up. Over TLS the server must prove to be
-//! the very node dialled. A node listed in `--peer-address` is dialled at
-//! that address instead of its member address.
+//! Outgoing gRPC channels to other control-plane nodes (one per node and
+//! address, shared) and connections of other protocols to them, over the
+//! process's dialer (mutual TLS, or plaintext with `--insecure`), set once
+//! at start-up. Over TLS the server must prove to be the very node dialled.
+//! A node listed in `--peer-address` is dialled at that address instead of
+//! its member address.
 
 use meridian_identity::spiffe::Identity;
-use meridian_identity::tls::Dialer;
+use meridian_identity::tls::{ClientStream, Dialer};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, OnceLock};
 use tonic::transport::Channel;
@@ -24,10 +25,7 @@ pub fn init(dialer: Dialer, peer_addresses: BTreeMap<u64, String>) {
 /// A lazily connecting channel to node `node_id` at `addr` (`HOST:PORT`),
 /// or at its `--peer-address` if it has one; the first call connects.
 pub fn channel(node_id: u64, addr: &str) -> Result<Channel, ChannelError> {
-    let addr = PEER_ADDRESSES
-        .get()
-        .and_then(|peers| peers.get(&node_id))
-        .map_or(addr, String::as_str);
+    let addr = dialled_address(node_id, addr);
     let channels = CHANNELS.get_or_init(Default::default);
     let mut channels = channels.lock().unwrap_or_else(|p| p.into_inner());
     let key = (node_id, addr.to_string());
@@ -40,6 +38,27 @@ pub fn channel(node_id: u64, addr: &str) -> Result<Channel, ChannelError> {
         .channel(addr)?;
     channels.insert(key, channel.clone());
     Ok(channel)
+}
+
+/// A connection to node `node_id` (at `addr` or its `--peer-address`) for
+/// a protocol of its own (`alpn`), connected now; over TLS the server must
+/// prove to be that node.
+pub async fn stream(node_id: u64, addr: &str, alpn: &[u8]) -> std::io::Result<ClientStream> {
+    let addr = dialled_address(node_id, addr);
+    DIALER
+        .get_or_init(Dialer::insecure)
+        .expecting(Identity::Node(node_id))
+        .map_err(std::io::Error::other)?
+        .stream(addr, alpn)
+        .await
+}
+
+/// Where node `node_id`, a member at `addr`, is dialled.
+fn dialled_address(node_id: u64, addr: &str) -> &str {
+    PEER_ADDRESSES
+        .get()
+        .and_then(|peers| peers.get(&node_id))
+        .map_or(addr, String::as_str)
 }
 
 #[derive(Debug, thiserror::Error)]

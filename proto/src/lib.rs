@@ -1,9 +1,11 @@
-//! Meridian's wire contract: the admin API and the Raft transport, generated
-//! with tonic, and the xDS conventions shared by the compiler and the proxy.
-//! xDS types come from a maintained crate, not from here.
+//! Meridian's wire contract: the admin API and leader forwarding, generated
+//! with tonic; the Raft peer protocol's framing (`raft_wire`); and the xDS
+//! conventions shared by the compiler and the proxy. xDS types come from a
+//! maintained crate, not from here.
 
 #![allow(clippy::all)]
 
+pub mod raft_wire;
 pub mod xds;
 
 pub mod v1 {

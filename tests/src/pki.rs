@@ -4,6 +4,7 @@
 use crate::binary;
 use meridian_identity::ca_dir::CaDir;
 use meridian_identity::tls::{control_plane_node, Credentials, Dialer, TlsFiles};
+use meridian_proto::raft_wire;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -140,4 +141,33 @@ pub fn anonymous_dialer(bundle: &Path) -> Dialer {
     let pem = std::fs::read_to_string(bundle).expect("bundle");
     let credentials = Credentials::from_pem(&pem, None).expect("credentials");
     Dialer::tls(&credentials, control_plane_node).expect("dialer")
+}
+
+/// What node `addr` answers a Raft peer connection from `dialer` that asks
+/// for a vote: the reply frame's kind and its body as text (a refusal's
+/// reason, or openraft's JSON result).
+pub async fn raft_peer_answer(
+    dialer: &Dialer,
+    addr: &str,
+) -> std::io::Result<(raft_wire::Kind, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = dialer.stream(addr, raft_wire::ALPN).await?;
+    conn.write_all(raft_wire::PREFACE).await?;
+    let vote = raft_wire::frame(raft_wire::Kind::Vote, &[b"{}"]).map_err(std::io::Error::other)?;
+    // Refused at once may mean the connection is closed before this lands.
+    let _ = conn.write_all(&vote).await;
+    let mut head = [0u8; raft_wire::HEAD];
+    conn.read_exact(&mut head).await?;
+    let (kind, len) = raft_wire::parse_head(head).map_err(std::io::Error::other)?;
+    let mut body = vec![0u8; len];
+    conn.read_exact(&mut body).await?;
+    Ok((kind, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Asserts that node `addr` refuses a Raft peer connection from `dialer`,
+/// with `reason` in why.
+pub async fn assert_raft_refused(dialer: &Dialer, addr: &str, reason: &str) {
+    let (kind, why) = raft_peer_answer(dialer, addr).await.expect("an answer");
+    assert_eq!(kind, raft_wire::Kind::Refused, "{why}");
+    assert!(why.contains(reason), "{why}");
 }

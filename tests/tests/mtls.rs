@@ -6,11 +6,12 @@
 use meridian_identity::{ca, spiffe::Identity, tls::TlsFiles};
 use meridian_proto::v1::{
     admin_client::AdminClient, certificates_client::CertificatesClient,
-    federation_client::FederationClient, raft_client::RaftClient, sync_request::Message, Hello,
-    IssueRequest, ListRequest, PutRequest, RaftPayload, SyncRequest,
+    federation_client::FederationClient, sync_request::Message, Hello, IssueRequest, ListRequest,
+    PutRequest, SyncRequest,
 };
 use meridian_tests::pki::{
-    anonymous_dialer, assert_refused, cli_as, dialer, tls_args, Pki, TRUST_DOMAIN,
+    anonymous_dialer, assert_raft_refused, assert_refused, cli_as, dialer, tls_args, Pki,
+    TRUST_DOMAIN,
 };
 use meridian_tests::{
     agreed_leader, eventually, http,
@@ -150,17 +151,9 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
 
     // A node certificate of a node that is not a member may not speak Raft.
     let stranger_node = pki.issue("node-9-cert", &["--node", "9"]);
-    let channel = dialer(&stranger_node)
-        .connect(&node.grpc)
-        .await
-        .expect("connect");
-    let refused = RaftClient::new(channel)
-        .vote(RaftPayload {
-            json: b"{}".to_vec(),
-        })
-        .await
-        .expect_err("not a member");
-    assert_refused(&refused, Code::PermissionDenied, "member nodes");
+    assert_raft_refused(&dialer(&stranger_node), &node.grpc, "not a member").await;
+    // Nor may an admin, however trusted.
+    assert_raft_refused(&dialer(&alice), &node.grpc, "member nodes").await;
 
     let agent = pki.issue("agent-east", &["--agent", "--cluster", "east"]);
     let channel = dialer(&agent).connect(&node.grpc).await.expect("connect");

@@ -7,10 +7,12 @@
 use meridian_identity::{ca, tls::TlsFiles};
 use meridian_proto::v1::{
     admin_client::AdminClient, certificates_client::CertificatesClient,
-    federation_client::FederationClient, raft_client::RaftClient, sync_request::Message, Batch,
-    Hello, IssueRequest, ListRequest, RaftPayload, SyncRequest, SyncResponse,
+    federation_client::FederationClient, sync_request::Message, Batch, Hello, IssueRequest,
+    ListRequest, SyncRequest, SyncResponse,
 };
-use meridian_tests::pki::{anonymous_dialer, assert_refused, cli_as, dialer, tls_args, Pki};
+use meridian_tests::pki::{
+    anonymous_dialer, assert_raft_refused, assert_refused, cli_as, dialer, tls_args, Pki,
+};
 use meridian_tests::{
     agreed_leader, eventually, http,
     node::{start_cluster_with, ServerNode, ServerOptions},
@@ -414,17 +416,7 @@ async fn a_removed_node_is_no_longer_admitted_as_a_node() {
     .await
     .expect_err("no new endpoint stream");
     assert_refused(&refused, Code::PermissionDenied, "not a member");
-    let channel = dialer(&removed_files)
-        .connect(&addr)
-        .await
-        .expect("connect");
-    let refused = RaftClient::new(channel)
-        .vote(RaftPayload {
-            json: b"{}".to_vec(),
-        })
-        .await
-        .expect_err("no Raft");
-    assert_refused(&refused, Code::PermissionDenied, "member nodes");
+    assert_raft_refused(&dialer(&removed_files), &addr, "not a member").await;
     let refused = renew(root.path(), &addr, &removed_files, "never")
         .await
         .expect_err("nodes do not renew through the API");

@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod log_store;
 pub mod network;
+mod peer_io;
 pub mod proposer;
 pub mod read_index;
 pub mod restore;

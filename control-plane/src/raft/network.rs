@@ -1,9 +1,14 @@
-//! The Raft client side: openraft's messages to a peer over gRPC, one lazily
-//! connected channel per peer.
+//! The Raft client side: openraft's messages to a peer over the Raft peer
+//! protocol (`meridian_proto::raft_wire`), on one connection per peer kept
+//! between calls. openraft makes one call at a time per peer, so the task
+//! that makes it writes the request and reads the reply itself: no
+//! connection task, no channel between them.
 
+use super::peer_io::{read_frame, write_frame};
 use super::{NodeId, TypeConfig};
 use crate::grpc_client;
-use meridian_proto::v1::{raft_client::RaftClient, RaftPayload, SnapshotChunk};
+use meridian_identity::tls::ClientStream;
+use meridian_proto::raft_wire::{self, FrameError, Kind};
 use openraft::{
     error::{
         InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
@@ -17,10 +22,8 @@ use openraft::{
     BasicNode, RaftNetwork, RaftNetworkFactory,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use tonic::transport::Channel;
-
-/// Raft messages may be large (entry batches, snapshot chunks).
-pub const MAX_RAFT_MESSAGE: usize = 64 * 1024 * 1024;
+use std::time::Duration;
+use tokio::io::BufStream;
 
 /// The size past which an AppendEntries of several entries is not sent and
 /// openraft is asked for fewer entries a message. openraft gives each
@@ -49,7 +52,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         PeerClient {
             target,
             addr: node.addr.clone(),
-            client: None,
+            conn: None,
         }
     }
 }
@@ -57,64 +60,110 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    client: Option<RaftClient<Channel>>,
+    /// The connection between calls; dropped after a call that failed
+    /// (where its request and reply stand is unknown then).
+    conn: Option<BufStream<ClientStream>>,
 }
 
-/// The header of a snapshot chunk; the data travels as raw bytes beside it.
+/// The header of a snapshot chunk; the data travels as raw bytes after it.
 #[derive(Serialize, Deserialize)]
 pub struct SnapshotHeader {
     pub vote: openraft::Vote<NodeId>,
     pub meta: openraft::SnapshotMeta<NodeId, BasicNode>,
+    pub offset: u64,
+    pub done: bool,
 }
 
 type RpcResult<T, E> = Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
-impl PeerClient {
-    fn client(&mut self) -> Result<RaftClient<Channel>, Unreachable> {
-        if self.client.is_none() {
-            let channel =
-                grpc_client::channel(self.target, &self.addr).map_err(|e| Unreachable::new(&e))?;
-            self.client = Some(
-                RaftClient::new(channel)
-                    .max_decoding_message_size(MAX_RAFT_MESSAGE)
-                    .max_encoding_message_size(MAX_RAFT_MESSAGE),
-            );
+/// Why a call got no reply from openraft on the peer.
+enum CallFailed {
+    /// No connection, or it broke or timed out: the peer may be down.
+    Unreachable(std::io::Error),
+    /// The peer answered, but not with openraft's result: why.
+    Refused(String),
+}
+
+impl CallFailed {
+    fn into_rpc<E: std::error::Error>(self) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
+        match self {
+            CallFailed::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+            CallFailed::Refused(why) => {
+                RPCError::Network(NetworkError::new(&std::io::Error::other(why)))
+            }
         }
-        self.client
-            .clone()
-            .ok_or_else(|| Unreachable::new(&std::io::Error::other("no client")))
+    }
+}
+
+impl PeerClient {
+    /// Sends `frame` and reads its reply within `ttl`, on the kept
+    /// connection or a new one.
+    async fn call(&mut self, frame: &[u8], ttl: Duration) -> Result<Vec<u8>, CallFailed> {
+        let exchanged = tokio::time::timeout(ttl, async {
+            let conn = match &mut self.conn {
+                Some(conn) => conn,
+                None => self.conn.insert(connect(self.target, &self.addr).await?),
+            };
+            write_frame(conn, frame).await?;
+            read_frame(conn)
+                .await?
+                .ok_or_else(|| std::io::Error::other("the peer closed the connection"))
+        })
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::other("timed out")));
+        let (kind, body) = match exchanged {
+            Ok(reply) => reply,
+            Err(e) => {
+                self.conn = None;
+                return Err(CallFailed::Unreachable(e));
+            }
+        };
+        match kind {
+            Kind::Reply => Ok(body),
+            Kind::Refused => {
+                self.conn = None;
+                Err(CallFailed::Refused(
+                    String::from_utf8_lossy(&body).into_owned(),
+                ))
+            }
+            other => {
+                self.conn = None;
+                Err(CallFailed::Refused(format!(
+                    "the peer replied with a {other:?} frame"
+                )))
+            }
+        }
     }
 
-    fn decode<T: DeserializeOwned, E: DeserializeOwned + std::error::Error>(
-        &self,
-        reply: RaftPayload,
+    /// Sends a request of `kind` (its JSON `body`) and decodes the reply.
+    async fn request<T: DeserializeOwned, E: DeserializeOwned + std::error::Error>(
+        &mut self,
+        frame: Result<Vec<u8>, FrameError>,
+        option: &RPCOption,
     ) -> RpcResult<T, E> {
-        let result: Result<T, RaftError<NodeId, E>> = serde_json::from_slice(&reply.json)
-            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let frame = frame.map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply = self
+            .call(&frame, option.hard_ttl())
+            .await
+            .map_err(CallFailed::into_rpc)?;
+        let result: Result<T, RaftError<NodeId, E>> =
+            serde_json::from_slice(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
-
-    fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, NetworkError> {
-        let json = serde_json::to_vec(value).map_err(|e| NetworkError::new(&e))?;
-        Ok(RaftPayload { json })
-    }
 }
 
-fn status_error<E: std::error::Error>(
-    status: tonic::Status,
-) -> RPCError<NodeId, BasicNode, RaftError<NodeId, E>> {
-    match status.code() {
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
-            RPCError::Unreachable(Unreachable::new(&status))
-        }
-        _ => RPCError::Network(NetworkError::new(&status)),
-    }
+/// A new connection to node `target`, its preface sent.
+async fn connect(target: NodeId, addr: &str) -> std::io::Result<BufStream<ClientStream>> {
+    let stream = grpc_client::stream(target, addr, raft_wire::ALPN).await?;
+    let mut conn = BufStream::new(stream);
+    write_frame(&mut conn, raft_wire::PREFACE).await?;
+    Ok(conn)
 }
 
-fn with_timeout(option: &RPCOption, request: RaftPayload) -> tonic::Request<RaftPayload> {
-    let mut request = tonic::Request::new(request);
-    request.set_timeout(option.hard_ttl());
-    request
+fn json<T: Serialize, E: std::error::Error>(
+    value: &T,
+) -> Result<Vec<u8>, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>> {
+    serde_json::to_vec(value).map_err(|e| RPCError::Network(NetworkError::new(&e)))
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
@@ -123,18 +172,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
-        let payload = Self::encode(&rpc).map_err(RPCError::Network)?;
-        if let Some(fewer) = fewer_entries(rpc.entries.len(), payload.json.len()) {
+        let body = json(&rpc)?;
+        if let Some(fewer) = fewer_entries(rpc.entries.len(), body.len()) {
             return Err(RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint(fewer),
             ));
         }
-        let mut client = self.client().map_err(RPCError::Unreachable)?;
-        let reply = client
-            .append_entries(with_timeout(&option, payload))
+        self.request(raft_wire::frame(Kind::AppendEntries, &[&body]), &option)
             .await
-            .map_err(status_error)?;
-        self.decode(reply.into_inner())
     }
 
     async fn install_snapshot(
@@ -142,26 +187,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        let header = SnapshotHeader {
+        let header = json(&SnapshotHeader {
             vote: rpc.vote,
             meta: rpc.meta,
-        };
-        let header_json =
-            serde_json::to_vec(&header).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let chunk = SnapshotChunk {
-            header_json,
             offset: rpc.offset,
-            data: rpc.data,
             done: rpc.done,
-        };
-        let mut client = self.client().map_err(RPCError::Unreachable)?;
-        let mut request = tonic::Request::new(chunk);
-        request.set_timeout(option.hard_ttl());
-        let reply = client
-            .install_snapshot(request)
+        })?;
+        self.request(raft_wire::snapshot_frame(&header, &rpc.data), &option)
             .await
-            .map_err(status_error)?;
-        self.decode(reply.into_inner())
     }
 
     async fn vote(
@@ -169,13 +202,9 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, openraft::error::Infallible> {
-        let payload = Self::encode(&rpc).map_err(RPCError::Network)?;
-        let mut client = self.client().map_err(RPCError::Unreachable)?;
-        let reply = client
-            .vote(with_timeout(&option, payload))
+        let body = json(&rpc)?;
+        self.request(raft_wire::frame(Kind::Vote, &[&body]), &option)
             .await
-            .map_err(status_error)?;
-        self.decode(reply.into_inner())
     }
 }
 

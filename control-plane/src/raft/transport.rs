@@ -1,20 +1,152 @@
-//! The Raft server side: peers' openraft messages and followers' leader-only
-//! requests, served on the node's gRPC port.
+//! The Raft server side: peers' openraft messages over the Raft peer
+//! protocol (`meridian_proto::raft_wire`, a connection of its own beside
+//! gRPC on the node's port), and followers' leader-only requests over gRPC.
 
 use super::network::SnapshotHeader;
+use super::peer_io::{read_frame, read_preface, write_frame};
 use crate::{
+    authz::{authorize, is_member, refused},
     federation::liveness::Liveness,
     forward::{LeaderReply, Wire},
+    metrics::Metrics,
     node::{Attempt, Node, NodeError},
 };
+use meridian_identity::tls::Conn;
+use meridian_proto::raft_wire::{self, Kind};
 use meridian_proto::v1::{
     raft_server, ProposeRequest, ProposeResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
-    SnapshotChunk,
 };
 use openraft::raft::InstallSnapshotRequest;
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::BufStream;
+use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
+
+/// How long a new peer connection may take to send its preface.
+const PREFACE_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a refused peer is given to close its end.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// What a peer connection is refused under, before any request.
+const CONNECT: &str = "/meridian.v1.Raft/Connect";
+
+/// Serves the Raft peer connections `incoming` hands over, each in a task
+/// of its own: a request, then its reply, until the peer closes.
+pub fn serve_peers(mut incoming: mpsc::Receiver<Conn>, node: Arc<Node>, metrics: Arc<Metrics>) {
+    tokio::spawn(async move {
+        while let Some(conn) = incoming.recv().await {
+            tokio::spawn(serve_peer(conn, node.clone(), metrics.clone()));
+        }
+    });
+}
+
+async fn serve_peer(conn: Conn, node: Arc<Node>, metrics: Arc<Metrics>) {
+    let peer = conn.peer.clone();
+    let mut io = BufStream::new(conn);
+    let allowed = |method: &str| {
+        authorize(method, &peer.identity_now(), |n| is_member(&node, n))
+            .map_err(|refusal| refused(&metrics, method, peer.remote, &refusal))
+    };
+    // Refused at once rather than held open for requests it may not make.
+    if let Err(status) = allowed(CONNECT) {
+        return refuse_and_close(&mut io, status.message()).await;
+    }
+    match tokio::time::timeout(PREFACE_WAIT, read_preface(&mut io)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            return tracing::debug!(remote = ?peer.remote, error = %e, "a Raft peer connection without its preface")
+        }
+        Err(_) => {
+            return tracing::debug!(remote = ?peer.remote, "a Raft peer connection sent no preface in time")
+        }
+    }
+    loop {
+        let (kind, body) = match read_frame(&mut io).await {
+            Ok(Some(request)) => request,
+            Ok(None) => return,
+            Err(e) => {
+                return tracing::debug!(remote = ?peer.remote, error = %e, "a Raft peer connection failed")
+            }
+        };
+        // Asked again for every request: membership and certificates change.
+        if let Err(status) = allowed(kind.method()) {
+            return refuse_and_close(&mut io, status.message()).await;
+        }
+        let reply = match answer(&node, kind, &body).await {
+            Ok(json) => raft_wire::frame(Kind::Reply, &[&json]),
+            Err(why) => raft_wire::frame(Kind::Refused, &[why.as_bytes()]),
+        };
+        let written = match reply {
+            Ok(frame) => write_frame(&mut io, &frame).await,
+            Err(e) => refuse(&mut io, &e.to_string()).await,
+        };
+        if written.is_err() {
+            return;
+        }
+    }
+}
+
+async fn refuse<W: tokio::io::AsyncWrite + Unpin>(io: &mut W, why: &str) -> std::io::Result<()> {
+    let frame =
+        raft_wire::frame(Kind::Refused, &[why.as_bytes()]).map_err(std::io::Error::other)?;
+    write_frame(io, &frame).await
+}
+
+/// Refuses the connection: says why, then closes it once the peer has
+/// (for a while at most), so that what it sent meanwhile, unread, does not
+/// reset the connection before it reads the reason.
+async fn refuse_and_close<S>(io: &mut S, why: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if refuse(io, why).await.is_err() || io.shutdown().await.is_err() {
+        return;
+    }
+    let mut sink = [0u8; 4096];
+    let drained = async {
+        let mut left = 1 << 20;
+        while left > 0 {
+            match io.read(&mut sink).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => left -= n.min(left),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, drained).await;
+}
+
+/// openraft's result for a peer's request, as JSON; or why it was not served.
+async fn answer(node: &Node, kind: Kind, body: &[u8]) -> Result<Vec<u8>, String> {
+    match kind {
+        Kind::AppendEntries => json(&node.raft.append_entries(parse(body)?).await),
+        Kind::Vote => json(&node.raft.vote(parse(body)?).await),
+        Kind::InstallSnapshot => {
+            let (header, data) = raft_wire::split_snapshot(body).map_err(|e| e.to_string())?;
+            let header: SnapshotHeader = parse(header)?;
+            let rpc = InstallSnapshotRequest {
+                vote: header.vote,
+                meta: header.meta,
+                offset: header.offset,
+                data: data.to_vec(),
+                done: header.done,
+            };
+            json(&node.raft.install_snapshot(rpc).await)
+        }
+        Kind::Reply | Kind::Refused => Err(format!("a {kind:?} frame is not a request")),
+    }
+}
+
+fn json<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    serde_json::to_vec(value).map_err(|e| format!("encoding a raft reply: {e}"))
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(bytes).map_err(|e| format!("malformed raft message: {e}"))
+}
 
 pub struct RaftService {
     node: Arc<Node>,
@@ -48,35 +180,6 @@ fn to_wire<T>(result: Result<Attempt<T>, NodeError>) -> Wire<T> {
 
 #[tonic::async_trait]
 impl raft_server::Raft for RaftService {
-    async fn append_entries(
-        &self,
-        request: Request<RaftPayload>,
-    ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(&request.into_inner().json)?;
-        encode(&self.node.raft.append_entries(rpc).await)
-    }
-
-    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(&request.into_inner().json)?;
-        encode(&self.node.raft.vote(rpc).await)
-    }
-
-    async fn install_snapshot(
-        &self,
-        request: Request<SnapshotChunk>,
-    ) -> Result<Response<RaftPayload>, Status> {
-        let chunk = request.into_inner();
-        let header: SnapshotHeader = decode(&chunk.header_json)?;
-        let rpc = InstallSnapshotRequest {
-            vote: header.vote,
-            meta: header.meta,
-            offset: chunk.offset,
-            data: chunk.data,
-            done: chunk.done,
-        };
-        encode(&self.node.raft.install_snapshot(rpc).await)
-    }
-
     async fn read_index(
         &self,
         _request: Request<ReadIndexRequest>,

@@ -11,15 +11,16 @@ use crate::{
     authz::AuthzLayer,
     certificates::{open_ca, CertificatesService},
     federation::{self, liveness::Liveness, FederationService},
+    forward::MAX_FORWARDED,
     grpc_client, http,
     metrics::Metrics,
     node::Node,
     raft::{
         log_store::LogStore,
-        network::{Network, MAX_RAFT_MESSAGE},
+        network::Network,
         state_machine::StateMachine,
         store,
-        transport::RaftService,
+        transport::{serve_peers, RaftService},
         Raft,
     },
     xds::{self, registry::Registry, AdsServer, XdsService},
@@ -29,6 +30,7 @@ use config::ServerConfig;
 use meridian_federation::agent::AgentConfig;
 use meridian_identity::spiffe::Identity;
 use meridian_identity::tls::{self, control_plane_node, Credentials, Dialer};
+use meridian_proto::raft_wire;
 use meridian_proto::v1::certificates_server::CertificatesServer;
 use meridian_proto::v1::federation_server::FederationServer;
 use meridian_proto::v1::{admin_server::AdminServer, raft_server::RaftServer, FILE_DESCRIPTOR_SET};
@@ -151,8 +153,17 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         credentials.clone(),
         config.cert_lifetime,
     );
-    let incoming = tls::incoming(grpc_listener, credentials.clone(), tls::GRPC_ALPN)
-        .context("TLS server configuration")?;
+    let (incoming, raft_peers) = tls::incoming_beside(
+        grpc_listener,
+        credentials.clone(),
+        tls::GRPC_ALPN,
+        tls::Beside {
+            alpn: raft_wire::ALPN,
+            first_byte: raft_wire::PREFACE[0],
+        },
+    )
+    .context("TLS server configuration")?;
+    serve_peers(raft_peers, node.clone(), metrics.clone());
     let grpc = tonic::transport::Server::builder()
         .layer(AuthzLayer::new(node.clone(), metrics.clone()))
         .add_service(health_service)
@@ -182,8 +193,8 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         )))
         .add_service(
             RaftServer::new(RaftService::new(node.clone(), liveness.clone()))
-                .max_decoding_message_size(MAX_RAFT_MESSAGE)
-                .max_encoding_message_size(MAX_RAFT_MESSAGE),
+                .max_decoding_message_size(MAX_FORWARDED)
+                .max_encoding_message_size(MAX_FORWARDED),
         )
         .serve_with_incoming_shutdown(incoming, stopped(stop_rx.clone()));
     let grpc_task = tokio::spawn(grpc);
@@ -222,9 +233,13 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         });
     }
 
+    // A task of its own: Raft's metrics change with every entry, and the
+    // future `block_on` drives runs on the main thread, which each change
+    // would wake (about four thread switches per write on every node).
+    let stopped = tokio::spawn(raft_stopped(raft.clone()));
     if let Some(fatal) = tokio::select! {
         () = shutdown_signal() => None,
-        fatal = raft_stopped(&raft) => Some(fatal),
+        fatal = stopped => Some(fatal.unwrap_or_else(|e| format!("watching raft failed: {e}"))),
     } {
         // Its storage failed: this node cannot apply what the others do. It
         // exits rather than serve frozen routes, so proxies and agents move
@@ -263,7 +278,7 @@ async fn found_cluster(raft: &Raft, members: &BTreeMap<u64, String>) -> anyhow::
 }
 
 /// Resolves with the error once Raft has stopped on a fatal error.
-async fn raft_stopped(raft: &Raft) -> String {
+async fn raft_stopped(raft: Raft) -> String {
     let mut metrics = raft.metrics();
     let stopped = metrics
         .wait_for(|m| m.running_state.is_err())

@@ -153,21 +153,33 @@ impl std::fmt::Debug for Dialer {
 
 type ClientIo = TokioIo<Io<TlsStream<TcpStream>>>;
 
+/// A connection of a dialer: plaintext, or TLS with the server checked.
+pub type ClientStream = Io<TlsStream<TcpStream>>;
+
 async fn dial(tls: Option<Arc<ClientConfig>>, uri: Uri) -> std::io::Result<ClientIo> {
     let host = uri.host().unwrap_or("localhost").to_string();
     let port = uri.port_u16().unwrap_or(443);
     let tcp = TcpStream::connect((host.as_str(), port)).await?;
+    Ok(TokioIo::new(secure(tls, &host, tcp).await?))
+}
+
+/// `tcp` as it is, or with a TLS handshake over it when `tls` is set.
+async fn secure(
+    tls: Option<Arc<ClientConfig>>,
+    host: &str,
+    tcp: TcpStream,
+) -> std::io::Result<ClientStream> {
     tcp.set_nodelay(true)?;
     let Some(config) = tls else {
-        return Ok(TokioIo::new(Io::Plain(tcp)));
+        return Ok(Io::Plain(tcp));
     };
     // Names are not checked (the server's SPIFFE ID is); any valid name will do.
-    let name = ServerName::try_from(host)
+    let name = ServerName::try_from(host.to_string())
         .unwrap_or_else(|_| ServerName::try_from("meridian").expect("a valid DNS name"));
     let stream = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await?;
-    Ok(TokioIo::new(Io::Tls(Box::new(stream))))
+    Ok(Io::Tls(Box::new(stream)))
 }
 
 impl Dialer {
@@ -224,6 +236,20 @@ impl Dialer {
            + 'static {
         let tls = self.tls.as_ref().map(|(_, config)| config.clone());
         tower::service_fn(move |uri: Uri| dial(tls.clone(), uri))
+    }
+
+    /// A connection to `addr` (`HOST:PORT`) for a protocol of its own
+    /// (`alpn`, offered over TLS), not gRPC, connected now.
+    pub async fn stream(&self, addr: &str, alpn: &[u8]) -> std::io::Result<ClientStream> {
+        let tls = self.tls.as_ref().map(|(_, config)| {
+            let mut config = ClientConfig::clone(config);
+            config.alpn_protocols = vec![alpn.to_vec()];
+            Arc::new(config)
+        });
+        let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let tcp = TcpStream::connect(addr).await?;
+        secure(tls, host, tcp).await
     }
 
     /// A channel to `addr` (`HOST:PORT`) that connects on first use.

@@ -3,17 +3,19 @@
 
 mod client;
 mod credentials;
-mod io;
+pub mod io;
 mod server;
 mod verify;
 
 pub use client::{
-    client_config, control_plane_node, mesh_proxy, server_list, DialError, Dialer, ServerCheck,
-    Unreachable,
+    client_config, control_plane_node, mesh_proxy, server_list, ClientStream, DialError, Dialer,
+    ServerCheck, Unreachable,
 };
 pub(crate) use credentials::read;
 pub use credentials::{provider, Bundle, Credentials, Leaf, Loaded, TlsError, TlsFiles};
-pub use server::{incoming, server_config, Conn, Peer, PeerIdentity, GRPC_ALPN};
+pub use server::{
+    incoming, incoming_beside, server_config, Beside, Conn, Peer, PeerIdentity, GRPC_ALPN,
+};
 pub use verify::{verify_peer, Usage};
 
 /// Plaintext is for one machine only: `addr` (`HOST:PORT`) must resolve to

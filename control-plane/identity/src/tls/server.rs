@@ -240,6 +240,15 @@ fn identify(
     }
 }
 
+/// A protocol served on the gRPC port beside gRPC: over TLS a connection
+/// whose ALPN is `alpn`, in plaintext one whose first byte is
+/// `first_byte` (never an HTTP/2 client's `P`).
+#[derive(Debug, Clone, Copy)]
+pub struct Beside {
+    pub alpn: &'static [u8],
+    pub first_byte: u8,
+}
+
 /// Accepted connections for `tonic::transport::Server::serve_with_incoming`:
 /// plaintext when `tls` is None, else TLS with the peer identified.
 /// Handshakes run concurrently; a failed one closes only its connection.
@@ -248,6 +257,44 @@ pub fn incoming(
     tls: Option<Arc<Credentials>>,
     alpn: &[&[u8]],
 ) -> Result<tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>>, rustls::Error> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    accept(listener, tls, alpn, tx, None)?;
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}
+
+/// As [`incoming`], with the connections of the protocol `beside` gRPC
+/// handed out apart (identified the same way).
+pub fn incoming_beside(
+    listener: TcpListener,
+    tls: Option<Arc<Credentials>>,
+    alpn: &[&[u8]],
+    beside: Beside,
+) -> Result<
+    (
+        tokio_stream::wrappers::ReceiverStream<std::io::Result<Conn>>,
+        tokio::sync::mpsc::Receiver<Conn>,
+    ),
+    rustls::Error,
+> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (beside_tx, beside_rx) = tokio::sync::mpsc::channel(16);
+    let mut offered = alpn.to_vec();
+    offered.push(beside.alpn);
+    accept(listener, tls, &offered, tx, Some((beside, beside_tx)))?;
+    Ok((tokio_stream::wrappers::ReceiverStream::new(rx), beside_rx))
+}
+
+type Accepted = tokio::sync::mpsc::Sender<std::io::Result<Conn>>;
+
+/// The accept loop: each connection to `tx`, or to the `beside` protocol's
+/// sender when it is one of those.
+fn accept(
+    listener: TcpListener,
+    tls: Option<Arc<Credentials>>,
+    alpn: &[&[u8]],
+    tx: Accepted,
+    beside: Option<(Beside, tokio::sync::mpsc::Sender<Conn>)>,
+) -> Result<(), rustls::Error> {
     let acceptor = match &tls {
         Some(credentials) => Some(tokio_rustls::TlsAcceptor::from(server_config(
             credentials,
@@ -255,7 +302,6 @@ pub fn incoming(
         )?)),
         None => None,
     };
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         loop {
             let (tcp, remote) = match listener.accept().await {
@@ -270,6 +316,7 @@ pub fn incoming(
                 return;
             }
             let _ = tcp.set_nodelay(true);
+            let (tx, beside) = (tx.clone(), beside.clone());
             let (Some(acceptor), Some(credentials)) = (&acceptor, &tls) else {
                 let conn = Conn {
                     io: Io::Plain(tcp),
@@ -280,12 +327,20 @@ pub fn incoming(
                         enrolment: None,
                     },
                 };
-                if tx.send(Ok(conn)).await.is_err() {
-                    return;
+                match beside {
+                    // Told apart by the first byte, which may take a while to come.
+                    Some(beside) => {
+                        tokio::spawn(hand_over_plaintext(conn, tx, beside));
+                    }
+                    None => {
+                        if tx.send(Ok(conn)).await.is_err() {
+                            return;
+                        }
+                    }
                 }
                 continue;
             };
-            let (acceptor, credentials, tx) = (acceptor.clone(), credentials.clone(), tx.clone());
+            let (acceptor, credentials) = (acceptor.clone(), credentials.clone());
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
@@ -299,7 +354,14 @@ pub fn incoming(
                                 enrolment,
                             },
                         };
-                        let _ = tx.send(Ok(conn)).await;
+                        match beside {
+                            Some((beside, side)) if conn.alpn() == Some(beside.alpn) => {
+                                let _ = side.send(conn).await;
+                            }
+                            _ => {
+                                let _ = tx.send(Ok(conn)).await;
+                            }
+                        }
                     }
                     Ok(Err(error)) => tracing::debug!(%remote, %error, "TLS handshake failed"),
                     Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
@@ -307,7 +369,30 @@ pub fn incoming(
             });
         }
     });
-    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+    Ok(())
+}
+
+/// Hands a plaintext connection to gRPC or to the protocol beside it, by
+/// its first byte; one that sends nothing in time is closed.
+async fn hand_over_plaintext(
+    conn: Conn,
+    grpc: Accepted,
+    (beside, side): (Beside, tokio::sync::mpsc::Sender<Conn>),
+) {
+    let Io::Plain(tcp) = &conn.io else {
+        return;
+    };
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) if first[0] == beside.first_byte => {
+            let _ = side.send(conn).await;
+        }
+        Ok(Ok(1)) => {
+            let _ = grpc.send(Ok(conn)).await;
+        }
+        // Closed, failed or silent.
+        _ => {}
+    }
 }
 
 #[cfg(test)]
@@ -316,6 +401,48 @@ mod tests {
     use std::io::IoSlice;
     use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio_stream::StreamExt;
+
+    /// On one port, a plaintext connection whose first byte is the protocol
+    /// beside gRPC's goes apart, an HTTP/2 one to gRPC (whichever comes
+    /// first), and one that sends nothing is held back from both.
+    #[tokio::test]
+    async fn a_plaintext_connection_goes_where_its_first_byte_says() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let beside = Beside {
+            alpn: b"side/1",
+            first_byte: b'M',
+        };
+        let (mut grpc, mut side) = incoming_beside(listener, None, &[], beside).expect("plaintext");
+        let _silent = TcpStream::connect(addr).await.expect("connect");
+        let mut h2 = TcpStream::connect(addr).await.expect("connect");
+        let mut other = TcpStream::connect(addr).await.expect("connect");
+        other.write_all(b"MERIDIAN").await.expect("written");
+        h2.write_all(b"PRI * HTTP/2.0\r\n").await.expect("written");
+        let within = |what| tokio::time::timeout(Duration::from_secs(10), what);
+        let mut apart = within(side.recv())
+            .await
+            .expect("in time")
+            .expect("a connection apart");
+        let mut first = [0u8; 8];
+        apart.read_exact(&mut first).await.expect("read");
+        assert_eq!(&first, b"MERIDIAN", "nothing was taken from it");
+        let mut to_grpc = tokio::time::timeout(Duration::from_secs(10), grpc.next())
+            .await
+            .expect("in time")
+            .expect("a connection")
+            .expect("accepted");
+        let mut first = [0u8; 3];
+        to_grpc.read_exact(&mut first).await.expect("read");
+        assert_eq!(&first, b"PRI");
+        // The silent one went nowhere.
+        let nothing = tokio::time::timeout(Duration::from_millis(200), grpc.next()).await;
+        assert!(nothing.is_err(), "a silent connection was handed to gRPC");
+        assert!(
+            side.try_recv().is_err(),
+            "a silent connection was handed apart"
+        );
+    }
 
     /// h2 writes a frame's head and its payload with one `writev` only when
     /// the connection says it takes vectored writes; otherwise each goes
