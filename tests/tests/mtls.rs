@@ -152,8 +152,10 @@ async fn a_cluster_formed_over_mtls_authorizes_every_call_by_identity() {
     // A node certificate of a node that is not a member may not speak Raft.
     let stranger_node = pki.issue("node-9-cert", &["--node", "9"]);
     assert_raft_refused(&dialer(&stranger_node), &node.grpc, "not a member").await;
-    // Nor may an admin, however trusted.
+    // Nor may an admin, however trusted, nor a peer without a certificate.
     assert_raft_refused(&dialer(&alice), &node.grpc, "member nodes").await;
+    let anonymous = anonymous_dialer(&pki.bundle());
+    assert_raft_refused(&anonymous, &node.grpc, "valid client certificate").await;
 
     let agent = pki.issue("agent-east", &["--agent", "--cluster", "east"]);
     let channel = dialer(&agent).connect(&node.grpc).await.expect("connect");
