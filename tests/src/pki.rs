@@ -150,12 +150,20 @@ pub async fn raft_peer_answer(
     dialer: &Dialer,
     addr: &str,
 ) -> std::io::Result<(raft_wire::Kind, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut conn = dialer.stream(addr, raft_wire::ALPN).await?;
     conn.write_all(raft_wire::PREFACE).await?;
     let vote = raft_wire::frame(raft_wire::Kind::Vote, &[b"{}"]).map_err(std::io::Error::other)?;
     // Refused at once may mean the connection is closed before this lands.
     let _ = conn.write_all(&vote).await;
+    read_raft_frame(&mut conn).await
+}
+
+/// Reads one frame of the Raft peer protocol: its kind, and its body as text.
+pub async fn read_raft_frame<R: tokio::io::AsyncRead + Unpin>(
+    conn: &mut R,
+) -> std::io::Result<(raft_wire::Kind, String)> {
+    use tokio::io::AsyncReadExt;
     let mut head = [0u8; raft_wire::HEAD];
     conn.read_exact(&mut head).await?;
     let (kind, len) = raft_wire::parse_head(head).map_err(std::io::Error::other)?;

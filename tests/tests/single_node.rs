@@ -2,9 +2,12 @@
 //! documented manifests, output formats, validation that changes nothing,
 //! optimistic concurrency, watch, health endpoints and restart from disk.
 
+use meridian_identity::tls::Dialer;
+use meridian_proto::raft_wire::{self, Kind};
 use meridian_proto::v1::{watch_event::EventType, PutRequest, WatchRequest};
-use meridian_tests::{cli, eventually, http, ServerNode, ServerOptions};
+use meridian_tests::{cli, eventually, http, pki::read_raft_frame, ServerNode, ServerOptions};
 use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -432,4 +435,70 @@ async fn the_cli_lists_more_than_four_mib_of_endpoints() {
         .map(|i| i["spec"]["endpoints"].as_array().map_or(0, Vec::len))
         .sum();
     assert_eq!(endpoints, 90_000);
+}
+
+/// Raft's peer protocol takes bad input as the admin API does: a malformed
+/// message gets its reason and the connection goes on; a frame that breaks
+/// the framing (an unknown kind, a body over the limit) closes the
+/// connection; neither changes the node's Raft state, and it goes on
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_raft_peer_messages_get_a_reason_and_change_nothing() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let node = start_single(root.path());
+    wait_ready(&node).await;
+    let before = node.status().await.expect("status");
+    let peer = || async {
+        let mut conn = Dialer::insecure()
+            .stream(&node.grpc, raft_wire::ALPN)
+            .await
+            .expect("connect");
+        conn.write_all(raft_wire::PREFACE).await.expect("preface");
+        conn
+    };
+
+    let mut conn = peer().await;
+    for (kind, body) in [
+        (Kind::AppendEntries, &b"{not json"[..]),
+        (Kind::Vote, b"{\"vote\": 1}"),
+        (Kind::InstallSnapshot, b"\x00\x00\x00\xffshort"),
+        (Kind::Reply, b"{}"),
+    ] {
+        let frame = raft_wire::frame(kind, &[body]).expect("framed");
+        conn.write_all(&frame).await.expect("sent");
+        let (answer, why) = tokio::time::timeout(WAIT, read_raft_frame(&mut conn))
+            .await
+            .expect("in time")
+            .expect("an answer");
+        assert_eq!(answer, Kind::Refused, "{kind:?}: {why}");
+        assert!(
+            why.contains("malformed raft message")
+                || why.contains("shorter than its header")
+                || why.contains("not a request"),
+            "{kind:?}: {why}"
+        );
+    }
+    // An unknown kind, then a body over the limit: closed without an answer.
+    conn.write_all(&[99, 0, 0, 0, 0]).await.expect("sent");
+    let closed = tokio::time::timeout(WAIT, read_raft_frame(&mut conn)).await;
+    assert!(matches!(closed, Ok(Err(_))), "an unknown kind: {closed:?}");
+    let mut conn = peer().await;
+    let over = (raft_wire::MAX_BODY as u32 + 1).to_be_bytes();
+    conn.write_all(&[1, over[0], over[1], over[2], over[3]])
+        .await
+        .expect("sent");
+    let closed = tokio::time::timeout(WAIT, read_raft_frame(&mut conn)).await;
+    assert!(
+        matches!(closed, Ok(Err(_))),
+        "an oversized body: {closed:?}"
+    );
+
+    let after = node.status().await.expect("status");
+    assert_eq!(
+        (after.term, after.leader, after.last_log_index),
+        (before.term, before.leader, before.last_log_index),
+        "malformed messages changed Raft state"
+    );
+    let applied = cli(&node.grpc, &["apply", "-f", "-"], Some(MESH));
+    assert!(applied.ok, "the node goes on serving: {}", applied.stderr);
 }
