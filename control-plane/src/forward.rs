@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tonic::transport::Channel;
 
-/// The largest forwarded request or reply (a write may be a bulk apply).
-pub const MAX_FORWARDED: usize = 64 * 1024 * 1024;
+/// The largest forwarded request or reply (a write may be a bulk apply):
+/// what a Raft peer frame carries, since the write is replicated in one.
+pub const MAX_FORWARDED: usize = meridian_proto::raft_wire::MAX_BODY;
 
 /// How long one forwarded call may take.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);

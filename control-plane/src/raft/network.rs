@@ -118,21 +118,14 @@ impl PeerClient {
                 return Err(CallFailed::Unreachable(e));
             }
         };
-        match kind {
-            Kind::Reply => Ok(body),
-            Kind::Refused => {
-                self.conn = None;
-                Err(CallFailed::Refused(
-                    String::from_utf8_lossy(&body).into_owned(),
-                ))
-            }
-            other => {
-                self.conn = None;
-                Err(CallFailed::Refused(format!(
-                    "the peer replied with a {other:?} frame"
-                )))
-            }
+        if kind == Kind::Reply {
+            return Ok(body);
         }
+        self.conn = None;
+        Err(CallFailed::Refused(match kind {
+            Kind::Refused => String::from_utf8_lossy(&body).into_owned(),
+            other => format!("the peer replied with a {other:?} frame"),
+        }))
     }
 
     /// Sends a request of `kind` (its JSON `body`) and decodes the reply.

@@ -75,13 +75,12 @@ async fn serve_peer(conn: Conn, node: Arc<Node>, metrics: Arc<Metrics>) {
         if let Err(status) = allowed(kind.method()) {
             return refuse_and_close(&mut io, status.message()).await;
         }
-        let reply = match answer(&node, kind, &body).await {
-            Ok(json) => raft_wire::frame(Kind::Reply, &[&json]),
-            Err(why) => raft_wire::frame(Kind::Refused, &[why.as_bytes()]),
-        };
+        let reply = answer(&node, kind, &body)
+            .await
+            .and_then(|json| raft_wire::frame(Kind::Reply, &[&json]).map_err(|e| e.to_string()));
         let written = match reply {
             Ok(frame) => write_frame(&mut io, &frame).await,
-            Err(e) => refuse(&mut io, &e.to_string()).await,
+            Err(why) => refuse(&mut io, &why).await,
         };
         if written.is_err() {
             return;
@@ -160,14 +159,13 @@ impl RaftService {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Status::invalid_argument(format!("malformed raft message: {e}")))
+    parse(bytes).map_err(Status::invalid_argument)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
-    serde_json::to_vec(value)
+    json(value)
         .map(|json| Response::new(RaftPayload { json }))
-        .map_err(|e| Status::internal(format!("encoding a raft reply: {e}")))
+        .map_err(Status::internal)
 }
 
 fn to_wire<T>(result: Result<Attempt<T>, NodeError>) -> Wire<T> {
@@ -201,8 +199,7 @@ impl raft_server::Raft for RaftService {
             Ok(LeaderReply::Done((index, _))) => *index,
             _ => 0,
         };
-        let result_json = serde_json::to_vec(&wire)
-            .map_err(|e| Status::internal(format!("encoding a raft reply: {e}")))?;
+        let result_json = json(&wire).map_err(Status::internal)?;
         Ok(Response::new(ProposeResponse { result_json, index }))
     }
 
