@@ -1,14 +1,16 @@
 //! The Raft log in RocksDB: entries, vote, committed and purged ids; every
 //! write but the committed id synced before Raft is told it is durable
-//! (appends by a group-commit thread, many to one fsync).
+//! (appends by a group-commit thread, many to one fsync), except a
+//! leader's own appends, told at once and synced meanwhile (`durability`).
 
 use super::{
+    durability::Durability,
     store::{cf, read_err, sync_writes, write_err, CF_LOGS, CF_RAFT_META},
     LogId, NodeId, StorageError, TypeConfig,
 };
 use openraft::{
     storage::{LogFlushed, RaftLogStorage},
-    Entry, ErrorSubject, LogState, OptionalSend, RaftLogReader, Vote,
+    Entry, EntryPayload, ErrorSubject, LogState, OptionalSend, RaftLogReader, Vote,
 };
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{de::DeserializeOwned, Serialize};
@@ -28,10 +30,21 @@ const KEY_LAST_PURGED: &[u8] = b"last_purged";
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<DB>,
+    node_id: NodeId,
+    /// The vote as last saved: whether this node leads, and in which term.
+    vote: Option<Vote<NodeId>>,
     /// The committed index as last saved, for status and readiness.
     committed_index: Arc<AtomicU64>,
     /// Makes appended entries durable, many appends per fsync.
-    syncer: std::sync::mpsc::Sender<LogFlushed<TypeConfig>>,
+    syncer: std::sync::mpsc::Sender<Written>,
+    durability: Arc<Durability>,
+}
+
+/// An append written and not yet synced: its sequence number in the
+/// ledger, and openraft's callback unless it was called at once.
+struct Written {
+    seq: u64,
+    callback: Option<LogFlushed<TypeConfig>>,
 }
 
 /// Group commit: appends are written at once and their callbacks queued
@@ -40,20 +53,22 @@ pub struct LogStore {
 /// fsync instead of one each (and Raft's core never waits on the disk).
 /// The thread holds the database weakly (it never keeps it open) and ends
 /// with the last `LogStore`.
-fn spawn_syncer(db: &Arc<DB>) -> std::sync::mpsc::Sender<LogFlushed<TypeConfig>> {
-    let (tx, rx) = std::sync::mpsc::channel::<LogFlushed<TypeConfig>>();
+fn spawn_syncer(db: &Arc<DB>, durability: Arc<Durability>) -> std::sync::mpsc::Sender<Written> {
+    let (tx, rx) = std::sync::mpsc::channel::<Written>();
     let db = Arc::downgrade(db);
     let spawned = std::thread::Builder::new()
         .name("raft-log-sync".into())
         .spawn(move || {
             while let Ok(first) = rx.recv() {
-                let mut flushed = vec![first];
-                flushed.extend(rx.try_iter());
+                let mut written = vec![first];
+                written.extend(rx.try_iter());
                 let synced = match db.upgrade() {
                     Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
                     None => Err("the database is closed".to_string()),
                 };
-                for callback in flushed {
+                let upto = written.iter().map(|w| w.seq).max().unwrap_or_default();
+                durability.synced(synced.clone().map(|()| upto));
+                for callback in written.into_iter().filter_map(|w| w.callback) {
                     callback.log_io_completed(synced.clone().map_err(std::io::Error::other));
                 }
             }
@@ -66,6 +81,27 @@ fn spawn_syncer(db: &Arc<DB>) -> std::sync::mpsc::Sender<LogFlushed<TypeConfig>>
     tx
 }
 
+/// The first index of `entries` if they may be reported before they are
+/// synced: all are node `node_id`'s own, appended as the leader of the term
+/// `vote` (committed, for itself) is in, not replicated to it; and none
+/// changes the membership (joint consensus needs those on disk first).
+fn own_first_index(
+    vote: Option<&Vote<NodeId>>,
+    node_id: NodeId,
+    entries: &[Entry<TypeConfig>],
+) -> Option<u64> {
+    let vote = vote.filter(|v| v.is_committed() && v.leader_id().voted_for() == Some(node_id))?;
+    let own = |entry: &Entry<TypeConfig>| {
+        entry.log_id.leader_id == *vote.leader_id()
+            && !matches!(entry.payload, EntryPayload::Membership(_))
+    };
+    entries
+        .iter()
+        .all(own)
+        .then(|| entries.first().map(|e| e.log_id.index))
+        .flatten()
+}
+
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
@@ -75,17 +111,28 @@ fn index_of(key: &[u8]) -> Option<u64> {
 }
 
 impl LogStore {
-    pub fn new(db: Arc<DB>) -> Result<Self, StorageError> {
-        let store = LogStore {
-            syncer: spawn_syncer(&db),
+    /// The log of node `node_id`.
+    pub fn new(db: Arc<DB>, node_id: NodeId) -> Result<Self, StorageError> {
+        let durability = Arc::new(Durability::default());
+        let mut store = LogStore {
+            syncer: spawn_syncer(&db, durability.clone()),
             db,
+            node_id,
+            vote: None,
             committed_index: Arc::new(AtomicU64::new(0)),
+            durability,
         };
+        store.vote = store.get_meta(KEY_VOTE)?;
         let committed: Option<LogId> = store.get_meta(KEY_COMMITTED)?;
         store
             .committed_index
             .store(committed.map(|c| c.index).unwrap_or(0), Ordering::Relaxed);
         Ok(store)
+    }
+
+    /// What of this log is on disk, for the state machine and the peers.
+    pub fn durability(&self) -> Arc<Durability> {
+        self.durability.clone()
     }
 
     pub fn committed_index(&self) -> Arc<AtomicU64> {
@@ -176,7 +223,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.put_meta(KEY_VOTE, vote, &sync_writes())
-            .map_err(|e| write_err(ErrorSubject::Vote, std::io::Error::other(e.to_string())))
+            .map_err(|e| write_err(ErrorSubject::Vote, std::io::Error::other(e.to_string())))?;
+        self.vote = Some(vote.clone());
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
@@ -189,6 +238,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.put_meta(KEY_COMMITTED, &committed, &rocksdb::WriteOptions::default())?;
         self.committed_index
             .store(committed.map(|c| c.index).unwrap_or(0), Ordering::Relaxed);
+        if let Some(committed) = committed {
+            self.durability.ledger().committed(committed);
+        }
         Ok(())
     }
 
@@ -205,6 +257,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<_> = entries.into_iter().collect();
+        let own_from = own_first_index(self.vote.as_ref(), self.node_id, &entries);
         let mut batch = WriteBatch::default();
         let logs = cf(&self.db, CF_LOGS);
         for entry in entries {
@@ -216,9 +270,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(write_err(ErrorSubject::Logs, e));
         }
-        if let Err(unsent) = self.syncer.send(callback) {
-            let callback = unsent.0;
-            callback.log_io_completed(Err(std::io::Error::other("the log sync thread is gone")));
+        let seq = self.durability.ledger().written(own_from);
+        let callback = match own_from {
+            // Reported at once: openraft replicates it while it is synced.
+            Some(_) => {
+                callback.log_io_completed(Ok(()));
+                None
+            }
+            None => Some(callback),
+        };
+        if let Err(unsent) = self.syncer.send(Written { seq, callback }) {
+            let gone = "the log sync thread is gone";
+            match unsent.0.callback {
+                Some(callback) => callback.log_io_completed(Err(std::io::Error::other(gone))),
+                None => self.durability.synced(Err(gone.into())),
+            }
         }
         Ok(())
     }
@@ -248,5 +314,46 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.db
             .write_opt(batch, &sync_writes())
             .map_err(|e| write_err(ErrorSubject::Logs, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId, Membership};
+
+    fn entry(term: u64, leader: NodeId, index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, leader), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    #[test]
+    fn only_a_leaders_own_entries_are_reported_before_their_sync() {
+        let mut leading = Vote::new(3, 1);
+        leading.commit();
+        let own = [entry(3, 1, 10), entry(3, 1, 11)];
+        assert_eq!(own_first_index(Some(&leading), 1, &own), Some(10));
+        // Another node's view of the same vote: replicated to it, synced first.
+        assert_eq!(own_first_index(Some(&leading), 2, &own), None);
+        // A vote not (yet) granted by a quorum: a candidate, not a leader.
+        assert_eq!(own_first_index(Some(&Vote::new(3, 1)), 1, &own), None);
+        // Entries this node made as leader of an earlier term, sent back by
+        // the current leader: a follower's append.
+        assert_eq!(
+            own_first_index(Some(&leading), 1, &[entry(2, 1, 9), entry(3, 1, 10)]),
+            None
+        );
+        let membership = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(3, 1), 12),
+            payload: EntryPayload::Membership(Membership::new(vec![[1, 2, 3].into()], None)),
+        };
+        assert_eq!(
+            own_first_index(Some(&leading), 1, &[entry(3, 1, 11), membership]),
+            None
+        );
+        assert_eq!(own_first_index(None, 1, &own), None);
+        assert_eq!(own_first_index(Some(&leading), 1, &[]), None);
     }
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod backup;
+pub mod durability;
 pub mod log_store;
 pub mod network;
 mod peer_io;

@@ -4,6 +4,7 @@
 //! that makes it writes the request and reads the reply itself: no
 //! connection task, no channel between them.
 
+use super::durability::Durability;
 use super::peer_io::{read_frame, write_frame};
 use super::{NodeId, TypeConfig};
 use crate::grpc_client;
@@ -22,7 +23,7 @@ use openraft::{
     BasicNode, RaftNetwork, RaftNetworkFactory,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 use tokio::io::BufStream;
 
 /// The size past which an AppendEntries of several entries is not sent and
@@ -43,7 +44,11 @@ fn fewer_entries(entries: usize, bytes: usize) -> Option<u64> {
     Some((fit as u64).clamp(1, entries as u64 - 1))
 }
 
-pub struct Network;
+pub struct Network {
+    /// What of this node's log is on disk: followers are told of no commit
+    /// beyond it.
+    pub durability: Arc<Durability>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
@@ -53,6 +58,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             addr: node.addr.clone(),
             conn: None,
+            durability: self.durability.clone(),
         }
     }
 }
@@ -60,6 +66,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
+    durability: Arc<Durability>,
     /// The connection between calls; dropped after a call that failed
     /// (where its request and reply stand is unknown then).
     conn: Option<BufStream<ClientStream>>,
@@ -162,9 +169,10 @@ fn json<T: Serialize, E: std::error::Error>(
 impl RaftNetwork<TypeConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, openraft::error::Infallible> {
+        rpc.leader_commit = self.durability.ledger().limit_commit(rpc.leader_commit);
         let body = json(&rpc)?;
         if let Some(fewer) = fewer_entries(rpc.entries.len(), body.len()) {
             return Err(RPCError::PayloadTooLarge(

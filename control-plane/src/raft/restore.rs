@@ -109,11 +109,12 @@ async fn build(
         last_membership: membership,
         snapshot_id: format!("{}-restored", log_id.index),
     };
-    let mut state = StateMachine::new(db.clone())?;
+    // Offline: no node appends here, so none is the leader (node 0).
+    let mut log = LogStore::new(db.clone(), 0)?;
+    let mut state = StateMachine::new(db.clone(), log.durability())?;
     state
         .install_snapshot(&meta, Box::new(Cursor::new(restored.encode()?)))
         .await?;
-    let mut log = LogStore::new(db.clone())?;
     log.purge(log_id).await?;
     log.save_committed(Some(log_id)).await?;
     db.flush()?;
@@ -158,7 +159,7 @@ mod tests {
             .await
             .expect("restore");
         let db = store::open(&dir.join("db")).expect("open");
-        let mut state = StateMachine::new(db.clone()).expect("state machine");
+        let mut state = StateMachine::new(db.clone(), Default::default()).expect("state machine");
         let (applied, membership) = state.applied_state().await.expect("applied");
         let expected = LogId::new(CommittedLeaderId::new(0, 0), 40);
         assert_eq!(applied, Some(expected));
@@ -176,7 +177,7 @@ mod tests {
             .expect("snapshot")
             .expect("stored");
         assert_eq!(current.meta.last_log_id, Some(expected));
-        let mut log = LogStore::new(db).expect("log");
+        let mut log = LogStore::new(db, 0).expect("log");
         let log_state = log.get_log_state().await.expect("log state");
         assert_eq!(log_state.last_purged_log_id, Some(expected));
         assert_eq!(log_state.last_log_id, Some(expected));

@@ -3,6 +3,7 @@
 //! the current snapshot. Deciding what a command changes is
 //! `meridian_model::plan`; this module only carries it out.
 
+use super::durability::Durability;
 use super::snapshot_data::SnapshotData;
 use super::view::DbView;
 use super::{
@@ -34,10 +35,13 @@ pub struct StateMachine {
     /// Held while a snapshot is stored (built or installed), so a build
     /// that finishes late cannot replace a newer installed snapshot.
     snapshots: Arc<std::sync::Mutex<()>>,
+    /// What of the log is on disk: an entry is applied only once this
+    /// node's own copy of it is (see `durability`).
+    durability: Arc<Durability>,
 }
 
 impl StateMachine {
-    pub fn new(db: Arc<DB>) -> Result<Self, StorageError> {
+    pub fn new(db: Arc<DB>, durability: Arc<Durability>) -> Result<Self, StorageError> {
         let applied = read_json::<LogId>(&db, KEY_APPLIED)?
             .map(|l| l.index)
             .unwrap_or(0);
@@ -45,6 +49,7 @@ impl StateMachine {
             db,
             events: Arc::new(EventHub::new(applied)),
             snapshots: Arc::new(std::sync::Mutex::new(())),
+            durability,
         })
     }
 
@@ -274,6 +279,15 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = openraft::Entry<TypeConfig>> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<_> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            self.durability
+                .until_durable(last.log_id.index)
+                .await
+                .map_err(|why| {
+                    write_err(ErrorSubject::Apply(last.log_id), std::io::Error::other(why))
+                })?;
+        }
         let mut outcomes = Vec::new();
         for entry in entries {
             let index = entry.log_id.index;
@@ -397,14 +411,17 @@ mod tests {
     fn empty_machine() -> (tempfile::TempDir, StateMachine) {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = super::super::store::open(dir.path()).expect("rocksdb");
-        (dir, StateMachine::new(db).expect("state machine"))
+        (
+            dir,
+            StateMachine::new(db, Default::default()).expect("state machine"),
+        )
     }
 
     #[test]
     fn a_snapshot_built_late_does_not_replace_a_newer_one() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = super::super::store::open(dir.path()).expect("rocksdb");
-        let machine = StateMachine::new(db.clone()).expect("state machine");
+        let machine = StateMachine::new(db.clone(), Default::default()).expect("state machine");
         let meta = |index: u64| SnapshotMeta {
             last_log_id: Some(openraft::LogId::new(
                 openraft::CommittedLeaderId::new(1, 1),
@@ -487,7 +504,7 @@ mod tests {
     fn a_failed_read_while_planning_is_a_storage_error_not_an_absent_object() {
         let dir = tempfile::tempdir().expect("temp dir");
         let db = super::super::store::open(dir.path()).expect("rocksdb");
-        let machine = StateMachine::new(db.clone()).expect("state machine");
+        let machine = StateMachine::new(db.clone(), Default::default()).expect("state machine");
         // The cluster the endpoints need is stored, but its value is corrupt:
         // planning must not go on as if it were absent ("unknown cluster"),
         // which would make this replica differ from the others for good.
@@ -555,5 +572,44 @@ mod tests {
             Some(7),
             "written, at the entry's index"
         );
+    }
+
+    #[tokio::test]
+    async fn an_entry_is_applied_only_once_this_leaders_own_copy_is_on_disk() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = super::super::store::open(dir.path()).expect("rocksdb");
+        let durability = Arc::new(Durability::default());
+        let mut machine = StateMachine::new(db, durability.clone()).expect("state machine");
+        // Entry 3 appended by this leader, reported at once, not yet synced:
+        // committed by a follower and this leader's count of itself.
+        let seq = durability.ledger().written(Some(3));
+        let blank = openraft::Entry::<TypeConfig> {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 3),
+            payload: EntryPayload::Blank,
+        };
+        let applying = tokio::spawn({
+            let mut machine = machine.clone();
+            async move { machine.apply([blank]).await }
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !applying.is_finished(),
+            "applied before it was on disk here"
+        );
+        assert_eq!(machine.applied_state().await.expect("read").0, None);
+        durability.synced(Ok(seq));
+        let applied = tokio::time::timeout(std::time::Duration::from_secs(10), applying)
+            .await
+            .expect("applied once synced");
+        applied.expect("task").expect("apply");
+        let index = machine
+            .applied_state()
+            .await
+            .expect("read")
+            .0
+            .map(|l| l.index);
+        assert_eq!(index, Some(3));
     }
 }

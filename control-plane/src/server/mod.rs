@@ -16,6 +16,7 @@ use crate::{
     metrics::Metrics,
     node::Node,
     raft::{
+        durability,
         log_store::LogStore,
         network::Network,
         state_machine::StateMachine,
@@ -91,18 +92,22 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let db_dir = config.data_dir.join("db");
     let db =
         store::open(&db_dir).with_context(|| format!("opening RocksDB at {}", db_dir.display()))?;
-    let log_store = LogStore::new(db.clone()).context("reading the raft log")?;
+    let log_store = LogStore::new(db.clone(), config.node_id).context("reading the raft log")?;
     let committed = log_store.committed_index();
-    let state = StateMachine::new(db).context("reading the state machine")?;
+    let durability = log_store.durability();
+    let state = StateMachine::new(db, durability.clone()).context("reading the state machine")?;
     let raft = Raft::new(
         config.node_id,
         raft_config(&config)?,
-        Network,
+        Network {
+            durability: durability.clone(),
+        },
         log_store,
         state.clone(),
     )
     .await
     .context("starting raft")?;
+    tokio::spawn(durability::release_commits(raft.clone(), durability));
     if !raft.is_initialized().await.context("reading raft state")? {
         // Before anything is served: nothing can reach this Raft yet, so it
         // has voted for and acknowledged nothing when it refuses.
