@@ -1,5 +1,6 @@
 //! The Raft log in RocksDB: entries, vote, committed and purged ids; every
-//! write but the committed id synced before Raft is told it is durable
+//! write but the committed id (a hint, written with the next append)
+//! synced before Raft is told it is durable
 //! (appends by a group-commit thread, many to one fsync), except a
 //! leader's own appends, told at once and synced meanwhile (`durability`).
 
@@ -35,6 +36,9 @@ pub struct LogStore {
     vote: Option<Vote<NodeId>>,
     /// The committed index as last saved, for status and readiness.
     committed_index: Arc<AtomicU64>,
+    /// The committed log id saved since the last append, written with the
+    /// next one.
+    unwritten_committed: Option<LogId>,
     /// Makes appended entries durable, many appends per fsync.
     syncer: std::sync::mpsc::Sender<Written>,
     durability: Arc<Durability>,
@@ -120,6 +124,7 @@ impl LogStore {
             node_id,
             vote: None,
             committed_index: Arc::new(AtomicU64::new(0)),
+            unwritten_committed: None,
             durability,
         };
         store.vote = store.get_meta(KEY_VOTE)?;
@@ -233,9 +238,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        // A hint for restarts (how far to apply again), not a promise: it
-        // rides on the next synced append (see `sync_writes`).
-        self.put_meta(KEY_COMMITTED, &committed, &rocksdb::WriteOptions::default())?;
+        // A hint for restarts (how far to apply again), not a promise:
+        // written with the next append, not a write of its own for every
+        // commit (openraft reapplies from the last applied entry at least).
+        self.unwritten_committed = committed;
         self.committed_index
             .store(committed.map(|c| c.index).unwrap_or(0), Ordering::Relaxed);
         if let Some(committed) = committed {
@@ -245,7 +251,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        match self.unwritten_committed {
+            Some(committed) => Ok(Some(committed)),
+            None => Ok(self.get_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten()),
+        }
     }
 
     async fn append<I>(
@@ -260,6 +269,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let entries: Vec<_> = entries.into_iter().collect();
         let own_from = own_first_index(self.vote.as_ref(), self.node_id, &entries);
         let mut batch = WriteBatch::default();
+        if let Some(committed) = self.unwritten_committed.take() {
+            let bytes =
+                serde_json::to_vec(&committed).map_err(|e| write_err(ErrorSubject::Store, e))?;
+            batch.put_cf(cf(&self.db, CF_RAFT_META), KEY_COMMITTED, bytes);
+        }
         let logs = cf(&self.db, CF_LOGS);
         for entry in entries {
             let value = serde_json::to_vec(&entry).map_err(|e| write_err(ErrorSubject::Logs, e))?;
