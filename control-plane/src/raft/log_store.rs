@@ -1,8 +1,8 @@
-//! The Raft log in RocksDB: entries, vote, committed and purged ids; every
-//! write but the committed id (a hint, written with the next append)
-//! synced before Raft is told it is durable
-//! (appends by a group-commit thread, many to one fsync), except a
-//! leader's own appends, told at once and synced meanwhile (`durability`).
+//! The Raft log in RocksDB: entries, vote, committed and purged ids. Every
+//! write is synced before Raft is told it is durable (appends by a
+//! group-commit thread, many to one fsync), except two: the committed id,
+//! a hint written with the next append, and a leader's own appends, told
+//! at once and synced meanwhile (`durability`).
 
 use super::{
     durability::Durability,
@@ -54,7 +54,9 @@ struct Written {
 /// Group commit: appends are written at once and their callbacks queued
 /// here; one thread syncs the write-ahead log and reports every append
 /// written before that sync as durable, so a burst of proposals costs one
-/// fsync instead of one each (and Raft's core never waits on the disk).
+/// fsync instead of one each. (openraft's core waits for the report of
+/// each append it makes; a leader's own are reported before, see
+/// `durability`.)
 /// The thread holds the database weakly (it never keeps it open) and ends
 /// with the last `LogStore`.
 fn spawn_syncer(db: &Arc<DB>, durability: Arc<Durability>) -> std::sync::mpsc::Sender<Written> {
