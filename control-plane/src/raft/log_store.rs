@@ -231,7 +231,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
         self.put_meta(KEY_VOTE, vote, &sync_writes())
             .map_err(|e| write_err(ErrorSubject::Vote, std::io::Error::other(e.to_string())))?;
-        self.vote = Some(vote.clone());
+        self.vote = Some(*vote);
         Ok(())
     }
 
