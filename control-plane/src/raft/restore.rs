@@ -115,8 +115,8 @@ async fn build(
     state
         .install_snapshot(&meta, Box::new(Cursor::new(restored.encode()?)))
         .await?;
+    // No committed id of its own: openraft starts from the applied one.
     log.purge(log_id).await?;
-    log.save_committed(Some(log_id)).await?;
     db.flush()?;
     drop((state, log));
     // The last handle: RocksDB closes here, before the directory moves.
