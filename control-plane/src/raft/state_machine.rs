@@ -42,9 +42,7 @@ pub struct StateMachine {
 
 impl StateMachine {
     pub fn new(db: Arc<DB>, durability: Arc<Durability>) -> Result<Self, StorageError> {
-        let applied = read_json::<LogId>(&db, KEY_APPLIED)?
-            .map(|l| l.index)
-            .unwrap_or(0);
+        let applied = applied_index(&db)?;
         Ok(StateMachine {
             db,
             events: Arc::new(EventHub::new(applied)),
@@ -73,6 +71,11 @@ impl StateMachine {
             .write_opt(batch, &sync_writes())
             .map_err(|e| write_err(ErrorSubject::Snapshot(Some(meta.signature())), e))?;
         Ok(true)
+    }
+
+    /// The index of the last entry this replica applied, as stored.
+    pub fn last_applied_index(&self) -> Result<u64, StorageError> {
+        applied_index(&self.db)
     }
 
     /// The nodes this replica has applied records of: each has held the
@@ -237,6 +240,10 @@ fn apply_span(trace: &str, index: u64) -> telemetry::Context {
         &telemetry::propagation::from_string(trace),
         vec![KeyValue::new("meridian.raft.index", index as i64)],
     )
+}
+
+fn applied_index(db: &DB) -> Result<u64, StorageError> {
+    Ok(read_json::<LogId>(db, KEY_APPLIED)?.map_or(0, |l| l.index))
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(db: &DB, key: &[u8]) -> Result<Option<T>, StorageError> {

@@ -96,6 +96,13 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let committed = log_store.committed_index();
     let durability = log_store.durability();
     let state = StateMachine::new(db, durability.clone()).context("reading the state machine")?;
+    // What the log saved as committed is a hint that may trail what was
+    // applied (it is written with appends, and a restore writes none), and
+    // whatever was applied was committed.
+    let applied = state
+        .last_applied_index()
+        .context("reading the state machine")?;
+    committed.fetch_max(applied, std::sync::atomic::Ordering::Relaxed);
     let raft = Raft::new(
         config.node_id,
         raft_config(&config)?,
