@@ -108,6 +108,11 @@ fn own_first_index(
         .flatten()
 }
 
+/// A `raft_meta` value as stored.
+fn meta_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StorageError> {
+    serde_json::to_vec(value).map_err(|e| write_err(ErrorSubject::Store, e))
+}
+
 fn index_key(index: u64) -> [u8; 8] {
     index.to_be_bytes()
 }
@@ -162,7 +167,7 @@ impl LogStore {
         value: &T,
         options: &rocksdb::WriteOptions,
     ) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| write_err(ErrorSubject::Store, e))?;
+        let bytes = meta_json(value)?;
         self.db
             .put_cf_opt(cf(&self.db, CF_RAFT_META), key, bytes, options)
             .map_err(|e| write_err(ErrorSubject::Store, e))
@@ -272,9 +277,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let own_from = own_first_index(self.vote.as_ref(), self.node_id, &entries);
         let mut batch = WriteBatch::default();
         if let Some(committed) = self.unwritten_committed.take() {
-            let bytes =
-                serde_json::to_vec(&committed).map_err(|e| write_err(ErrorSubject::Store, e))?;
-            batch.put_cf(cf(&self.db, CF_RAFT_META), KEY_COMMITTED, bytes);
+            batch.put_cf(
+                cf(&self.db, CF_RAFT_META),
+                KEY_COMMITTED,
+                meta_json(&committed)?,
+            );
         }
         let logs = cf(&self.db, CF_LOGS);
         for entry in entries {

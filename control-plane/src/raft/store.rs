@@ -28,10 +28,12 @@ pub fn open(dir: &Path) -> Result<Arc<DB>, rocksdb::Error> {
 
 /// Every write that Raft relies on for safety (log entries, the vote,
 /// truncation and purge points, snapshots) is synced to disk before it is
-/// acknowledged.
+/// acknowledged; a leader's own log entries are acknowledged before, and
+/// nothing acts on their commit until they are synced (`durability`).
 ///
-/// What the state machine applies, and the committed index, are written
-/// without a sync of their own: one database means one write-ahead log,
+/// What the state machine applies, and the committed index (a hint,
+/// written with the next append), are written without a sync of their
+/// own: one database means one write-ahead log,
 /// recovered as a prefix, so the next synced write (the next log append)
 /// makes every earlier write durable with it. A crash can lose only a tail
 /// of applies whose entries are in the synced log, and openraft applies
