@@ -12,7 +12,7 @@ use crate::{
     runtime::Runtime,
 };
 use bytes::Bytes;
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, Limited};
 use hyper::{body::Body, Request, Response, StatusCode};
 use meridian_balance::{hash64, HostId, Outcome};
 use meridian_telemetry::SpanKind;
@@ -255,15 +255,21 @@ where
     // otherwise (and always for gRPC) it streams through, trailers and all.
     let mut streamed = None;
     let buffered = if retry.is_some() {
-        match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return local_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-            }
-            Err(_) => {
-                // A malformed body (a bad chunk): the client's fault, as when it streams.
-                metrics.count(name, "", "bad_request");
-                return local_response(StatusCode::BAD_REQUEST, "malformed request body");
+        if body.is_end_stream() {
+            // Nothing to gather (a GET, say): no buffer, nothing to replay.
+            drop(body);
+            Bytes::new()
+        } else {
+            match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+                Ok(collected) => collected.to_bytes(),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                    return local_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                }
+                Err(_) => {
+                    // A malformed body (a bad chunk): the client's fault, as when it streams.
+                    metrics.count(name, "", "bad_request");
+                    return local_response(StatusCode::BAD_REQUEST, "malformed request body");
+                }
             }
         }
     } else {
@@ -281,6 +287,7 @@ where
             return local_response(StatusCode::SERVICE_UNAVAILABLE, reason);
         }
     };
+    let head_method = parts.method.clone();
     let mut head = Head::new(parts, cluster.config.http2, retry.is_some());
     let started = std::time::Instant::now();
     // The hosts this request failed on: a retry goes elsewhere, and to the
@@ -334,6 +341,8 @@ where
         };
         let body: ProxyBody = match streamed.take() {
             Some(incoming) => incoming.map_err(Into::into).boxed(),
+            // Boxing an empty body allocates nothing.
+            None if buffered.is_empty() => Empty::new().map_err(|never| match never {}).boxed(),
             None => Full::new(buffered.clone())
                 .map_err(|never| match never {})
                 .boxed(),
@@ -341,9 +350,10 @@ where
         let Some(mut upstream) = head.request(host.authority, body) else {
             return local_response(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
         };
-        if retry.is_some() {
+        if retry.is_some() && crate::h1::replay_needed(&head_method, buffered.len()) {
             // May be sent again: the HTTP/1.1 client resends it on a new
-            // connection when a pooled one turns out closed.
+            // connection when a pooled one turns out closed (a request
+            // without a body and its framing is resent without this).
             upstream
                 .extensions_mut()
                 .insert(crate::h1::Replay(buffered.clone()));
@@ -417,6 +427,13 @@ where
         .unwrap_or_else(|| local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"))
 }
 
+/// The connection's own headers, never passed on.
+const HOP_BY_HOP: [hyper::header::HeaderName; 3] = [
+    hyper::header::CONNECTION,
+    hyper::header::HeaderName::from_static("keep-alive"),
+    hyper::header::HeaderName::from_static("proxy-connection"),
+];
+
 /// The request's head as it goes upstream: hop-by-hop headers removed,
 /// the version the cluster speaks. A request that cannot be retried gives
 /// its head away (no copy); one that may be sent again copies it per try.
@@ -427,8 +444,12 @@ struct Head {
 
 impl Head {
     fn new(mut parts: hyper::http::request::Parts, http2: bool, keep: bool) -> Self {
-        for hop_by_hop in ["connection", "keep-alive", "proxy-connection"] {
-            parts.headers.remove(hop_by_hop);
+        // The HTTP/1.1 client leaves every hop-by-hop header out as it
+        // writes the head; hyper's HTTP/2 client is given none.
+        if http2 {
+            for hop_by_hop in &HOP_BY_HOP {
+                parts.headers.remove(hop_by_hop);
+            }
         }
         // An HTTP/2 request names its authority in the URI alone; over
         // HTTP/1.1 it is the Host header (the URI is given the host's address).

@@ -11,7 +11,7 @@ use std::sync::Arc;
 pub struct RouteTable {
     vhosts: Vec<Vec<CompiledRoute>>,
     /// Domain → the first virtual host that names it.
-    by_domain: HashMap<String, usize>,
+    by_domain: foldhash::HashMap<String, usize>,
     /// The first virtual host with the domain `*`.
     wildcard: Option<usize>,
 }
@@ -33,7 +33,7 @@ pub enum Target<'a> {
 
 impl RouteTable {
     pub fn new(vhosts: &[VirtualHost], clusters: &HashMap<String, Arc<ClusterState>>) -> Self {
-        let mut by_domain = HashMap::new();
+        let mut by_domain = foldhash::HashMap::default();
         let mut wildcard = None;
         for (i, vhost) in vhosts.iter().enumerate() {
             for domain in &vhost.domains {

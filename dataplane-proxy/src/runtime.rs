@@ -19,7 +19,7 @@ pub struct Runtime {
     pub snapshot: Snapshot,
     clusters: HashMap<String, Arc<ClusterState>>,
     /// The route table of each HTTP listener, by port.
-    routes: HashMap<u16, Arc<RouteTable>>,
+    routes: foldhash::HashMap<u16, Arc<RouteTable>>,
     random: AtomicU64,
 }
 

@@ -16,7 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{sync::Mutex, time::Duration};
 
 /// The connect timeout of a client with no cluster (the application behind
 /// an inbound listener, on this host).
@@ -123,7 +123,7 @@ pub struct Upstreams {
     /// Idle HTTP/1.1 connections: plaintext, and mutual TLS.
     idle_plain: Arc<h1::IdleConnections>,
     idle_mesh: Arc<h1::IdleConnections>,
-    clients: Mutex<HashMap<Settings, UpstreamClient>>,
+    clients: Mutex<foldhash::HashMap<Settings, UpstreamClient>>,
 }
 
 impl Upstreams {
@@ -132,7 +132,7 @@ impl Upstreams {
             mesh,
             idle_plain: Arc::default(),
             idle_mesh: Arc::default(),
-            clients: Mutex::new(HashMap::new()),
+            clients: Mutex::new(foldhash::HashMap::default()),
         }
     }
 

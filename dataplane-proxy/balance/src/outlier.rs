@@ -11,7 +11,8 @@
 //! back is not ejected for minutes at its next hiccup. Time is passed in,
 //! so the logic is pure.
 
-use std::{collections::HashMap, time::Duration, time::Instant};
+use foldhash::HashMap;
+use std::{time::Duration, time::Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OutlierPolicy {
@@ -80,7 +81,7 @@ impl OutlierTracker {
     pub fn new(policy: OutlierPolicy, host_count: usize) -> Self {
         OutlierTracker {
             policy,
-            hosts: HashMap::new(),
+            hosts: HashMap::default(),
             host_count,
         }
     }
@@ -116,15 +117,17 @@ impl OutlierTracker {
 
     /// Records one request's outcome at `host`.
     pub fn record(&mut self, host: &str, outcome: Outcome, now: Instant) -> Option<Verdict> {
+        if !self.policy.is_failure(outcome) {
+            // The common case, on every request: no allocation, no count.
+            if let Some(state) = self.hosts.get_mut(host) {
+                state.consecutive = 0;
+            }
+            return None;
+        }
         let max = (self.host_count * self.policy.max_ejection_percent as usize / 100)
             .min(self.host_count.saturating_sub(1));
         let ejected = self.ejected();
-        let failed = self.policy.is_failure(outcome);
         let state = self.hosts.entry(host.to_string()).or_default();
-        if !failed {
-            state.consecutive = 0;
-            return None;
-        }
         state.consecutive += 1;
         let enough = outcome == Outcome::Unreachable
             || state.consecutive >= self.policy.consecutive_failures;

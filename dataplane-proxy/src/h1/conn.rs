@@ -24,6 +24,10 @@ use tokio::net::TcpStream;
 
 /// How much room a read asks for.
 const READ_CHUNK: usize = 16 * 1024;
+/// Below this much free room a read asks for more. Not on every read: the
+/// buffer is shared with the heads and bodies split off it, so asking for a
+/// whole `READ_CHUNK` each time allocated a new one for every other response.
+const READ_ROOM: usize = 2 * 1024;
 /// Request body bytes gathered before they are written.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -228,7 +232,7 @@ impl Connection {
                 }
                 return Poll::Ready(Ok(head));
             }
-            self.read.reserve(READ_CHUNK);
+            make_room(&mut self.read);
             match ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut self.io),
                 cx,
@@ -253,6 +257,13 @@ impl Connection {
                 "the upstream closed the connection before a response",
             )),
         }
+    }
+}
+
+/// Room in `read` for the next read.
+fn make_room(read: &mut BytesMut) {
+    if read.capacity() - read.len() < READ_ROOM {
+        read.reserve(READ_CHUNK);
     }
 }
 
@@ -502,7 +513,7 @@ impl Body for ResponseBody {
                 }
                 Framing::UntilClose => {}
             }
-            conn.read.reserve(READ_CHUNK);
+            make_room(&mut conn.read);
             match ready!(tokio_util::io::poll_read_buf(
                 Pin::new(&mut conn.io),
                 cx,

@@ -15,5 +15,6 @@ mod pool;
 #[cfg(test)]
 mod tests;
 
+pub use codec::replay_needed;
 pub use conn::{Client, Connector, IdleConnections, Replay};
 pub use pool::IDLE_TIMEOUT;

@@ -5,7 +5,8 @@
 //! tested without sockets; the caller says whether a kept one is still
 //! usable when it is taken.
 
-use std::collections::{HashMap, VecDeque};
+use foldhash::HashMap;
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ type Idle<T> = VecDeque<(Instant, T)>;
 impl<T> Default for Pool<T> {
     fn default() -> Self {
         Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
         }
     }
 }
