@@ -16,7 +16,7 @@ use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, Limited};
 use hyper::{body::Body, Request, Response, StatusCode};
 use meridian_balance::{hash64, HostId, Outcome};
 use meridian_telemetry::SpanKind;
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tower::{Service, ServiceExt};
 
 pub type ProxyBody = BoxBody<Bytes, BodyError>;
@@ -128,14 +128,21 @@ fn idempotent(method: &hyper::Method) -> bool {
     )
 }
 
-pub async fn handle<U, B>(
+// `handle` and `forward` return `async move` blocks rather than being
+// `async fn`s: an `async fn` keeps each argument twice in its future
+// (rust-lang/rust#62958), and the request's future is copied whole into its
+// box on every request. Nor is there a future for `handle` around the one
+// for `forward` (which finishes the span), each holding the request. Large
+// values (the request's head, each try's request) are scoped so they do not
+// stay in it twice either.
+pub fn handle<'a, U, B>(
     runtime: Option<Arc<Runtime>>,
-    upstreams: &U,
-    metrics: &Metrics,
+    upstreams: &'a U,
+    metrics: &'a Metrics,
     port: u16,
     peer: SocketAddr,
     request: Request<B>,
-) -> Response<ProxyBody>
+) -> impl Future<Output = Response<ProxyBody>> + 'a
 where
     U: Upstream,
     B: Body<Data = Bytes> + Send + Sync + 'static,
@@ -148,283 +155,322 @@ where
         request.uri().path(),
         peer,
     );
-    let response = forward(runtime, upstreams, metrics, port, peer, request, &span).await;
-    span.finish(response.status());
-    response
+    forward(runtime, upstreams, metrics, port, peer, request, span)
 }
 
-async fn forward<U, B>(
+#[allow(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice"
+)]
+fn forward<'a, U, B>(
     runtime: Option<Arc<Runtime>>,
-    upstreams: &U,
-    metrics: &Metrics,
+    upstreams: &'a U,
+    metrics: &'a Metrics,
     port: u16,
     peer: SocketAddr,
     request: Request<B>,
-    span: &RequestSpan,
-) -> Response<ProxyBody>
+    span: RequestSpan,
+) -> impl Future<Output = Response<ProxyBody>> + 'a
 where
     U: Upstream,
     B: Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BodyError> + Into<BoxError>,
 {
-    let Some(runtime) = runtime else {
-        return local_response(StatusCode::SERVICE_UNAVAILABLE, "no configuration yet");
-    };
-    if let Some(refused) = refuse_asterisk(request.uri()) {
-        return refused;
-    }
-    let authority = request
-        .uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| {
-            request
-                .headers()
-                .get(hyper::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        })
-        .unwrap_or_default();
-    let path = request.uri().path();
-    let Some(route) = runtime
-        .routes(port)
-        .and_then(|table| table.route(authority, path))
-    else {
-        // Counted without the authority: labels come from the configuration,
-        // never from a request's Host header.
-        metrics.count("", "", "no_route");
-        return local_response(
-            StatusCode::NOT_FOUND,
-            &format!("no route for {authority}{path}"),
-        );
-    };
-    let cluster = match route.pick(runtime.random()) {
-        Some(Target::Cluster(cluster)) => cluster,
-        Some(Target::Unknown(name)) => {
-            return local_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("unknown cluster {name}"),
-            )
-        }
-        None => {
-            return local_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the route has no weighted cluster",
-            )
-        }
-    };
-    let name = cluster.name.as_str();
-    let route = &route.config;
-    span.set("server.address", || authority.to_string());
-    span.set("meridian.route", || route.prefix.clone());
-    span.set("meridian.cluster", || name.to_string());
-    let hash = route.hash.as_ref().map(|h| match h {
-        HashOn::SourceIp => hash64(peer.ip().to_string().as_bytes()),
-        HashOn::Header(header) => hash64(
-            request
-                .headers()
-                .get(header.as_str())
-                .map(|v| v.as_bytes())
-                .unwrap_or_default(),
-        ),
-    });
-    tracing::debug!(cluster = name, %peer, "request");
-    let breaker = &cluster.breaker;
-    let Some(_admitted) = breaker.admit() else {
-        metrics.count(name, "", "overflow");
-        let mut response = local_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "circuit breaker open: too many requests",
-        );
-        response.headers_mut().insert(
-            "x-meridian-overloaded",
-            hyper::header::HeaderValue::from_static("true"),
-        );
-        return response;
-    };
-    let (parts, body) = request.into_parts();
-    // Only a request that may be sent twice is retried: an idempotent
-    // method, or one that carries an Idempotency-Key; never a gRPC stream.
-    let grpc = parts
-        .headers
-        .get(hyper::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let replayable =
-        (idempotent(&parts.method) || parts.headers.contains_key("idempotency-key")) && !grpc;
-    let retry = route.retry.as_ref().filter(|_| replayable);
-    // A body is buffered only when a retry may have to send it again;
-    // otherwise (and always for gRPC) it streams through, trailers and all.
-    let mut streamed = None;
-    let buffered = if retry.is_some() {
-        if body.is_end_stream() {
-            // Nothing to gather (a GET, say): no buffer, nothing to replay.
-            drop(body);
-            Bytes::new()
-        } else {
-            match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-                Ok(collected) => collected.to_bytes(),
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                    return local_response(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
-                }
-                Err(_) => {
-                    // A malformed body (a bad chunk): the client's fault, as when it streams.
-                    metrics.count(name, "", "bad_request");
-                    return local_response(StatusCode::BAD_REQUEST, "malformed request body");
-                }
+    async move {
+        let response = 'forward: {
+            let Some(runtime) = runtime else {
+                break 'forward local_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no configuration yet",
+                );
+            };
+            if let Some(refused) = refuse_asterisk(request.uri()) {
+                break 'forward refused;
             }
-        }
-    } else {
-        streamed = Some(body);
-        Bytes::new()
-    };
-    let per_try = retry
-        .and_then(|r| r.per_try_timeout)
-        .or(route.timeout)
-        .unwrap_or(DEFAULT_TIMEOUT);
-    let mut client = match upstreams.for_cluster(&cluster.config) {
-        Ok(client) => client,
-        Err(reason) => {
-            metrics.count(name, "", "no_mesh_identity");
-            return local_response(StatusCode::SERVICE_UNAVAILABLE, reason);
-        }
-    };
-    let head_method = parts.method.clone();
-    let mut head = Head::new(parts, cluster.config.http2, retry.is_some());
-    let started = std::time::Instant::now();
-    // The hosts this request failed on: a retry goes elsewhere, and to the
-    // next priority once the current one has none left.
-    let mut failed: Vec<HostId> = Vec::new();
-    // Retries the route's `attempts` bound: after a response it retries or
-    // a per-try timeout. A connection that fails without a response (refused,
-    // reset, closed before the head: what a dying endpoint does, and cheap
-    // to try past) moves on to a host not tried yet without using one up, as
-    // nginx's proxy_next_upstream does: each host at most once per request,
-    // within the route's timeout and the retry budget.
-    let mut retried = 0;
-    let attempts = retry.map_or(0, |r| r.attempts);
-    let mut _retry: Option<crate::breaker::InFlight<'_>> = None;
-    let mut outcome = None;
-    // The route's timeout bounds the whole request, retries included; each
-    // try is also bounded by the retry policy's per-try timeout.
-    let deadline = started + route.timeout.unwrap_or(DEFAULT_TIMEOUT);
-    loop {
-        let remaining = deadline.saturating_duration_since(std::time::Instant::now());
-        if remaining.is_zero() {
-            metrics.count(name, "", "timeout");
-            return local_response(StatusCode::GATEWAY_TIMEOUT, "the route's timeout ran out");
-        }
-        let per_try = per_try.min(remaining);
-        if !failed.is_empty() {
-            metrics.retried(name);
-            // The retry budget: retries may be at most a fifth of the cluster's requests in flight.
-            match breaker.admit_retry() {
-                Some(guard) => _retry = Some(guard),
+            let authority = request
+                .uri()
+                .authority()
+                .map(|a| a.as_str())
+                .or_else(|| {
+                    request
+                        .headers()
+                        .get(hyper::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                })
+                .unwrap_or_default();
+            let path = request.uri().path();
+            let Some(route) = runtime
+                .routes(port)
+                .and_then(|table| table.route(authority, path))
+            else {
+                // Counted without the authority: labels come from the configuration,
+                // never from a request's Host header.
+                metrics.count("", "", "no_route");
+                break 'forward local_response(
+                    StatusCode::NOT_FOUND,
+                    &format!("no route for {authority}{path}"),
+                );
+            };
+            let cluster = match route.pick(runtime.random()) {
+                Some(Target::Cluster(cluster)) => cluster,
+                Some(Target::Unknown(name)) => {
+                    break 'forward local_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        &format!("unknown cluster {name}"),
+                    )
+                }
                 None => {
-                    metrics.count(name, "", "retry_budget_exhausted");
+                    break 'forward local_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the route has no weighted cluster",
+                    )
+                }
+            };
+            let name = cluster.name.as_str();
+            let route = &route.config;
+            span.set("server.address", || authority.to_string());
+            span.set("meridian.route", || route.prefix.clone());
+            span.set("meridian.cluster", || name.to_string());
+            let hash = route.hash.as_ref().map(|h| match h {
+                HashOn::SourceIp => hash64(peer.ip().to_string().as_bytes()),
+                HashOn::Header(header) => hash64(
+                    request
+                        .headers()
+                        .get(header.as_str())
+                        .map(|v| v.as_bytes())
+                        .unwrap_or_default(),
+                ),
+            });
+            tracing::debug!(cluster = name, %peer, "request");
+            let breaker = &cluster.breaker;
+            let Some(_admitted) = breaker.admit() else {
+                metrics.count(name, "", "overflow");
+                let mut response = local_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "circuit breaker open: too many requests",
+                );
+                response.headers_mut().insert(
+                    "x-meridian-overloaded",
+                    hyper::header::HeaderValue::from_static("true"),
+                );
+                break 'forward response;
+            };
+            let (mut head, body, retry) = {
+                let (parts, body) = request.into_parts();
+                // Only a request that may be sent twice is retried: an idempotent
+                // method, or one that carries an Idempotency-Key; never a gRPC stream.
+                let grpc = parts
+                    .headers
+                    .get(hyper::header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+                let replayable = (idempotent(&parts.method)
+                    || parts.headers.contains_key("idempotency-key"))
+                    && !grpc;
+                let retry = route.retry.as_ref().filter(|_| replayable);
+                (
+                    Head::new(parts, cluster.config.http2, retry.is_some()),
+                    body,
+                    retry,
+                )
+            };
+            // A body is buffered only when a retry may have to send it again;
+            // otherwise (and always for gRPC) it streams through, trailers and all.
+            let mut streamed = None;
+            let buffered = if retry.is_some() {
+                if body.is_end_stream() {
+                    // Nothing to gather (a GET, say): no buffer, nothing to replay.
+                    drop(body);
+                    Bytes::new()
+                } else {
+                    match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+                        Ok(collected) => collected.to_bytes(),
+                        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                            break 'forward local_response(
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                "request body too large",
+                            )
+                        }
+                        Err(_) => {
+                            // A malformed body (a bad chunk): the client's fault, as when it streams.
+                            metrics.count(name, "", "bad_request");
+                            break 'forward local_response(
+                                StatusCode::BAD_REQUEST,
+                                "malformed request body",
+                            );
+                        }
+                    }
+                }
+            } else {
+                streamed = Some(body);
+                Bytes::new()
+            };
+            let per_try = retry
+                .and_then(|r| r.per_try_timeout)
+                .or(route.timeout)
+                .unwrap_or(DEFAULT_TIMEOUT);
+            let mut client = match upstreams.for_cluster(&cluster.config) {
+                Ok(client) => client,
+                Err(reason) => {
+                    metrics.count(name, "", "no_mesh_identity");
+                    break 'forward local_response(StatusCode::SERVICE_UNAVAILABLE, reason);
+                }
+            };
+            let started = std::time::Instant::now();
+            // The hosts this request failed on: a retry goes elsewhere, and to the
+            // next priority once the current one has none left.
+            let mut failed: Vec<HostId> = Vec::new();
+            // Retries the route's `attempts` bound: after a response it retries or
+            // a per-try timeout. A connection that fails without a response (refused,
+            // reset, closed before the head: what a dying endpoint does, and cheap
+            // to try past) moves on to a host not tried yet without using one up, as
+            // nginx's proxy_next_upstream does: each host at most once per request,
+            // within the route's timeout and the retry budget.
+            let mut retried = 0;
+            let attempts = retry.map_or(0, |r| r.attempts);
+            let mut _retry: Option<crate::breaker::InFlight<'_>> = None;
+            let mut outcome = None;
+            // The route's timeout bounds the whole request, retries included; each
+            // try is also bounded by the retry policy's per-try timeout.
+            let deadline = started + route.timeout.unwrap_or(DEFAULT_TIMEOUT);
+            loop {
+                let remaining = deadline.saturating_duration_since(std::time::Instant::now());
+                if remaining.is_zero() {
+                    metrics.count(name, "", "timeout");
+                    break 'forward local_response(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "the route's timeout ran out",
+                    );
+                }
+                let per_try = per_try.min(remaining);
+                if !failed.is_empty() {
+                    metrics.retried(name);
+                    // The retry budget: retries may be at most a fifth of the cluster's requests in flight.
+                    match breaker.admit_retry() {
+                        Some(guard) => _retry = Some(guard),
+                        None => {
+                            metrics.count(name, "", "retry_budget_exhausted");
+                            break;
+                        }
+                    }
+                }
+                let Some(host) = cluster.pick_host(runtime.randoms(), hash, &failed) else {
+                    if failed.is_empty() {
+                        metrics.count(name, "", "no_healthy_upstream");
+                    }
+                    break;
+                };
+                let locality = host.locality;
+                // A connection to the cluster, waiting as a pending request if all are busy.
+                let Ok(_connection) = breaker.connection(per_try).await else {
+                    metrics.count(name, locality, "overflow");
+                    break 'forward local_response(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "circuit breaker open: connection and pending request limits reached",
+                    );
+                };
+                let body: ProxyBody = match streamed.take() {
+                    Some(incoming) => incoming.map_err(Into::into).boxed(),
+                    // Boxing an empty body allocates nothing.
+                    None if buffered.is_empty() => {
+                        Empty::new().map_err(|never| match never {}).boxed()
+                    }
+                    None => Full::new(buffered.clone())
+                        .map_err(|never| match never {})
+                        .boxed(),
+                };
+                let call = {
+                    let replay = retry.is_some() && head.replay_needed(buffered.len());
+                    let Some(mut upstream) = head.request(host.authority, body) else {
+                        break 'forward local_response(
+                            StatusCode::BAD_REQUEST,
+                            "the request cannot be forwarded",
+                        );
+                    };
+                    if replay {
+                        // May be sent again: the HTTP/1.1 client resends it on a new
+                        // connection when a pooled one turns out closed (a request
+                        // without a body and its framing is resent without this).
+                        upstream
+                            .extensions_mut()
+                            .insert(crate::h1::Replay(buffered.clone()));
+                    }
+                    span.inject(upstream.headers_mut());
+                    span.set("meridian.endpoint", || host.address.to_string());
+                    span.set("meridian.locality", || locality.to_string());
+                    span.set("meridian.retries", || failed.len() as i64);
+                    tracing::debug!(cluster = name, host = host.address, "forwarding");
+                    let client = &mut client;
+                    async move { client.ready().await?.call(upstream).await }
+                };
+                let result = tokio::time::timeout(per_try, call).await;
+                let report = |outcome| {
+                    if cluster.report(host.address, outcome) {
+                        host.metrics.ejected();
+                    }
+                };
+                // What the try's end says of the host, whether to try again, and
+                // whether that uses up one of the route's retries.
+                let (reported, retryable, uses_a_retry) = match result {
+                    Ok(Ok(response)) => {
+                        let status = response.status().as_u16();
+                        host.metrics.observe(started.elapsed().as_secs_f64());
+                        if !(retry.is_some_and(|r| r.on_status(status)) && retried < attempts) {
+                            report(Outcome::Status(status));
+                            host.metrics.answered(response.status().is_server_error());
+                            break 'forward response;
+                        }
+                        metrics.count(name, locality, "retry_5xx");
+                        (Outcome::Status(status), true, true)
+                    }
+                    Ok(Err(TryError::ClientBody(e))) => {
+                        // The client's own body was malformed (a bad chunk, say): its
+                        // fault, not the upstream's; nothing to retry or eject.
+                        tracing::debug!(cluster = name, %peer, error = %e, "the request body is malformed");
+                        metrics.count(name, locality, "bad_request");
+                        break 'forward local_response(
+                            StatusCode::BAD_REQUEST,
+                            "malformed request body",
+                        );
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(cluster = name, host = host.address, error = %e, "upstream request failed");
+                        metrics.count(name, locality, "upstream_error");
+                        outcome = Some(local_response(
+                            StatusCode::BAD_GATEWAY,
+                            &format!("upstream {} failed", host.address),
+                        ));
+                        if matches!(e, TryError::Connect(_)) {
+                            let retryable = retry.is_some_and(|r| r.on_connect_failure);
+                            (Outcome::Unreachable, retryable, false)
+                        } else {
+                            (Outcome::Failed, retry.is_some_and(|r| r.on_reset), false)
+                        }
+                    }
+                    Err(_) => {
+                        metrics.count(name, locality, "timeout");
+                        outcome = Some(local_response(
+                            StatusCode::GATEWAY_TIMEOUT,
+                            &format!("upstream {} timed out", host.address),
+                        ));
+                        (Outcome::Failed, retry.is_some_and(|r| r.on_reset), true)
+                    }
+                };
+                report(reported);
+                if !retryable || (uses_a_retry && retried >= attempts) {
                     break;
                 }
-            }
-        }
-        let Some(host) = cluster.pick_host(runtime.randoms(), hash, &failed) else {
-            if failed.is_empty() {
-                metrics.count(name, "", "no_healthy_upstream");
-            }
-            break;
-        };
-        let locality = host.locality;
-        // A connection to the cluster, waiting as a pending request if all are busy.
-        let Ok(_connection) = breaker.connection(per_try).await else {
-            metrics.count(name, locality, "overflow");
-            return local_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "circuit breaker open: connection and pending request limits reached",
-            );
-        };
-        let body: ProxyBody = match streamed.take() {
-            Some(incoming) => incoming.map_err(Into::into).boxed(),
-            // Boxing an empty body allocates nothing.
-            None if buffered.is_empty() => Empty::new().map_err(|never| match never {}).boxed(),
-            None => Full::new(buffered.clone())
-                .map_err(|never| match never {})
-                .boxed(),
-        };
-        let Some(mut upstream) = head.request(host.authority, body) else {
-            return local_response(StatusCode::BAD_REQUEST, "the request cannot be forwarded");
-        };
-        if retry.is_some() && crate::h1::replay_needed(&head_method, buffered.len()) {
-            // May be sent again: the HTTP/1.1 client resends it on a new
-            // connection when a pooled one turns out closed (a request
-            // without a body and its framing is resent without this).
-            upstream
-                .extensions_mut()
-                .insert(crate::h1::Replay(buffered.clone()));
-        }
-        span.inject(upstream.headers_mut());
-        span.set("meridian.endpoint", || host.address.to_string());
-        span.set("meridian.locality", || locality.to_string());
-        span.set("meridian.retries", || failed.len() as i64);
-        tracing::debug!(cluster = name, host = host.address, "forwarding");
-        let call = async { client.ready().await?.call(upstream).await };
-        let result = tokio::time::timeout(per_try, call).await;
-        let report = |outcome| {
-            if cluster.report(host.address, outcome) {
-                host.metrics.ejected();
-            }
-        };
-        // What the try's end says of the host, whether to try again, and
-        // whether that uses up one of the route's retries.
-        let (reported, retryable, uses_a_retry) = match result {
-            Ok(Ok(response)) => {
-                let status = response.status().as_u16();
-                host.metrics.observe(started.elapsed().as_secs_f64());
-                if !(retry.is_some_and(|r| r.on_status(status)) && retried < attempts) {
-                    report(Outcome::Status(status));
-                    host.metrics.answered(response.status().is_server_error());
-                    return response;
+                if uses_a_retry {
+                    retried += 1;
                 }
-                metrics.count(name, locality, "retry_5xx");
-                (Outcome::Status(status), true, true)
+                failed.push(host.id);
             }
-            Ok(Err(TryError::ClientBody(e))) => {
-                // The client's own body was malformed (a bad chunk, say): its
-                // fault, not the upstream's; nothing to retry or eject.
-                tracing::debug!(cluster = name, %peer, error = %e, "the request body is malformed");
-                metrics.count(name, locality, "bad_request");
-                return local_response(StatusCode::BAD_REQUEST, "malformed request body");
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(cluster = name, host = host.address, error = %e, "upstream request failed");
-                metrics.count(name, locality, "upstream_error");
-                outcome = Some(local_response(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("upstream {} failed", host.address),
-                ));
-                if matches!(e, TryError::Connect(_)) {
-                    let retryable = retry.is_some_and(|r| r.on_connect_failure);
-                    (Outcome::Unreachable, retryable, false)
-                } else {
-                    (Outcome::Failed, retry.is_some_and(|r| r.on_reset), false)
-                }
-            }
-            Err(_) => {
-                metrics.count(name, locality, "timeout");
-                outcome = Some(local_response(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    &format!("upstream {} timed out", host.address),
-                ));
-                (Outcome::Failed, retry.is_some_and(|r| r.on_reset), true)
-            }
+            outcome.unwrap_or_else(|| {
+                local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
+            })
         };
-        report(reported);
-        if !retryable || (uses_a_retry && retried >= attempts) {
-            break;
-        }
-        if uses_a_retry {
-            retried += 1;
-        }
-        failed.push(host.id);
+        span.finish(response.status());
+        response
     }
-    outcome
-        .unwrap_or_else(|| local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"))
 }
 
 /// The connection's own headers, never passed on.
@@ -471,6 +517,14 @@ impl Head {
             parts: Some(parts),
             keep,
         }
+    }
+
+    /// Whether sending the request again needs its body (of `length`
+    /// bytes) kept; only asked of a kept head.
+    fn replay_needed(&self, length: usize) -> bool {
+        self.parts
+            .as_ref()
+            .is_some_and(|parts| crate::h1::replay_needed(&parts.method, length))
     }
 
     /// The request to `authority` with `body`; `None` when the host's
