@@ -5,7 +5,8 @@
 //! not tried yet and then on the next priority.
 
 use crate::{
-    config::{ClusterConfig, HashOn},
+    cluster::ClusterState,
+    config::{ClusterConfig, HashOn, Route},
     metrics::Metrics,
     request_span::RequestSpan,
     route_table::Target,
@@ -184,53 +185,11 @@ where
                     "no configuration yet",
                 );
             };
-            if let Some(refused) = refuse_asterisk(request.uri()) {
-                break 'forward refused;
-            }
-            let authority = request
-                .uri()
-                .authority()
-                .map(|a| a.as_str())
-                .or_else(|| {
-                    request
-                        .headers()
-                        .get(hyper::header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                })
-                .unwrap_or_default();
-            let path = request.uri().path();
-            let Some(route) = runtime
-                .routes(port)
-                .and_then(|table| table.route(authority, path))
-            else {
-                // Counted without the authority: labels come from the configuration,
-                // never from a request's Host header.
-                metrics.count("", "", "no_route");
-                break 'forward local_response(
-                    StatusCode::NOT_FOUND,
-                    &format!("no route for {authority}{path}"),
-                );
-            };
-            let cluster = match route.pick(runtime.random()) {
-                Some(Target::Cluster(cluster)) => cluster,
-                Some(Target::Unknown(name)) => {
-                    break 'forward local_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        &format!("unknown cluster {name}"),
-                    )
-                }
-                None => {
-                    break 'forward local_response(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "the route has no weighted cluster",
-                    )
-                }
+            let (route, cluster) = match choose(&runtime, port, &request, metrics, &span) {
+                Ok(chosen) => chosen,
+                Err(refused) => break 'forward *refused,
             };
             let name = cluster.name.as_str();
-            let route = &route.config;
-            span.set("server.address", || authority.to_string());
-            span.set("meridian.route", || route.prefix.clone());
-            span.set("meridian.cluster", || name.to_string());
             let hash = route.hash.as_ref().map(|h| match h {
                 HashOn::SourceIp => hash64(peer.ip().to_string().as_bytes()),
                 HashOn::Header(header) => hash64(
@@ -471,6 +430,64 @@ where
         span.finish(response.status());
         response
     }
+}
+
+/// The route and cluster for `request` on the listener on `port`, named on
+/// its span; the response that refuses it when there is none (boxed: it is
+/// the rare case).
+fn choose<'r, B>(
+    runtime: &'r Runtime,
+    port: u16,
+    request: &Request<B>,
+    metrics: &Metrics,
+    span: &RequestSpan,
+) -> Result<(&'r Route, &'r Arc<ClusterState>), Box<Response<ProxyBody>>> {
+    if let Some(refused) = refuse_asterisk(request.uri()) {
+        return Err(Box::new(refused));
+    }
+    let authority = request
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            request
+                .headers()
+                .get(hyper::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or_default();
+    let path = request.uri().path();
+    let Some(route) = runtime
+        .routes(port)
+        .and_then(|table| table.route(authority, path))
+    else {
+        // Counted without the authority: labels come from the configuration,
+        // never from a request's Host header.
+        metrics.count("", "", "no_route");
+        return Err(Box::new(local_response(
+            StatusCode::NOT_FOUND,
+            &format!("no route for {authority}{path}"),
+        )));
+    };
+    let cluster = match route.pick(runtime.random()) {
+        Some(Target::Cluster(cluster)) => cluster,
+        Some(Target::Unknown(name)) => {
+            return Err(Box::new(local_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("unknown cluster {name}"),
+            )))
+        }
+        None => {
+            return Err(Box::new(local_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the route has no weighted cluster",
+            )))
+        }
+    };
+    span.set("server.address", || authority.to_string());
+    span.set("meridian.route", || route.config.prefix.clone());
+    span.set("meridian.cluster", || cluster.name.clone());
+    Ok((&route.config, cluster))
 }
 
 /// The connection's own headers, never passed on.
