@@ -41,10 +41,7 @@ pub enum UpstreamClient {
 impl UpstreamClient {
     pub fn request(&self, request: Request<ProxyBody>) -> Try {
         match self {
-            UpstreamClient::Http1(client) => {
-                let client = client.clone();
-                Try::Http1(Box::pin(async move { client.send(request).await }))
-            }
+            UpstreamClient::Http1(client) => Try::Http1(Box::pin(client.send(request))),
             UpstreamClient::Http2(client) => Try::Http2(client.request(request)),
             UpstreamClient::Http2Mesh(client) => Try::Http2(client.request(request)),
         }

@@ -9,11 +9,11 @@ use super::codec::{self, BodyFraming, CodecError, RequestFraming, ResponseHead};
 use super::pool::Pool;
 use crate::forward::{BodyError, BoxError, ProxyBody, TryError};
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::http::uri::Authority;
 use hyper::{Method, Request, Response};
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io::{self, Write};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -341,46 +341,60 @@ impl Client {
     }
 
     /// Sends `request` to the authority its URI names; the response's body
-    /// streams from the connection.
-    pub async fn send(&self, request: Request<ProxyBody>) -> Result<Response<ProxyBody>, TryError> {
-        let (parts, mut body) = request.into_parts();
-        let Some(authority) = parts.uri.authority() else {
-            return Err(TryError::Connect("the request names no upstream".into()));
-        };
-        let framing = RequestFraming::of(&parts.method, body.size_hint().exact());
-        let replay = parts.extensions.get::<Replay>().map(|r| r.0.clone());
-        let target = crate::forward::path_and_query(&parts.uri);
-        let taken = self
-            .idle
-            .take(authority.as_str(), Instant::now(), Connection::still_idle);
-        // Connecting is boxed: the TLS handshake's state is large, and
-        // would otherwise make every request's future as large.
-        let mut conn = match taken {
-            Some(conn) => conn,
-            None => Box::pin(self.connect(authority)).await?,
-        };
-        loop {
-            conn.write.clear();
-            codec::encode_request_head(
-                &mut conn.write,
-                &parts.method,
-                target,
-                &parts.headers,
-                Some(authority.as_str()),
-                framing,
+    /// streams from the connection. Not an `async fn`, which would keep the
+    /// request twice in a future that is boxed and copied per request; the
+    /// future owns a handle on the pool, so it borrows nothing.
+    pub fn send(
+        &self,
+        mut request: Request<ProxyBody>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, TryError>> + Send + 'static {
+        let client = self.clone();
+        async move {
+            // The body apart, the request is read where it is, not moved into
+            // a second copy of its head.
+            let mut body = std::mem::replace(
+                request.body_mut(),
+                Empty::new().map_err(|never| match never {}).boxed(),
             );
-            match conn.exchange(&parts.method, &mut body, framing).await {
-                Ok(head) => return Ok(self.response(conn, head)),
-                // Nothing was sent that cannot be sent again.
-                Err(Failure::Stale) if framing == RequestFraming::Empty || replay.is_some() => {
-                    if let Some(whole) = &replay {
-                        body = Full::new(whole.clone())
-                            .map_err(|never| match never {})
-                            .boxed();
+            let Some(authority) = request.uri().authority() else {
+                return Err(TryError::Connect("the request names no upstream".into()));
+            };
+            let framing = RequestFraming::of(request.method(), body.size_hint().exact());
+            let replay = request.extensions().get::<Replay>().map(|r| r.0.clone());
+            let target = crate::forward::path_and_query(request.uri());
+            // Connecting is boxed: the TLS handshake's state is large, and
+            // would otherwise make every request's future as large.
+            let mut conn =
+                match client
+                    .idle
+                    .take(authority.as_str(), Instant::now(), Connection::still_idle)
+                {
+                    Some(conn) => conn,
+                    None => Box::pin(client.connect(authority)).await?,
+                };
+            loop {
+                conn.write.clear();
+                codec::encode_request_head(
+                    &mut conn.write,
+                    request.method(),
+                    target,
+                    request.headers(),
+                    Some(authority.as_str()),
+                    framing,
+                );
+                match conn.exchange(request.method(), &mut body, framing).await {
+                    Ok(head) => return Ok(client.response(conn, head)),
+                    // Nothing was sent that cannot be sent again.
+                    Err(Failure::Stale) if framing == RequestFraming::Empty || replay.is_some() => {
+                        if let Some(whole) = &replay {
+                            body = Full::new(whole.clone())
+                                .map_err(|never| match never {})
+                                .boxed();
+                        }
+                        conn = Box::pin(client.connect(authority)).await?;
                     }
-                    conn = Box::pin(self.connect(authority)).await?;
+                    Err(failure) => return Err(failure.into()),
                 }
-                Err(failure) => return Err(failure.into()),
             }
         }
     }
