@@ -100,11 +100,17 @@ pub fn refuse_asterisk(uri: &hyper::Uri) -> Option<Response<ProxyBody>> {
     })
 }
 
+/// A body of `bytes`, whole; an empty one allocates nothing.
+pub fn whole_body(bytes: Bytes) -> ProxyBody {
+    if bytes.is_empty() {
+        Empty::new().map_err(|never| match never {}).boxed()
+    } else {
+        Full::new(bytes).map_err(|never| match never {}).boxed()
+    }
+}
+
 pub fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let body = Full::new(Bytes::from(format!("{message}\n")))
-        .map_err(|never| match never {})
-        .boxed();
-    let mut response = Response::new(body);
+    let mut response = Response::new(whole_body(Bytes::from(format!("{message}\n"))));
     *response.status_mut() = status;
     response.headers_mut().insert(
         "x-meridian-proxy",
@@ -329,13 +335,7 @@ where
                 };
                 let body: ProxyBody = match streamed.take() {
                     Some(incoming) => incoming.map_err(Into::into).boxed(),
-                    // Boxing an empty body allocates nothing.
-                    None if buffered.is_empty() => {
-                        Empty::new().map_err(|never| match never {}).boxed()
-                    }
-                    None => Full::new(buffered.clone())
-                        .map_err(|never| match never {})
-                        .boxed(),
+                    None => whole_body(buffered.clone()),
                 };
                 let call = {
                     let replay = retry.is_some() && head.replay_needed(buffered.len());

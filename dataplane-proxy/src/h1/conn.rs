@@ -7,9 +7,9 @@
 use super::chunked::{ChunkedDecoder, Decoded};
 use super::codec::{self, BodyFraming, CodecError, RequestFraming, ResponseHead};
 use super::pool::Pool;
-use crate::forward::{BodyError, BoxError, ProxyBody, TryError};
+use crate::forward::{whole_body, BodyError, BoxError, ProxyBody, TryError};
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::http::uri::Authority;
 use hyper::{Method, Request, Response};
@@ -352,10 +352,7 @@ impl Client {
         async move {
             // The body apart, the request is read where it is, not moved into
             // a second copy of its head.
-            let mut body = std::mem::replace(
-                request.body_mut(),
-                Empty::new().map_err(|never| match never {}).boxed(),
-            );
+            let mut body = std::mem::replace(request.body_mut(), whole_body(Bytes::new()));
             let Some(authority) = request.uri().authority() else {
                 return Err(TryError::Connect("the request names no upstream".into()));
             };
@@ -387,9 +384,7 @@ impl Client {
                     // Nothing was sent that cannot be sent again.
                     Err(Failure::Stale) if framing == RequestFraming::Empty || replay.is_some() => {
                         if let Some(whole) = &replay {
-                            body = Full::new(whole.clone())
-                                .map_err(|never| match never {})
-                                .boxed();
+                            body = whole_body(whole.clone());
                         }
                         conn = Box::pin(client.connect(authority)).await?;
                     }
