@@ -15,6 +15,7 @@
 //! through untouched. The HTTP/2 clients' upstream connections gather
 //! their writes the same way (`Gathered`).
 
+use crate::turn_writes::TurnWrites;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
 use std::future::Future;
@@ -22,6 +23,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 /// What an HTTP/2 client sends first (RFC 9113, section 3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -137,17 +139,17 @@ impl<T: Connection> Connection for Coalesce<T> {
     }
 }
 
-/// Makes `C`'s connections (an HTTP/2 client's) gather their writes.
+/// Makes `C`'s connections (an HTTP/2 client's) gather their writes, and
+/// hold them for the end of the worker's turn (`TurnWrites`).
 #[derive(Clone)]
 pub struct Gathered<C>(pub C);
 
-impl<C, T> tower::Service<hyper::Uri> for Gathered<C>
+impl<C> tower::Service<hyper::Uri> for Gathered<C>
 where
-    C: tower::Service<hyper::Uri, Response = TokioIo<T>>,
+    C: tower::Service<hyper::Uri, Response = TokioIo<TcpStream>>,
     C::Future: Send + 'static,
-    T: AsyncRead + AsyncWrite + Unpin,
 {
-    type Response = TokioIo<Coalesce<T>>;
+    type Response = TokioIo<Coalesce<TurnWrites>>;
     type Error = C::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, C::Error>> + Send>>;
 
@@ -159,7 +161,9 @@ where
         let connecting = self.0.call(uri);
         Box::pin(async move {
             let io = connecting.await?;
-            Ok(TokioIo::new(Coalesce::gathering(io.into_inner())))
+            Ok(TokioIo::new(Coalesce::gathering(TurnWrites::new(
+                io.into_inner(),
+            ))))
         })
     }
 }

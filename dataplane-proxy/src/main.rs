@@ -21,6 +21,7 @@ mod runtime;
 mod state;
 mod tls;
 mod transport;
+mod turn_writes;
 mod upstreams;
 mod workers;
 mod xds;

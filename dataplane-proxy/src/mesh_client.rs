@@ -4,6 +4,7 @@
 
 use crate::coalesce::Coalesce;
 use crate::forward::ProxyBody;
+use crate::turn_writes::TurnWrites;
 use hyper_util::client::legacy::{
     connect::{Connected, Connection},
     Client,
@@ -15,12 +16,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 /// A TLS connection to an upstream proxy, as hyper's pool wants it (its
 /// writes gathered, as every HTTP/2 connection's).
-pub struct MeshConn(TokioIo<Coalesce<TlsStream<TcpStream>>>);
+pub struct MeshConn(TokioIo<Coalesce<TlsStream<TurnWrites>>>);
 
 impl Connection for MeshConn {
     fn connected(&self) -> Connected {
@@ -94,7 +96,7 @@ impl tower::Service<hyper::Uri> for MeshConnector {
             let port = uri.port_u16().unwrap_or(80);
             let tcp = TcpStream::connect((host, port)).await?;
             tcp.set_nodelay(true)?;
-            let tls = handshake(&tls, host, tcp).await?;
+            let tls = handshake(&tls, host, TurnWrites::new(tcp)).await?;
             Ok(MeshConn(TokioIo::new(Coalesce::gathering(tls))))
         };
         Box::pin(async move {
@@ -108,11 +110,11 @@ impl tower::Service<hyper::Uri> for MeshConnector {
 }
 
 /// The TLS handshake with the upstream proxy at `host` over `tcp`.
-pub async fn handshake(
+pub async fn handshake<T: AsyncRead + AsyncWrite + Unpin>(
     tls: &tokio_rustls::TlsConnector,
     host: &str,
-    tcp: TcpStream,
-) -> std::io::Result<TlsStream<TcpStream>> {
+    tcp: T,
+) -> std::io::Result<TlsStream<T>> {
     // The server's SPIFFE ID is verified, not its name.
     let name = ServerName::try_from(host.to_string())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;

@@ -9,6 +9,7 @@ use crate::{
     metrics::Metrics,
     runtime::Runtime,
     state, tls,
+    turn_writes::TurnWrites,
     upstreams::Upstreams,
     workers::{self, Workers},
     xds,
@@ -332,6 +333,8 @@ async fn serve_connection(
             )
         })
     });
+    // Its writes wait for the end of the worker's turn (`TurnWrites`).
+    let stream = TurnWrites::new(stream);
     let result = match tls {
         Some(acceptor) if first == tls::HANDSHAKE => {
             match tokio::time::timeout(header_read_timeout, acceptor.accept(stream))

@@ -51,6 +51,7 @@ impl Workers {
                     let _ = ready.send(Ok(runtime.handle().clone()));
                     runtime.block_on(async move {
                         tokio::spawn(reap_idle);
+                        tokio::spawn(crate::turn_writes::flush());
                         let _ = stopped.changed().await;
                     });
                 })?;

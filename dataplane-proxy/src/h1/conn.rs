@@ -8,6 +8,7 @@ use super::chunked::{ChunkedDecoder, Decoded};
 use super::codec::{self, BodyFraming, CodecError, RequestFraming, ResponseHead};
 use super::pool::Pool;
 use crate::forward::{whole_body, BodyError, BoxError, ProxyBody, TryError};
+use crate::turn_writes::TurnWrites;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
@@ -398,6 +399,7 @@ impl Client {
         let connect = async {
             let tcp = TcpStream::connect(authority.as_str()).await?;
             tcp.set_nodelay(true)?;
+            let tcp = TurnWrites::new(tcp);
             Ok::<Box<dyn Io>, io::Error>(match &self.connector {
                 Connector::Plain => Box::new(tcp),
                 Connector::Mesh(tls) => {

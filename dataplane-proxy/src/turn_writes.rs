@@ -1,0 +1,532 @@
+//! A worker's socket writes leave together, at the end of its turn.
+//!
+//! A turn of a worker's runtime polls every task its last look at the
+//! sockets woke: each reads a request or a response and writes what it
+//! made of it. Written at once, those writes alternate with the reads, and
+//! a peer on another core (the client, the upstream) is woken by one,
+//! handles it, sleeps and is woken again by the next (twice HAProxy's
+//! wake-ups per request here, docs/benchmarks.md). HAProxy reads what a
+//! turn brings and then sends what it made. `TurnWrites` does the same for
+//! a TCP connection: a write is copied into the connection's own buffer
+//! and the connection queued on its thread; the thread's flushing task
+//! (`flush`, woken by the first connection queued, so it runs after every
+//! task already woken) writes them all out. A flush returns at once for
+//! bytes so queued. A socket the flushing task finds full keeps the rest
+//! for its connection's task, which is woken to write it (before it next
+//! reads, flushes or writes); writes too large to hold, shutdowns, and
+//! every write on a thread without a flushing task (the main runtime,
+//! tests) go out as they come, after what is held.
+
+use hyper_util::client::legacy::connect::{Connected, Connection};
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll, Waker};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// Bytes a connection holds for the end of the turn; more, and it writes
+/// them itself.
+const HOLD_LIMIT: usize = 64 * 1024;
+
+thread_local! {
+    /// This thread's turn: `None` when no `flush` task runs on it.
+    static TURN: RefCell<Option<Turn>> = const { RefCell::new(None) };
+}
+
+#[derive(Default)]
+struct Turn {
+    /// Connections with bytes held, in the order they wrote.
+    queued: Vec<Arc<Shared>>,
+    /// The flushing task, while it waits for a connection to queue.
+    flusher: Option<Waker>,
+}
+
+/// A TCP connection whose writes wait for the end of its worker's turn.
+pub struct TurnWrites {
+    read: OwnedReadHalf,
+    shared: Arc<Shared>,
+}
+
+/// What the connection and its worker's flushing task share.
+struct Shared {
+    write: OwnedWriteHalf,
+    held: Mutex<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    /// Of `bytes`, how many are written.
+    sent: usize,
+    /// In its worker's queue: the flushing task writes `bytes`.
+    queued: bool,
+    /// What the flushing task met writing; the next write returns it.
+    failed: Option<io::Error>,
+    /// The connection's task, woken when the flushing task left it bytes
+    /// (a full socket) or an error.
+    waker: Option<Waker>,
+}
+
+impl Held {
+    fn unsent(&self) -> &[u8] {
+        &self.bytes[self.sent..]
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.sent = 0;
+        // An idle connection keeps no room a burst needed.
+        if self.bytes.capacity() > HOLD_LIMIT {
+            self.bytes = Vec::new();
+        }
+    }
+
+    fn remember(&mut self, waker: &Waker) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
+        }
+    }
+}
+
+impl TurnWrites {
+    pub fn new(stream: TcpStream) -> Self {
+        let (read, write) = stream.into_split();
+        TurnWrites {
+            read,
+            shared: Arc::new(Shared {
+                write,
+                held: Mutex::new(Held::default()),
+            }),
+        }
+    }
+
+    fn held(&self) -> MutexGuard<'_, Held> {
+        lock(&self.shared)
+    }
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, Held> {
+    // Only this thread's tasks take it, one at a time.
+    shared.held.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// Writes out the held bytes, waiting (with `cx`) while the socket is full.
+    fn poll_drain(&self, held: &mut Held, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(e) = held.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        while !held.unsent().is_empty() {
+            ready!(self.write.as_ref().poll_write_ready(cx))?;
+            match self.write.try_write(held.unsent()) {
+                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Ok(n) => held.sent += n,
+                // Readiness cleared: the next look waits for room.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        held.clear();
+        Poll::Ready(Ok(()))
+    }
+
+    /// The flushing task's write: what the socket takes now. What it does
+    /// not (a full socket), or an error, is left to the connection's task,
+    /// which is woken for it.
+    fn flush(&self) {
+        let mut held = lock(self);
+        held.queued = false;
+        while !held.unsent().is_empty() {
+            match self.write.try_write(held.unsent()) {
+                Ok(0) => {
+                    held.failed = Some(io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => held.sent += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    held.failed = Some(e);
+                    break;
+                }
+            }
+        }
+        if held.unsent().is_empty() && held.failed.is_none() {
+            held.clear();
+            return;
+        }
+        let owner = held.waker.take();
+        drop(held);
+        if let Some(owner) = owner {
+            owner.wake();
+        }
+    }
+}
+
+/// Whether this thread has a flushing task (and so a turn to wait for).
+fn turn_running() -> bool {
+    TURN.with_borrow(|turn| turn.is_some())
+}
+
+/// Puts `shared` in this thread's queue, waking the flushing task for the
+/// first one of a turn.
+fn enqueue(shared: &Arc<Shared>) {
+    let flusher = TURN.with_borrow_mut(|turn| {
+        let turn = turn.as_mut()?;
+        turn.queued.push(shared.clone());
+        turn.flusher.take()
+    });
+    if let Some(flusher) = flusher {
+        flusher.wake();
+    }
+}
+
+/// The task that writes out each turn's held bytes: one per worker thread,
+/// for as long as its runtime runs (writes on a thread without one are not
+/// held).
+pub async fn flush() {
+    /// Dropped with the task: the thread's writes are no longer held.
+    struct Running;
+    impl Drop for Running {
+        fn drop(&mut self) {
+            TURN.with_borrow_mut(|turn| *turn = None);
+        }
+    }
+    TURN.with_borrow_mut(|turn| *turn = Some(Turn::default()));
+    let _running = Running;
+    let mut writing = Vec::new();
+    poll_fn(|cx| {
+        TURN.with_borrow_mut(|turn| {
+            if let Some(turn) = turn {
+                std::mem::swap(&mut turn.queued, &mut writing);
+            }
+        });
+        for shared in writing.drain(..) {
+            shared.flush();
+        }
+        TURN.with_borrow_mut(|turn| {
+            if let Some(turn) = turn {
+                if turn.queued.is_empty() {
+                    turn.flusher = Some(cx.waker().clone());
+                } else {
+                    // Nothing else runs on this thread while they are
+                    // written; should one have queued all the same, again.
+                    cx.waker().wake_by_ref();
+                }
+            }
+        });
+        Poll::<()>::Pending
+    })
+    .await
+}
+
+/// What hyper's client pool asks of a connection (an HTTP/2 upstream's).
+impl Connection for TurnWrites {
+    fn connected(&self) -> Connected {
+        Connected::new()
+    }
+}
+
+impl AsyncRead for TurnWrites {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        {
+            // Bytes the flushing task could not write go before reading
+            // (or the error it met comes out here).
+            let mut held = this.held();
+            if !held.queued && (!held.unsent().is_empty() || held.failed.is_some()) {
+                if let Poll::Ready(Err(e)) = this.shared.poll_drain(&mut held, cx) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        Pin::new(&mut this.read).poll_read(cx, buf)
+    }
+}
+
+impl TurnWrites {
+    /// Holds `len` bytes (put by `put`) for the end of the turn, or, when
+    /// there is no turn or they are too many, writes them with `direct`.
+    fn poll_hold(
+        &mut self,
+        cx: &mut Context<'_>,
+        len: usize,
+        put: impl FnOnce(&mut Vec<u8>),
+        direct: impl Fn(&OwnedWriteHalf) -> io::Result<usize>,
+    ) -> Poll<io::Result<usize>> {
+        let mut held = self.held();
+        held.remember(cx.waker());
+        if let Some(e) = held.failed.take() {
+            return Poll::Ready(Err(e));
+        }
+        let holding = turn_running() && len <= HOLD_LIMIT;
+        if !held.unsent().is_empty() && (!holding || held.unsent().len() + len > HOLD_LIMIT) {
+            ready!(self.shared.poll_drain(&mut held, cx))?;
+        }
+        if !holding {
+            drop(held);
+            loop {
+                ready!(self.shared.write.as_ref().poll_write_ready(cx))?;
+                match direct(&self.shared.write) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    written => return Poll::Ready(written),
+                }
+            }
+        }
+        put(&mut held.bytes);
+        if !held.queued {
+            held.queued = true;
+            drop(held);
+            enqueue(&self.shared);
+        }
+        Poll::Ready(Ok(len))
+    }
+}
+
+impl AsyncWrite for TurnWrites {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_hold(
+            cx,
+            buf.len(),
+            |held| held.extend_from_slice(buf),
+            |write| write.try_write(buf),
+        )
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.get_mut().poll_hold(
+            cx,
+            len,
+            |held| bufs.iter().for_each(|b| held.extend_from_slice(b)),
+            |write| write.try_write_vectored(bufs),
+        )
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut held = self.held();
+        held.remember(cx.waker());
+        if held.queued {
+            // The flushing task writes them when the turn ends.
+            return Poll::Ready(Ok(()));
+        }
+        self.shared.poll_drain(&mut held, cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        {
+            let mut held = this.held();
+            ready!(this.shared.poll_drain(&mut held, cx))?;
+        }
+        // As a `TcpStream`'s would: the write side only. (`OwnedWriteHalf`'s
+        // own needs it `&mut`, and the flushing task shares it.)
+        let socket = socket2::SockRef::from(this.shared.write.as_ref());
+        Poll::Ready(socket.shutdown(std::net::Shutdown::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpSocket};
+
+    /// A connection over loopback: the `TurnWrites` end and its peer. With
+    /// `small_buffers`, a few KiB fill both sockets.
+    async fn connection(small_buffers: bool) -> (TurnWrites, TcpStream) {
+        let socket = TcpSocket::new_v4().expect("socket");
+        if small_buffers {
+            socket.set_recv_buffer_size(4096).expect("receive buffer");
+        }
+        socket
+            .bind("127.0.0.1:0".parse().expect("address"))
+            .expect("bind");
+        let listener: TcpListener = socket.listen(1).expect("listen");
+        let client = TcpSocket::new_v4().expect("socket");
+        if small_buffers {
+            client.set_send_buffer_size(4096).expect("send buffer");
+        }
+        let addr = listener.local_addr().expect("address");
+        let (connected, accepted) = tokio::join!(client.connect(addr), listener.accept());
+        let (peer, _) = accepted.expect("accepted");
+        (TurnWrites::new(connected.expect("connected")), peer)
+    }
+
+    async fn read_to_end(mut peer: TcpStream) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), peer.read_to_end(&mut bytes))
+            .await
+            .expect("the bytes and the end in time")
+            .expect("read");
+        bytes
+    }
+
+    fn nothing_arrived(peer: &TcpStream) -> bool {
+        let mut buf = [0u8; 16];
+        matches!(peer.try_read(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    #[tokio::test]
+    async fn a_turns_writes_leave_together_when_it_ends() {
+        let flusher = tokio::spawn(flush());
+        let (mut first, first_peer) = connection(false).await;
+        let (mut second, second_peer) = connection(false).await;
+        assert!(turn_running(), "the flushing task has started");
+        first.write_all(b"first response").await.expect("written");
+        first.flush().await.expect("flushed");
+        second.write_all(b"second").await.expect("written");
+        second.write_all(b" response").await.expect("written");
+        second.flush().await.expect("flushed");
+        // Held: the peers have nothing yet, though each write and flush
+        // said it was done.
+        assert!(nothing_arrived(&first_peer) && nothing_arrived(&second_peer));
+        // The turn ends when this task waits: both leave.
+        drop((first, second));
+        assert_eq!(read_to_end(first_peer).await, b"first response");
+        assert_eq!(read_to_end(second_peer).await, b"second response");
+        flusher.abort();
+    }
+
+    #[tokio::test]
+    async fn without_a_flushing_task_writes_go_straight_out() {
+        let (mut conn, peer) = connection(false).await;
+        conn.write_all(b"at once").await.expect("written");
+        let mut buf = [0u8; 16];
+        let n = peer.try_read(&mut buf).expect("already there");
+        assert_eq!(&buf[..n], b"at once");
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_leaves_the_rest_to_the_connection_in_order() {
+        // Small sockets: the flushing task finds them full and hands what
+        // is left back to the connection, which waits for room. Small
+        // writes and ones too large to hold (which go straight out after
+        // what is held) interleave.
+        let flusher = tokio::spawn(flush());
+        let (mut conn, peer) = connection(true).await;
+        let mut sent = Vec::new();
+        let mut reader = None;
+        let mut peer = Some(peer);
+        let writing = async {
+            for i in 0..300 {
+                let piece = piece(i);
+                conn.write_all(&piece).await?;
+                conn.flush().await?;
+                sent.extend_from_slice(&piece);
+                if i == 40 {
+                    // The turn ends with 28 KB held; the reader starts after.
+                    tokio::task::yield_now().await;
+                    reader = peer.take().map(|peer| tokio::spawn(read_to_end(peer)));
+                }
+            }
+            conn.shutdown().await
+        };
+        tokio::time::timeout(Duration::from_secs(10), writing)
+            .await
+            .expect("written in time")
+            .expect("written");
+        let received = reader.expect("started").await.expect("the reader");
+        assert_eq!(received.len(), sent.len());
+        assert!(received == sent, "every byte, in order");
+        flusher.abort();
+    }
+
+    /// The `i`th piece of the test above: small, or every 50th too large
+    /// to hold.
+    fn piece(i: usize) -> Vec<u8> {
+        let len = if i % 50 == 49 { HOLD_LIMIT + 1000 } else { 700 };
+        (0..len).map(|j| (i * 7 + j) as u8).collect()
+    }
+
+    #[tokio::test]
+    async fn a_connection_waiting_for_its_answer_writes_what_the_turn_left() {
+        // A request larger than small sockets take, written in a turn, and
+        // the connection then waiting to read the answer (as the HTTP/1.1
+        // client does): the flushing task writes what fits and wakes the
+        // connection for the rest.
+        let flusher = tokio::spawn(flush());
+        let (mut conn, mut peer) = connection(true).await;
+        let request = vec![7u8; 40_000];
+        let answering = tokio::spawn(async move {
+            let mut received = vec![0u8; 40_000];
+            peer.read_exact(&mut received).await?;
+            peer.write_all(b"answer").await?;
+            Ok::<_, io::Error>(received)
+        });
+        conn.write_all(&request).await.expect("written");
+        conn.flush().await.expect("flushed");
+        let mut answer = [0u8; 6];
+        tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut answer))
+            .await
+            .expect("the whole request went and the answer came, in time")
+            .expect("read");
+        assert_eq!(&answer, b"answer");
+        assert_eq!(
+            answering.await.expect("the peer").expect("its side"),
+            request
+        );
+        flusher.abort();
+    }
+
+    #[tokio::test]
+    async fn shutting_down_sends_what_is_held_first() {
+        let flusher = tokio::spawn(flush());
+        let (mut conn, peer) = connection(false).await;
+        conn.write_all(b"last response").await.expect("written");
+        conn.shutdown().await.expect("shut down");
+        // Out before the end, without waiting for the turn.
+        assert_eq!(read_to_end(peer).await, b"last response");
+        flusher.abort();
+    }
+
+    #[tokio::test]
+    async fn a_write_to_a_closed_peer_fails() {
+        let flusher = tokio::spawn(flush());
+        let (mut conn, peer) = connection(false).await;
+        drop(peer);
+        let failed = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let written = async {
+                    conn.write_all(b"into the void").await?;
+                    conn.flush().await
+                };
+                if let Err(e) = written.await {
+                    return e;
+                }
+                // The turn ends; its write meets the closed socket.
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("an error in time, not bytes held for ever");
+        assert!(
+            matches!(
+                failed.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            "{failed}"
+        );
+        flusher.abort();
+    }
+}
