@@ -357,7 +357,9 @@ async fn serve_connection(
         }
         _ => {
             watcher
-                .watch(builder.serve_connection(TokioIo::new(Coalesce::new(stream)), service))
+                // Plaintext, HTTP/2 needs no `Coalesce`: its writes are held
+                // for the end of the turn, which gathers them all the same.
+                .watch(builder.serve_connection(TokioIo::new(stream), service))
                 .await
         }
     };
