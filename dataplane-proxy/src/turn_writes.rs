@@ -4,7 +4,7 @@
 //! sockets woke: each reads a request or a response and writes what it
 //! made of it. Written at once, those writes alternate with the reads, and
 //! a peer on another core (the client, the upstream) is woken by one,
-//! handles it, sleeps and is woken again by the next (twice HAProxy's
+//! handles it, sleeps and is woken again by the next (2.6 times HAProxy's
 //! wake-ups per request here, docs/benchmarks.md). HAProxy reads what a
 //! turn brings and then sends what it made. `TurnWrites` does the same for
 //! a TCP connection: a write is copied into the connection's own buffer
