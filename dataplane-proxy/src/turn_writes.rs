@@ -8,7 +8,8 @@
 //! wake-ups per request here, docs/benchmarks.md). HAProxy reads what a
 //! turn brings and then sends what it made. `TurnWrites` does the same for
 //! a TCP connection: a write is copied into the connection's own buffer
-//! and the connection queued on its thread; the thread's flushing task
+//! (kept between turns up to 4 KiB) and the connection queued on its
+//! thread; the thread's flushing task
 //! (`flush`, woken by the first connection queued, so it runs after every
 //! task already woken) writes them all out. A flush returns at once for
 //! bytes so queued. A socket the flushing task finds full keeps the rest
@@ -31,6 +32,9 @@ use tokio::net::TcpStream;
 /// Bytes a connection holds for the end of the turn; more, and it writes
 /// them itself.
 const HOLD_LIMIT: usize = 64 * 1024;
+/// The largest buffer a connection keeps once all is written (hyper keeps
+/// a read buffer of 8 KiB per connection); a larger one is freed.
+const KEPT_CAPACITY: usize = 4 * 1024;
 
 thread_local! {
     /// This thread's turn: `None` when no `flush` task runs on it.
@@ -80,7 +84,7 @@ impl Held {
         self.bytes.clear();
         self.sent = 0;
         // An idle connection keeps no room a burst needed.
-        if self.bytes.capacity() > HOLD_LIMIT {
+        if self.bytes.capacity() > KEPT_CAPACITY {
             self.bytes = Vec::new();
         }
     }
@@ -405,6 +409,27 @@ mod tests {
         drop((first, second));
         assert_eq!(read_to_end(first_peer).await, b"first response");
         assert_eq!(read_to_end(second_peer).await, b"second response");
+        flusher.abort();
+    }
+
+    #[tokio::test]
+    async fn a_written_out_connection_keeps_no_large_buffer() {
+        let flusher = tokio::spawn(flush());
+        let (mut conn, peer) = connection(false).await;
+        let large = vec![b'x'; 20_000];
+        conn.write_all(&large).await.expect("written");
+        assert!(conn.held().bytes.capacity() >= large.len(), "held");
+        tokio::task::yield_now().await;
+        assert_eq!(conn.held().bytes.capacity(), 0, "freed once written");
+        conn.write_all(b"small").await.expect("written");
+        tokio::task::yield_now().await;
+        let kept = conn.held().bytes.capacity();
+        assert!(
+            kept > 0 && kept <= KEPT_CAPACITY,
+            "a small one is kept: {kept}"
+        );
+        drop(conn);
+        assert_eq!(read_to_end(peer).await.len(), large.len() + 5);
         flusher.abort();
     }
 
