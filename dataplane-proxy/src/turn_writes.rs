@@ -1,22 +1,21 @@
 //! A worker's socket writes leave together, at the end of its turn.
 //!
 //! A turn of a worker's runtime polls every task its last look at the
-//! sockets woke: each reads a request or a response and writes what it
-//! made of it. Written at once, those writes alternate with the reads, and
-//! a peer on another core (the client, the upstream) is woken by one,
-//! handles it, sleeps and is woken again by the next (2.6 times HAProxy's
-//! wake-ups per request here, docs/benchmarks.md). HAProxy reads what a
-//! turn brings and then sends what it made. `TurnWrites` does the same for
-//! a TCP connection: a write is copied into the connection's own buffer
-//! (kept between turns up to 4 KiB) and the connection queued on its
-//! thread; the thread's flushing task
-//! (`flush`, woken by the first connection queued, so it runs after every
-//! task already woken) writes them all out. A flush returns at once for
-//! bytes so queued. A socket the flushing task finds full keeps the rest
+//! sockets woke: each reads a request or a response and writes what it made
+//! of it. Written at once, those writes alternate with the reads, and a peer
+//! on another core (the client, the upstream) is woken by one, handles it,
+//! sleeps and is woken again by the next (2.6 times HAProxy's wake-ups per
+//! request here, docs/benchmarks.md). HAProxy reads what a turn brings and
+//! then sends what it made. `TurnWrites` does the same for a TCP connection:
+//! a write is copied into the connection's own buffer (kept between turns up
+//! to 4 KiB) and the connection queued on its thread; the thread's flushing
+//! task (`flush`, woken by the first connection queued, so it runs after
+//! every task already woken) writes them all out. A flush returns at once
+//! for bytes so queued. A socket the flushing task finds full keeps the rest
 //! for its connection's task, which is woken to write it (before it next
-//! reads, flushes or writes); writes too large to hold, shutdowns, and
-//! every write on a thread without a flushing task (the main runtime,
-//! tests) go out as they come, after what is held.
+//! reads, flushes or writes); writes too large to hold, shutdowns, and every
+//! write on a thread without a flushing task (the main runtime, tests) go
+//! out as they come, after what is held.
 
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use std::cell::RefCell;
