@@ -3,7 +3,9 @@
 //! kernel spreads connections over them) and its own upstream connection
 //! pools. A request is served start to end on one thread: no work
 //! stealing, no cross-thread wake-ups, no lock shared with other workers
-//! on its path (the configuration is read through an `ArcSwap`).
+//! on its path (the configuration is read through an `ArcSwap`). Each
+//! worker also runs the task that writes out what its connections wrote in
+//! a turn, at the turn's end (`turn_writes`).
 
 use crate::mesh_client::MeshTls;
 use crate::upstreams::Upstreams;
