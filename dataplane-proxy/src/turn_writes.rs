@@ -88,6 +88,22 @@ impl Held {
         }
     }
 
+    /// Writes what the socket takes of the unsent bytes: `Ok(true)` once
+    /// all are written (the buffer cleared), `Ok(false)` when it is full.
+    fn write_to(&mut self, socket: &OwnedWriteHalf) -> io::Result<bool> {
+        while !self.unsent().is_empty() {
+            match socket.try_write(self.unsent()) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                // Readiness cleared: the next look waits for room.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        self.clear();
+        Ok(true)
+    }
+
     fn remember(&mut self, waker: &Waker) {
         if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             self.waker = Some(waker.clone());
@@ -113,7 +129,8 @@ impl TurnWrites {
 }
 
 fn lock(shared: &Shared) -> MutexGuard<'_, Held> {
-    // Only this thread's tasks take it, one at a time.
+    // Taken by the connection's task and its thread's flushing task, never
+    // at once.
     shared.held.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -123,17 +140,9 @@ impl Shared {
         if let Some(e) = held.failed.take() {
             return Poll::Ready(Err(e));
         }
-        while !held.unsent().is_empty() {
+        while !held.write_to(&self.write)? {
             ready!(self.write.as_ref().poll_write_ready(cx))?;
-            match self.write.try_write(held.unsent()) {
-                Ok(0) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Ok(n) => held.sent += n,
-                // Readiness cleared: the next look waits for room.
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
         }
-        held.clear();
         Poll::Ready(Ok(()))
     }
 
@@ -143,23 +152,10 @@ impl Shared {
     fn flush(&self) {
         let mut held = lock(self);
         held.queued = false;
-        while !held.unsent().is_empty() {
-            match self.write.try_write(held.unsent()) {
-                Ok(0) => {
-                    held.failed = Some(io::ErrorKind::WriteZero.into());
-                    break;
-                }
-                Ok(n) => held.sent += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => {
-                    held.failed = Some(e);
-                    break;
-                }
-            }
-        }
-        if held.unsent().is_empty() && held.failed.is_none() {
-            held.clear();
-            return;
+        match held.write_to(&self.write) {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => held.failed = Some(e),
         }
         let owner = held.waker.take();
         drop(held);
@@ -201,27 +197,25 @@ pub async fn flush() {
     TURN.with_borrow_mut(|turn| *turn = Some(Turn::default()));
     let _running = Running;
     let mut writing = Vec::new();
-    poll_fn(|cx| {
-        TURN.with_borrow_mut(|turn| {
-            if let Some(turn) = turn {
-                std::mem::swap(&mut turn.queued, &mut writing);
+    poll_fn(|cx| loop {
+        // Until a turn queues nothing more: then wait for the next.
+        let waiting = TURN.with_borrow_mut(|turn| match turn {
+            Some(turn) if turn.queued.is_empty() => {
+                turn.flusher = Some(cx.waker().clone());
+                true
             }
+            Some(turn) => {
+                std::mem::swap(&mut turn.queued, &mut writing);
+                false
+            }
+            None => true,
         });
+        if waiting {
+            return Poll::<()>::Pending;
+        }
         for shared in writing.drain(..) {
             shared.flush();
         }
-        TURN.with_borrow_mut(|turn| {
-            if let Some(turn) = turn {
-                if turn.queued.is_empty() {
-                    turn.flusher = Some(cx.waker().clone());
-                } else {
-                    // Nothing else runs on this thread while they are
-                    // written; should one have queued all the same, again.
-                    cx.waker().wake_by_ref();
-                }
-            }
-        });
-        Poll::<()>::Pending
     })
     .await
 }
