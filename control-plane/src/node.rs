@@ -12,7 +12,7 @@ use crate::{
         ApplyOutcome, NodeId, Raft,
     },
 };
-use meridian_model::{plan, Command, Rejection};
+use meridian_model::{plan, Command, CommandId, Rejection};
 use meridian_telemetry::{self as telemetry, KeyValue, SpanKind, TraceContextExt};
 use openraft::{
     error::{ClientWriteError, RaftError},
@@ -122,7 +122,7 @@ impl Node {
 
     /// Proposes `command`, here if this node leads, else through the leader.
     /// Returns the entry's index and the per-write revisions.
-    pub async fn write(&self, command: Command) -> Result<(u64, Vec<u64>), NodeError> {
+    pub async fn write(&self, mut command: Command) -> Result<(u64, Vec<u64>), NodeError> {
         let deadline = Instant::now() + LEADER_WAIT;
         loop {
             let hint = match self.propose_local(command.clone()).await? {
@@ -132,9 +132,13 @@ impl Node {
             if let Some(leader) = hint {
                 // A leader that stops answering (paused, partitioned) would
                 // hold the write for the whole forwarding timeout although
-                // a new leader is elected in a second or two; an admin write
-                // is declarative, so it goes to the new one as soon as this
-                // replica learns of it.
+                // a new leader is elected in a second or two: the write goes
+                // to the new one as soon as this replica learns of it. The
+                // first copy may be committed all the same; the id makes
+                // every replica apply only one (`raft::applied_once`).
+                if command.id.is_none() {
+                    command.id = Some(new_command_id()?);
+                }
                 let forwarded = tokio::select! {
                     reply = forward::propose(&leader, &command) => Some(reply),
                     () = self.leader_replaced(leader.id) => None,
@@ -399,4 +403,11 @@ async fn wait_or_give_up(deadline: Instant, what: &str) -> Result<(), NodeError>
     }
     tokio::time::sleep(RETRY_PAUSE).await;
     Ok(())
+}
+
+/// A random id for a command that may be sent more than once.
+fn new_command_id() -> Result<CommandId, NodeError> {
+    let random = ring::rand::generate::<[u8; 16]>(&ring::rand::SystemRandom::new())
+        .map_err(|_| NodeError::Unavailable("no randomness for a command id".into()))?;
+    Ok(CommandId(u128::from_be_bytes(random.expose())))
 }

@@ -25,6 +25,15 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Puts `manifest` through `node`: the refusal's message if refused, or
 /// why there was no answer within `CLIENT_TIMEOUT`.
 async fn put_manifest(node: &ServerNode, manifest: serde_json::Value) -> Result<(), String> {
+    put_manifest_within(node, manifest, CLIENT_TIMEOUT).await
+}
+
+/// Like `put_manifest`, waiting `timeout` for the answer.
+async fn put_manifest_within(
+    node: &ServerNode,
+    manifest: serde_json::Value,
+    timeout: Duration,
+) -> Result<(), String> {
     let request = PutRequest {
         manifest_json: manifest.to_string(),
         expected_revision: None,
@@ -37,19 +46,23 @@ async fn put_manifest(node: &ServerNode, manifest: serde_json::Value) -> Result<
             .map(|_| ())
             .map_err(|status| status.message().to_string())
     };
-    tokio::time::timeout(CLIENT_TIMEOUT, attempt)
+    tokio::time::timeout(timeout, attempt)
         .await
-        .map_err(|_| format!("no answer in {CLIENT_TIMEOUT:?}"))?
+        .map_err(|_| format!("no answer in {timeout:?}"))?
+}
+
+/// The test key's manifest with `value`.
+fn test_key(value: &str) -> serde_json::Value {
+    serde_json::json!({
+        "kind": "Cluster",
+        "metadata": {"name": key(0)},
+        "spec": {"region": value},
+    })
 }
 
 /// Writes `value` to the test key through `node`; `Some(())` once acknowledged.
 async fn put(node: &ServerNode, value: &str) -> Option<()> {
-    let manifest = serde_json::json!({
-        "kind": "Cluster",
-        "metadata": {"name": key(0)},
-        "spec": {"region": value},
-    });
-    put_manifest(node, manifest).await.ok()
+    put_manifest(node, test_key(value)).await.ok()
 }
 
 /// The test key's value on `node`: `Some(None)` absent, `None` no answer.
@@ -219,4 +232,52 @@ async fn a_write_through_a_lagging_follower_sees_the_writes_it_acknowledged() {
         );
     }
     links.heal();
+}
+
+/// A follower forwards a write; the leader commits it, but its answer is
+/// held on the way back and the leader then stops. The follower sends the
+/// write to the new leader: that copy must change nothing, or it undoes a
+/// write acknowledged after the first copy was read (found by the chaos
+/// test as a non-linearizable history).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_write_sent_again_to_a_new_leader_is_applied_once() {
+    let root = tempfile::tempdir().expect("temp dir");
+    let (nodes, links) = start_cluster_behind_relays(root.path(), 3, ServerOptions::default(), 4);
+    let all: Vec<&ServerNode> = nodes.iter().collect();
+    let old = agreed_leader(&all).await;
+    let old_node = nodes.iter().find(|n| n.id == old).expect("leader");
+    let follower = nodes.iter().find(|n| n.id != old).expect("a follower");
+    eventually(WAIT, "a first write", || put(old_node, "before")).await;
+
+    // What the follower sends the leader, and the answers, take a second.
+    let link = links.link(follower.id, old);
+    link.set(relay::Faults {
+        latency: Duration::from_secs(1),
+        ..relay::Faults::OPEN
+    });
+    let forwarded = put_manifest_within(follower, test_key("first"), Duration::from_secs(30));
+    let meanwhile = async {
+        eventually(WAIT, "the forwarded write read on the leader", || async {
+            (get(old_node, Consistency::Linearizable).await?? == "first").then_some(())
+        })
+        .await;
+        // Its answer is still on the way: held there.
+        link.set_mode(Mode::Stall);
+        assert_eq!(put(old_node, "second").await, Some(()), "a later write");
+        // The follower hears of a new leader and sends the write to it.
+        old_node.signal("STOP");
+    };
+    let (written, ()) = tokio::join!(forwarded, meanwhile);
+    let new_leader = nodes_except(&nodes, &[old]);
+    let value = eventually(WAIT, "a linearizable read without the old leader", || {
+        get(new_leader[0], Consistency::Linearizable)
+    })
+    .await;
+    old_node.signal("CONT");
+    assert_eq!(written, Ok(()), "acknowledged through the new leader");
+    assert_eq!(
+        value.as_deref(),
+        Some("second"),
+        "the write was applied again after a later one"
+    );
 }

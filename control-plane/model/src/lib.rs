@@ -6,6 +6,7 @@
 //! plane's state machine asks [`plan`] what to write and carries it out.
 
 mod agent;
+mod command_id;
 mod duration;
 mod error;
 mod key;
@@ -19,6 +20,7 @@ mod references;
 mod resource;
 pub mod spec;
 
+pub use command_id::CommandId;
 pub use duration::Duration;
 pub use error::{ModelError, Rejection, RejectionCode};
 pub use key::ResourceKey;

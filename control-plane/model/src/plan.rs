@@ -5,7 +5,7 @@ use crate::{
     agent,
     nesting::check_split_nesting,
     references::{check_delete, check_references},
-    Kind, Rejection, RejectionCode, Resource, ResourceKey, Status,
+    CommandId, Kind, Rejection, RejectionCode, Resource, ResourceKey, Status,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,7 +74,8 @@ pub enum Op {
     RecordBootstrapped { node: u64 },
 }
 
-/// The payload of one Raft log entry: a batch of writes applied all or nothing.
+/// One change to the replicated state: writes applied all or nothing (a log
+/// entry holds one or more).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Command {
     pub ops: Vec<Op>,
@@ -83,11 +84,21 @@ pub struct Command {
     /// it. Carried, never interpreted here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<String>,
+    /// Set on a command that may reach the log more than once (a follower
+    /// sends a forwarded write again when the leader changes): every
+    /// replica applies a command with a given id once, and answers a later
+    /// copy with the first one's outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<CommandId>,
 }
 
 impl Command {
     pub fn new(ops: Vec<Op>) -> Command {
-        Command { ops, trace: None }
+        Command {
+            ops,
+            trace: None,
+            id: None,
+        }
     }
 
     /// The objects this command puts or deletes, when that is all it does:

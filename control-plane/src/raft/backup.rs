@@ -79,6 +79,7 @@ mod tests {
                     .into(),
             ],
             bootstrapped: [1, 2].into(),
+            applied_once: Vec::new(),
         }
     }
 

@@ -5,6 +5,7 @@
 // openraft's traits fix the error types (StorageError, RPCError), large as they are.
 #![allow(clippy::result_large_err)]
 
+pub mod applied_once;
 pub mod backup;
 pub mod durability;
 pub mod log_store;
@@ -98,8 +99,14 @@ mod tests {
         let stored = serde_json::to_vec(&command).expect("encode");
         let read: Proposal = serde_json::from_slice(&stored).expect("decode");
         assert_eq!(read, Proposal::one(command.clone()));
+        // With an id (applied once; `applied_once`), alone and with others.
+        let mut sent_again = command.clone();
+        sent_again.id = Some(meridian_model::CommandId(u128::MAX));
+        let stored = serde_json::to_vec(&sent_again).expect("encode");
+        let read: Proposal = serde_json::from_slice(&stored).expect("decode");
+        assert_eq!(read, Proposal::one(sent_again.clone()));
         let several = Proposal {
-            commands: vec![command.clone(), command],
+            commands: vec![command.clone(), sent_again, command],
         };
         let stored = serde_json::to_vec(&several).expect("encode");
         assert_eq!(

@@ -82,11 +82,19 @@ async fn run(raft: Raft, mut queue: mpsc::Receiver<Waiting>) {
                 None => return,
             },
         };
+        // Nobody waits for it any more (the caller, a follower forwarding
+        // it, gave up): not proposed, so no copy of it turns up late.
+        if first.reply.is_closed() {
+            continue;
+        }
         let mut entry = vec![first];
         // Measured only once a second command waits: a lone write goes as it is.
         let mut room: Option<EntryRoom> = None;
         while entry.len() < MAX_COMMANDS {
             let Ok(next) = queue.try_recv() else { break };
+            if next.reply.is_closed() {
+                continue;
+            }
             let room = room.get_or_insert_with(|| EntryRoom::of(&entry[0].command));
             if !room.admit(&next.command) {
                 held = Some(next);

@@ -103,6 +103,8 @@ async fn build(
         // they start. The old cluster's record would refuse an empty
         // founding member of the new one that never held its data.
         bootstrapped: BTreeSet::new(),
+        // Its log starts afresh: no command of the old one comes again.
+        applied_once: Vec::new(),
     };
     let meta = SnapshotMeta {
         last_log_id: Some(log_id),
@@ -144,6 +146,7 @@ mod tests {
                     .into(),
             ],
             bootstrapped: BTreeSet::from([1, 2]),
+            applied_once: Vec::new(),
         }
     }
 

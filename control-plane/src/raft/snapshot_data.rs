@@ -3,7 +3,7 @@
 //! and membership they were read at. Raft sends it to
 //! lagging followers; `meridian snapshot save` wraps it in a backup file.
 
-use super::{LogId, Membership};
+use super::{applied_once::Remembered, LogId, Membership};
 use meridian_model::Resource;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -19,6 +19,10 @@ pub struct SnapshotData {
     /// snapshots taken before the record existed.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub bootstrapped: BTreeSet<u64>,
+    /// The commands with an id applied lately (`applied_once`); absent
+    /// from snapshots taken before they were remembered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied_once: Vec<Remembered>,
 }
 
 impl SnapshotData {
@@ -61,6 +65,7 @@ mod tests {
             membership: Membership::default(),
             resources: vec![cluster.to_string()],
             bootstrapped: BTreeSet::from([1, 3]),
+            applied_once: Vec::new(),
         };
         let decoded = SnapshotData::decode(&data.encode().expect("encode")).expect("decode");
         assert_eq!(decoded, data);

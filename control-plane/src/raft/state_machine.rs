@@ -3,6 +3,7 @@
 //! the current snapshot. Deciding what a command changes is
 //! `meridian_model::plan`; this module only carries it out.
 
+use super::applied_once::{self, Remembered};
 use super::durability::Durability;
 use super::snapshot_data::SnapshotData;
 use super::view::DbView;
@@ -106,6 +107,7 @@ impl StateMachine {
         let last_applied: Option<LogId> = parse_json(read(KEY_APPLIED)?)?;
         let membership: Membership = parse_json(read(KEY_MEMBERSHIP)?)?.unwrap_or_default();
         let bootstrapped = parse_json(read(KEY_BOOTSTRAPPED)?)?.unwrap_or_default();
+        let applied_once = applied_once::read_all(&self.db, &point)?;
         let mut resources = Vec::new();
         for item in point.iterator_cf(cf(&self.db, CF_RESOURCES), IteratorMode::Start) {
             let (_, value) = item.map_err(|e| read_err(ErrorSubject::StateMachine, e))?;
@@ -116,6 +118,7 @@ impl StateMachine {
             membership,
             resources,
             bootstrapped,
+            applied_once,
         })
     }
 
@@ -190,11 +193,40 @@ impl StateMachine {
         index: u64,
         batch: &mut WriteBatch,
     ) -> Result<(Applied, Vec<Change>), StorageError> {
-        let planned = self.plan(commands, index)?;
+        // A copy of a command applied before changes nothing (`applied_once`).
+        let earlier = commands
+            .iter()
+            .map(|command| match command.id {
+                Some(id) => applied_once::earlier(&self.db, id),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let planned = if earlier.iter().all(Option::is_none) {
+            self.plan(commands, index)?
+        } else {
+            let fresh: Vec<Command> = commands
+                .iter()
+                .zip(&earlier)
+                .filter(|(_, earlier)| earlier.is_none())
+                .map(|(command, _)| command.clone())
+                .collect();
+            self.plan(&fresh, index)?
+        };
+        let mut planned = planned.into_iter();
         let mut outcomes = Vec::with_capacity(commands.len());
         let mut changes = Vec::new();
         let mut recorded = Vec::new();
-        for (command, planned) in commands.iter().zip(planned) {
+        for (command, earlier) in commands.iter().zip(earlier) {
+            if let Some(outcome) = earlier {
+                outcomes.push(outcome);
+                continue;
+            }
+            let Some(planned) = planned.next() else {
+                return Err(write_err(
+                    ErrorSubject::StateMachine,
+                    std::io::Error::other("a command of the entry was not planned"),
+                ));
+            };
             // A traced command is applied in a `raft.apply` span on every
             // replica; its changes carry that span on to the xDS pushes.
             let traced = command
@@ -220,7 +252,16 @@ impl StateMachine {
                 }
             }
             changes.extend(written);
-            outcomes.push(ApplyOutcome(outcome));
+            let outcome = ApplyOutcome(outcome);
+            if let Some(id) = command.id {
+                let remembered = Remembered {
+                    id,
+                    index,
+                    outcome: outcome.clone(),
+                };
+                applied_once::remember(&self.db, batch, &remembered)?;
+            }
+            outcomes.push(outcome);
         }
         if !recorded.is_empty() {
             // Earlier entries of this apply are written already: this reads them.
@@ -310,6 +351,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     (Applied::default(), Vec::new())
                 }
             };
+            applied_once::forget_old(&self.db, &mut batch, index)?;
             put_json(&self.db, &mut batch, KEY_APPLIED, &entry.log_id)?;
             // Later entries in this call plan against what earlier ones wrote.
             self.events
@@ -347,6 +389,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         put_json(&self.db, &mut batch, KEY_APPLIED, &meta.last_log_id)?;
         put_json(&self.db, &mut batch, KEY_MEMBERSHIP, &meta.last_membership)?;
         put_json(&self.db, &mut batch, KEY_BOOTSTRAPPED, &data.bootstrapped)?;
+        applied_once::replace_all(&self.db, &mut batch, &data.applied_once)?;
         put_json(&self.db, &mut batch, KEY_SNAPSHOT_META, meta)?;
         batch.put_cf(cf(&self.db, CF_SM_META), KEY_SNAPSHOT_DATA, &bytes);
         {
@@ -412,7 +455,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 mod tests {
     use super::*;
     use crate::raft::Proposal;
-    use meridian_model::{parse_manifests, Kind, Op, ResourceKey, StateView};
+    use meridian_model::{parse_manifests, CommandId, Kind, Op, ResourceKey, StateView};
 
     /// A state machine on an empty database, and the directory that holds it.
     fn empty_machine() -> (tempfile::TempDir, StateMachine) {
@@ -505,6 +548,82 @@ mod tests {
             other.bootstrapped().expect("read"),
             BTreeSet::from([1, 3, 4, 5])
         );
+    }
+
+    #[tokio::test]
+    async fn a_copy_of_a_command_applied_before_changes_nothing() {
+        let (_dir, mut machine) = empty_machine();
+        let put = |region: &str, id: Option<u128>| {
+            let text =
+                format!("kind: Cluster\nmetadata: {{name: c1}}\nspec: {{region: {region}}}\n");
+            let mut command = Command::new(
+                parse_manifests(&text)
+                    .expect("manifest")
+                    .into_iter()
+                    .map(|resource| Op::Put {
+                        resource: Box::new(resource),
+                        expected_revision: None,
+                    })
+                    .collect(),
+            );
+            command.id = id.map(CommandId);
+            command
+        };
+        let entry = |index: u64, commands: Vec<Command>| openraft::Entry::<TypeConfig> {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proposal { commands }),
+        };
+        let region = |machine: &StateMachine| {
+            let key = ResourceKey::new(Kind::Cluster, None, "c1", None).expect("key");
+            let cluster = machine.view().get(&key).expect("stored");
+            serde_json::to_value(&cluster).expect("json")["spec"]["region"].clone()
+        };
+        // A write forwarded to the old leader and committed, a write after
+        // it, then the copy sent to the new leader (and another command in
+        // its entry, applied as usual).
+        machine
+            .apply([
+                entry(5, vec![put("first", Some(77))]),
+                entry(6, vec![put("second", None)]),
+            ])
+            .await
+            .expect("apply");
+        let other = |id: Option<u128>| {
+            let mut command = Command::new(vec![Op::RecordBootstrapped { node: 2 }]);
+            command.id = id.map(CommandId);
+            command
+        };
+        let applied = machine
+            .apply([entry(7, vec![put("first", Some(77)), other(Some(78))])])
+            .await
+            .expect("apply");
+        assert_eq!(region(&machine), "second", "the copy undid a later write");
+        assert_eq!(
+            applied[0].0[0],
+            ApplyOutcome(Ok(vec![5])),
+            "the first copy's outcome"
+        );
+        assert_eq!(machine.bootstrapped().expect("read"), BTreeSet::from([2]));
+
+        // A replica that catches up through a snapshot knows it too.
+        let snapshot = machine.build_snapshot().await.expect("build");
+        let (_other_dir, mut follower) = empty_machine();
+        follower
+            .install_snapshot(&snapshot.meta, snapshot.snapshot)
+            .await
+            .expect("install");
+        let applied = follower
+            .apply([entry(8, vec![put("first", Some(77))])])
+            .await
+            .expect("apply");
+        assert_eq!(region(&follower), "second");
+        assert_eq!(applied[0].0[0], ApplyOutcome(Ok(vec![5])));
+        // A command without an id, or with a new one, is applied as ever.
+        follower
+            .apply([entry(9, vec![put("third", Some(79))])])
+            .await
+            .expect("apply");
+        assert_eq!(region(&follower), "third");
     }
 
     #[test]
