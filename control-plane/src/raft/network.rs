@@ -67,8 +67,8 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     durability: Arc<Durability>,
-    /// The connection between calls; dropped after a call that failed
-    /// (where its request and reply stand is unknown then).
+    /// The connection between calls; dropped after a call that failed or
+    /// was dropped (where its request and reply stand is unknown then).
     conn: Option<BufStream<ClientStream>>,
 }
 
@@ -104,31 +104,31 @@ impl CallFailed {
 
 impl PeerClient {
     /// Sends `frame` and reads its reply within `ttl`, on the kept
-    /// connection or a new one.
+    /// connection or a new one. The connection is taken for the call and
+    /// kept again only after a whole exchange: openraft drops a call that
+    /// outlives its own timeout (the same `ttl`, started a moment earlier),
+    /// and a connection left with a request sent and its reply unread would
+    /// hand that reply to the next request, another AppendEntries.
     async fn call(&mut self, frame: &[u8], ttl: Duration) -> Result<Vec<u8>, CallFailed> {
+        let kept = self.conn.take();
         let exchanged = tokio::time::timeout(ttl, async {
-            let conn = match &mut self.conn {
+            let mut conn = match kept {
                 Some(conn) => conn,
-                None => self.conn.insert(connect(self.target, &self.addr).await?),
+                None => connect(self.target, &self.addr).await?,
             };
-            write_frame(conn, frame).await?;
-            read_frame(conn)
+            write_frame(&mut conn, frame).await?;
+            let reply = read_frame(&mut conn)
                 .await?
-                .ok_or_else(|| std::io::Error::other("the peer closed the connection"))
+                .ok_or_else(|| std::io::Error::other("the peer closed the connection"))?;
+            Ok((conn, reply))
         })
         .await
         .unwrap_or_else(|_| Err(std::io::Error::other("timed out")));
-        let (kind, body) = match exchanged {
-            Ok(reply) => reply,
-            Err(e) => {
-                self.conn = None;
-                return Err(CallFailed::Unreachable(e));
-            }
-        };
+        let (conn, (kind, body)) = exchanged.map_err(CallFailed::Unreachable)?;
         if kind == Kind::Reply {
+            self.conn = Some(conn);
             return Ok(body);
         }
-        self.conn = None;
         Err(CallFailed::Refused(match kind {
             Kind::Refused => String::from_utf8_lossy(&body).into_owned(),
             other => format!("the peer replied with a {other:?} frame"),
@@ -212,6 +212,72 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::raft::peer_io::read_preface;
+
+    /// A peer that answers each request with a reply of the request's
+    /// body, the first one on each connection `late`.
+    async fn echo_peer(late: Duration) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut conn = BufStream::new(stream);
+                    if read_preface(&mut conn).await.is_err() {
+                        return;
+                    }
+                    let mut first = true;
+                    while let Ok(Some((_, body))) = read_frame(&mut conn).await {
+                        if std::mem::take(&mut first) {
+                            tokio::time::sleep(late).await;
+                        }
+                        let Ok(reply) = raft_wire::frame(Kind::Reply, &[&body]) else {
+                            return;
+                        };
+                        if write_frame(&mut conn, &reply).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_call_dropped_midway_leaves_no_reply_for_the_next() {
+        let addr = echo_peer(Duration::from_millis(300)).await;
+        let mut client = PeerClient {
+            target: 2,
+            addr,
+            durability: Default::default(),
+            conn: None,
+        };
+        let request = |body: &[u8]| raft_wire::frame(Kind::AppendEntries, &[body]).expect("framed");
+        // openraft's own timeout drops the call before its reply comes.
+        let dropped = tokio::time::timeout(
+            Duration::from_millis(100),
+            client.call(&request(b"first"), Duration::from_secs(5)),
+        )
+        .await;
+        assert!(dropped.is_err(), "answered before the outer timeout");
+        let reply = client
+            .call(&request(b"second"), Duration::from_secs(5))
+            .await
+            .ok()
+            .expect("a reply");
+        assert_eq!(reply, b"second", "the reply to the dropped call");
+        // A whole exchange keeps the connection for the next call.
+        let reply = client
+            .call(&request(b"third"), Duration::from_secs(5))
+            .await
+            .ok()
+            .expect("a reply");
+        assert_eq!(reply, b"third");
+        assert!(client.conn.is_some());
+    }
 
     #[test]
     fn a_large_message_of_several_entries_asks_for_fewer() {
