@@ -34,6 +34,11 @@ const HOLD_LIMIT: usize = 64 * 1024;
 /// The largest buffer a connection keeps once all is written (hyper keeps
 /// a read buffer of 8 KiB per connection); a larger one is freed.
 const KEPT_CAPACITY: usize = 4 * 1024;
+/// The room a connection whose turns outgrow `KEPT_CAPACITY` (an HTTP/2
+/// connection answering many streams a turn) takes at once: grown by
+/// doubling from a few KiB, its buffer was copied four times a turn
+/// (`realloc`, 1,700 instructions per h2c request).
+const BURST_CAPACITY: usize = 32 * 1024;
 
 thread_local! {
     /// This thread's turn: `None` when no `flush` task runs on it.
@@ -72,6 +77,9 @@ struct Held {
     /// The connection's task, woken when the flushing task left it bytes
     /// (a full socket) or an error.
     waker: Option<Waker>,
+    /// This turn, or the last one, held more than `KEPT_CAPACITY`: room
+    /// grows by `BURST_CAPACITY` at once.
+    bursty: bool,
 }
 
 impl Held {
@@ -80,6 +88,8 @@ impl Held {
     }
 
     fn clear(&mut self) {
+        // The next turn starts with room for as much as this one held.
+        self.bursty = self.bytes.len() > KEPT_CAPACITY;
         self.bytes.clear();
         self.sent = 0;
         // An idle connection keeps no room a burst needed.
@@ -102,6 +112,22 @@ impl Held {
         }
         self.clear();
         Ok(true)
+    }
+
+    /// Room for `len` more bytes: as `Vec` grows while the turn's bytes
+    /// fit what a connection keeps, `BURST_CAPACITY` at once past it.
+    fn make_room(&mut self, len: usize) {
+        let needed = self.bytes.len() + len;
+        if needed <= self.bytes.capacity() {
+            return;
+        }
+        self.bursty |= needed > KEPT_CAPACITY;
+        let room = if self.bursty {
+            needed.max(BURST_CAPACITY)
+        } else {
+            needed
+        };
+        self.bytes.reserve(room - self.bytes.len());
     }
 
     fn remember(&mut self, waker: &Waker) {
@@ -277,6 +303,7 @@ impl TurnWrites {
                 }
             }
         }
+        held.make_room(len);
         put(&mut held.bytes);
         if !held.queued {
             held.queued = true;
@@ -414,6 +441,12 @@ mod tests {
         assert!(conn.held().bytes.capacity() >= large.len(), "held");
         tokio::task::yield_now().await;
         assert_eq!(conn.held().bytes.capacity(), 0, "freed once written");
+        // The turn after a large one starts with room for a large one.
+        conn.write_all(b"small").await.expect("written");
+        assert_eq!(conn.held().bytes.capacity(), BURST_CAPACITY);
+        tokio::task::yield_now().await;
+        assert_eq!(conn.held().bytes.capacity(), 0, "freed once written");
+        // After a small turn, a small buffer, kept.
         conn.write_all(b"small").await.expect("written");
         tokio::task::yield_now().await;
         let kept = conn.held().bytes.capacity();
@@ -422,7 +455,35 @@ mod tests {
             "a small one is kept: {kept}"
         );
         drop(conn);
-        assert_eq!(read_to_end(peer).await.len(), large.len() + 5);
+        assert_eq!(read_to_end(peer).await.len(), large.len() + 10);
+        flusher.abort();
+    }
+
+    #[tokio::test]
+    async fn a_turn_of_many_responses_is_not_copied_as_it_grows() {
+        let flusher = tokio::spawn(flush());
+        let (mut conn, peer) = connection(false).await;
+        // An HTTP/2 connection answering ten streams in a turn: how many
+        // times its buffer grows (each a `realloc`, and a copy).
+        let response = vec![b'r'; 1_200];
+        let mut turn = async || {
+            let mut growths = 0;
+            let mut capacity = conn.held().bytes.capacity();
+            for _ in 0..10 {
+                conn.write_all(&response).await.expect("written");
+                let now = conn.held().bytes.capacity();
+                growths += usize::from(now != capacity);
+                capacity = now;
+            }
+            tokio::task::yield_now().await;
+            growths
+        };
+        let first = turn().await;
+        assert!(first <= 4, "the first turn grew {first} times");
+        // The next such turn takes its room once.
+        assert_eq!(turn().await, 1, "the next turn grew more than once");
+        drop(conn);
+        assert_eq!(read_to_end(peer).await.len(), 20 * response.len());
         flusher.abort();
     }
 
