@@ -16,7 +16,7 @@ use super::{
     store::{cf, read_err, write_err, CF_SM_META},
     ApplyOutcome, StorageError,
 };
-use meridian_model::CommandId;
+use meridian_model::{Command, CommandId};
 use openraft::ErrorSubject;
 use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use serde::{Deserialize, Serialize};
@@ -57,7 +57,7 @@ fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 /// The outcome of the command `id` if a copy of it was applied already.
-pub fn earlier(db: &DB, id: CommandId) -> Result<Option<ApplyOutcome>, StorageError> {
+fn earlier(db: &DB, id: CommandId) -> Result<Option<ApplyOutcome>, StorageError> {
     let Some(bytes) = db.get_cf(cf(db, CF_SM_META), by_id(id)).map_err(sm_err)? else {
         return Ok(None);
     };
@@ -65,7 +65,18 @@ pub fn earlier(db: &DB, id: CommandId) -> Result<Option<ApplyOutcome>, StorageEr
     Ok(Some(remembered.outcome))
 }
 
-/// Adds to `batch` that the command `id` was applied at `index` with `outcome`.
+/// Per command of an entry, the outcome of its copy applied before, if any.
+pub fn earlier_copies(
+    db: &DB,
+    commands: &[Command],
+) -> Result<Vec<Option<ApplyOutcome>>, StorageError> {
+    commands
+        .iter()
+        .map(|command| command.id.map_or(Ok(None), |id| earlier(db, id)))
+        .collect()
+}
+
+/// Adds to `batch` that a command was applied (its id, entry and outcome).
 pub fn remember(
     db: &DB,
     batch: &mut WriteBatch,

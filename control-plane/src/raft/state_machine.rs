@@ -194,13 +194,7 @@ impl StateMachine {
         batch: &mut WriteBatch,
     ) -> Result<(Applied, Vec<Change>), StorageError> {
         // A copy of a command applied before changes nothing (`applied_once`).
-        let earlier = commands
-            .iter()
-            .map(|command| match command.id {
-                Some(id) => applied_once::earlier(&self.db, id),
-                None => Ok(None),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let earlier = applied_once::earlier_copies(&self.db, commands)?;
         let planned = if earlier.iter().all(Option::is_none) {
             self.plan(commands, index)?
         } else {
