@@ -13,7 +13,8 @@
 //! replica, so all decide alike.
 
 use super::{
-    store::{cf, read_err, write_err, CF_SM_META},
+    state_machine::{put_json, read_json},
+    store::{cf, read_err, CF_SM_META},
     ApplyOutcome, StorageError,
 };
 use meridian_model::{Command, CommandId};
@@ -58,11 +59,8 @@ fn sm_err(e: impl std::error::Error + 'static) -> StorageError {
 
 /// The outcome of the command `id` if a copy of it was applied already.
 fn earlier(db: &DB, id: CommandId) -> Result<Option<ApplyOutcome>, StorageError> {
-    let Some(bytes) = db.get_cf(cf(db, CF_SM_META), by_id(id)).map_err(sm_err)? else {
-        return Ok(None);
-    };
-    let remembered: Remembered = serde_json::from_slice(&bytes).map_err(sm_err)?;
-    Ok(Some(remembered.outcome))
+    let remembered: Option<Remembered> = read_json(db, &by_id(id))?;
+    Ok(remembered.map(|r| r.outcome))
 }
 
 /// Per command of an entry, the outcome of its copy applied before, if any.
@@ -82,11 +80,12 @@ pub fn remember(
     batch: &mut WriteBatch,
     remembered: &Remembered,
 ) -> Result<(), StorageError> {
-    let json =
-        serde_json::to_vec(remembered).map_err(|e| write_err(ErrorSubject::StateMachine, e))?;
-    let meta = cf(db, CF_SM_META);
-    batch.put_cf(meta, by_id(remembered.id), json);
-    batch.put_cf(meta, by_index(remembered.index, remembered.id), []);
+    put_json(db, batch, &by_id(remembered.id), remembered)?;
+    batch.put_cf(
+        cf(db, CF_SM_META),
+        by_index(remembered.index, remembered.id),
+        [],
+    );
     Ok(())
 }
 

@@ -281,7 +281,10 @@ fn applied_index(db: &DB) -> Result<u64, StorageError> {
     Ok(read_json::<LogId>(db, KEY_APPLIED)?.map_or(0, |l| l.index))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(db: &DB, key: &[u8]) -> Result<Option<T>, StorageError> {
+pub(super) fn read_json<T: for<'de> Deserialize<'de>>(
+    db: &DB,
+    key: &[u8],
+) -> Result<Option<T>, StorageError> {
     let bytes = db
         .get_cf(cf(db, CF_SM_META), key)
         .map_err(|e| read_err(ErrorSubject::StateMachine, e))?;
@@ -296,7 +299,7 @@ fn parse_json<T: for<'de> Deserialize<'de>>(
         .transpose()
 }
 
-fn put_json<T: Serialize>(
+pub(super) fn put_json<T: Serialize>(
     db: &DB,
     batch: &mut WriteBatch,
     key: &[u8],
@@ -461,6 +464,28 @@ mod tests {
         )
     }
 
+    /// The entry at `index` (term 1) of `commands`.
+    fn entry(index: u64, commands: Vec<Command>) -> openraft::Entry<TypeConfig> {
+        openraft::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(Proposal { commands }),
+        }
+    }
+
+    /// A command that puts the objects of `manifests`.
+    fn put(manifests: &str, expected_revision: Option<u64>) -> Command {
+        Command::new(
+            parse_manifests(manifests)
+                .expect("manifest")
+                .into_iter()
+                .map(|resource| Op::Put {
+                    resource: Box::new(resource),
+                    expected_revision,
+                })
+                .collect(),
+        )
+    }
+
     #[test]
     fn a_snapshot_built_late_does_not_replace_a_newer_one() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -504,10 +529,6 @@ mod tests {
     async fn recorded_nodes_accumulate_and_travel_in_snapshots() {
         let (_dir, mut machine) = empty_machine();
         let record = |node: u64| Command::new(vec![Op::RecordBootstrapped { node }]);
-        let entry = |index: u64, commands: Vec<Command>| openraft::Entry::<TypeConfig> {
-            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Proposal { commands }),
-        };
         // Two in one apply (the second reads the first), and one again.
         machine
             .apply([entry(1, vec![record(3)]), entry(2, vec![record(1)])])
@@ -550,22 +571,9 @@ mod tests {
         let put = |region: &str, id: Option<u128>| {
             let text =
                 format!("kind: Cluster\nmetadata: {{name: c1}}\nspec: {{region: {region}}}\n");
-            let mut command = Command::new(
-                parse_manifests(&text)
-                    .expect("manifest")
-                    .into_iter()
-                    .map(|resource| Op::Put {
-                        resource: Box::new(resource),
-                        expected_revision: None,
-                    })
-                    .collect(),
-            );
+            let mut command = put(&text, None);
             command.id = id.map(CommandId);
             command
-        };
-        let entry = |index: u64, commands: Vec<Command>| openraft::Entry::<TypeConfig> {
-            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Proposal { commands }),
         };
         let region = |machine: &StateMachine| {
             let key = ResourceKey::new(Kind::Cluster, None, "c1", None).expect("key");
@@ -652,18 +660,6 @@ mod tests {
     #[tokio::test]
     async fn the_commands_of_one_entry_apply_in_order_each_all_or_nothing() {
         let (_dir, mut machine) = empty_machine();
-        let put = |text: &str, expected_revision: Option<u64>| {
-            Command::new(
-                parse_manifests(text)
-                    .expect("manifest")
-                    .into_iter()
-                    .map(|resource| Op::Put {
-                        resource: Box::new(resource),
-                        expected_revision,
-                    })
-                    .collect(),
-            )
-        };
         let cluster = "kind: Cluster\nmetadata: {name: c1}\nspec: {region: r1}\n";
         let endpoints = "kind: Endpoints\nmetadata: {name: web, namespace: shop, cluster: c1}\nspec: {endpoints: []}\n";
         let commands = vec![
@@ -675,11 +671,7 @@ mod tests {
             // Sees the cluster written earlier in the entry.
             put(endpoints, None),
         ];
-        let entry = openraft::Entry::<TypeConfig> {
-            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), 7),
-            payload: EntryPayload::Normal(Proposal { commands }),
-        };
-        let applied = machine.apply([entry]).await.expect("apply");
+        let applied = machine.apply([entry(7, commands)]).await.expect("apply");
         let outcomes: Vec<_> = applied[0].0.iter().map(|o| o.0.clone()).collect();
         assert!(outcomes[0].is_err(), "{outcomes:?}");
         assert_eq!(outcomes[1], Ok(vec![7]));
