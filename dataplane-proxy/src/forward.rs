@@ -48,6 +48,12 @@ impl From<hyper::Error> for BodyError {
     }
 }
 
+impl From<h2::Error> for BodyError {
+    fn from(e: h2::Error) -> Self {
+        BodyError(e.into())
+    }
+}
+
 /// How a try failed, as forwarding tells failures apart.
 #[derive(Debug)]
 pub enum TryError {

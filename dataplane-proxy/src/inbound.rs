@@ -5,12 +5,13 @@
 //! `x-forwarded-client-cert`.
 
 use crate::coalesce::Coalesce;
-use crate::forward::{local_response, path_and_query, BodyError, ProxyBody};
+use crate::forward::{local_response, path_and_query, BodyError, BoxError, ProxyBody};
 use crate::proxy::Proxy;
 use crate::request_span::RequestSpan;
+use crate::server;
+use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::{body::Incoming, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::{body::Body, Request, Response, StatusCode};
 use meridian_identity::spiffe::SpiffeId;
 use meridian_identity::tls::{incoming, Credentials, Peer};
 use meridian_telemetry::SpanKind;
@@ -45,13 +46,45 @@ impl std::str::FromStr for Inbound {
     }
 }
 
-async fn handle(
+/// The requests of one mesh proxy's connection to an inbound listener.
+#[derive(Clone)]
+struct Admitted {
+    peer: Peer,
+    proxy: Arc<Proxy>,
+    inbound: Arc<Inbound>,
+    own: Option<SpiffeId>,
+}
+
+impl server::Handler for Admitted {
+    fn call<B>(
+        &self,
+        request: Request<B>,
+    ) -> impl std::future::Future<Output = Response<ProxyBody>> + Send + use<B>
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BodyError> + Into<BoxError>,
+    {
+        let Admitted {
+            peer,
+            proxy,
+            inbound,
+            own,
+        } = self.clone();
+        handle(proxy, inbound, peer, own, request)
+    }
+}
+
+async fn handle<B>(
     proxy: Arc<Proxy>,
     inbound: Arc<Inbound>,
     peer: Peer,
     own: Option<SpiffeId>,
-    request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, std::convert::Infallible> {
+    request: Request<B>,
+) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BodyError>,
+{
     let runtime = proxy.current();
     let service = runtime
         .as_ref()
@@ -61,7 +94,7 @@ async fn handle(
         Err(reason) => {
             tracing::warn!(service = %inbound.service, %reason, "refused an inbound request");
             proxy.metrics.count(&inbound.service, "", "inbound_refused");
-            return Ok(local_response(StatusCode::FORBIDDEN, &reason));
+            return local_response(StatusCode::FORBIDDEN, &reason);
         }
     };
     let span = RequestSpan::start(
@@ -76,19 +109,23 @@ async fn handle(
     let http2 = service.is_some_and(|s| s.http2);
     let response = forward(&proxy, &inbound, own, caller, http2, request, &span).await;
     span.finish(response.status());
-    Ok(response)
+    response
 }
 
 /// Hands an admitted request to the application.
-async fn forward(
+async fn forward<B>(
     proxy: &Proxy,
     inbound: &Inbound,
     own: Option<SpiffeId>,
     caller: SpiffeId,
     http2: bool,
-    request: Request<Incoming>,
+    request: Request<B>,
     span: &RequestSpan,
-) -> Response<ProxyBody> {
+) -> Response<ProxyBody>
+where
+    B: Body<Data = Bytes> + Send + Sync + 'static,
+    B::Error: Into<BodyError>,
+{
     if let Some(refused) = crate::forward::refuse_asterisk(request.uri()) {
         return refused;
     }
@@ -111,7 +148,7 @@ async fn forward(
         hyper::Version::HTTP_11
     };
     span.inject(&mut parts.headers);
-    let upstream = Request::from_parts(parts, body.map_err(BodyError::from).boxed());
+    let upstream = Request::from_parts(parts, body.map_err(Into::into).boxed());
     match proxy.upstreams.local(http2).request(upstream).await {
         Ok(response) => {
             proxy.metrics.count(&inbound.service, "", "inbound_ok");
@@ -143,23 +180,16 @@ pub async fn serve(
         let Some(permit) = proxy.admit() else {
             continue;
         };
-        let peer = connection.peer.clone();
-        let (proxy, inbound, own) = (proxy.clone(), inbound.clone(), own.clone());
-        let server = proxy.http_server();
+        let handler = Admitted {
+            peer: connection.peer.clone(),
+            proxy: proxy.clone(),
+            inbound: inbound.clone(),
+            own: own.clone(),
+        };
+        let (draining, limits) = (proxy.watch_drain(), proxy.limits().clone());
         tokio::spawn(async move {
             let _permit = permit;
-            let service = hyper::service::service_fn(move |request| {
-                handle(
-                    proxy.clone(),
-                    inbound.clone(),
-                    peer.clone(),
-                    own.clone(),
-                    request,
-                )
-            });
-            let _ = server
-                .serve_connection(TokioIo::new(Coalesce::new(connection)), service)
-                .await;
+            let _ = server::serve(Coalesce::new(connection), handler, &limits, draining).await;
         });
     }
     Ok(())

@@ -3,17 +3,12 @@
 //! A client that exceeds them is cut off or refused; everyone else is
 //! served as before. One `Limits` for every listener, outbound and inbound.
 
-use hyper_util::{rt::TokioExecutor, server::conn::auto::Builder};
 use prometheus_client::metrics::gauge::Gauge;
 use std::{sync::Arc, time::Duration};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Headers per request (HTTP/1.1), as Envoy's and hyper's default.
 pub const MAX_HEADERS: usize = 100;
-
-/// How often an idle HTTP/2 connection is pinged, and how long the answer
-/// may take: a client that vanished (a half-open connection) is closed.
-const H2_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
 
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -28,28 +23,6 @@ pub struct Limits {
     /// A request's head, in bytes (HTTP/1.1: the read buffer; HTTP/2: the
     /// decoded header list). Larger: 431.
     pub max_header_bytes: usize,
-}
-
-impl Limits {
-    /// The HTTP server for one accepted connection: HTTP/1.1 and HTTP/2.
-    pub fn http_server(&self) -> Builder<TokioExecutor> {
-        let mut builder = Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
-            .max_headers(MAX_HEADERS)
-            // hyper's floor for its read buffer is 8 KiB.
-            .max_buf_size(self.max_header_bytes.max(8 * 1024));
-        builder
-            .http2()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .max_concurrent_streams(self.max_concurrent_streams)
-            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX))
-            .keep_alive_interval(H2_KEEPALIVE.0)
-            .keep_alive_timeout(H2_KEEPALIVE.1);
-        builder
-    }
 }
 
 /// The proxy's open client connections, bounded: a connection holds an

@@ -4,10 +4,13 @@
 use crate::{
     coalesce::Coalesce,
     config::{ListenerKind, Resources, Snapshot},
-    forward, health_check,
+    forward,
+    forward::{BodyError, BoxError, ProxyBody},
+    health_check,
     limits::{self, ConnectionGate, Limits},
     metrics::Metrics,
     runtime::Runtime,
+    server::{self, Drain, Draining},
     state, tls,
     turn_writes::TurnWrites,
     upstreams::Upstreams,
@@ -15,12 +18,9 @@ use crate::{
     xds,
 };
 use arc_swap::ArcSwapOption;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use meridian_balance::Outcome;
 use std::{
     collections::HashMap,
-    convert::Infallible,
     net::{IpAddr, SocketAddr},
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -48,7 +48,7 @@ pub struct Proxy {
     connections: ConnectionGate,
     listeners: Mutex<HashMap<u16, Listener>>,
     /// Tells open HTTP connections to finish up, on shutdown.
-    graceful: Mutex<Option<hyper_util::server::graceful::GracefulShutdown>>,
+    drain: Drain,
     draining: std::sync::atomic::AtomicBool,
     /// The active health checkers of the current configuration, by cluster.
     health_checks: Mutex<HashMap<String, (health_check::Checks, JoinHandle<()>)>>,
@@ -79,7 +79,7 @@ impl Proxy {
             limits,
             listeners: Mutex::new(HashMap::new()),
             health_checks: Mutex::new(HashMap::new()),
-            graceful: Mutex::new(Some(hyper_util::server::graceful::GracefulShutdown::new())),
+            drain: Drain::new(),
             draining: std::sync::atomic::AtomicBool::new(false),
             me: me.clone(),
         }))
@@ -148,9 +148,9 @@ impl Proxy {
         }
     }
 
-    /// The HTTP server for a connection of one of this proxy's listeners.
-    pub fn http_server(&self) -> hyper_util::server::conn::auto::Builder<TokioExecutor> {
-        self.limits.http_server()
+    /// What clients may hold of this proxy.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Room for one more client connection, held for its life; `None` (and
@@ -167,12 +167,9 @@ impl Proxy {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn watcher(&self) -> Option<hyper_util::server::graceful::Watcher> {
-        self.graceful
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map(|g| g.watcher())
+    /// A new connection's view of the drain; it counts as open while held.
+    pub fn watch_drain(&self) -> Draining {
+        self.drain.watch()
     }
 
     /// Graceful drain: stop accepting, let open HTTP connections finish their
@@ -188,20 +185,13 @@ impl Proxy {
         {
             tasks.iter().for_each(JoinHandle::abort);
         }
-        let graceful = self
-            .graceful
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(graceful) = graceful {
-            let open = graceful.count();
-            tracing::info!(open, "draining connections");
-            if tokio::time::timeout(deadline, graceful.shutdown())
-                .await
-                .is_err()
-            {
-                tracing::warn!("drain deadline reached; closing the remaining connections");
-            }
+        let open = self.drain.open();
+        tracing::info!(open, "draining connections");
+        if tokio::time::timeout(deadline, self.drain.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("drain deadline reached; closing the remaining connections");
         }
     }
 
@@ -305,49 +295,26 @@ async fn serve_connection(
     worker: usize,
     first: u8,
 ) {
-    // Garbage, truncated requests and bad frames end this connection only.
-    let Some(watcher) = proxy.watcher() else {
-        return;
-    };
-    let builder = proxy.http_server();
-    let header_read_timeout = proxy.limits.header_read_timeout;
+    let draining = proxy.watch_drain();
+    let limits = proxy.limits.clone();
     let tls = proxy.tls.clone();
-    let service = service_fn(move |request| {
-        let proxy = proxy.clone();
-        // Boxed: hyper moves a request's future into its dispatcher (HTTP/1)
-        // or a task of its own (HTTP/2), and tokio rewrites a task's stage
-        // as it runs; each move of the unboxed future copied kilobytes
-        // (memmove was 7.6% of the proxy under HTTP/2 load).
-        Box::pin(async move {
-            let runtime = proxy.current();
-            Ok::<_, Infallible>(
-                forward::handle(
-                    runtime,
-                    &proxy.workers.get(worker).upstreams,
-                    &proxy.metrics,
-                    port,
-                    peer,
-                    request,
-                )
-                .await,
-            )
-        })
-    });
+    let handler = Outbound {
+        proxy,
+        port,
+        peer,
+        worker,
+    };
     // Its writes wait for the end of the worker's turn (`TurnWrites`).
     let stream = TurnWrites::new(stream);
+    // Garbage, truncated requests and bad frames end this connection only.
     let result = match tls {
         Some(acceptor) if first == tls::HANDSHAKE => {
-            match tokio::time::timeout(header_read_timeout, acceptor.accept(stream))
+            match tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
                 .await
                 .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
             {
                 Ok(tls_stream) => {
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection(TokioIo::new(Coalesce::new(tls_stream)), service),
-                        )
-                        .await
+                    server::serve(Coalesce::new(tls_stream), handler, &limits, draining).await
                 }
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -355,16 +322,55 @@ async fn serve_connection(
                 }
             }
         }
-        _ => {
-            watcher
-                // Plaintext, HTTP/2 needs no `Coalesce`: its writes are held
-                // for the end of the turn, which gathers them all the same.
-                .watch(builder.serve_connection(TokioIo::new(stream), service))
-                .await
-        }
+        // Plaintext, HTTP/2 needs no `Coalesce`: its writes are held for the
+        // end of the turn, which gathers them all the same.
+        _ => server::serve(stream, handler, &limits, draining).await,
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// An outbound listener's requests, forwarded by the route table.
+#[derive(Clone)]
+struct Outbound {
+    proxy: Arc<Proxy>,
+    port: u16,
+    peer: SocketAddr,
+    worker: usize,
+}
+
+impl server::Handler for Outbound {
+    fn call<B>(
+        &self,
+        request: hyper::Request<B>,
+    ) -> impl std::future::Future<Output = hyper::Response<ProxyBody>> + Send + use<B>
+    where
+        B: hyper::body::Body<Data = bytes::Bytes> + Send + Sync + 'static,
+        B::Error: Into<BodyError> + Into<BoxError>,
+    {
+        let Outbound {
+            proxy,
+            port,
+            peer,
+            worker,
+        } = self.clone();
+        // Boxed: hyper moves a request's future into its dispatcher
+        // (HTTP/1.1), and an HTTP/2 stream's future is moved into the
+        // connection's set of streams; each move of the unboxed future
+        // copied kilobytes (memmove was 7.6% of the proxy under HTTP/2 load).
+        Box::pin(async move {
+            let runtime = proxy.current();
+            forward::handle(
+                runtime,
+                &proxy.workers.get(worker).upstreams,
+                &proxy.metrics,
+                port,
+                peer,
+                request,
+            )
+            .await
+        })
     }
 }
 
