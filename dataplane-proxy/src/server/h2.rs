@@ -44,7 +44,7 @@ pub async fn serve<I, H>(
     io: I,
     handler: H,
     limits: &Limits,
-    mut drain: Draining,
+    drain: Draining,
     keep_alive: KeepAliveTimes,
 ) -> Result<(), BoxError>
 where
@@ -62,11 +62,9 @@ where
         .map_err(|_| "no HTTP/2 settings in time")??;
     let mut keep_alive = KeepAlive::new(connection.ping_pong(), keep_alive);
     let mut streams = FuturesUnordered::new();
-    let mut drain_requested = pin!(drain.requested());
-    let mut draining = false;
+    let mut drain = drain.check();
     poll_fn(|cx| loop {
-        if !draining && drain_requested.as_mut().poll(cx).is_ready() {
-            draining = true;
+        if drain.poll_started(cx) {
             connection.graceful_shutdown();
         }
         if keep_alive.poll_timed_out(cx).is_ready() {
@@ -192,6 +190,9 @@ struct KeepAlive {
     ping_pong: Option<PingPong>,
     times: KeepAliveTimes,
     timer: Pin<Box<Sleep>>,
+    /// Whether the timer was polled since it was last set: it then wakes
+    /// the task when it fires, and is not polled again before.
+    armed: bool,
     awaiting_pong: bool,
 }
 
@@ -201,6 +202,7 @@ impl KeepAlive {
             ping_pong,
             times,
             timer: Box::pin(sleep(times.every)),
+            armed: false,
             awaiting_pong: false,
         }
     }
@@ -215,12 +217,17 @@ impl KeepAlive {
                 Poll::Ready(Ok(_)) => {
                     self.awaiting_pong = false;
                     self.timer.as_mut().reset(Instant::now() + self.times.every);
+                    self.armed = false;
                 }
                 // The connection is failing: it ends by itself.
                 Poll::Ready(Err(_)) => return Poll::Pending,
                 Poll::Pending => {}
             }
         }
+        if self.armed && !self.timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        self.armed = true;
         ready!(self.timer.as_mut().poll(cx));
         if self.awaiting_pong {
             self.ping_pong = None;

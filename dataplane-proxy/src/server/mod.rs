@@ -15,8 +15,12 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::Context;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// What answers a connection's requests, whichever protocol carried them.
 pub trait Handler: Clone + Send + 'static {
@@ -35,7 +39,7 @@ pub async fn serve<I, H>(
     io: I,
     handler: H,
     limits: &Limits,
-    mut drain: Draining,
+    drain: Draining,
 ) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -58,50 +62,115 @@ where
         let response = handler.call(request);
         async move { Ok::<_, Infallible>(response.await) }
     });
-    let connection = http1.serve_connection(TokioIo::new(io), service);
-    let mut connection = std::pin::pin!(connection);
-    tokio::select! {
-        result = connection.as_mut() => return result.map_err(Into::into),
-        () = drain.requested() => connection.as_mut().graceful_shutdown(),
-    }
-    connection.await.map_err(Into::into)
+    let mut connection = std::pin::pin!(http1.serve_connection(TokioIo::new(io), service));
+    let mut drain = drain.check();
+    std::future::poll_fn(|cx| {
+        if drain.poll_started(cx) {
+            connection.as_mut().graceful_shutdown();
+        }
+        connection.as_mut().poll(cx)
+    })
+    .await
+    .map_err(Into::into)
 }
 
 /// The proxy's signal to its open connections to finish up, and the count
 /// of those still open.
-pub struct Drain(watch::Sender<bool>);
+pub struct Drain {
+    signal: Arc<Signal>,
+    open: watch::Sender<()>,
+}
 
 /// One connection's view of the [`Drain`]; the connection counts as open
 /// while it holds this.
-pub struct Draining(watch::Receiver<bool>);
+pub struct Draining {
+    signal: Arc<Signal>,
+    _open: watch::Receiver<()>,
+}
+
+#[derive(Default)]
+struct Signal {
+    requested: AtomicBool,
+    wake: Notify,
+}
 
 impl Drain {
     pub fn new() -> Self {
-        Drain(watch::channel(false).0)
+        Drain {
+            signal: Arc::default(),
+            open: watch::channel(()).0,
+        }
     }
 
     pub fn watch(&self) -> Draining {
-        Draining(self.0.subscribe())
+        Draining {
+            signal: self.signal.clone(),
+            _open: self.open.subscribe(),
+        }
     }
 
     /// Connections open now.
     pub fn open(&self) -> usize {
-        self.0.receiver_count()
+        self.open.receiver_count()
     }
 
     /// Tells every connection to finish up and waits until all have closed.
     pub async fn shutdown(&self) {
-        self.0.send_replace(true);
-        self.0.closed().await;
+        self.signal.requested.store(true, Ordering::Release);
+        self.signal.wake.notify_waiters();
+        self.open.closed().await;
     }
 }
 
 impl Draining {
-    /// Completes once a drain is asked for (never, if the proxy is gone).
-    pub async fn requested(&mut self) {
-        if self.0.wait_for(|drain| *drain).await.is_err() {
-            std::future::pending::<()>().await;
+    /// This connection's check for a drain, cheap enough for every poll.
+    pub fn check(&self) -> DrainCheck<'_> {
+        DrainCheck {
+            draining: self,
+            wait: Box::pin(self.requested()),
+            watching: false,
+            started: false,
         }
+    }
+
+    /// Completes once a drain is asked for.
+    async fn requested(&self) {
+        let woken = self.signal.wake.notified();
+        let mut woken = std::pin::pin!(woken);
+        // Registered before the check, so no request falls between them.
+        woken.as_mut().enable();
+        if !self.is_requested() {
+            woken.await;
+        }
+    }
+
+    fn is_requested(&self) -> bool {
+        self.signal.requested.load(Ordering::Acquire)
+    }
+}
+
+/// Polled once, the wait for a drain wakes the connection's task when one
+/// is asked for; after that a flag tells (polling the wait again would take
+/// a lock on every poll of the connection).
+pub struct DrainCheck<'a> {
+    draining: &'a Draining,
+    wait: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
+    watching: bool,
+    started: bool,
+}
+
+impl DrainCheck<'_> {
+    /// True once, at the first poll after a drain was asked for.
+    pub fn poll_started(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.watching {
+            self.watching = true;
+            let _ = self.wait.as_mut().poll(cx);
+        }
+        if self.started || !self.draining.is_requested() {
+            return false;
+        }
+        self.started = true;
+        true
     }
 }
 
