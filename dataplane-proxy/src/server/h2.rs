@@ -122,7 +122,8 @@ where
         Ok(send) if !end => {
             let mut body = body;
             let mut send = send;
-            poll_fn(|cx| poll_send_body(&mut body, &mut send, cx)).await;
+            let mut sent = false;
+            poll_fn(|cx| poll_send_body(&mut body, &mut send, &mut sent, cx)).await;
         }
         Ok(_) => {}
         Err(e) => {
@@ -135,27 +136,39 @@ where
 /// Sends the response's body as the client's window allows; done at its
 /// end, at a reset from the client, or when the body fails (the stream is
 /// then reset: the client must not take a cut body for a whole one).
+/// `sent` says whether a chunk went out before.
 fn poll_send_body(
     body: &mut ProxyBody,
     send: &mut SendStream<Bytes>,
+    sent: &mut bool,
     cx: &mut Context<'_>,
 ) -> Poll<()> {
     loop {
-        // Room for at least a byte before more is taken from the body; the
-        // frames themselves wait in h2 for the rest of their room.
-        send.reserve_capacity(1);
-        if send.capacity() == 0 {
-            loop {
-                match ready!(send.poll_capacity(cx)) {
-                    Some(Ok(0)) => {}
-                    Some(Ok(_)) => break,
-                    Some(Err(_)) | None => return Poll::Ready(()),
+        // After a chunk, room for at least a byte before more is taken
+        // from the body; the chunks themselves wait in h2 for the rest of
+        // their room. The first goes out as it comes (most bodies are one
+        // chunk): h2 holds at most that one chunk beyond the window.
+        if *sent {
+            send.reserve_capacity(1);
+            if send.capacity() == 0 {
+                loop {
+                    match ready!(send.poll_capacity(cx)) {
+                        Some(Ok(0)) => {}
+                        Some(Ok(_)) => break,
+                        Some(Err(_)) | None => return Poll::Ready(()),
+                    }
                 }
+            } else if send.poll_reset(cx).is_ready() {
+                return Poll::Ready(());
             }
-        } else if send.poll_reset(cx).is_ready() {
-            return Poll::Ready(());
         }
-        let frame = match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+        let frame = match Pin::new(&mut *body).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            // A client's reset ends the wait for the first chunk too.
+            Poll::Pending if !*sent && send.poll_reset(cx).is_ready() => return Poll::Ready(()),
+            Poll::Pending => return Poll::Pending,
+        };
+        let frame = match frame {
             Some(Ok(frame)) => frame,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "the response body failed; resetting the stream");
@@ -173,6 +186,7 @@ fn poll_send_body(
                 if send.send_data(data, end).is_err() || end {
                     return Poll::Ready(());
                 }
+                *sent = true;
             }
             Err(frame) => {
                 if let Ok(trailers) = frame.into_trailers() {

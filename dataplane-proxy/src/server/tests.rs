@@ -17,11 +17,13 @@ use tokio::sync::Notify;
 
 /// Answers by path: `/echo` streams the request's frames back (trailers
 /// too), `/held` answers once `release` is notified (and counts the
-/// requests dropped before), `/fail` sends a chunk and then fails.
+/// requests dropped before), `/fail` sends a chunk and then fails,
+/// `/endless` sends 16 KiB chunks for ever (counting those taken).
 #[derive(Clone, Default)]
 struct Test {
     release: Arc<Notify>,
     dropped: Arc<AtomicUsize>,
+    pulled: Arc<AtomicUsize>,
 }
 
 struct CountsDrop(Arc<AtomicUsize>);
@@ -41,7 +43,11 @@ impl Handler for Test {
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BodyError> + Into<BoxError>,
     {
-        let Test { release, dropped } = self.clone();
+        let Test {
+            release,
+            dropped,
+            pulled,
+        } = self.clone();
         async move {
             match request.uri().path() {
                 "/echo" => Response::new(request.into_body().map_err(Into::into).boxed()),
@@ -57,6 +63,15 @@ impl Handler for Test {
                         Err(BodyError("the upstream went away".into())),
                     ];
                     Response::new(StreamBody::new(futures::stream::iter(frames)).boxed())
+                }
+                "/endless" => {
+                    let chunks = futures::stream::unfold(pulled, |pulled| async move {
+                        tokio::task::yield_now().await;
+                        pulled.fetch_add(1, Ordering::SeqCst);
+                        let chunk = Frame::data(Bytes::from(vec![0u8; 16 * 1024]));
+                        Some((Ok::<_, BodyError>(chunk), pulled))
+                    });
+                    Response::new(StreamBody::new(chunks).boxed())
                 }
                 _ => Response::new(whole_body(Bytes::from_static(b"hello"))),
             }
@@ -153,6 +168,29 @@ async fn an_http2_body_larger_than_the_window_streams_both_ways_with_its_trailer
     assert!(bytes.iter().all(|b| *b == 7));
     assert_eq!(trailers.expect("trailers")["grpc-status"], "0");
     sending.await.expect("the sender");
+}
+
+#[tokio::test]
+async fn a_client_that_does_not_read_holds_back_the_response_body() {
+    let drain = Drain::new();
+    let handler = Test::default();
+    let (io, _server) = start(handler.clone(), &drain);
+    let (mut client, connection) = http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .handshake::<_, ProxyBody>(TokioIo::new(io))
+        .await
+        .expect("an HTTP/2 connection");
+    tokio::spawn(connection);
+    let response = client.send_request(get("/endless")).await.expect("a head");
+    // Not read: the client's 64 KiB window fills, and the body must wait.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pulled = handler.pulled.load(Ordering::SeqCst);
+    assert!(
+        pulled <= 8,
+        "{pulled} chunks of 16 KiB taken for a 64 KiB window"
+    );
+    drop(response);
 }
 
 #[tokio::test]
