@@ -7,7 +7,6 @@ mod breaker;
 mod cluster;
 mod coalesce;
 mod config;
-mod date;
 mod forward;
 mod h1;
 mod health_check;

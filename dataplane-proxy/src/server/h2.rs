@@ -30,6 +30,7 @@ pub const KEEPALIVE: KeepAliveTimes = KeepAliveTimes {
     within: Duration::from_secs(10),
 };
 
+/// A connection's ping interval, and the time its answer may take.
 #[derive(Clone, Copy)]
 pub struct KeepAliveTimes {
     pub every: Duration,
@@ -104,11 +105,11 @@ where
             None => return,
         }
     };
-    let (parts, body) = response.into_parts();
+    let (parts, mut body) = response.into_parts();
     let mut head = Response::from_parts(parts, ());
     let headers = head.headers_mut();
     if !headers.contains_key(DATE) {
-        headers.insert(DATE, crate::date::now());
+        headers.insert(DATE, super::date::now());
     }
     let end = body.is_end_stream();
     if !end {
@@ -119,9 +120,7 @@ where
         }
     }
     match respond.send_response(head, end) {
-        Ok(send) if !end => {
-            let mut body = body;
-            let mut send = send;
+        Ok(mut send) if !end => {
             let mut sent = false;
             poll_fn(|cx| poll_send_body(&mut body, &mut send, &mut sent, cx)).await;
         }

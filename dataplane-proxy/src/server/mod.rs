@@ -3,6 +3,7 @@
 //! connection's own task (`h2`), told apart by the client's first bytes.
 //! Both honour the [`Limits`] and finish gracefully when the proxy drains.
 
+mod date;
 pub mod h2;
 mod h2_body;
 mod preface;
