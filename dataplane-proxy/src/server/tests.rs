@@ -24,6 +24,8 @@ struct Test {
     release: Arc<Notify>,
     dropped: Arc<AtomicUsize>,
     pulled: Arc<AtomicUsize>,
+    /// Requests that reached `/held`.
+    held: Arc<AtomicUsize>,
 }
 
 struct CountsDrop(Arc<AtomicUsize>);
@@ -47,11 +49,13 @@ impl Handler for Test {
             release,
             dropped,
             pulled,
+            held,
         } = self.clone();
         async move {
             match request.uri().path() {
                 "/echo" => Response::new(request.into_body().map_err(Into::into).boxed()),
                 "/held" => {
+                    held.fetch_add(1, Ordering::SeqCst);
                     let guard = CountsDrop(dropped);
                     release.notified().await;
                     std::mem::forget(guard);
@@ -112,6 +116,24 @@ fn get(path: &str) -> Request<ProxyBody> {
         .uri(format!("http://test{path}"))
         .body(whole_body(Bytes::new()))
         .expect("a request")
+}
+
+async fn body_of(response: Response<hyper::body::Incoming>) -> Bytes {
+    let collected = response.into_body().collect().await;
+    collected.expect("the body").to_bytes()
+}
+
+/// Asks for a drain and waits until it is asked (not until it is done).
+async fn drain_now(drain: Drain) -> tokio::task::JoinHandle<()> {
+    let signal = drain.signal.clone();
+    let shutdown = tokio::spawn(async move { drain.shutdown().await });
+    eventually("the drain is asked for", || {
+        signal.requested.load(Ordering::SeqCst)
+    })
+    .await;
+    // The connections it woke run before this test goes on.
+    tokio::task::yield_now().await;
+    shutdown
 }
 
 /// Polls `condition` until it holds, for at most five seconds.
@@ -204,20 +226,17 @@ async fn a_reset_stream_drops_its_request_and_the_connection_serves_on() {
         let mut client = client.clone();
         async move { client.send_request(get("/held")).await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("the request reaches the handler", || {
+        handler.held.load(Ordering::SeqCst) == 1
+    })
+    .await;
     held.abort();
     eventually("the reset request's future is dropped", || {
         handler.dropped.load(Ordering::SeqCst) == 1
     })
     .await;
     let response = client.send_request(get("/")).await.expect("served on");
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("the body")
-        .to_bytes();
-    assert_eq!(body, "hello");
+    assert_eq!(body_of(response).await, "hello");
 }
 
 #[tokio::test]
@@ -248,27 +267,27 @@ async fn a_drain_lets_an_http2_request_in_flight_finish_then_closes() {
         let mut client = client.clone();
         async move { client.send_request(get("/held")).await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    eventually("the request reaches the handler", || {
+        handler.held.load(Ordering::SeqCst) == 1
+    })
+    .await;
     assert_eq!(drain.open(), 1);
-    let shutdown = tokio::spawn(async move { drain.shutdown().await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let shutdown = drain_now(drain).await;
+    // Once the client has the GOAWAY, it opens no new stream.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.send_request(get("/")).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "new streams still served"
+        );
+    }
     assert!(!server.is_finished(), "a request is in flight");
-    assert!(
-        client.send_request(get("/")).await.is_err(),
-        "no new streams once draining"
-    );
     handler.release.notify_one();
     let response = in_flight
         .await
         .expect("the drain")
         .expect("the request in flight is answered");
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("the body")
-        .to_bytes();
-    assert_eq!(body, "released");
+    assert_eq!(body_of(response).await, "released");
     tokio::time::timeout(Duration::from_secs(5), shutdown)
         .await
         .expect("the drain ends once the connection closed")
@@ -285,23 +304,19 @@ async fn a_drain_lets_an_http1_request_in_flight_finish_then_closes() {
         .await
         .expect("an HTTP/1.1 connection");
     tokio::spawn(connection);
-    let in_flight = client.send_request(get("/held"));
-    let shutdown = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        drain.shutdown().await
-    });
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let in_flight = tokio::spawn(client.send_request(get("/held")));
+    eventually("the request reaches the handler", || {
+        handler.held.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let shutdown = drain_now(drain).await;
+    assert!(!server.is_finished(), "a request is in flight");
     handler.release.notify_one();
-    let response = in_flight.await.expect("the request in flight is answered");
-    assert_eq!(
-        response
-            .into_body()
-            .collect()
-            .await
-            .expect("the body")
-            .to_bytes(),
-        "released"
-    );
+    let response = in_flight
+        .await
+        .expect("the client")
+        .expect("the request in flight is answered");
+    assert_eq!(body_of(response).await, "released");
     tokio::time::timeout(Duration::from_secs(5), shutdown)
         .await
         .expect("the drain ends once the connection closed")
