@@ -4,6 +4,7 @@
 //! Both honour the [`Limits`] and finish gracefully when the proxy drains.
 
 mod date;
+mod drain;
 pub mod h2;
 mod h2_body;
 mod preface;
@@ -16,12 +17,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::task::Context;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{watch, Notify};
+
+pub use drain::{Drain, Draining};
 
 /// What answers a connection's requests, whichever protocol carried them.
 pub trait Handler: Clone + Send + 'static {
@@ -73,106 +71,6 @@ where
     })
     .await
     .map_err(Into::into)
-}
-
-/// The proxy's signal to its open connections to finish up, and the count
-/// of those still open.
-pub struct Drain {
-    signal: Arc<Signal>,
-    open: watch::Sender<()>,
-}
-
-/// One connection's view of the [`Drain`]; the connection counts as open
-/// while it holds this.
-pub struct Draining {
-    signal: Arc<Signal>,
-    _open: watch::Receiver<()>,
-}
-
-#[derive(Default)]
-struct Signal {
-    requested: AtomicBool,
-    wake: Notify,
-}
-
-impl Drain {
-    pub fn new() -> Self {
-        Drain {
-            signal: Arc::default(),
-            open: watch::channel(()).0,
-        }
-    }
-
-    pub fn watch(&self) -> Draining {
-        Draining {
-            signal: self.signal.clone(),
-            _open: self.open.subscribe(),
-        }
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.open.receiver_count()
-    }
-
-    /// Tells every connection to finish up and waits until all have closed.
-    pub async fn shutdown(&self) {
-        self.signal.requested.store(true, Ordering::Release);
-        self.signal.wake.notify_waiters();
-        self.open.closed().await;
-    }
-}
-
-impl Draining {
-    /// This connection's check for a drain, cheap enough for every poll.
-    pub fn check(&self) -> DrainCheck<'_> {
-        DrainCheck {
-            draining: self,
-            wait: Box::pin(self.requested()),
-            watching: false,
-            started: false,
-        }
-    }
-
-    /// Completes once a drain is asked for.
-    async fn requested(&self) {
-        let woken = self.signal.wake.notified();
-        let mut woken = std::pin::pin!(woken);
-        // Registered before the check, so no request falls between them.
-        woken.as_mut().enable();
-        if !self.is_requested() {
-            woken.await;
-        }
-    }
-
-    fn is_requested(&self) -> bool {
-        self.signal.requested.load(Ordering::Acquire)
-    }
-}
-
-/// Polled once, the wait for a drain wakes the connection's task when one
-/// is asked for; after that a flag tells (polling the wait again would take
-/// a lock on every poll of the connection).
-pub struct DrainCheck<'a> {
-    draining: &'a Draining,
-    wait: Pin<Box<dyn Future<Output = ()> + Send + 'a>>,
-    watching: bool,
-    started: bool,
-}
-
-impl DrainCheck<'_> {
-    /// True once, at the first poll after a drain was asked for.
-    pub fn poll_started(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.watching {
-            self.watching = true;
-            let _ = self.wait.as_mut().poll(cx);
-        }
-        if self.started || !self.draining.is_requested() {
-            return false;
-        }
-        self.started = true;
-        true
-    }
 }
 
 #[cfg(test)]

@@ -125,12 +125,10 @@ async fn body_of(response: Response<hyper::body::Incoming>) -> Bytes {
 
 /// Asks for a drain and waits until it is asked (not until it is done).
 async fn drain_now(drain: Drain) -> tokio::task::JoinHandle<()> {
-    let signal = drain.signal.clone();
+    let observer = drain.watch();
     let shutdown = tokio::spawn(async move { drain.shutdown().await });
-    eventually("the drain is asked for", || {
-        signal.requested.load(Ordering::SeqCst)
-    })
-    .await;
+    eventually("the drain is asked for", || observer.is_requested()).await;
+    drop(observer);
     // The connections it woke run before this test goes on.
     tokio::task::yield_now().await;
     shutdown
