@@ -17,21 +17,35 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start(name: &str) -> Self {
+        // `free_port` found the port free, but another process may bind it
+        // before this one does: a port taken meanwhile is passed over.
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", crate::free_port())).await {
+                Ok(listener) => break listener,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => panic!("bind upstream: {e}"),
+            }
+        };
         let mut upstream = Upstream {
             name: name.to_string(),
-            port: crate::free_port(),
+            port: listener.local_addr().expect("a bound address").port(),
             failing: Arc::new(AtomicBool::new(false)),
             delay: Arc::new(std::sync::atomic::AtomicU64::new(0)),
             task: None,
         };
-        upstream.up().await;
+        upstream.serve(listener);
         upstream
     }
 
+    /// Serves again on its port, after `down`.
     pub async fn up(&mut self) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
             .await
             .expect("bind upstream");
+        self.serve(listener);
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
         let name = self.name.clone();
         let failing = self.failing.clone();
         let delay = self.delay.clone();
