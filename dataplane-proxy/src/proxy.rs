@@ -49,7 +49,6 @@ pub struct Proxy {
     listeners: Mutex<HashMap<u16, Listener>>,
     /// Tells open HTTP connections to finish up, on shutdown.
     drain: Drain,
-    draining: std::sync::atomic::AtomicBool,
     /// The active health checkers of the current configuration, by cluster.
     health_checks: Mutex<HashMap<String, (health_check::Checks, JoinHandle<()>)>>,
     me: std::sync::Weak<Proxy>,
@@ -80,7 +79,6 @@ impl Proxy {
             listeners: Mutex::new(HashMap::new()),
             health_checks: Mutex::new(HashMap::new()),
             drain: Drain::new(),
-            draining: std::sync::atomic::AtomicBool::new(false),
             me: me.clone(),
         }))
     }
@@ -164,7 +162,7 @@ impl Proxy {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+        self.drain.is_requested()
     }
 
     /// A new connection's view of the drain; it counts as open while held.
@@ -175,8 +173,8 @@ impl Proxy {
     /// Graceful drain: stop accepting, let open HTTP connections finish their
     /// requests and close, for at most `deadline`.
     pub async fn drain(&self, deadline: std::time::Duration) {
-        self.draining
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // `/ready` answers 503 from here on.
+        self.drain.request();
         for (_, (_, tasks)) in self
             .listeners
             .lock()

@@ -48,10 +48,20 @@ impl Drain {
         self.open.receiver_count()
     }
 
-    /// Tells every connection to finish up and waits until all have closed.
-    pub async fn shutdown(&self) {
+    /// Tells every connection to finish up (and every one opened after).
+    pub fn request(&self) {
         self.signal.requested.store(true, Ordering::Release);
         self.signal.wake.notify_waiters();
+    }
+
+    /// Whether a drain was asked for.
+    pub fn is_requested(&self) -> bool {
+        self.signal.requested.load(Ordering::Acquire)
+    }
+
+    /// Asks for the drain, and waits until every connection has closed.
+    pub async fn shutdown(&self) {
+        self.request();
         self.open.closed().await;
     }
 }

@@ -134,6 +134,29 @@ async fn drain_now(drain: Drain) -> tokio::task::JoinHandle<()> {
     shutdown
 }
 
+/// With a drain asked for and a request held in flight: the connection is
+/// still open; released, the request is answered, and then the connection
+/// closes cleanly and the drain ends.
+async fn released_then_closed(
+    handler: &Test,
+    in_flight: tokio::task::JoinHandle<hyper::Result<Response<hyper::body::Incoming>>>,
+    shutdown: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<Result<(), BoxError>>,
+) {
+    assert!(!server.is_finished(), "a request is in flight");
+    handler.release.notify_one();
+    let response = in_flight
+        .await
+        .expect("the client")
+        .expect("the request in flight is answered");
+    assert_eq!(body_of(response).await, "released");
+    tokio::time::timeout(Duration::from_secs(5), shutdown)
+        .await
+        .expect("the drain ends once the connection closed")
+        .expect("the drain");
+    assert!(server.await.expect("the server task").is_ok());
+}
+
 /// Polls `condition` until it holds, for at most five seconds.
 async fn eventually(what: &str, condition: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -279,18 +302,7 @@ async fn a_drain_lets_an_http2_request_in_flight_finish_then_closes() {
             "new streams still served"
         );
     }
-    assert!(!server.is_finished(), "a request is in flight");
-    handler.release.notify_one();
-    let response = in_flight
-        .await
-        .expect("the drain")
-        .expect("the request in flight is answered");
-    assert_eq!(body_of(response).await, "released");
-    tokio::time::timeout(Duration::from_secs(5), shutdown)
-        .await
-        .expect("the drain ends once the connection closed")
-        .expect("the drain");
-    assert!(server.await.expect("the server task").is_ok());
+    released_then_closed(&handler, in_flight, shutdown, server).await;
 }
 
 #[tokio::test]
@@ -308,18 +320,7 @@ async fn a_drain_lets_an_http1_request_in_flight_finish_then_closes() {
     })
     .await;
     let shutdown = drain_now(drain).await;
-    assert!(!server.is_finished(), "a request is in flight");
-    handler.release.notify_one();
-    let response = in_flight
-        .await
-        .expect("the client")
-        .expect("the request in flight is answered");
-    assert_eq!(body_of(response).await, "released");
-    tokio::time::timeout(Duration::from_secs(5), shutdown)
-        .await
-        .expect("the drain ends once the connection closed")
-        .expect("the drain");
-    assert!(server.await.expect("the server task").is_ok());
+    released_then_closed(&handler, in_flight, shutdown, server).await;
 }
 
 #[tokio::test]
