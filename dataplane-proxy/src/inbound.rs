@@ -64,27 +64,21 @@ impl server::Handler for Admitted {
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BodyError> + Into<BoxError>,
     {
-        let Admitted {
-            peer,
-            proxy,
-            inbound,
-            own,
-        } = self.clone();
-        handle(proxy, inbound, peer, own, request)
+        handle(self.clone(), request)
     }
 }
 
-async fn handle<B>(
-    proxy: Arc<Proxy>,
-    inbound: Arc<Inbound>,
-    peer: Peer,
-    own: Option<SpiffeId>,
-    request: Request<B>,
-) -> Response<ProxyBody>
+async fn handle<B>(admitted: Admitted, request: Request<B>) -> Response<ProxyBody>
 where
     B: Body<Data = Bytes> + Send + Sync + 'static,
     B::Error: Into<BodyError>,
 {
+    let Admitted {
+        peer,
+        proxy,
+        inbound,
+        own,
+    } = admitted;
     let runtime = proxy.current();
     let service = runtime
         .as_ref()

@@ -568,7 +568,7 @@ mod tests {
     #[tokio::test]
     async fn a_copy_of_a_command_applied_before_changes_nothing() {
         let (_dir, mut machine) = empty_machine();
-        let put = |region: &str, id: Option<u128>| {
+        let set_region = |region: &str, id: Option<u128>| {
             let text =
                 format!("kind: Cluster\nmetadata: {{name: c1}}\nspec: {{region: {region}}}\n");
             let mut command = put(&text, None);
@@ -585,8 +585,8 @@ mod tests {
         // its entry, applied as usual).
         machine
             .apply([
-                entry(5, vec![put("first", Some(77))]),
-                entry(6, vec![put("second", None)]),
+                entry(5, vec![set_region("first", Some(77))]),
+                entry(6, vec![set_region("second", None)]),
             ])
             .await
             .expect("apply");
@@ -596,7 +596,10 @@ mod tests {
             command
         };
         let applied = machine
-            .apply([entry(7, vec![put("first", Some(77)), other(Some(78))])])
+            .apply([entry(
+                7,
+                vec![set_region("first", Some(77)), other(Some(78))],
+            )])
             .await
             .expect("apply");
         assert_eq!(region(&machine), "second", "the copy undid a later write");
@@ -615,14 +618,14 @@ mod tests {
             .await
             .expect("install");
         let applied = follower
-            .apply([entry(8, vec![put("first", Some(77))])])
+            .apply([entry(8, vec![set_region("first", Some(77))])])
             .await
             .expect("apply");
         assert_eq!(region(&follower), "second");
         assert_eq!(applied[0].0[0], ApplyOutcome(Ok(vec![5])));
         // A command without an id, or with a new one, is applied as ever.
         follower
-            .apply([entry(9, vec![put("third", Some(79))])])
+            .apply([entry(9, vec![set_region("third", Some(79))])])
             .await
             .expect("apply");
         assert_eq!(region(&follower), "third");

@@ -202,10 +202,7 @@ fn poll_send_body(
 struct KeepAlive {
     ping_pong: Option<PingPong>,
     times: KeepAliveTimes,
-    timer: Pin<Box<Sleep>>,
-    /// Whether the timer was polled since it was last set: it then wakes
-    /// the task when it fires, and is not polled again before.
-    armed: bool,
+    next: Deadline,
     awaiting_pong: bool,
 }
 
@@ -214,8 +211,7 @@ impl KeepAlive {
         KeepAlive {
             ping_pong,
             times,
-            timer: Box::pin(sleep(times.every)),
-            armed: false,
+            next: Deadline::after(times.every),
             awaiting_pong: false,
         }
     }
@@ -229,19 +225,14 @@ impl KeepAlive {
             match ping_pong.poll_pong(cx) {
                 Poll::Ready(Ok(_)) => {
                     self.awaiting_pong = false;
-                    self.timer.as_mut().reset(Instant::now() + self.times.every);
-                    self.armed = false;
+                    self.next.set(self.times.every);
                 }
                 // The connection is failing: it ends by itself.
                 Poll::Ready(Err(_)) => return Poll::Pending,
                 Poll::Pending => {}
             }
         }
-        if self.armed && !self.timer.is_elapsed() {
-            return Poll::Pending;
-        }
-        self.armed = true;
-        ready!(self.timer.as_mut().poll(cx));
+        ready!(self.next.poll_passed(cx));
         if self.awaiting_pong {
             self.ping_pong = None;
             return Poll::Ready(());
@@ -250,10 +241,38 @@ impl KeepAlive {
             return Poll::Pending;
         }
         self.awaiting_pong = true;
-        self.timer
-            .as_mut()
-            .reset(Instant::now() + self.times.within);
+        self.next.set(self.times.within);
         // Registers the new deadline and the pong's wake-up.
         self.poll_timed_out(cx)
+    }
+}
+
+/// A timer polled once per setting: armed, it wakes the task when it
+/// fires, and until then a flag says it has not (polling a `Sleep` on every
+/// turn of a busy connection cost more).
+struct Deadline {
+    timer: Pin<Box<Sleep>>,
+    armed: bool,
+}
+
+impl Deadline {
+    fn after(wait: Duration) -> Self {
+        Deadline {
+            timer: Box::pin(sleep(wait)),
+            armed: false,
+        }
+    }
+
+    fn set(&mut self, wait: Duration) {
+        self.timer.as_mut().reset(Instant::now() + wait);
+        self.armed = false;
+    }
+
+    fn poll_passed(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.armed && !self.timer.is_elapsed() {
+            return Poll::Pending;
+        }
+        self.armed = true;
+        self.timer.as_mut().poll(cx)
     }
 }

@@ -5,7 +5,7 @@
 
 mod date;
 mod drain;
-pub mod h2;
+mod h2;
 mod h2_body;
 mod preface;
 
