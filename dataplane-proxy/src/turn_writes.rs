@@ -39,6 +39,14 @@ const KEPT_CAPACITY: usize = 4 * 1024;
 /// doubling from a few KiB, its buffer was copied four times a turn
 /// (`realloc`, 1,700 instructions per h2c request).
 const BURST_CAPACITY: usize = 32 * 1024;
+/// Burst buffers a thread keeps for its connections' next turns: taken
+/// from the allocator and given back on every turn, each cost about 4,700
+/// instructions (glibc's `malloc` of 32 KiB, then its `free`), about 900
+/// per h2c request. A connection that once held more than it keeps takes
+/// one for every turn since: an HTTP/2 connection's turns alternate
+/// between many responses and few, and a buffer of a few KiB taken for
+/// the few cost glibc as much (its cache holds nothing over 1 KiB).
+const SPARE_BUFFERS: usize = 64;
 
 thread_local! {
     /// This thread's turn: `None` when no `flush` task runs on it.
@@ -51,6 +59,32 @@ struct Turn {
     queued: Vec<Arc<Shared>>,
     /// The flushing task, while it waits for a connection to queue.
     flusher: Option<Waker>,
+    /// Empty burst buffers, for the next connection whose turn needs one.
+    spare: Vec<Vec<u8>>,
+}
+
+/// An empty buffer with room for a burst: one this thread kept, or new.
+fn burst_buffer() -> Vec<u8> {
+    TURN.try_with(|turn| turn.borrow_mut().as_mut()?.spare.pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(BURST_CAPACITY))
+}
+
+/// Keeps an emptied burst buffer for this thread's next bursts, while
+/// there is room among its spares (a larger one is freed).
+fn give_back(mut buffer: Vec<u8>) {
+    if !(BURST_CAPACITY..=2 * BURST_CAPACITY).contains(&buffer.capacity()) {
+        return;
+    }
+    buffer.clear();
+    let _ = TURN.try_with(|turn| {
+        if let Some(turn) = turn.borrow_mut().as_mut() {
+            if turn.spare.len() < SPARE_BUFFERS {
+                turn.spare.push(buffer);
+            }
+        }
+    });
 }
 
 /// A TCP connection whose writes wait for the end of its worker's turn.
@@ -77,8 +111,8 @@ struct Held {
     /// The connection's task, woken when the flushing task left it bytes
     /// (a full socket) or an error.
     waker: Option<Waker>,
-    /// This turn, or the last one, held more than `KEPT_CAPACITY`: room
-    /// grows by `BURST_CAPACITY` at once.
+    /// A turn held more than `KEPT_CAPACITY`: every turn's room is a burst
+    /// buffer since, one of the thread's spares.
     bursty: bool,
 }
 
@@ -88,13 +122,11 @@ impl Held {
     }
 
     fn clear(&mut self) {
-        // The next turn starts with room for as much as this one held.
-        self.bursty = self.bytes.len() > KEPT_CAPACITY;
         self.bytes.clear();
         self.sent = 0;
-        // An idle connection keeps no room a burst needed.
+        // An idle connection keeps no room a burst needed: its thread does.
         if self.bytes.capacity() > KEPT_CAPACITY {
-            self.bytes = Vec::new();
+            give_back(std::mem::take(&mut self.bytes));
         }
     }
 
@@ -114,20 +146,28 @@ impl Held {
         Ok(true)
     }
 
-    /// Room for `len` more bytes: as `Vec` grows while the turn's bytes
-    /// fit what a connection keeps, `BURST_CAPACITY` at once past it.
+    /// Room for `len` more bytes: all a connection keeps while its turns'
+    /// bytes fit it, a burst buffer once they did not (and as `Vec` grows
+    /// past a burst buffer).
     fn make_room(&mut self, len: usize) {
         let needed = self.bytes.len() + len;
         if needed <= self.bytes.capacity() {
             return;
         }
         self.bursty |= needed > KEPT_CAPACITY;
-        let room = if self.bursty {
-            needed.max(BURST_CAPACITY)
-        } else {
-            needed
-        };
-        self.bytes.reserve(room - self.bytes.len());
+        if self.bursty && needed <= BURST_CAPACITY {
+            let mut burst = burst_buffer();
+            burst.extend_from_slice(&self.bytes);
+            self.bytes = burst;
+            return;
+        }
+        // What a connection keeps, at once: grown by doubling, a buffer
+        // overshot it and was freed at the turn's end, to be grown again.
+        if needed <= KEPT_CAPACITY {
+            self.bytes.reserve_exact(KEPT_CAPACITY - self.bytes.len());
+            return;
+        }
+        self.bytes.reserve(len);
     }
 
     fn remember(&mut self, waker: &Waker) {
@@ -446,16 +486,34 @@ mod tests {
         assert_eq!(conn.held().bytes.capacity(), BURST_CAPACITY);
         tokio::task::yield_now().await;
         assert_eq!(conn.held().bytes.capacity(), 0, "freed once written");
-        // After a small turn, a small buffer, kept.
-        conn.write_all(b"small").await.expect("written");
-        tokio::task::yield_now().await;
-        let kept = conn.held().bytes.capacity();
-        assert!(
-            kept > 0 && kept <= KEPT_CAPACITY,
-            "a small one is kept: {kept}"
-        );
+        // And every turn after it.
+        for _ in 0..3 {
+            conn.write_all(b"small").await.expect("written");
+            assert_eq!(conn.held().bytes.capacity(), BURST_CAPACITY);
+            tokio::task::yield_now().await;
+            assert_eq!(conn.held().bytes.capacity(), 0, "the thread's again");
+        }
         drop(conn);
-        assert_eq!(read_to_end(peer).await.len(), large.len() + 10);
+        assert_eq!(read_to_end(peer).await.len(), large.len() + 5 * 4);
+        flusher.abort();
+    }
+
+    #[tokio::test]
+    async fn turns_of_a_few_responses_keep_their_buffer() {
+        let flusher = tokio::spawn(flush());
+        let (mut conn, peer) = connection(false).await;
+        let response = vec![b'r'; 1_200];
+        for turn in 0..3 {
+            for _ in 0..3 {
+                conn.write_all(&response).await.expect("written");
+            }
+            assert_eq!(conn.held().bytes.capacity(), KEPT_CAPACITY, "turn {turn}");
+            tokio::task::yield_now().await;
+            let kept = conn.held().bytes.capacity();
+            assert_eq!(kept, KEPT_CAPACITY, "kept after turn {turn}");
+        }
+        drop(conn);
+        assert_eq!(read_to_end(peer).await.len(), 9 * response.len());
         flusher.abort();
     }
 
@@ -484,6 +542,40 @@ mod tests {
         assert_eq!(turn().await, 1, "the next turn grew more than once");
         drop(conn);
         assert_eq!(read_to_end(peer).await.len(), 20 * response.len());
+        flusher.abort();
+    }
+
+    #[tokio::test]
+    async fn a_thread_keeps_burst_buffers_for_the_next_bursts() {
+        let flusher = tokio::spawn(flush());
+        let (mut first, first_peer) = connection(false).await;
+        let (mut second, second_peer) = connection(false).await;
+        let spares = || TURN.with_borrow(|turn| turn.as_ref().map_or(0, |t| t.spare.len()));
+        let burst = vec![b'b'; 20_000];
+        first.write_all(&burst).await.expect("written");
+        let buffer = first.held().bytes.as_ptr();
+        tokio::task::yield_now().await;
+        assert_eq!(spares(), 1, "the written-out burst buffer is the thread's");
+        assert_eq!(first.held().bytes.capacity(), 0, "not the connection's");
+        second.write_all(&burst).await.expect("written");
+        assert_eq!(
+            second.held().bytes.as_ptr(),
+            buffer,
+            "the next burst takes it"
+        );
+        assert_eq!(spares(), 0);
+        tokio::task::yield_now().await;
+        assert_eq!(spares(), 1);
+        give_back(Vec::with_capacity(HOLD_LIMIT * 4));
+        assert_eq!(spares(), 1, "a larger one is freed");
+        // As many as a thread keeps, and no more.
+        for _ in 0..SPARE_BUFFERS + 5 {
+            give_back(Vec::with_capacity(BURST_CAPACITY));
+        }
+        assert_eq!(spares(), SPARE_BUFFERS);
+        drop((first, second));
+        assert_eq!(read_to_end(first_peer).await, burst);
+        assert_eq!(read_to_end(second_peer).await, burst);
         flusher.abort();
     }
 
