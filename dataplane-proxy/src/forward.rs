@@ -14,7 +14,7 @@ use crate::{
 };
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, Limited};
-use hyper::{body::Body, Request, Response, StatusCode};
+use hyper::{body::Body, http::uri::Authority, Request, Response, StatusCode};
 use meridian_balance::{hash64, HostId, Outcome};
 use meridian_telemetry::SpanKind;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -54,6 +54,30 @@ impl From<h2::Error> for BodyError {
     }
 }
 
+/// One try of a request: its head (shared by the tries of a request that
+/// may be retried, so a retry copies nothing), the host's authority it
+/// goes to, its body, and the whole body again when a connection that
+/// turns out closed may be given it a second time.
+pub struct TryRequest {
+    pub head: Arc<hyper::http::request::Parts>,
+    pub authority: Authority,
+    pub body: ProxyBody,
+    pub replay: Option<Bytes>,
+}
+
+impl TryRequest {
+    /// `request` to `authority`, sent once.
+    pub fn new(request: Request<ProxyBody>, authority: Authority) -> Self {
+        let (head, body) = request.into_parts();
+        TryRequest {
+            head: Arc::new(head),
+            authority,
+            body,
+            replay: None,
+        }
+    }
+}
+
 /// How a try failed, as forwarding tells failures apart.
 #[derive(Debug)]
 pub enum TryError {
@@ -79,11 +103,7 @@ impl std::fmt::Display for TryError {
 /// request or says how the try failed. The proxy's pooled clients
 /// (`Upstreams`); in tests, upstreams that answer as they are told.
 pub trait Upstream {
-    type Service: tower::Service<
-        Request<ProxyBody>,
-        Response = Response<ProxyBody>,
-        Error = TryError,
-    >;
+    type Service: tower::Service<TryRequest, Response = Response<ProxyBody>, Error = TryError>;
 
     /// The service for `cluster`; an error says why there is none.
     fn for_cluster(&self, cluster: &ClusterConfig) -> Result<Self::Service, &'static str>;
@@ -227,7 +247,7 @@ where
                 break 'forward response;
             };
             let (mut head, body, retry) = {
-                let (parts, body) = request.into_parts();
+                let (mut parts, body) = request.into_parts();
                 // Only a request that may be sent twice is retried: an idempotent
                 // method, or one that carries an Idempotency-Key; never a gRPC stream.
                 let grpc = parts
@@ -238,6 +258,7 @@ where
                     || parts.headers.contains_key("idempotency-key"))
                     && !grpc;
                 let retry = route.retry.as_ref().filter(|_| replayable);
+                span.inject(&mut parts.headers);
                 (
                     Head::new(parts, cluster.config.http2, retry.is_some()),
                     body,
@@ -344,22 +365,24 @@ where
                     None => whole_body(buffered.clone()),
                 };
                 let call = {
-                    let replay = retry.is_some() && head.replay_needed(buffered.len());
-                    let Some(mut upstream) = head.request(host.authority, body) else {
+                    let (Some(authority), Some(head)) = (host.authority, head.for_try()) else {
                         break 'forward local_response(
                             StatusCode::BAD_REQUEST,
                             "the request cannot be forwarded",
                         );
                     };
-                    if replay {
-                        // May be sent again: the HTTP/1.1 client resends it on a new
-                        // connection when a pooled one turns out closed (a request
-                        // without a body and its framing is resent without this).
-                        upstream
-                            .extensions_mut()
-                            .insert(crate::h1::Replay(buffered.clone()));
-                    }
-                    span.inject(upstream.headers_mut());
+                    // May be sent again: the HTTP/1.1 client resends it on a new
+                    // connection when a pooled one turns out closed (a request
+                    // without a body and its framing is resent without this).
+                    let replay = (retry.is_some()
+                        && crate::h1::replay_needed(&head.method, buffered.len()))
+                    .then(|| buffered.clone());
+                    let upstream = TryRequest {
+                        head,
+                        authority: authority.clone(),
+                        body,
+                        replay,
+                    };
                     span.set("meridian.endpoint", || host.address.to_string());
                     span.set("meridian.locality", || locality.to_string());
                     span.set("meridian.retries", || failed.len() as i64);
@@ -505,9 +528,9 @@ const HOP_BY_HOP: [hyper::header::HeaderName; 3] = [
 
 /// The request's head as it goes upstream: hop-by-hop headers removed,
 /// the version the cluster speaks. A request that cannot be retried gives
-/// its head away (no copy); one that may be sent again copies it per try.
+/// its head to its one try; one that may be sent again shares it with each.
 struct Head {
-    parts: Option<hyper::http::request::Parts>,
+    parts: Option<Arc<hyper::http::request::Parts>>,
     keep: bool,
 }
 
@@ -520,8 +543,8 @@ impl Head {
                 parts.headers.remove(hop_by_hop);
             }
         }
-        // An HTTP/2 request names its authority in the URI alone; over
-        // HTTP/1.1 it is the Host header (the URI is given the host's address).
+        // An HTTP/2 request names its authority in the URI alone (given
+        // the host's address as it goes); over HTTP/1.1 it is the Host header.
         if !http2 && !parts.headers.contains_key(hyper::header::HOST) {
             if let Some(authority) = parts.uri.authority() {
                 if let Ok(host) = hyper::header::HeaderValue::from_str(authority.as_str()) {
@@ -537,46 +560,18 @@ impl Head {
             hyper::Version::HTTP_11
         };
         Head {
-            parts: Some(parts),
+            parts: Some(Arc::new(parts)),
             keep,
         }
     }
 
-    /// Whether sending the request again needs its body (of `length`
-    /// bytes) kept; only asked of a kept head.
-    fn replay_needed(&self, length: usize) -> bool {
-        self.parts
-            .as_ref()
-            .is_some_and(|parts| crate::h1::replay_needed(&parts.method, length))
-    }
-
-    /// The request to `authority` with `body`; `None` when the host's
-    /// address is not an authority (or a head given away is asked again).
-    fn request(
-        &mut self,
-        authority: Option<&hyper::http::uri::Authority>,
-        body: ProxyBody,
-    ) -> Option<Request<ProxyBody>> {
-        let authority = authority?.clone();
-        let mut parts = if self.keep {
-            let kept = self.parts.as_ref()?;
-            let mut request = Request::new(());
-            *request.method_mut() = kept.method.clone();
-            *request.uri_mut() = kept.uri.clone();
-            *request.version_mut() = kept.version;
-            *request.headers_mut() = kept.headers.clone();
-            request.into_parts().0
+    /// The head for the next try; `None` once given away.
+    fn for_try(&mut self) -> Option<Arc<hyper::http::request::Parts>> {
+        if self.keep {
+            self.parts.clone()
         } else {
-            self.parts.take()?
-        };
-        let mut uri = std::mem::take(&mut parts.uri).into_parts();
-        uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
-        uri.authority = Some(authority);
-        if uri.path_and_query.is_none() {
-            uri.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
+            self.parts.take()
         }
-        parts.uri = hyper::Uri::from_parts(uri).ok()?;
-        Some(Request::from_parts(parts, body))
     }
 }
 

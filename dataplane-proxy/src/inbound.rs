@@ -5,7 +5,7 @@
 //! `x-forwarded-client-cert`.
 
 use crate::coalesce::Coalesce;
-use crate::forward::{local_response, path_and_query, BodyError, BoxError, ProxyBody};
+use crate::forward::{local_response, BodyError, BoxError, ProxyBody, TryRequest};
 use crate::proxy::Proxy;
 use crate::request_span::RequestSpan;
 use crate::server;
@@ -124,11 +124,9 @@ where
         return refused;
     }
     let (mut parts, body) = request.into_parts();
-    let target = format!("http://{}{}", inbound.app, path_and_query(&parts.uri));
-    let Ok(uri) = target.parse() else {
-        return local_response(StatusCode::BAD_REQUEST, "bad request path");
+    let Ok(app) = inbound.app.to_string().parse() else {
+        return local_response(StatusCode::BAD_GATEWAY, "the application's address");
     };
-    parts.uri = uri;
     let xfcc = match &own {
         Some(own) => format!("By={own};URI={caller}"),
         None => format!("URI={caller}"),
@@ -142,7 +140,10 @@ where
         hyper::Version::HTTP_11
     };
     span.inject(&mut parts.headers);
-    let upstream = Request::from_parts(parts, body.map_err(Into::into).boxed());
+    let upstream = TryRequest::new(
+        Request::from_parts(parts, body.map_err(Into::into).boxed()),
+        app,
+    );
     match proxy.upstreams.local(http2).request(upstream).await {
         Ok(response) => {
             proxy.metrics.count(&inbound.service, "", "inbound_ok");

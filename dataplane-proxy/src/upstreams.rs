@@ -6,7 +6,7 @@
 //! multiplexing client per distinct setting, made on first use and kept.
 
 use crate::coalesce::Gathered;
-use crate::forward::{BodyError, ProxyBody, TryError, Upstream};
+use crate::forward::{BodyError, ProxyBody, TryError, TryRequest, Upstream};
 use crate::h1;
 use crate::mesh_client::{MeshConnector, MeshTls};
 use http_body_util::BodyExt;
@@ -39,19 +39,44 @@ pub enum UpstreamClient {
 }
 
 impl UpstreamClient {
-    pub fn request(&self, request: Request<ProxyBody>) -> Try {
-        match self {
-            UpstreamClient::Http1(client) => Try::Http1(Box::pin(client.send(request))),
-            UpstreamClient::Http2(client) => Try::Http2(client.request(request)),
-            UpstreamClient::Http2Mesh(client) => Try::Http2(client.request(request)),
+    pub fn request(&self, request: TryRequest) -> Try {
+        let http2 = match self {
+            UpstreamClient::Http1(client) => return Try::Http1(Box::pin(client.send(request))),
+            UpstreamClient::Http2(client) => http2_request(request).map(|r| client.request(r)),
+            UpstreamClient::Http2Mesh(client) => http2_request(request).map(|r| client.request(r)),
+        };
+        match http2 {
+            Ok(future) => Try::Http2(future),
+            Err(e) => Try::Unsent(Some(e)),
         }
     }
+}
+
+/// `request` as hyper's HTTP/2 client takes it: a head of its own (the
+/// shared one copied only while another try may still need it), its URI
+/// naming the host (HTTP/2's `:authority`).
+fn http2_request(request: TryRequest) -> Result<Request<ProxyBody>, TryError> {
+    let TryRequest {
+        head,
+        authority,
+        body,
+        ..
+    } = request;
+    let mut head = Arc::try_unwrap(head).unwrap_or_else(|shared| (*shared).clone());
+    let mut uri = std::mem::take(&mut head.uri).into_parts();
+    uri.scheme = Some(hyper::http::uri::Scheme::HTTP);
+    uri.authority = Some(authority);
+    if uri.path_and_query.is_none() {
+        uri.path_and_query = Some(hyper::http::uri::PathAndQuery::from_static("/"));
+    }
+    head.uri = hyper::Uri::from_parts(uri).map_err(|e| TryError::Failed(e.into()))?;
+    Ok(Request::from_parts(head, body))
 }
 
 /// A try through the cluster's client, its failure told apart as
 /// forwarding needs it (no connection, the client's own body, or the
 /// connection failing after it was made).
-impl tower::Service<Request<ProxyBody>> for UpstreamClient {
+impl tower::Service<TryRequest> for UpstreamClient {
     type Response = Response<ProxyBody>;
     type Error = TryError;
     type Future = Try;
@@ -60,7 +85,7 @@ impl tower::Service<Request<ProxyBody>> for UpstreamClient {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<ProxyBody>) -> Try {
+    fn call(&mut self, request: TryRequest) -> Try {
         self.request(request)
     }
 }
@@ -71,6 +96,8 @@ type Http1Try = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, TryError
 pub enum Try {
     Http1(Http1Try),
     Http2(ResponseFuture),
+    /// Failed before it was sent.
+    Unsent(Option<TryError>),
 }
 
 impl Future for Try {
@@ -85,6 +112,9 @@ impl Future for Try {
                 Err(e) if e.is_connect() => Err(TryError::Connect(e.into())),
                 Err(e) => Err(TryError::Failed(e.into())),
             }),
+            Try::Unsent(error) => Poll::Ready(Err(error
+                .take()
+                .unwrap_or_else(|| TryError::Failed("polled again".into())))),
         }
     }
 }
@@ -262,5 +292,45 @@ mod tests {
             .for_cluster(&cluster(Duration::from_millis(250), true))
             .is_ok());
         assert_eq!(clients(&upstreams), 3);
+    }
+
+    #[test]
+    fn an_http2_request_names_its_host_and_copies_a_head_only_while_shared() {
+        let request = |head: Arc<hyper::http::request::Parts>| TryRequest {
+            head,
+            authority: "10.0.0.7:8080".parse().expect("authority"),
+            body: crate::forward::whole_body(bytes::Bytes::new()),
+            replay: None,
+        };
+        // Where a header's value lies: in the map's own storage, which a
+        // move keeps and a copy does not.
+        let value_at = |headers: &hyper::HeaderMap| {
+            std::ptr::from_ref(headers.get("x-a").expect("x-a")) as usize
+        };
+        let (mut parts, ()) = Request::get("http://web.shop/cart?x=1")
+            .body(())
+            .expect("request")
+            .into_parts();
+        parts.headers.insert("x-a", "1".parse().expect("value"));
+        let head = Arc::new(parts);
+        let shared_at = value_at(&head.headers);
+        let copied = http2_request(request(head.clone())).expect("request");
+        assert_eq!(copied.uri(), "http://10.0.0.7:8080/cart?x=1");
+        assert_eq!(copied.headers()["x-a"], "1");
+        assert_ne!(value_at(copied.headers()), shared_at, "a copy");
+        assert_eq!(
+            head.uri, "http://web.shop/cart?x=1",
+            "the shared head left whole"
+        );
+        let moved = http2_request(request(head)).expect("request");
+        assert_eq!(moved.uri(), "http://10.0.0.7:8080/cart?x=1");
+        assert_eq!(
+            value_at(moved.headers()),
+            shared_at,
+            "the last try's head moved"
+        );
+        let (parts, ()) = Request::get("/").body(()).expect("request").into_parts();
+        let bare = http2_request(request(Arc::new(parts))).expect("request");
+        assert_eq!(bare.uri(), "http://10.0.0.7:8080/");
     }
 }

@@ -7,13 +7,13 @@
 use super::chunked::{ChunkedDecoder, Decoded};
 use super::codec::{self, BodyFraming, CodecError, RequestFraming, ResponseHead};
 use super::pool::Pool;
-use crate::forward::{whole_body, BodyError, BoxError, ProxyBody, TryError};
+use crate::forward::{whole_body, BodyError, BoxError, ProxyBody, TryError, TryRequest};
 use crate::turn_writes::TurnWrites;
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, SizeHint};
 use hyper::http::uri::Authority;
-use hyper::{Method, Request, Response};
+use hyper::{Method, Response};
 use std::future::{poll_fn, Future};
 use std::io::{self, Write};
 use std::pin::Pin;
@@ -314,11 +314,6 @@ pub enum Connector {
     Mesh(tokio_rustls::TlsConnector),
 }
 
-/// A request's whole body, in its extensions when it may be sent twice
-/// (forwarding buffered it for a retry).
-#[derive(Clone)]
-pub struct Replay(pub Bytes);
-
 /// Requests over HTTP/1.1 to any upstream, on connections from the
 /// worker's pool.
 #[derive(Clone)]
@@ -341,25 +336,26 @@ impl Client {
         }
     }
 
-    /// Sends `request` to the authority its URI names; the response's body
-    /// streams from the connection. Not an `async fn`, which would keep the
+    /// Sends `request` to its authority; the response's body streams from
+    /// the connection. The head is written from where it is (shared with the
+    /// request's other tries). Not an `async fn`, which would keep the
     /// request twice in a future that is boxed and copied per request; the
     /// future owns a handle on the pool, so it borrows nothing.
     pub fn send(
         &self,
-        mut request: Request<ProxyBody>,
+        request: TryRequest,
     ) -> impl Future<Output = Result<Response<ProxyBody>, TryError>> + Send + 'static {
         let client = self.clone();
         async move {
-            // The body apart, the request is read where it is, not moved into
-            // a second copy of its head.
-            let mut body = std::mem::replace(request.body_mut(), whole_body(Bytes::new()));
-            let Some(authority) = request.uri().authority() else {
-                return Err(TryError::Connect("the request names no upstream".into()));
-            };
-            let framing = RequestFraming::of(request.method(), body.size_hint().exact());
-            let replay = request.extensions().get::<Replay>().map(|r| r.0.clone());
-            let target = crate::forward::path_and_query(request.uri());
+            let TryRequest {
+                head,
+                authority,
+                mut body,
+                replay,
+            } = request;
+            let authority = &authority;
+            let framing = RequestFraming::of(&head.method, body.size_hint().exact());
+            let target = crate::forward::path_and_query(&head.uri);
             // Connecting is boxed: the TLS handshake's state is large, and
             // would otherwise make every request's future as large.
             let mut conn =
@@ -374,13 +370,13 @@ impl Client {
                 conn.write.clear();
                 codec::encode_request_head(
                     &mut conn.write,
-                    request.method(),
+                    &head.method,
                     target,
-                    request.headers(),
+                    &head.headers,
                     Some(authority.as_str()),
                     framing,
                 );
-                match conn.exchange(request.method(), &mut body, framing).await {
+                match conn.exchange(&head.method, &mut body, framing).await {
                     Ok(head) => return Ok(client.response(conn, head)),
                     // Nothing was sent that cannot be sent again.
                     Err(Failure::Stale) if framing == RequestFraming::Empty || replay.is_some() => {

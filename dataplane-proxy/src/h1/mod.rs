@@ -16,5 +16,5 @@ mod pool;
 mod tests;
 
 pub use codec::replay_needed;
-pub use conn::{Client, Connector, IdleConnections, Replay};
+pub use conn::{Client, Connector, IdleConnections};
 pub use pool::IDLE_TIMEOUT;

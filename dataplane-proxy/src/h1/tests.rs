@@ -3,11 +3,12 @@
 
 use super::conn::Connection;
 use super::{Client, Connector, IdleConnections};
-use crate::forward::{BodyError, ProxyBody, TryError};
+use crate::forward::{BodyError, ProxyBody, TryError, TryRequest};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::{Request, Response};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -132,6 +133,21 @@ fn full(body: &'static str) -> ProxyBody {
         .boxed()
 }
 
+/// `request` as its one try, to the authority its URI names.
+fn tried(request: Request<ProxyBody>) -> TryRequest {
+    let authority = request.uri().authority().expect("an authority").clone();
+    TryRequest::new(request, authority)
+}
+
+impl Client {
+    fn send_request(
+        &self,
+        request: Request<ProxyBody>,
+    ) -> impl Future<Output = Result<Response<ProxyBody>, TryError>> {
+        self.send(tried(request))
+    }
+}
+
 fn request(upstream: &Upstream, method: &str, body: ProxyBody) -> Request<ProxyBody> {
     Request::builder()
         .method(method)
@@ -153,7 +169,9 @@ async fn text(response: Response<ProxyBody>) -> String {
 
 /// The body of a GET through `client`.
 async fn get(client: &Client, upstream: &Upstream) -> String {
-    let response = client.send(request(upstream, "GET", full(""))).await;
+    let response = client
+        .send_request(request(upstream, "GET", full("")))
+        .await;
     text(response.expect("answered")).await
 }
 
@@ -172,7 +190,7 @@ async fn a_kept_alive_connection_carries_the_next_requests() {
     let (client, idle) = new_client();
     for _ in 0..3 {
         let response = client
-            .send(request(&upstream, "GET", full("")))
+            .send_request(request(&upstream, "GET", full("")))
             .await
             .expect("sent");
         assert_eq!(response.status(), 200);
@@ -201,7 +219,10 @@ async fn closing_after_one_answer(client: &Client) -> Upstream {
     first
         .headers_mut()
         .insert("x-first", "1".parse().expect("value"));
-    assert_eq!(text(client.send(first).await.expect("first")).await, "one");
+    assert_eq!(
+        text(client.send_request(first).await.expect("first")).await,
+        "one"
+    );
     upstream
 }
 
@@ -210,7 +231,7 @@ async fn a_connection_closed_while_idle_is_not_used_and_what_may_be_sent_twice_i
     let (client, _) = new_client();
     let upstream = closing_after_one_answer(&client).await;
     let second = client
-        .send(request(&upstream, "GET", full("")))
+        .send_request(request(&upstream, "GET", full("")))
         .await
         .expect("sent again");
     assert_eq!(text(second).await, "two");
@@ -221,7 +242,9 @@ async fn a_connection_closed_while_idle_is_not_used_and_what_may_be_sent_twice_i
     // for forwarding's retry policy to decide.
     let (client, _) = new_client();
     let upstream = closing_after_one_answer(&client).await;
-    let failed = client.send(request(&upstream, "POST", full("data"))).await;
+    let failed = client
+        .send_request(request(&upstream, "POST", full("data")))
+        .await;
     assert!(
         matches!(failed, Err(TryError::Failed(_))),
         "{:?}",
@@ -231,10 +254,8 @@ async fn a_connection_closed_while_idle_is_not_used_and_what_may_be_sent_twice_i
     // The same, with the body marked replayable: it goes again, whole.
     let (client, _) = new_client();
     let upstream = closing_after_one_answer(&client).await;
-    let mut replayable = request(&upstream, "PUT", full("data"));
-    replayable
-        .extensions_mut()
-        .insert(super::Replay(Bytes::from("data")));
+    let mut replayable = tried(request(&upstream, "PUT", full("data")));
+    replayable.replay = Some(Bytes::from("data"));
     let resent = client.send(replayable).await.expect("sent again");
     assert_eq!(text(resent).await, "two");
     assert_eq!(
@@ -287,19 +308,19 @@ async fn response_bodies_are_read_as_framed() {
     .await;
     let (client, idle) = new_client();
     let chunked = client
-        .send(wanting(&upstream, "chunked"))
+        .send_request(wanting(&upstream, "chunked"))
         .await
         .expect("chunked");
     assert!(chunked.headers().get("transfer-encoding").is_none());
     assert_eq!(text(chunked).await, "hello world");
     let interim = client
-        .send(wanting(&upstream, "length"))
+        .send_request(wanting(&upstream, "length"))
         .await
         .expect("after a 100");
     assert_eq!(interim.status(), 200);
     assert_eq!(text(interim).await, "hello");
     let head = client
-        .send(request(&upstream, "HEAD", full("")))
+        .send_request(request(&upstream, "HEAD", full("")))
         .await
         .expect("head");
     assert_eq!(head.headers()["content-length"], "5");
@@ -308,7 +329,7 @@ async fn response_bodies_are_read_as_framed() {
     assert_eq!(
         text(
             client
-                .send(wanting(&upstream, "close"))
+                .send_request(wanting(&upstream, "close"))
                 .await
                 .expect("close")
         )
@@ -327,7 +348,7 @@ async fn a_body_dropped_before_its_end_closes_its_connection() {
     let upstream = Upstream::start(|_, _| ok("0123456789")).await;
     let (client, idle) = new_client();
     let response = client
-        .send(request(&upstream, "GET", full("")))
+        .send_request(request(&upstream, "GET", full("")))
         .await
         .expect("sent");
     drop(response);
@@ -341,7 +362,7 @@ async fn request_bodies_are_framed_by_their_length_or_chunked() {
     let upstream = Upstream::start(|_, _| ok("")).await;
     let (client, _) = new_client();
     let sent = client
-        .send(request(&upstream, "POST", full("hello")))
+        .send_request(request(&upstream, "POST", full("hello")))
         .await
         .expect("sent");
     text(sent).await;
@@ -355,9 +376,9 @@ async fn request_bodies_are_framed_by_their_length_or_chunked() {
     chunked
         .headers_mut()
         .insert("transfer-encoding", "chunked".parse().expect("value"));
-    text(client.send(chunked).await.expect("sent")).await;
+    text(client.send_request(chunked).await.expect("sent")).await;
     let empty_post = client
-        .send(request(&upstream, "POST", full("")))
+        .send_request(request(&upstream, "POST", full("")))
         .await
         .expect("sent");
     text(empty_post).await;
@@ -369,7 +390,7 @@ async fn request_bodies_are_framed_by_their_length_or_chunked() {
     let large = StreamBody::new(tokio_stream::iter(large)).boxed();
     text(
         client
-            .send(request(&upstream, "PUT", large))
+            .send_request(request(&upstream, "PUT", large))
             .await
             .expect("sent"),
     )
@@ -407,7 +428,7 @@ async fn malformed_responses_and_refused_connections_fail_the_try() {
     .await;
     let (client, idle) = new_client();
     for what in ["smuggle", "garbage"] {
-        let failed = client.send(wanting(&upstream, what)).await;
+        let failed = client.send_request(wanting(&upstream, what)).await;
         assert!(
             matches!(failed, Err(TryError::Failed(_))),
             "{what}: {:?}",
@@ -415,7 +436,7 @@ async fn malformed_responses_and_refused_connections_fail_the_try() {
         );
     }
     let bad_chunk = client
-        .send(wanting(&upstream, "chunk"))
+        .send_request(wanting(&upstream, "chunk"))
         .await
         .expect("the head is fine");
     assert!(bad_chunk.into_body().collect().await.is_err());
@@ -425,7 +446,7 @@ async fn malformed_responses_and_refused_connections_fail_the_try() {
     let addr = closed.local_addr().expect("addr");
     drop(closed);
     let refused = client
-        .send(
+        .send_request(
             Request::builder()
                 .uri(format!("http://{addr}/"))
                 .body(full(""))
@@ -476,7 +497,7 @@ async fn an_answer_before_the_body_is_taken_is_passed_on_and_the_rest_not_sent()
         .uri(format!("http://{addr}/upload"))
         .body(upload)
         .expect("request");
-    let answer = tokio::time::timeout(Duration::from_secs(20), client.send(request))
+    let answer = tokio::time::timeout(Duration::from_secs(20), client.send_request(request))
         .await
         .expect("the answer is not held behind the upload")
         .expect("answered");
@@ -503,7 +524,7 @@ async fn an_answer_while_the_client_is_slow_to_send_its_body_is_passed_on() {
         .uri(format!("http://{addr}/upload"))
         .body(slow)
         .expect("request");
-    let answer = tokio::time::timeout(Duration::from_secs(20), client.send(request))
+    let answer = tokio::time::timeout(Duration::from_secs(20), client.send_request(request))
         .await
         .expect("the answer is not held until the client sends more")
         .expect("answered");
