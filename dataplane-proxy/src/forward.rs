@@ -14,7 +14,9 @@ use crate::{
 };
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full, Limited};
-use hyper::{body::Body, http::uri::Authority, Request, Response, StatusCode};
+use hyper::{
+    body::Body, http::request::Parts, http::uri::Authority, Request, Response, StatusCode,
+};
 use meridian_balance::{hash64, HostId, Outcome};
 use meridian_telemetry::SpanKind;
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -59,7 +61,7 @@ impl From<h2::Error> for BodyError {
 /// goes to, its body, and the whole body again when a connection that
 /// turns out closed may be given it a second time.
 pub struct TryRequest {
-    pub head: Arc<hyper::http::request::Parts>,
+    pub head: Arc<Parts>,
     pub authority: Authority,
     pub body: ProxyBody,
     pub replay: Option<Bytes>,
@@ -166,15 +168,20 @@ fn idempotent(method: &hyper::Method) -> bool {
 // (rust-lang/rust#62958), and the request's future is copied whole into its
 // box on every request. Nor is there a future for `handle` around the one
 // for `forward` (which finishes the span), each holding the request. Large
-// values (the request's head, each try's request) are scoped so they do not
-// stay in it twice either.
+// values (each try's request) are scoped so they do not stay in it twice
+// either. The head comes in behind its `Arc` (the one its tries share):
+// a future keeps what it captured for its whole life, and a head of 224
+// bytes carried so made the request's future too large for the
+// allocator's per-thread cache (1 KiB), about 500 instructions more per
+// request to allocate and free it.
 pub fn handle<'a, U, B>(
     runtime: Option<Arc<Runtime>>,
     upstreams: &'a U,
     metrics: &'a Metrics,
     port: u16,
     peer: SocketAddr,
-    request: Request<B>,
+    head: Arc<Parts>,
+    body: B,
 ) -> impl Future<Output = Response<ProxyBody>> + 'a
 where
     U: Upstream,
@@ -183,17 +190,21 @@ where
 {
     let span = RequestSpan::start(
         SpanKind::Client,
-        request.headers(),
-        request.method(),
-        request.uri().path(),
+        &head.headers,
+        &head.method,
+        head.uri.path(),
         peer,
     );
-    forward(runtime, upstreams, metrics, port, peer, request, span)
+    forward(runtime, upstreams, metrics, port, peer, head, body, span)
 }
 
 #[allow(
     clippy::manual_async_fn,
     reason = "an async fn stores its arguments twice"
+)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "handle's, and the span it started"
 )]
 fn forward<'a, U, B>(
     runtime: Option<Arc<Runtime>>,
@@ -201,7 +212,8 @@ fn forward<'a, U, B>(
     metrics: &'a Metrics,
     port: u16,
     peer: SocketAddr,
-    request: Request<B>,
+    mut head: Arc<Parts>,
+    body: B,
     span: RequestSpan,
 ) -> impl Future<Output = Response<ProxyBody>> + 'a
 where
@@ -217,7 +229,7 @@ where
                     "no configuration yet",
                 );
             };
-            let (route, cluster) = match choose(&runtime, port, &request, metrics, &span) {
+            let (route, cluster) = match choose(&runtime, port, &head, metrics, &span) {
                 Ok(chosen) => chosen,
                 Err(refused) => break 'forward *refused,
             };
@@ -225,8 +237,7 @@ where
             let hash = route.hash.as_ref().map(|h| match h {
                 HashOn::SourceIp => hash64(peer.ip().to_string().as_bytes()),
                 HashOn::Header(header) => hash64(
-                    request
-                        .headers()
+                    head.headers
                         .get(header.as_str())
                         .map(|v| v.as_bytes())
                         .unwrap_or_default(),
@@ -246,8 +257,9 @@ where
                 );
                 break 'forward response;
             };
-            let (mut head, body, retry) = {
-                let (mut parts, body) = request.into_parts();
+            let (mut head, retry) = {
+                // The only holder yet: changed where it is, not copied.
+                let parts = Arc::make_mut(&mut head);
                 // Only a request that may be sent twice is retried: an idempotent
                 // method, or one that carries an Idempotency-Key; never a gRPC stream.
                 let grpc = parts
@@ -260,8 +272,7 @@ where
                 let retry = route.retry.as_ref().filter(|_| replayable);
                 span.inject(&mut parts.headers);
                 (
-                    Head::new(parts, cluster.config.http2, retry.is_some()),
-                    body,
+                    Head::new(head, cluster.config.http2, retry.is_some()),
                     retry,
                 )
             };
@@ -423,10 +434,10 @@ where
                     Ok(Err(e)) => {
                         tracing::debug!(cluster = name, host = host.address, error = %e, "upstream request failed");
                         metrics.count(name, locality, "upstream_error");
-                        outcome = Some(local_response(
+                        outcome = Some(Box::new(local_response(
                             StatusCode::BAD_GATEWAY,
                             &format!("upstream {} failed", host.address),
-                        ));
+                        )));
                         if matches!(e, TryError::Connect(_)) {
                             let retryable = retry.is_some_and(|r| r.on_connect_failure);
                             (Outcome::Unreachable, retryable, false)
@@ -436,10 +447,10 @@ where
                     }
                     Err(_) => {
                         metrics.count(name, locality, "timeout");
-                        outcome = Some(local_response(
+                        outcome = Some(Box::new(local_response(
                             StatusCode::GATEWAY_TIMEOUT,
                             &format!("upstream {} timed out", host.address),
-                        ));
+                        )));
                         (Outcome::Failed, retry.is_some_and(|r| r.on_reset), true)
                     }
                 };
@@ -452,9 +463,10 @@ where
                 }
                 failed.push(host.id);
             }
-            outcome.unwrap_or_else(|| {
-                local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream")
-            })
+            outcome.map_or_else(
+                || local_response(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream"),
+                |response| *response,
+            )
         };
         span.finish(response.status());
         response
@@ -464,28 +476,27 @@ where
 /// The route and cluster for `request` on the listener on `port`, named on
 /// its span; the response that refuses it when there is none (boxed: it is
 /// the rare case).
-fn choose<'r, B>(
+fn choose<'r>(
     runtime: &'r Runtime,
     port: u16,
-    request: &Request<B>,
+    head: &Parts,
     metrics: &Metrics,
     span: &RequestSpan,
 ) -> Result<(&'r Route, &'r Arc<ClusterState>), Box<Response<ProxyBody>>> {
-    if let Some(refused) = refuse_asterisk(request.uri()) {
+    if let Some(refused) = refuse_asterisk(&head.uri) {
         return Err(Box::new(refused));
     }
-    let authority = request
-        .uri()
+    let authority = head
+        .uri
         .authority()
         .map(|a| a.as_str())
         .or_else(|| {
-            request
-                .headers()
+            head.headers
                 .get(hyper::header::HOST)
                 .and_then(|h| h.to_str().ok())
         })
         .unwrap_or_default();
-    let path = request.uri().path();
+    let path = head.uri.path();
     let Some(route) = runtime
         .routes(port)
         .and_then(|table| table.route(authority, path))
@@ -530,12 +541,13 @@ const HOP_BY_HOP: [hyper::header::HeaderName; 3] = [
 /// the version the cluster speaks. A request that cannot be retried gives
 /// its head to its one try; one that may be sent again shares it with each.
 struct Head {
-    parts: Option<Arc<hyper::http::request::Parts>>,
+    parts: Option<Arc<Parts>>,
     keep: bool,
 }
 
 impl Head {
-    fn new(mut parts: hyper::http::request::Parts, http2: bool, keep: bool) -> Self {
+    fn new(mut head: Arc<Parts>, http2: bool, keep: bool) -> Self {
+        let parts = Arc::make_mut(&mut head);
         // The HTTP/1.1 client leaves every hop-by-hop header out as it
         // writes the head; hyper's HTTP/2 client is given none.
         if http2 {
@@ -560,13 +572,13 @@ impl Head {
             hyper::Version::HTTP_11
         };
         Head {
-            parts: Some(Arc::new(parts)),
+            parts: Some(head),
             keep,
         }
     }
 
     /// The head for the next try; `None` once given away.
-    fn for_try(&mut self) -> Option<Arc<hyper::http::request::Parts>> {
+    fn for_try(&mut self) -> Option<Arc<Parts>> {
         if self.keep {
             self.parts.clone()
         } else {

@@ -348,6 +348,10 @@ impl server::Handler for Outbound {
         B::Error: Into<BodyError> + Into<BoxError>,
     {
         let this = self.clone();
+        // The head behind its `Arc` before the future takes it (see
+        // `forward::handle`).
+        let (head, body) = request.into_parts();
+        let head = std::sync::Arc::new(head);
         // Boxed: hyper moves a request's future into its dispatcher
         // (HTTP/1.1), and an HTTP/2 stream's future is moved into the
         // connection's set of streams; each move of the unboxed future
@@ -360,7 +364,8 @@ impl server::Handler for Outbound {
                 &proxy.metrics,
                 this.port,
                 this.peer,
-                request,
+                head,
+                body,
             )
             .await
         })

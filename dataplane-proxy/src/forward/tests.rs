@@ -146,13 +146,15 @@ fn request(method: &str) -> Request<ProxyBody> {
 async fn send(runtime: &Arc<Runtime>, upstreams: &Scripted, method: &str) -> Response<ProxyBody> {
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
     let metrics = Metrics::default();
+    let (head, body) = request(method).into_parts();
     handle(
         Some(runtime.clone()),
         upstreams,
         &metrics,
         PORT,
         peer,
-        request(method),
+        Arc::new(head),
+        body,
     )
     .await
 }
@@ -302,7 +304,7 @@ fn an_http2_requests_authority_is_the_host_an_http1_upstream_gets() {
         parts
             .headers
             .insert("connection", "close".parse().expect("value"));
-        let mut head = Head::new(parts, http2, false);
+        let mut head = Head::new(Arc::new(parts), http2, false);
         let given = head.for_try().expect("forwarded");
         assert!(head.for_try().is_none(), "given away to its one try");
         given
