@@ -125,7 +125,10 @@ where
     }
     let (mut parts, body) = request.into_parts();
     let Ok(app) = inbound.app.to_string().parse() else {
-        return local_response(StatusCode::BAD_GATEWAY, "the application's address");
+        return local_response(
+            StatusCode::BAD_GATEWAY,
+            "the application's address is not a host and port",
+        );
     };
     let xfcc = match &own {
         Some(own) => format!("By={own};URI={caller}"),
