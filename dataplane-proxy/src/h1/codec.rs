@@ -175,6 +175,11 @@ pub fn parse_response(
     buf: &mut BytesMut,
     method: &Method,
 ) -> Result<Option<ResponseHead>, CodecError> {
+    // Nothing read yet (each response's first look, before its read):
+    // nothing to parse.
+    if buf.is_empty() {
+        return Ok(None);
+    }
     // Where each header is in `buf`: (name start, name end, value start,
     // value end). Not zeroed first: 128 empty spans were 2 KiB to fill.
     let mut spans = ArrayVec::<(u32, u32, u32, u32), MAX_HEADERS>::new();
