@@ -5,10 +5,11 @@
 //! `x-forwarded-client-cert`.
 
 use crate::coalesce::Coalesce;
-use crate::forward::{local_response, BodyError, BoxError, ProxyBody, TryRequest};
+use crate::forward::{local_response, BodyError, BoxError, ProxyBody, TryError, TryRequest};
 use crate::proxy::Proxy;
 use crate::request_span::RequestSpan;
 use crate::server;
+use crate::upstreams::Try;
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::{body::Body, Request, Response, StatusCode};
@@ -64,90 +65,116 @@ impl server::Handler for Admitted {
         B: Body<Data = Bytes> + Send + Sync + 'static,
         B::Error: Into<BodyError> + Into<BoxError>,
     {
-        handle(self.clone(), request)
+        // All but the application's answer is decided here, before the
+        // future: it holds only what waits for that answer (a few words,
+        // where the request and this handler made it 2 KiB, moved into the
+        // connection's set of streams and copied on every request).
+        let (answer, span) = self.admit(request);
+        let proxy = self.proxy.clone();
+        let inbound = self.inbound.clone();
+        async move {
+            let response = match answer {
+                Ok(answer) => answered(&proxy, &inbound, answer.await),
+                Err(refused) => *refused,
+            };
+            if let Some(span) = span {
+                span.finish(response.status());
+            }
+            response
+        }
     }
 }
 
-async fn handle<B>(admitted: Admitted, request: Request<B>) -> Response<ProxyBody>
-where
-    B: Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: Into<BodyError>,
-{
-    let Admitted {
-        peer,
-        proxy,
-        inbound,
-        own,
-    } = admitted;
-    let runtime = proxy.current();
-    let service = runtime
-        .as_ref()
-        .and_then(|r| r.snapshot.clusters.get(&inbound.service));
-    let caller = match crate::transport::admit(&peer.identity_now(), service) {
-        Ok(caller) => caller,
-        Err(reason) => {
-            tracing::warn!(service = %inbound.service, %reason, "refused an inbound request");
-            proxy.metrics.count(&inbound.service, "", "inbound_refused");
-            return local_response(StatusCode::FORBIDDEN, &reason);
+impl Admitted {
+    /// The request on its way to the application, or the response that
+    /// refuses it (boxed: the rare case); and its span, once it was admitted.
+    fn admit<B>(
+        &self,
+        request: Request<B>,
+    ) -> (Result<Try, Box<Response<ProxyBody>>>, Option<RequestSpan>)
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BodyError>,
+    {
+        let (proxy, inbound) = (&self.proxy, &self.inbound);
+        let runtime = proxy.current();
+        let service = runtime
+            .as_ref()
+            .and_then(|r| r.snapshot.clusters.get(&inbound.service));
+        let caller = match crate::transport::admit(&self.peer.identity_now(), service) {
+            Ok(caller) => caller,
+            Err(reason) => {
+                tracing::warn!(service = %inbound.service, %reason, "refused an inbound request");
+                proxy.metrics.count(&inbound.service, "", "inbound_refused");
+                let refused = local_response(StatusCode::FORBIDDEN, &reason);
+                return (Err(Box::new(refused)), None);
+            }
+        };
+        let span = RequestSpan::start(
+            SpanKind::Server,
+            request.headers(),
+            request.method(),
+            request.uri().path(),
+            self.peer
+                .remote
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        );
+        span.set("meridian.service", || inbound.service.clone());
+        let http2 = service.is_some_and(|s| s.http2);
+        let answer = self.forward(&caller, http2, request, &span);
+        (answer, Some(span))
+    }
+
+    /// Hands an admitted request to the application.
+    fn forward<B>(
+        &self,
+        caller: &SpiffeId,
+        http2: bool,
+        request: Request<B>,
+        span: &RequestSpan,
+    ) -> Result<Try, Box<Response<ProxyBody>>>
+    where
+        B: Body<Data = Bytes> + Send + Sync + 'static,
+        B::Error: Into<BodyError>,
+    {
+        if let Some(refused) = crate::forward::refuse_asterisk(request.uri()) {
+            return Err(Box::new(refused));
         }
-    };
-    let span = RequestSpan::start(
-        SpanKind::Server,
-        request.headers(),
-        request.method(),
-        request.uri().path(),
-        peer.remote
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
-    );
-    span.set("meridian.service", || inbound.service.clone());
-    let http2 = service.is_some_and(|s| s.http2);
-    let response = forward(&proxy, &inbound, own, caller, http2, request, &span).await;
-    span.finish(response.status());
-    response
+        let (mut parts, body) = request.into_parts();
+        let Ok(app) = self.inbound.app.to_string().parse() else {
+            return Err(Box::new(local_response(
+                StatusCode::BAD_GATEWAY,
+                "the application's address is not a host and port",
+            )));
+        };
+        let xfcc = match &self.own {
+            Some(own) => format!("By={own};URI={caller}"),
+            None => format!("URI={caller}"),
+        };
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&xfcc) {
+            parts.headers.insert("x-forwarded-client-cert", value);
+        }
+        parts.version = if http2 {
+            hyper::Version::HTTP_2
+        } else {
+            hyper::Version::HTTP_11
+        };
+        span.inject(&mut parts.headers);
+        let upstream = TryRequest::new(
+            Request::from_parts(parts, body.map_err(Into::into).boxed()),
+            app,
+        );
+        Ok(self.proxy.upstreams.local(http2).request(upstream))
+    }
 }
 
-/// Hands an admitted request to the application.
-async fn forward<B>(
+/// The application's answer, or the response that says it gave none.
+fn answered(
     proxy: &Proxy,
     inbound: &Inbound,
-    own: Option<SpiffeId>,
-    caller: SpiffeId,
-    http2: bool,
-    request: Request<B>,
-    span: &RequestSpan,
-) -> Response<ProxyBody>
-where
-    B: Body<Data = Bytes> + Send + Sync + 'static,
-    B::Error: Into<BodyError>,
-{
-    if let Some(refused) = crate::forward::refuse_asterisk(request.uri()) {
-        return refused;
-    }
-    let (mut parts, body) = request.into_parts();
-    let Ok(app) = inbound.app.to_string().parse() else {
-        return local_response(
-            StatusCode::BAD_GATEWAY,
-            "the application's address is not a host and port",
-        );
-    };
-    let xfcc = match &own {
-        Some(own) => format!("By={own};URI={caller}"),
-        None => format!("URI={caller}"),
-    };
-    if let Ok(value) = hyper::header::HeaderValue::from_str(&xfcc) {
-        parts.headers.insert("x-forwarded-client-cert", value);
-    }
-    parts.version = if http2 {
-        hyper::Version::HTTP_2
-    } else {
-        hyper::Version::HTTP_11
-    };
-    span.inject(&mut parts.headers);
-    let upstream = TryRequest::new(
-        Request::from_parts(parts, body.map_err(Into::into).boxed()),
-        app,
-    );
-    match proxy.upstreams.local(http2).request(upstream).await {
+    answer: Result<Response<ProxyBody>, TryError>,
+) -> Response<ProxyBody> {
+    match answer {
         Ok(response) => {
             proxy.metrics.count(&inbound.service, "", "inbound_ok");
             response
