@@ -555,15 +555,9 @@ impl Head {
                 parts.headers.remove(hop_by_hop);
             }
         }
-        // An HTTP/2 request names its authority in the URI alone (given
-        // the host's address as it goes); over HTTP/1.1 it is the Host header.
-        if !http2 && !parts.headers.contains_key(hyper::header::HOST) {
-            if let Some(authority) = parts.uri.authority() {
-                if let Ok(host) = hyper::header::HeaderValue::from_str(authority.as_str()) {
-                    parts.headers.insert(hyper::header::HOST, host);
-                }
-            }
-        }
+        // An HTTP/2 request names its authority in the URI alone: hyper's
+        // HTTP/2 client is given the host's address there; the HTTP/1.1
+        // client writes it as the Host header when the head has none.
         // What the server side of hyper keeps with a request is not the upstream's.
         parts.extensions = hyper::http::Extensions::new();
         parts.version = if http2 {

@@ -356,6 +356,9 @@ impl Client {
             let authority = &authority;
             let framing = RequestFraming::of(&head.method, body.size_hint().exact());
             let target = crate::forward::path_and_query(&head.uri);
+            // Without a Host header (an HTTP/2 client's request), the
+            // authority the request named, else the host's.
+            let host = head.uri.authority().unwrap_or(authority).as_str();
             // Connecting is boxed: the TLS handshake's state is large, and
             // would otherwise make every request's future as large.
             let mut conn =
@@ -373,7 +376,7 @@ impl Client {
                     &head.method,
                     target,
                     &head.headers,
-                    Some(authority.as_str()),
+                    Some(host),
                     framing,
                 );
                 match conn.exchange(&head.method, &mut body, framing).await {

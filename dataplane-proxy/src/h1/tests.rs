@@ -185,6 +185,28 @@ fn wanting(upstream: &Upstream, what: &str) -> Request<ProxyBody> {
 }
 
 #[tokio::test]
+async fn without_a_host_header_the_host_is_the_authority_the_request_named() {
+    let upstream = Upstream::start(|_, _| ok("")).await;
+    let (client, _) = new_client();
+    // An HTTP/2 client's request: its authority in the URI, no Host header.
+    let address = upstream.addr.to_string();
+    for (uri, host) in [
+        ("http://web.shop/x?y=1", "web.shop"),
+        ("/x?y=1", address.as_str()),
+    ] {
+        let request = Request::get(uri).body(full("")).expect("request");
+        let authority = address.parse().expect("authority");
+        let sent = client.send(TryRequest::new(request, authority)).await;
+        text(sent.expect("sent")).await;
+        let seen = upstream.requests(0);
+        assert_eq!(
+            seen.last().expect("a request"),
+            &format!("GET /x?y=1 HTTP/1.1\r\nhost: {host}\r\n\r\n")
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_kept_alive_connection_carries_the_next_requests() {
     let upstream = Upstream::start(|_, _| ok("hello")).await;
     let (client, idle) = new_client();
