@@ -212,7 +212,7 @@ fn forward<'a, U, B>(
     metrics: &'a Metrics,
     port: u16,
     peer: SocketAddr,
-    mut head: Arc<Parts>,
+    head: Arc<Parts>,
     body: B,
     span: RequestSpan,
 ) -> impl Future<Output = Response<ProxyBody>> + 'a
@@ -257,25 +257,16 @@ where
                 );
                 break 'forward response;
             };
-            let (mut head, retry) = {
-                // The only holder yet: changed where it is, not copied.
-                let parts = Arc::make_mut(&mut head);
-                // Only a request that may be sent twice is retried: an idempotent
-                // method, or one that carries an Idempotency-Key; never a gRPC stream.
-                let grpc = parts
-                    .headers
-                    .get(hyper::header::CONTENT_TYPE)
-                    .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-                let replayable = (idempotent(&parts.method)
-                    || parts.headers.contains_key("idempotency-key"))
-                    && !grpc;
-                let retry = route.retry.as_ref().filter(|_| replayable);
-                span.inject(&mut parts.headers);
-                (
-                    Head::new(head, cluster.config.http2, retry.is_some()),
-                    retry,
-                )
-            };
+            // Only a request that may be sent twice is retried: an idempotent
+            // method, or one that carries an Idempotency-Key; never a gRPC stream.
+            let grpc = head
+                .headers
+                .get(hyper::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+            let replayable =
+                (idempotent(&head.method) || head.headers.contains_key("idempotency-key")) && !grpc;
+            let retry = route.retry.as_ref().filter(|_| replayable);
+            let mut head = Head::new(head, cluster.config.http2, retry.is_some(), &span);
             // A body is buffered only when a retry may have to send it again;
             // otherwise (and always for gRPC) it streams through, trailers and all.
             let mut streamed = None;
@@ -546,8 +537,12 @@ struct Head {
 }
 
 impl Head {
-    fn new(mut head: Arc<Parts>, http2: bool, keep: bool) -> Self {
+    /// The head as it goes upstream, with `span`'s trace context; `keep`
+    /// when a retry may send it again.
+    fn new(mut head: Arc<Parts>, http2: bool, keep: bool, span: &RequestSpan) -> Self {
+        // The only holder yet: changed where it is, not copied.
         let parts = Arc::make_mut(&mut head);
+        span.inject(&mut parts.headers);
         // The HTTP/1.1 client leaves every hop-by-hop header out as it
         // writes the head; hyper's HTTP/2 client is given none.
         if http2 {

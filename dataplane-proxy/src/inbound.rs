@@ -12,7 +12,7 @@ use crate::server;
 use crate::upstreams::Try;
 use bytes::Bytes;
 use http_body_util::BodyExt;
-use hyper::{body::Body, Request, Response, StatusCode};
+use hyper::{body::Body, http::uri::Authority, Request, Response, StatusCode};
 use meridian_identity::spiffe::SpiffeId;
 use meridian_identity::tls::{incoming, Credentials, Peer};
 use meridian_telemetry::SpanKind;
@@ -26,7 +26,8 @@ pub struct Inbound {
     /// The service's cluster name, `NAME.NAMESPACE`.
     pub service: String,
     pub listen: SocketAddr,
-    pub app: SocketAddr,
+    /// The application's address (a socket address), as requests name it.
+    pub app: Authority,
 }
 
 impl std::str::FromStr for Inbound {
@@ -42,7 +43,11 @@ impl std::str::FromStr for Inbound {
         Ok(Inbound {
             service: format!("{name}.{namespace}"),
             listen: listen.parse().map_err(|_| error())?,
-            app: app.parse().map_err(|_| error())?,
+            app: app
+                .parse::<SocketAddr>()
+                .ok()
+                .and_then(|app| Authority::try_from(app.to_string()).ok())
+                .ok_or_else(error)?,
         })
     }
 }
@@ -141,12 +146,6 @@ impl Admitted {
             return Err(Box::new(refused));
         }
         let (mut parts, body) = request.into_parts();
-        let Ok(app) = self.inbound.app.to_string().parse() else {
-            return Err(Box::new(local_response(
-                StatusCode::BAD_GATEWAY,
-                "the application's address is not a host and port",
-            )));
-        };
         let xfcc = match &self.own {
             Some(own) => format!("By={own};URI={caller}"),
             None => format!("URI={caller}"),
@@ -162,7 +161,7 @@ impl Admitted {
         span.inject(&mut parts.headers);
         let upstream = TryRequest::new(
             Request::from_parts(parts, body.map_err(Into::into).boxed()),
-            app,
+            self.inbound.app.clone(),
         );
         Ok(self.proxy.upstreams.local(http2).request(upstream))
     }
@@ -230,7 +229,7 @@ mod tests {
             .parse()
             .expect("valid");
         assert_eq!(inbound.service, "web.shop");
-        assert_eq!(inbound.app.port(), 8080);
+        assert_eq!(inbound.app, "127.0.0.1:8080");
         for bad in [
             "web@1.2.3.4:1=1.2.3.4:2",
             "shop/web@x=1.2.3.4:2",

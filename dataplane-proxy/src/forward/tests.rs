@@ -304,7 +304,14 @@ fn a_head_is_readied_for_the_protocol_its_cluster_speaks() {
         parts
             .headers
             .insert("connection", "close".parse().expect("value"));
-        let mut head = Head::new(Arc::new(parts), http2, false);
+        let span = RequestSpan::start(
+            SpanKind::Client,
+            &parts.headers,
+            &parts.method,
+            parts.uri.path(),
+            SocketAddr::from(([127, 0, 0, 1], 40000)),
+        );
+        let mut head = Head::new(Arc::new(parts), http2, false, &span);
         let given = head.for_try().expect("forwarded");
         assert!(head.for_try().is_none(), "given away to its one try");
         given

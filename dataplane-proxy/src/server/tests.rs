@@ -157,6 +157,20 @@ async fn released_then_closed(
     assert!(server.await.expect("the server task").is_ok());
 }
 
+/// `request` sent from a task of its own, once the handler holds it.
+async fn held<F>(handler: &Test, request: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let sent = tokio::spawn(request);
+    eventually("the request reaches the handler", || {
+        handler.held.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    sent
+}
+
 /// Polls `condition` until it holds, for at most five seconds.
 async fn eventually(what: &str, condition: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -243,12 +257,9 @@ async fn a_reset_stream_drops_its_request_and_the_connection_serves_on() {
     let (io, _server) = start(handler.clone(), &drain);
     let mut client = h2_client(io).await;
     // Dropping the response future makes hyper's client reset the stream.
-    let held = tokio::spawn({
+    let held = held(&handler, {
         let mut client = client.clone();
         async move { client.send_request(get("/held")).await }
-    });
-    eventually("the request reaches the handler", || {
-        handler.held.load(Ordering::SeqCst) == 1
     })
     .await;
     held.abort();
@@ -284,12 +295,9 @@ async fn a_drain_lets_an_http2_request_in_flight_finish_then_closes() {
     let handler = Test::default();
     let (io, server) = start(handler.clone(), &drain);
     let mut client = h2_client(io).await;
-    let in_flight = tokio::spawn({
+    let in_flight = held(&handler, {
         let mut client = client.clone();
         async move { client.send_request(get("/held")).await }
-    });
-    eventually("the request reaches the handler", || {
-        handler.held.load(Ordering::SeqCst) == 1
     })
     .await;
     assert_eq!(drain.open(), 1);
@@ -314,11 +322,7 @@ async fn a_drain_lets_an_http1_request_in_flight_finish_then_closes() {
         .await
         .expect("an HTTP/1.1 connection");
     tokio::spawn(connection);
-    let in_flight = tokio::spawn(client.send_request(get("/held")));
-    eventually("the request reaches the handler", || {
-        handler.held.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    let in_flight = held(&handler, client.send_request(get("/held"))).await;
     let shutdown = drain_now(drain).await;
     released_then_closed(&handler, in_flight, shutdown, server).await;
 }
