@@ -63,7 +63,9 @@ async fn a_node_whose_disk_fills_stops_being_ready_and_exits() {
     let root = tempfile::tempdir().expect("temp dir");
     let disk = root.path().join("disk");
     std::fs::create_dir(&disk).expect("mount point");
-    let _tmpfs = Tmpfs::mount(&disk, "32m");
+    // Room for the node's two recycled write-ahead log files (16 MiB each)
+    // and its tables, before the ballast takes the rest.
+    let _tmpfs = Tmpfs::mount(&disk, "64m");
     let mut nodes = start_cluster(&disk, 1, ServerOptions::default());
     agreed_leader(&nodes.iter().collect::<Vec<_>>()).await;
     let node = &nodes[0];
@@ -71,12 +73,14 @@ async fn a_node_whose_disk_fills_stops_being_ready_and_exits() {
     assert!(cli(&node.grpc, &["apply", "-f", "-"], Some(cluster)).ok);
 
     fill(&disk);
-    // Large writes outgrow the log's preallocated space: storage now fails,
-    // and the node must not go on as if nothing happened.
-    let endpoints: Vec<String> = (0..3_000)
+    // Large writes outgrow the space the node's write-ahead log files
+    // already hold (16 MiB a log, `raft/store.rs`): the next log's tables
+    // find no room, storage now fails, and the node must not go on as if
+    // nothing happened.
+    let endpoints: Vec<String> = (0..10_000)
         .map(|i| format!("{{address: 10.9.{}.{}, port: 80}}", i / 256, i % 256))
         .collect();
-    for i in 0..40 {
+    for i in 0..200 {
         let text = format!(
             "kind: Endpoints\nmetadata: {{name: web{i}, namespace: shop, cluster: before}}\nspec: {{endpoints: [{}]}}\n",
             endpoints.join(", ")

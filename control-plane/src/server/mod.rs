@@ -92,6 +92,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let db_dir = config.data_dir.join("db");
     let db =
         store::open(&db_dir).with_context(|| format!("opening RocksDB at {}", db_dir.display()))?;
+    store::prime_wal(&db).context("preparing RocksDB's write-ahead log files")?;
     let log_store = LogStore::new(db.clone(), config.node_id).context("reading the raft log")?;
     let committed = log_store.committed_index();
     let durability = log_store.durability();
