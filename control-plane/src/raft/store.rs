@@ -19,7 +19,7 @@ const ALL_CFS: [&str; 4] = [CF_LOGS, CF_RAFT_META, CF_RESOURCES, CF_SM_META];
 /// How much a write-ahead log holds before RocksDB starts the next (and
 /// flushes what the oldest held), and how long each of its recycled files
 /// is: what a restart replays at most.
-pub const WAL_BYTES: usize = 16 << 20;
+const WAL_BYTES: usize = 16 << 20;
 
 /// Write-ahead log files RocksDB keeps to write the next logs into.
 const RECYCLED_WALS: usize = 2;
