@@ -172,9 +172,5 @@ mod tests {
                 .expect("get");
             assert_eq!(value.as_deref(), Some(&[7; 100][..]), "key {i}");
         }
-        let past = recovered
-            .get_cf(cf(&recovered, CF_RESOURCES), 500u32.to_be_bytes())
-            .expect("get");
-        assert_eq!(past, None);
     }
 }
