@@ -120,24 +120,26 @@ mod tests {
         wals
     }
 
-    fn put_synced(db: &DB, count: u32) {
+    /// A database in a new directory, primed, then `count` synced puts.
+    fn primed_with(count: u32) -> (tempfile::TempDir, Arc<DB>) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = open(dir.path()).expect("open");
+        prime_wal(&db).expect("prime");
         for i in 0..count {
             db.put_cf_opt(
-                cf(db, CF_RESOURCES),
+                cf(&db, CF_RESOURCES),
                 i.to_be_bytes(),
                 [7; 100],
                 &sync_writes(),
             )
             .expect("put");
         }
+        (dir, db)
     }
 
     #[test]
     fn a_primed_database_writes_its_log_into_a_file_already_long_enough() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = open(dir.path()).expect("open");
-        prime_wal(&db).expect("prime");
-        put_synced(&db, 100);
+        let (dir, _db) = primed_with(100);
         let wals = wal_files(dir.path());
         // The log being written is the newest; the other waits for the next.
         assert_eq!(wals.len(), RECYCLED_WALS, "{wals:?}");
@@ -151,10 +153,7 @@ mod tests {
 
     #[test]
     fn a_crash_image_of_a_recycled_log_holds_every_synced_write() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let db = open(dir.path()).expect("open");
-        prime_wal(&db).expect("prime");
-        put_synced(&db, 500);
+        let (dir, db) = primed_with(500);
         // The files as a crash would leave them: the log's old records
         // (the filler) still after the new ones.
         let image = tempfile::tempdir().expect("temp dir");
