@@ -1,8 +1,9 @@
 //! The Raft log in RocksDB: entries, vote, committed and purged ids. Every
-//! write is synced before Raft is told it is durable (appends by a
-//! group-commit thread, many to one fsync), except two: the committed id,
-//! a hint written with the next append, and a leader's own appends, told
-//! at once and synced meanwhile (`durability`).
+//! write is synced before Raft is told it is durable (a replicated append
+//! where it is made while the disk syncs quickly, others by a group-commit
+//! thread, many to one fsync), except two: the committed id, a hint written
+//! with the next append, and a leader's own appends, told at once and
+//! synced meanwhile (`durability`).
 
 use super::{
     durability::Durability,
@@ -22,6 +23,7 @@ use std::{
         atomic::{AtomicU64, Ordering},
         Arc,
     },
+    time::{Duration, Instant},
 };
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -41,6 +43,9 @@ pub struct LogStore {
     unwritten_committed: Option<LogId>,
     /// Makes appended entries durable, many appends per fsync.
     syncer: std::sync::mpsc::Sender<Written>,
+    /// How long the last sync of the write-ahead log took, in nanoseconds
+    /// (made here or by the syncer).
+    last_sync: Arc<AtomicU64>,
     durability: Arc<Durability>,
 }
 
@@ -59,7 +64,11 @@ struct Written {
 /// `durability`.)
 /// The thread holds the database weakly (it never keeps it open) and ends
 /// with the last `LogStore`.
-fn spawn_syncer(db: &Arc<DB>, durability: Arc<Durability>) -> std::sync::mpsc::Sender<Written> {
+fn spawn_syncer(
+    db: &Arc<DB>,
+    durability: Arc<Durability>,
+    last_sync: Arc<AtomicU64>,
+) -> std::sync::mpsc::Sender<Written> {
     let (tx, rx) = std::sync::mpsc::channel::<Written>();
     let db = Arc::downgrade(db);
     let spawned = std::thread::Builder::new()
@@ -69,7 +78,7 @@ fn spawn_syncer(db: &Arc<DB>, durability: Arc<Durability>) -> std::sync::mpsc::S
                 let mut written = vec![first];
                 written.extend(rx.try_iter());
                 let synced = match db.upgrade() {
-                    Some(db) => db.flush_wal(true).map_err(|e| e.to_string()),
+                    Some(db) => sync_wal(&db, &last_sync),
                     None => Err("the database is closed".to_string()),
                 };
                 let upto = written.iter().map(|w| w.seq).max().unwrap_or_default();
@@ -85,6 +94,31 @@ fn spawn_syncer(db: &Arc<DB>, durability: Arc<Durability>) -> std::sync::mpsc::S
         tracing::error!(error = %e, "cannot start the raft log sync thread");
     }
     tx
+}
+
+/// A sync of the write-ahead log this quick is made in the append that
+/// waits for it (`sync_in_place`).
+const QUICK_SYNC: Duration = Duration::from_millis(1);
+
+/// Syncs the write-ahead log, and notes in `last` how long it took.
+fn sync_wal(db: &DB, last: &AtomicU64) -> Result<(), String> {
+    let started = Instant::now();
+    let synced = db.flush_wal(true).map_err(|e| e.to_string());
+    let took = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    last.store(took, Ordering::Relaxed);
+    synced
+}
+
+/// Whether an append is synced where it is made rather than by the sync
+/// thread: one reported only once durable (not a leader's own, `own_from`),
+/// while the last sync took less than `QUICK_SYNC`. openraft's core waits
+/// for such an append before it does anything else, so syncing in place
+/// costs it nothing and saves two hand-offs between threads (to the sync
+/// thread and back to the runtime), on every follower's path of every
+/// write; but it holds this runtime thread from the node's other tasks for
+/// as long as the disk takes, so a slow disk's syncs go to the thread.
+fn sync_in_place(own_from: Option<u64>, last_sync: Duration) -> bool {
+    own_from.is_none() && last_sync < QUICK_SYNC
 }
 
 /// The first index of `entries` if they may be reported before they are
@@ -125,8 +159,10 @@ impl LogStore {
     /// The log of node `node_id`.
     pub fn new(db: Arc<DB>, node_id: NodeId) -> Result<Self, StorageError> {
         let durability = Arc::new(Durability::default());
+        let last_sync = Arc::new(AtomicU64::new(0));
         let mut store = LogStore {
-            syncer: spawn_syncer(&db, durability.clone()),
+            syncer: spawn_syncer(&db, durability.clone(), last_sync.clone()),
+            last_sync,
             db,
             node_id,
             vote: None,
@@ -288,12 +324,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let value = serde_json::to_vec(&entry).map_err(|e| write_err(ErrorSubject::Logs, e))?;
             batch.put_cf(logs, index_key(entry.log_id.index), value);
         }
-        // Written now, durable once the syncer's next fsync reports it.
+        // Written now, durable once synced: here, or by the syncer.
         if let Err(e) = self.db.write(batch) {
             callback.log_io_completed(Err(std::io::Error::other(e.to_string())));
             return Err(write_err(ErrorSubject::Logs, e));
         }
         let seq = self.durability.ledger().written(own_from);
+        let last_sync = Duration::from_nanos(self.last_sync.load(Ordering::Relaxed));
+        if sync_in_place(own_from, last_sync) {
+            let synced = sync_wal(&self.db, &self.last_sync);
+            self.durability.synced(synced.clone().map(|()| seq));
+            callback.log_io_completed(synced.map_err(std::io::Error::other));
+            return Ok(());
+        }
         let callback = match own_from {
             // Reported at once: openraft replicates it while it is synced.
             Some(_) => {
@@ -378,5 +421,29 @@ mod tests {
         );
         assert_eq!(own_first_index(None, 1, &own), None);
         assert_eq!(own_first_index(Some(&leading), 1, &[]), None);
+    }
+
+    #[test]
+    fn a_replicated_append_is_synced_in_place_while_the_disk_is_quick() {
+        let quick = Duration::from_micros(150);
+        let slow = Duration::from_millis(5);
+        // A follower's append, as a node starts (no sync timed yet) and after quick ones.
+        assert!(sync_in_place(None, Duration::ZERO));
+        assert!(sync_in_place(None, quick));
+        // After a slow sync, to the sync thread (which times its own).
+        assert!(!sync_in_place(None, slow));
+        assert!(!sync_in_place(None, QUICK_SYNC));
+        // A leader's own append is reported at once and synced by the thread.
+        assert!(!sync_in_place(Some(10), quick));
+    }
+
+    #[test]
+    fn a_sync_notes_how_long_it_took() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = crate::raft::store::open(dir.path()).expect("open");
+        let last = AtomicU64::new(u64::MAX);
+        db.put(b"k", b"v").expect("put");
+        sync_wal(&db, &last).expect("synced");
+        assert!(last.load(Ordering::Relaxed) < u64::MAX);
     }
 }
