@@ -1,8 +1,8 @@
 //! The Raft client side: openraft's messages to a peer over the Raft peer
-//! protocol (`meridian_proto::raft_wire`), on one connection per peer kept
-//! between calls. openraft makes one call at a time per peer, so the task
-//! that makes it writes the request and reads the reply itself: no
-//! connection task, no channel between them.
+//! protocol (`meridian_proto::raft_wire`), on connections kept between
+//! calls and between clients. openraft makes one call at a time per
+//! client, so the task that makes it writes the request and reads the
+//! reply itself: no connection task, no channel between them.
 
 use super::durability::Durability;
 use super::peer_io::{read_frame, write_frame};
@@ -23,8 +23,18 @@ use openraft::{
     BasicNode, RaftNetwork, RaftNetworkFactory,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 use tokio::io::BufStream;
+
+/// A connection to a peer, its preface sent.
+type Conn = BufStream<ClientStream>;
+
+/// Connections kept per peer between clients, at most.
+const IDLE_PER_PEER: usize = 4;
 
 /// The size past which an AppendEntries of several entries is not sent and
 /// openraft is asked for fewer entries a message. openraft gives each
@@ -48,6 +58,7 @@ pub struct Network {
     /// What of this node's log is on disk: followers are told of no commit
     /// beyond it.
     pub durability: Arc<Durability>,
+    pub idle: Arc<IdleConns>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -56,9 +67,34 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> PeerClient {
         PeerClient {
             target,
+            conn: self.idle.take(target, &node.addr),
             addr: node.addr.clone(),
-            conn: None,
             durability: self.durability.clone(),
+            idle: self.idle.clone(),
+        }
+    }
+}
+
+/// Connections to the peers that clients left: openraft makes a new client
+/// for every leadership check (each round of heartbeats that linearizable
+/// reads wait for, a client per peer) and every vote, and each would
+/// otherwise open a connection of its own (over TLS, with a handshake) and
+/// close it after one call. Only connections after a whole exchange are
+/// kept (`PeerClient::conn`).
+#[derive(Default)]
+pub struct IdleConns(Mutex<HashMap<(NodeId, String), Vec<Conn>>>);
+
+impl IdleConns {
+    fn take(&self, target: NodeId, addr: &str) -> Option<Conn> {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        idle.get_mut(&(target, addr.to_string()))?.pop()
+    }
+
+    fn keep(&self, target: NodeId, addr: String, conn: Conn) {
+        let mut idle = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = idle.entry((target, addr)).or_default();
+        if kept.len() < IDLE_PER_PEER {
+            kept.push(conn);
         }
     }
 }
@@ -69,7 +105,18 @@ pub struct PeerClient {
     durability: Arc<Durability>,
     /// The connection between calls; dropped after a call that failed or
     /// was dropped (where its request and reply stand is unknown then).
-    conn: Option<BufStream<ClientStream>>,
+    conn: Option<Conn>,
+    /// Where the connection goes when this client ends.
+    idle: Arc<IdleConns>,
+}
+
+impl Drop for PeerClient {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.idle
+                .keep(self.target, std::mem::take(&mut self.addr), conn);
+        }
+    }
 }
 
 /// The header of a snapshot chunk; the data travels as raw bytes after it.
@@ -112,15 +159,16 @@ impl PeerClient {
     async fn call(&mut self, frame: &[u8], ttl: Duration) -> Result<Vec<u8>, CallFailed> {
         let kept = self.conn.take();
         let exchanged = tokio::time::timeout(ttl, async {
-            let mut conn = match kept {
-                Some(conn) => conn,
-                None => connect(self.target, &self.addr).await?,
-            };
-            write_frame(&mut conn, frame).await?;
-            let reply = read_frame(&mut conn)
-                .await?
-                .ok_or_else(|| std::io::Error::other("the peer closed the connection"))?;
-            Ok((conn, reply))
+            // A kept connection the peer may have closed meanwhile (it
+            // restarted): the request goes again on a new one. Raft's
+            // messages bear repeating: a follower takes an AppendEntries, a
+            // vote or a snapshot chunk (written at its offset) twice as once.
+            if let Some(conn) = kept {
+                if let Ok(exchanged) = exchange(conn, frame).await {
+                    return Ok(exchanged);
+                }
+            }
+            exchange(connect(self.target, &self.addr).await?, frame).await
         })
         .await
         .unwrap_or_else(|_| Err(std::io::Error::other("timed out")));
@@ -152,8 +200,17 @@ impl PeerClient {
     }
 }
 
+/// Sends `frame` on `conn` and reads its reply.
+async fn exchange(mut conn: Conn, frame: &[u8]) -> std::io::Result<(Conn, (Kind, Vec<u8>))> {
+    write_frame(&mut conn, frame).await?;
+    let reply = read_frame(&mut conn)
+        .await?
+        .ok_or_else(|| std::io::Error::other("the peer closed the connection"))?;
+    Ok((conn, reply))
+}
+
 /// A new connection to node `target`, its preface sent.
-async fn connect(target: NodeId, addr: &str) -> std::io::Result<BufStream<ClientStream>> {
+async fn connect(target: NodeId, addr: &str) -> std::io::Result<Conn> {
     let stream = grpc_client::stream(target, addr, raft_wire::ALPN).await?;
     let mut conn = BufStream::new(stream);
     write_frame(&mut conn, raft_wire::PREFACE).await?;
@@ -213,24 +270,31 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 mod tests {
     use super::*;
     use crate::raft::peer_io::read_preface;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A peer that answers each request with a reply of the request's
-    /// body, the first one on each connection `late`.
-    async fn echo_peer(late: Duration) -> String {
+    /// body, the first one on each connection `late`, and closes each
+    /// connection after `replies` of them; and how many connections it took.
+    async fn echo_peer(late: Duration, replies: usize) -> (String, Arc<AtomicUsize>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::Relaxed);
                 tokio::spawn(async move {
                     let mut conn = BufStream::new(stream);
                     if read_preface(&mut conn).await.is_err() {
                         return;
                     }
-                    let mut first = true;
-                    while let Ok(Some((_, body))) = read_frame(&mut conn).await {
-                        if std::mem::take(&mut first) {
+                    for answered in 0..replies {
+                        let Ok(Some((_, body))) = read_frame(&mut conn).await else {
+                            return;
+                        };
+                        if answered == 0 {
                             tokio::time::sleep(late).await;
                         }
                         let Ok(reply) = raft_wire::frame(Kind::Reply, &[&body]) else {
@@ -243,19 +307,56 @@ mod tests {
                 });
             }
         });
-        addr
+        (addr, accepted)
+    }
+
+    fn request(body: &[u8]) -> Vec<u8> {
+        raft_wire::frame(Kind::AppendEntries, &[body]).expect("framed")
+    }
+
+    fn network() -> Network {
+        Network {
+            durability: Default::default(),
+            idle: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_client_takes_the_connection_an_ended_one_left() {
+        let (addr, accepted) = echo_peer(Duration::ZERO, usize::MAX).await;
+        let mut network = network();
+        let node = BasicNode::new(&addr);
+        for body in [&b"first"[..], b"second", b"third"] {
+            let mut client = network.new_client(2, &node).await;
+            let reply = client.call(&request(body), Duration::from_secs(5)).await;
+            assert_eq!(reply.ok().as_deref(), Some(body));
+        }
+        assert_eq!(accepted.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_on_a_kept_connection_the_peer_closed_goes_on_a_new_one() {
+        // A peer that closes every connection after one reply, as one that
+        // restarted between two calls.
+        let (addr, accepted) = echo_peer(Duration::ZERO, 1).await;
+        let mut client = network().new_client(2, &BasicNode::new(&addr)).await;
+        for body in [&b"first"[..], b"second"] {
+            let reply = client.call(&request(body), Duration::from_secs(5)).await;
+            assert_eq!(reply.ok().as_deref(), Some(body));
+        }
+        assert_eq!(accepted.load(Ordering::Relaxed), 2);
     }
 
     #[tokio::test]
     async fn a_call_dropped_midway_leaves_no_reply_for_the_next() {
-        let addr = echo_peer(Duration::from_millis(300)).await;
+        let (addr, _) = echo_peer(Duration::from_millis(300), usize::MAX).await;
         let mut client = PeerClient {
             target: 2,
             addr,
             durability: Default::default(),
             conn: None,
+            idle: Default::default(),
         };
-        let request = |body: &[u8]| raft_wire::frame(Kind::AppendEntries, &[body]).expect("framed");
         // openraft's own timeout drops the call before its reply comes.
         let dropped = tokio::time::timeout(
             Duration::from_millis(100),

@@ -109,6 +109,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         raft_config(&config)?,
         Network {
             durability: durability.clone(),
+            idle: Default::default(),
         },
         log_store,
         state.clone(),
