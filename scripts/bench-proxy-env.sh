@@ -62,6 +62,10 @@ metadata: {name: web, namespace: bench, cluster: bench}
 spec: {endpoints: [{address: 127.0.0.1, port: $UP}]}
 YAML
 }
+# meridian-proxy's arguments in these measurements: its routes from that
+# control plane, listeners as the mesh gives them ($MP for web.bench).
+proxy_args=(--insecure --xds 127.0.0.1:$CP --node-id bench --cluster bench
+  --admin-addr 127.0.0.1:$ADM --state-dir "$work/proxy")
 # routes PORT AUTHORITY: waits (up to two minutes) until a request through PORT is answered.
 routes() {
   for _ in $(seq 1 600); do curl -fsS -o /dev/null -H "Host: $2" "http://127.0.0.1:$1/" 2>/dev/null && return; sleep 0.2; done
