@@ -528,6 +528,16 @@ const HOP_BY_HOP: [hyper::header::HeaderName; 3] = [
     hyper::header::HeaderName::from_static("proxy-connection"),
 ];
 
+/// The version a request goes upstream in: HTTP/2 to an upstream that
+/// speaks it (`http2`), else HTTP/1.1, whatever the client spoke.
+pub fn upstream_version(http2: bool) -> hyper::Version {
+    if http2 {
+        hyper::Version::HTTP_2
+    } else {
+        hyper::Version::HTTP_11
+    }
+}
+
 /// The request's head as it goes upstream: hop-by-hop headers removed,
 /// the version the cluster speaks. A request that cannot be retried gives
 /// its head to its one try; one that may be sent again shares it with each.
@@ -555,11 +565,7 @@ impl Head {
         // client writes it as the Host header when the head has none.
         // What the server side of hyper keeps with a request is not the upstream's.
         parts.extensions = hyper::http::Extensions::new();
-        parts.version = if http2 {
-            hyper::Version::HTTP_2
-        } else {
-            hyper::Version::HTTP_11
-        };
+        parts.version = upstream_version(http2);
         Head {
             parts: Some(head),
             keep,

@@ -5,7 +5,9 @@
 //! `x-forwarded-client-cert`.
 
 use crate::coalesce::Coalesce;
-use crate::forward::{local_response, BodyError, BoxError, ProxyBody, TryError, TryRequest};
+use crate::forward::{
+    local_response, upstream_version, BodyError, BoxError, ProxyBody, TryError, TryRequest,
+};
 use crate::proxy::Proxy;
 use crate::request_span::RequestSpan;
 use crate::server;
@@ -153,11 +155,7 @@ impl Admitted {
         if let Ok(value) = hyper::header::HeaderValue::from_str(&xfcc) {
             parts.headers.insert("x-forwarded-client-cert", value);
         }
-        parts.version = if http2 {
-            hyper::Version::HTTP_2
-        } else {
-            hyper::Version::HTTP_11
-        };
+        parts.version = upstream_version(http2);
         span.inject(&mut parts.headers);
         let upstream = TryRequest::new(
             Request::from_parts(parts, body.map_err(Into::into).boxed()),
