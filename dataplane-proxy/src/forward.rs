@@ -347,7 +347,7 @@ where
                         }
                     }
                 }
-                let Some(host) = cluster.pick_host(runtime.randoms(), hash, &failed) else {
+                let Some(host) = cluster.pick_host(crate::random::three(), hash, &failed) else {
                     if failed.is_empty() {
                         metrics.count(name, "", "no_healthy_upstream");
                     }
@@ -500,7 +500,7 @@ fn choose<'r>(
             &format!("no route for {authority}{path}"),
         )));
     };
-    let cluster = match route.pick(runtime.random()) {
+    let cluster = match route.pick(crate::random::next()) {
         Some(Target::Cluster(cluster)) => cluster,
         Some(Target::Unknown(name)) => {
             return Err(Box::new(local_response(

@@ -15,6 +15,7 @@ mod limits;
 mod mesh_client;
 mod metrics;
 mod proxy;
+mod random;
 mod request_span;
 mod route_table;
 mod runtime;

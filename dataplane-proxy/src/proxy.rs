@@ -405,7 +405,8 @@ async fn serve_tcp(proxy: Arc<Proxy>, addr: SocketAddr, worker: usize, cluster: 
             // A connect failure moves on to a host not tried yet.
             let mut failed = Vec::new();
             for _ in 0..3 {
-                let Some(host) = state.pick_host(runtime.randoms(), Some(hash), &failed) else {
+                let Some(host) = state.pick_host(crate::random::three(), Some(hash), &failed)
+                else {
                     proxy.metrics.count(&cluster, "", "no_healthy_upstream");
                     return;
                 };

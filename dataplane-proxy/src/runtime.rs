@@ -8,19 +8,13 @@ use crate::cluster::{ClusterState, HostRow};
 use crate::config::{ListenerKind, Snapshot};
 use crate::metrics::Metrics;
 use crate::route_table::RouteTable;
-use meridian_balance::hash64;
-use std::{
-    collections::HashMap,
-    sync::atomic::{AtomicU64, Ordering},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 pub struct Runtime {
     pub snapshot: Snapshot,
     clusters: HashMap<String, Arc<ClusterState>>,
     /// The route table of each HTTP listener, by port.
     routes: foldhash::HashMap<u16, Arc<RouteTable>>,
-    random: AtomicU64,
 }
 
 impl Runtime {
@@ -51,15 +45,10 @@ impl Runtime {
                 ListenerKind::Tcp(_) => None,
             })
             .collect();
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
         Runtime {
             snapshot,
             clusters,
             routes,
-            random: AtomicU64::new(seed),
         }
     }
 
@@ -70,19 +59,6 @@ impl Runtime {
 
     pub fn cluster(&self, name: &str) -> Option<&Arc<ClusterState>> {
         self.clusters.get(name)
-    }
-
-    /// A uniform random number (weights, priorities, P2C).
-    pub fn random(&self) -> u64 {
-        let x = self
-            .random
-            .fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
-        hash64(&x.to_le_bytes())
-    }
-
-    /// Three, for a host pick.
-    pub fn randoms(&self) -> [u64; 3] {
-        [self.random(), self.random(), self.random()]
     }
 
     /// Records an active health check's verdict for a host.
@@ -123,7 +99,9 @@ mod tests {
 
     fn next_host(runtime: &Runtime, cluster: &str) -> String {
         let state = runtime.cluster(cluster).expect("cluster");
-        let host = state.pick_host(runtime.randoms(), None, &[]).expect("host");
+        let host = state
+            .pick_host(crate::random::three(), None, &[])
+            .expect("host");
         host.address.to_string()
     }
 

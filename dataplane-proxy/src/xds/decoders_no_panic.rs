@@ -225,7 +225,7 @@ fn serve(snapshot: Snapshot, previous: Option<&Runtime>) -> Runtime {
         for authority in AUTHORITIES {
             for path in ["/", "/x", ""] {
                 if let Some(route) = runtime.routes(*port).and_then(|t| t.route(authority, path)) {
-                    let _ = route.pick(runtime.random());
+                    let _ = route.pick(crate::random::next());
                 }
             }
         }
@@ -243,7 +243,7 @@ fn serve(snapshot: Snapshot, previous: Option<&Runtime>) -> Runtime {
         let mut failed = Vec::new();
         for (i, outcome) in outcomes.into_iter().enumerate() {
             let hash = (i % 2 == 0).then_some(i as u64);
-            let Some(host) = cluster.pick_host(runtime.randoms(), hash, &failed) else {
+            let Some(host) = cluster.pick_host(crate::random::three(), hash, &failed) else {
                 break;
             };
             cluster.report(host.address, outcome);
