@@ -1,7 +1,7 @@
 //! Uniform random numbers for the request path (a weighted route's
 //! cluster, a host by weight, priority or P2C): each thread has its own
 //! generator (wyrand), seeded from the OS's randomness, so one worker's
-//! picks write no memory another worker's read.
+//! picks write no memory another worker reads.
 
 use std::cell::Cell;
 use std::hash::{BuildHasher, RandomState};
