@@ -57,8 +57,18 @@ fn fewer_entries(entries: usize, bytes: usize) -> Option<u64> {
 pub struct Network {
     /// What of this node's log is on disk: followers are told of no commit
     /// beyond it.
-    pub durability: Arc<Durability>,
-    pub idle: Arc<IdleConns>,
+    durability: Arc<Durability>,
+    idle: Arc<IdleConns>,
+}
+
+impl Network {
+    /// The clients of a node whose log's durability is `durability`.
+    pub fn new(durability: Arc<Durability>) -> Self {
+        Network {
+            durability,
+            idle: Default::default(),
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -82,7 +92,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// close it after one call. Only connections after a whole exchange are
 /// kept (`PeerClient::conn`).
 #[derive(Default)]
-pub struct IdleConns(Mutex<HashMap<(NodeId, String), Vec<Conn>>>);
+struct IdleConns(Mutex<HashMap<(NodeId, String), Vec<Conn>>>);
 
 impl IdleConns {
     fn take(&self, target: NodeId, addr: &str) -> Option<Conn> {
@@ -315,10 +325,7 @@ mod tests {
     }
 
     fn network() -> Network {
-        Network {
-            durability: Default::default(),
-            idle: Default::default(),
-        }
+        Network::new(Default::default())
     }
 
     #[tokio::test]
@@ -350,13 +357,7 @@ mod tests {
     #[tokio::test]
     async fn a_call_dropped_midway_leaves_no_reply_for_the_next() {
         let (addr, _) = echo_peer(Duration::from_millis(300), usize::MAX).await;
-        let mut client = PeerClient {
-            target: 2,
-            addr,
-            durability: Default::default(),
-            conn: None,
-            idle: Default::default(),
-        };
+        let mut client = network().new_client(2, &BasicNode::new(&addr)).await;
         // openraft's own timeout drops the call before its reply comes.
         let dropped = tokio::time::timeout(
             Duration::from_millis(100),

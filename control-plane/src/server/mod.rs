@@ -107,10 +107,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let raft = Raft::new(
         config.node_id,
         raft_config(&config)?,
-        Network {
-            durability: durability.clone(),
-            idle: Default::default(),
-        },
+        Network::new(durability.clone()),
         log_store,
         state.clone(),
     )
