@@ -71,3 +71,9 @@ routes() {
   for _ in $(seq 1 600); do curl -fsS -o /dev/null -H "Host: $2" "http://127.0.0.1:$1/" 2>/dev/null && return; sleep 0.2; done
   echo "$(basename "$0"): nothing answers through port $1; see $work" >&2; exit 1
 }
+# start_proxy_alone BIN: meridian-proxy BIN, one worker on the proxy's core,
+# its pid in $proxy, once web.bench is routed through $MP.
+start_proxy_alone() {
+  taskset -c $PROXY_CORE "$1" "${proxy_args[@]}" --workers 1 2>>"$work/proxy.log" & proxy=$!; pids+=($proxy)
+  routes $MP web.bench
+}
